@@ -1,0 +1,271 @@
+//! Request decoding and response encoding shared by the handlers: key paths, query parameters, the JSON
+//! form of an entry, version headers.
+
+use std::collections::HashMap;
+
+use axum::extract::FromRequestParts;
+use axum::http::header::{HeaderMap, HeaderValue, CONTENT_TYPE, ETAG};
+use axum::http::request::Parts;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::crdt::{Entry, Version, DEFAULT_CONTENT_TYPE};
+use crate::error::{Error, Result};
+
+/// Header carrying an entry's version.
+pub const VERSION_HEADER: &str = "x-cave-version";
+/// Header set on a secret's response: `sealed` (the envelope) or `opened` (plaintext).
+pub const SECRET_HEADER: &str = "x-cave-secret";
+/// Longest content type accepted, in bytes.
+pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
+
+/// The path after `route_prefix`, percent-decoded strictly: every `%` must start a valid escape and the
+/// result must be UTF-8. (Lenient decoders pass `%zz` through, which would make two spellings of a key.)
+pub fn path_after(parts_path: &str, route_prefix: &str) -> Result<String> {
+    let raw = parts_path.strip_prefix(route_prefix).unwrap_or("");
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    let bytes = raw.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'%' {
+            let ok = bytes.len() > i + 2 && bytes[i + 1].is_ascii_hexdigit() && bytes[i + 2].is_ascii_hexdigit();
+            if !ok {
+                return Err(Error::invalid(
+                    "key has an invalid percent-encoding (a '%' must be followed by two hex digits)",
+                ));
+            }
+        }
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode(bytes).collect();
+    String::from_utf8(decoded).map_err(|_| Error::invalid("key is not valid UTF-8"))
+}
+
+/// Query-string parameters, decoded without rejecting unknown names.
+#[derive(Debug, Default)]
+pub struct Params(HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Params> {
+        let query = parts.uri.query().unwrap_or("");
+        let pairs: Vec<(String, String)> =
+            serde_urlencoded::from_str(query).map_err(|e| Error::invalid(format!("malformed query string: {e}")))?;
+        Ok(Params(pairs.into_iter().collect()))
+    }
+}
+
+impl Params {
+    /// A boolean flag: absent = false; `true`/`1`/empty = true; `false`/`0` = false; anything else a 400.
+    pub fn flag(&self, name: &str) -> Result<bool> {
+        match self.0.get(name).map(String::as_str) {
+            None | Some("false") | Some("0") => Ok(false),
+            Some("true") | Some("1") | Some("") => Ok(true),
+            Some(_) => Err(Error::invalid(format!("parameter {name} must be true or false"))),
+        }
+    }
+
+    /// `?cas=VERSION`.
+    pub fn cas(&self) -> Result<Option<Version>> {
+        self.0
+            .get("cas")
+            .map(|v| {
+                v.parse::<Version>()
+                    .map_err(|e| Error::invalid(format!("parameter cas: {e}")))
+            })
+            .transpose()
+    }
+
+    /// A raw string parameter.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+/// The content type of a write: the request's `Content-Type`, or the default.
+pub fn content_type(headers: &HeaderMap) -> Result<String> {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return Ok(DEFAULT_CONTENT_TYPE.to_string());
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Error::invalid("Content-Type must be visible ASCII"))?;
+    validate_content_type(text)?;
+    Ok(text.to_string())
+}
+
+/// Content types end up in headers: keep them short, printable, one line.
+pub fn validate_content_type(text: &str) -> Result<()> {
+    if text.len() > MAX_CONTENT_TYPE_BYTES {
+        return Err(Error::invalid(format!(
+            "content type is longer than {MAX_CONTENT_TYPE_BYTES} bytes"
+        )));
+    }
+    if !text.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(Error::invalid("content type must be visible ASCII"));
+    }
+    Ok(())
+}
+
+/// `X-Cave-Version` and `ETag` headers of a version.
+pub fn version_headers(headers: &mut HeaderMap, version: Version) {
+    let text = version.to_string();
+    if let Ok(v) = HeaderValue::from_str(&text) {
+        headers.insert(VERSION_HEADER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{text}\"")) {
+        headers.insert(ETAG, v);
+    }
+}
+
+/// How a value is written in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueEncoding {
+    /// The value as a JSON string (it is valid UTF-8).
+    #[default]
+    Utf8,
+    /// The value in standard base64 (binary data).
+    Base64,
+}
+
+/// Encode a value for JSON: UTF-8 text as itself, anything else as base64.
+pub fn encode_value(value: &[u8]) -> (String, ValueEncoding) {
+    match std::str::from_utf8(value) {
+        Ok(text) => (text.to_string(), ValueEncoding::Utf8),
+        Err(_) => (B64.encode(value), ValueEncoding::Base64),
+    }
+}
+
+/// Decode a JSON value written by [`encode_value`].
+pub fn decode_value(text: &str, encoding: ValueEncoding) -> Result<Bytes> {
+    match encoding {
+        ValueEncoding::Utf8 => Ok(Bytes::copy_from_slice(text.as_bytes())),
+        ValueEncoding::Base64 => B64
+            .decode(text)
+            .map(Bytes::from)
+            .map_err(|_| Error::invalid("value is not valid base64")),
+    }
+}
+
+/// An entry as JSON: export/import lines, watch events. Secrets stay sealed (their value is the envelope).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryJson {
+    /// The key.
+    pub key: String,
+    /// The value, per `encoding`; empty for a tombstone.
+    #[serde(default)]
+    pub value: String,
+    /// How `value` is encoded.
+    #[serde(default)]
+    pub encoding: ValueEncoding,
+    /// The stored content type.
+    #[serde(default)]
+    pub content_type: String,
+    /// Whether the value is a sealed secret envelope.
+    #[serde(default)]
+    pub secret: bool,
+    /// Whether this is a tombstone.
+    #[serde(default)]
+    pub deleted: bool,
+    /// The version that wrote it.
+    pub version: Version,
+}
+
+impl From<&Entry> for EntryJson {
+    fn from(e: &Entry) -> EntryJson {
+        let (value, encoding) = encode_value(&e.value);
+        EntryJson {
+            key: e.key.clone(),
+            value,
+            encoding,
+            content_type: e.content_type.clone(),
+            secret: e.secret,
+            deleted: e.deleted,
+            version: e.version,
+        }
+    }
+}
+
+impl EntryJson {
+    /// Validate and convert back into an entry (import).
+    pub fn into_entry(self) -> Result<Entry> {
+        crate::key::validate(&self.key)?;
+        if self.version == Version::ZERO {
+            return Err(Error::invalid("version 0 is not a real version"));
+        }
+        let value = decode_value(&self.value, self.encoding)?;
+        if self.deleted {
+            return Ok(Entry::tombstone(self.key, self.version));
+        }
+        validate_content_type(&self.content_type)?;
+        if self.secret && !crate::secrets::is_envelope(&value) {
+            return Err(Error::invalid("a secret's value must be a sealed envelope"));
+        }
+        let content_type = if self.content_type.is_empty() {
+            DEFAULT_CONTENT_TYPE.to_string()
+        } else {
+            self.content_type
+        };
+        Ok(Entry {
+            key: self.key,
+            value,
+            content_type,
+            secret: self.secret,
+            deleted: false,
+            version: self.version,
+        })
+    }
+}
+
+/// Metadata of an entry for listings (no value).
+#[derive(Debug, Clone, Serialize)]
+pub struct EntryMeta {
+    /// The key.
+    pub key: String,
+    /// Its version.
+    pub version: Version,
+    /// Stored content type.
+    pub content_type: String,
+    /// Whether it is a secret.
+    pub secret: bool,
+    /// Size of the stored value in bytes.
+    pub size: usize,
+}
+
+impl From<&Entry> for EntryMeta {
+    fn from(e: &Entry) -> EntryMeta {
+        EntryMeta {
+            key: e.key.clone(),
+            version: e.version,
+            content_type: e.content_type.clone(),
+            secret: e.secret,
+            size: e.value.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_decoding_is_strict() {
+        assert_eq!(path_after("/api/v1/kv/a%20b/c", "/api/v1/kv").unwrap(), "a b/c");
+        assert_eq!(path_after("/api/v1/kv/", "/api/v1/kv").unwrap(), "");
+        assert_eq!(path_after("/api/v1/kv", "/api/v1/kv").unwrap(), "");
+        for bad in ["/api/v1/kv/a%zz", "/api/v1/kv/a%2", "/api/v1/kv/%", "/api/v1/kv/%ff"] {
+            assert!(path_after(bad, "/api/v1/kv").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn values_round_trip_through_json_encoding() {
+        for value in [&b"plain text"[..], &[0xff, 0, 1][..], b""] {
+            let (text, enc) = encode_value(value);
+            assert_eq!(decode_value(&text, enc).unwrap(), value);
+        }
+    }
+}

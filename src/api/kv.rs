@@ -1,0 +1,220 @@
+//! `/api/v1/kv/{key}`: single keys (GET/PUT/POST/DELETE) and, with a trailing slash, folders (listing,
+//! recursive listing, tree, recursive delete).
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Map, Value};
+
+use super::encoding::{content_type, path_after, version_headers, EntryMeta, Params, SECRET_HEADER};
+use super::AppState;
+use crate::db::{Op, Outcome};
+use crate::error::{Error, Result};
+use crate::key;
+
+const ROUTE: &str = "/api/v1/kv";
+
+/// What a request path names: one key, or a folder (trailing slash; `""` is the root).
+enum Target {
+    Key(String),
+    Folder(String),
+}
+
+fn target(uri: &Uri) -> Result<Target> {
+    let path = path_after(uri.path(), ROUTE)?;
+    if path.is_empty() {
+        return Ok(Target::Folder(String::new()));
+    }
+    if let Some(folder) = path.strip_suffix('/') {
+        key::validate_prefix(folder)?;
+        return Ok(Target::Folder(key::folder_prefix(folder)));
+    }
+    key::validate(&path)?;
+    Ok(Target::Key(path))
+}
+
+/// GET (and HEAD): a value, or a folder listing.
+pub async fn get(State(app): State<AppState>, uri: Uri, params: Params, headers: HeaderMap) -> Result<Response> {
+    match target(&uri)? {
+        Target::Key(key) => read_key(&app, &key, &params, &headers),
+        Target::Folder(prefix) => list(&app, &prefix, &params),
+    }
+}
+
+fn read_key(app: &AppState, key: &str, params: &Params, headers: &HeaderMap) -> Result<Response> {
+    let open = params.flag("secret")?;
+    let entry = app.db.get(key).ok_or_else(|| Error::NotFound("key not found".into()))?;
+    let etag = format!("\"{}\"", entry.version);
+    if headers
+        .get(IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        let mut response = StatusCode::NOT_MODIFIED.into_response();
+        version_headers(response.headers_mut(), entry.version);
+        return Ok(response);
+    }
+    let (body, content_type, secret_state) = if entry.secret && open {
+        (app.db.open_secret(&entry)?, entry.content_type.clone(), Some("opened"))
+    } else if entry.secret {
+        (
+            entry.value.clone(),
+            "text/plain; charset=utf-8".to_string(),
+            Some("sealed"),
+        )
+    } else {
+        (entry.value.clone(), entry.content_type.clone(), None)
+    };
+    let mut response = Response::new(Body::from(body));
+    let h = response.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_str(&content_type).map_err(Error::internal)?,
+    );
+    version_headers(h, entry.version);
+    if let Some(state) = secret_state {
+        h.insert(SECRET_HEADER, HeaderValue::from_static(state));
+    }
+    Ok(response)
+}
+
+fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
+    let recurse = params.flag("recurse")?;
+    let tree = params.flag("tree")?;
+    if tree || recurse {
+        let entries = app.db.scan(prefix);
+        if entries.is_empty() && !prefix.is_empty() {
+            return Err(Error::NotFound("no keys under this prefix".into()));
+        }
+        if tree {
+            return Ok(Json(build_tree(prefix, &entries)).into_response());
+        }
+        let metas: Vec<EntryMeta> = entries.iter().map(EntryMeta::from).collect();
+        return Ok(Json(metas).into_response());
+    }
+    let children = app.db.children(prefix);
+    if children.is_empty() && !prefix.is_empty() {
+        return Err(Error::NotFound("no keys under this prefix".into()));
+    }
+    Ok(Json(children).into_response())
+}
+
+/// Nest entries below `prefix` as JSON objects: folders as `"name/": {...}`, keys as `"name": {metadata}`.
+/// The trailing slash keeps a key `a` and a folder `a/` apart (both may exist).
+fn build_tree(prefix: &str, entries: &[crate::crdt::Entry]) -> Value {
+    let mut root = Map::new();
+    for entry in entries {
+        let rest = &entry.key[prefix.len()..];
+        let mut node = &mut root;
+        let mut segments = rest.split('/').peekable();
+        while let Some(segment) = segments.next() {
+            if segments.peek().is_none() {
+                let meta = serde_json::to_value(EntryMeta::from(entry)).unwrap_or(Value::Null);
+                node.insert(segment.to_string(), meta);
+            } else {
+                let child = node
+                    .entry(format!("{segment}/"))
+                    .or_insert_with(|| Value::Object(Map::new()));
+                node = match child {
+                    Value::Object(map) => map,
+                    _ => unreachable!("folder names end in '/', leaf names never do"),
+                };
+            }
+        }
+    }
+    Value::Object(root)
+}
+
+/// PUT and POST: store the raw body.
+pub async fn put(
+    State(app): State<AppState>,
+    uri: Uri,
+    params: Params,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response> {
+    let key = match target(&uri)? {
+        Target::Key(key) => key,
+        Target::Folder(prefix) if prefix.is_empty() => return Err(Error::invalid("key is empty")),
+        Target::Folder(_) => return Err(Error::invalid("cannot write a folder: a key must not end with '/'")),
+    };
+    let secret = params.flag("secret")?;
+    let cas = params.cas()?;
+    let content_type = content_type(&headers)?;
+    let limit = app.config.max_value_bytes;
+    let value = read_body(&headers, body, limit).await?;
+    let value = if secret { app.db.seal(&value) } else { value };
+    let op = Op::Put {
+        key,
+        value,
+        content_type,
+        secret,
+        cas,
+    };
+    let entry = written(app.db.write(vec![op]).await?)?;
+    let mut response = Json(json!({"message": "ok", "version": entry.version})).into_response();
+    version_headers(response.headers_mut(), entry.version);
+    Ok(response)
+}
+
+/// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`.
+pub async fn delete(State(app): State<AppState>, uri: Uri, params: Params) -> Result<Response> {
+    match target(&uri)? {
+        Target::Key(key) => {
+            let op = Op::Delete {
+                key,
+                cas: params.cas()?,
+            };
+            let entry = written(app.db.write(vec![op]).await?)?;
+            let mut response = Json(json!({"message": "ok", "version": entry.version})).into_response();
+            version_headers(response.headers_mut(), entry.version);
+            Ok(response)
+        }
+        Target::Folder(prefix) => {
+            if !params.flag("recurse")? {
+                return Err(Error::invalid("deleting a folder needs ?recurse=true"));
+            }
+            if prefix.is_empty() {
+                return Err(Error::invalid(
+                    "refusing to delete the whole key space; delete its folders instead",
+                ));
+            }
+            let outcomes = app.db.write(vec![Op::DeletePrefix { prefix }]).await?;
+            let deleted = match outcomes.into_iter().next() {
+                Some(Outcome::DeletedPrefix(tombs)) => tombs.len(),
+                _ => return Err(Error::internal("prefix delete returned no outcome")),
+            };
+            Ok(Json(json!({"message": "ok", "deleted": deleted})).into_response())
+        }
+    }
+}
+
+fn written(outcomes: Vec<Outcome>) -> Result<crate::crdt::Entry> {
+    match outcomes.into_iter().next() {
+        Some(Outcome::Written(entry)) => Ok(entry),
+        _ => Err(Error::internal("write returned no outcome")),
+    }
+}
+
+/// Read a request body of at most `limit` bytes. A declared `Content-Length` over the limit is refused before
+/// reading anything; a body that grows past it while streaming is cut off.
+pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes> {
+    let too_large = || Error::TooLarge(format!("body exceeds the limit of {limit} bytes"));
+    if let Some(len) = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > limit as u64 {
+            return Err(too_large());
+        }
+    }
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
+        Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
+    }
+}

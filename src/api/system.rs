@@ -1,0 +1,43 @@
+//! `/api/v1/system/*`, `/healthz`, `/readyz`.
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::AppState;
+use crate::error::Result;
+
+/// Node identity and state. Never the environment, never key material.
+pub async fn info(State(app): State<AppState>) -> Result<Json<Value>> {
+    let stats = app.db.stats();
+    let db_size = app.db.size_bytes().await.unwrap_or(0);
+    Ok(Json(json!({
+        "node_id": app.db.node_id().to_string(),
+        "cluster_id": Value::Null,
+        "mode": app.config.mode.to_string(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_seconds": app.started.elapsed().as_secs(),
+        "keys": stats.keys,
+        "tombstones": stats.tombstones,
+        "memory_bytes": stats.bytes,
+        "db_size_bytes": db_size,
+        "http_addr": app.config.http_addr.to_string(),
+        "grpc_addr": app.config.grpc_addr.to_string(),
+        "peers": Vec::<Value>::new(),
+    })))
+}
+
+/// The effective configuration, secrets redacted.
+pub async fn config(State(app): State<AppState>) -> Json<Value> {
+    Json(app.config.redacted())
+}
+
+/// Liveness: the process answers.
+pub async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// Readiness: storage is open (the router only runs once it is).
+pub async fn readyz() -> Json<Value> {
+    Json(json!({"status": "ready"}))
+}

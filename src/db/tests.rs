@@ -1,0 +1,309 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::*;
+use crate::crdt::ManualTime;
+use crate::secrets::{MasterKey, SECRETS_DOMAIN};
+use crate::storage::{MemoryStore, Store};
+
+async fn open_with(store: Arc<dyn Store>) -> Db {
+    let hlc = Arc::new(Hlc::new(ManualTime::new(1_000)));
+    Db::open(store, NodeId(7), hlc, MasterKey::generate().sealer(SECRETS_DOMAIN))
+        .await
+        .unwrap()
+}
+
+async fn open() -> Db {
+    open_with(Arc::new(MemoryStore::new())).await
+}
+
+fn put(key: &str, value: &str) -> Op {
+    Op::Put {
+        key: key.into(),
+        value: Bytes::from(value.to_string()),
+        content_type: "text/plain".into(),
+        secret: false,
+        cas: None,
+    }
+}
+
+fn put_cas(key: &str, value: &str, cas: Version) -> Op {
+    match put(key, value) {
+        Op::Put {
+            key,
+            value,
+            content_type,
+            secret,
+            ..
+        } => Op::Put {
+            key,
+            value,
+            content_type,
+            secret,
+            cas: Some(cas),
+        },
+        _ => unreachable!(),
+    }
+}
+
+fn written(outcomes: Vec<Outcome>) -> Entry {
+    match outcomes.into_iter().next() {
+        Some(Outcome::Written(e)) => e,
+        other => panic!("expected a write, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn writes_are_readable_and_versions_increase() {
+    let db = open().await;
+    let a = written(db.write(vec![put("k", "1")]).await.unwrap());
+    let b = written(db.write(vec![put("k", "2")]).await.unwrap());
+    assert!(b.version > a.version);
+    assert_eq!(b.version.node, NodeId(7));
+    assert_eq!(db.get("k").unwrap().value, "2");
+}
+
+#[tokio::test]
+async fn a_write_always_beats_the_version_it_overwrites_even_from_the_future() {
+    let db = open().await;
+    let future = Version::new(u64::MAX / 4, NodeId(1));
+    db.merge(vec![Entry::value("k", "remote", future)]).await.unwrap();
+    let local = written(db.write(vec![put("k", "local")]).await.unwrap());
+    assert!(local.version > future);
+    assert_eq!(db.get("k").unwrap().value, "local");
+}
+
+#[tokio::test]
+async fn cas_create_only_and_exact_version() {
+    let db = open().await;
+    let v1 = written(db.write(vec![put_cas("k", "1", Version::ZERO)]).await.unwrap()).version;
+    let err = db.write(vec![put_cas("k", "x", Version::ZERO)]).await.unwrap_err();
+    assert!(matches!(err, Error::PreconditionFailed(_)), "{err}");
+    let v2 = written(db.write(vec![put_cas("k", "2", v1)]).await.unwrap()).version;
+    assert!(matches!(
+        db.write(vec![put_cas("k", "3", v1)]).await,
+        Err(Error::PreconditionFailed(_))
+    ));
+    db.write(vec![Op::Delete {
+        key: "k".into(),
+        cas: Some(v2),
+    }])
+    .await
+    .unwrap();
+    // Deleted counts as absent for cas=0.
+    db.write(vec![put_cas("k", "again", Version::ZERO)]).await.unwrap();
+}
+
+#[tokio::test]
+async fn concurrent_create_only_writes_have_exactly_one_winner() {
+    let db = open().await;
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                db.write(vec![put_cas("race", &i.to_string(), Version::ZERO)])
+                    .await
+                    .is_ok()
+            })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        wins += t.await.unwrap() as usize;
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn a_failing_op_rejects_the_whole_batch() {
+    let db = open().await;
+    let v = written(db.write(vec![put("a", "1")]).await.unwrap()).version;
+    let bad = Version::new(v.hlc + 99, NodeId(7));
+    let result = db.write(vec![put("b", "2"), put_cas("a", "3", bad)]).await;
+    assert!(result.is_err());
+    assert!(db.get("b").is_none());
+    assert_eq!(db.get("a").unwrap().value, "1");
+}
+
+#[tokio::test]
+async fn gets_in_a_batch_see_earlier_ops_in_request_order() {
+    let db = open().await;
+    let outcomes = db
+        .write(vec![
+            Op::Get { key: "k".into() },
+            put("k", "v"),
+            Op::Get { key: "k".into() },
+            Op::Delete {
+                key: "k".into(),
+                cas: None,
+            },
+            Op::Get { key: "k".into() },
+        ])
+        .await
+        .unwrap();
+    assert!(matches!(&outcomes[0], Outcome::Got(None)));
+    assert!(matches!(&outcomes[2], Outcome::Got(Some(e)) if e.value == "v"));
+    assert!(matches!(&outcomes[3], Outcome::Written(e) if e.deleted));
+    assert!(matches!(&outcomes[4], Outcome::Got(None)));
+}
+
+#[tokio::test]
+async fn merge_applies_only_newer_entries() {
+    let db = open().await;
+    let new = Entry::value("k", "new", Version::new(50, NodeId(1)));
+    let old = Entry::value("k", "old", Version::new(40, NodeId(9)));
+    assert_eq!(db.merge(vec![new.clone()]).await.unwrap(), vec![new.clone()]);
+    assert!(db.merge(vec![old]).await.unwrap().is_empty());
+    assert!(db.merge(vec![new]).await.unwrap().is_empty());
+    assert_eq!(db.get("k").unwrap().value, "new");
+    // The clock moved past what it observed.
+    assert!(db.hlc().peek() >= 50);
+}
+
+#[tokio::test]
+async fn prefix_delete_tombstones_the_folder_only() {
+    let db = open().await;
+    db.write(vec![put("a/x", "1"), put("a/y/z", "2"), put("ab", "3"), put("a", "4")])
+        .await
+        .unwrap();
+    let outcomes = db.write(vec![Op::DeletePrefix { prefix: "a/".into() }]).await.unwrap();
+    assert!(matches!(&outcomes[0], Outcome::DeletedPrefix(t) if t.len() == 2));
+    assert!(db.get("a/x").is_none() && db.get("a/y/z").is_none());
+    assert!(db.get("ab").is_some() && db.get("a").is_some());
+    assert_eq!(db.stats().tombstones, 2);
+}
+
+#[tokio::test]
+async fn deleting_twice_keeps_the_first_tombstone() {
+    let db = open().await;
+    db.write(vec![put("k", "v")]).await.unwrap();
+    let t1 = written(
+        db.write(vec![Op::Delete {
+            key: "k".into(),
+            cas: None,
+        }])
+        .await
+        .unwrap(),
+    );
+    let t2 = written(
+        db.write(vec![Op::Delete {
+            key: "k".into(),
+            cas: None,
+        }])
+        .await
+        .unwrap(),
+    );
+    assert_eq!(t1.version, t2.version);
+}
+
+#[tokio::test]
+async fn watchers_see_every_committed_change_in_order() {
+    let db = open().await;
+    let mut events = db.subscribe();
+    db.write(vec![put("a", "1"), put("a", "2")]).await.unwrap();
+    db.write(vec![Op::Delete {
+        key: "a".into(),
+        cas: None,
+    }])
+    .await
+    .unwrap();
+    let got: Vec<(String, bool)> = [events.recv().await, events.recv().await, events.recv().await]
+        .into_iter()
+        .map(|e| e.unwrap())
+        .map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.deleted))
+        .collect();
+    assert_eq!(got, vec![("1".into(), false), ("2".into(), false), ("".into(), true)]);
+}
+
+#[tokio::test]
+async fn writes_survive_reopening_the_same_store() {
+    let store = MemoryStore::new();
+    let db = open_with(Arc::new(store.clone())).await;
+    db.write(vec![put("k", "v")]).await.unwrap();
+    db.close().await.unwrap();
+    assert!(matches!(
+        db.write(vec![put("k", "x")]).await,
+        Err(Error::Unavailable(_))
+    ));
+    db.close().await.unwrap();
+    let reopened = open_with(Arc::new(store.reopen())).await;
+    assert_eq!(reopened.get("k").unwrap().value, "v");
+}
+
+#[tokio::test]
+async fn purge_drops_old_tombstones_only() {
+    let db = open().await;
+    db.write(vec![put("a", "1"), put("b", "2")]).await.unwrap();
+    let ta = written(
+        db.write(vec![Op::Delete {
+            key: "a".into(),
+            cas: None,
+        }])
+        .await
+        .unwrap(),
+    );
+    db.write(vec![Op::Delete {
+        key: "b".into(),
+        cas: None,
+    }])
+    .await
+    .unwrap();
+    assert_eq!(db.purge_tombstones(ta.version.hlc + 1).await.unwrap(), 1);
+    assert!(db.get_entry("a").is_none());
+    assert!(db.get_entry("b").is_some_and(|e| e.deleted));
+}
+
+/// A store whose commits fail on demand.
+struct FlakyStore {
+    inner: MemoryStore,
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    async fn load(&self) -> Result<Vec<Entry>> {
+        self.inner.load().await
+    }
+    async fn get(&self, key: &str) -> Result<Option<Entry>> {
+        self.inner.get(key).await
+    }
+    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
+        self.inner.scan(prefix).await
+    }
+    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(Error::internal("disk full"));
+        }
+        self.inner.apply(entries).await
+    }
+    async fn purge_tombstones(&self, before_hlc: u64) -> Result<Vec<String>> {
+        self.inner.purge_tombstones(before_hlc).await
+    }
+    async fn size_bytes(&self) -> Result<u64> {
+        self.inner.size_bytes().await
+    }
+    async fn close(&self) -> Result<()> {
+        self.inner.close().await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_is_reported_and_never_visible() {
+    let store = Arc::new(FlakyStore {
+        inner: MemoryStore::new(),
+        fail: AtomicBool::new(false),
+    });
+    let db = open_with(store.clone()).await;
+    db.write(vec![put("k", "old")]).await.unwrap();
+    store.fail.store(true, Ordering::SeqCst);
+    let mut events = db.subscribe();
+    assert!(matches!(db.write(vec![put("k", "new")]).await, Err(Error::Internal(_))));
+    assert_eq!(db.get("k").unwrap().value, "old");
+    assert!(events.try_recv().is_err());
+    store.fail.store(false, Ordering::SeqCst);
+    db.write(vec![put("k", "new")]).await.unwrap();
+    assert_eq!(db.get("k").unwrap().value, "new");
+}

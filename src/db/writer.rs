@@ -1,0 +1,333 @@
+//! The writer task: evaluates commands in order and commits them in groups (see the module docs of `db`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Op, Outcome, Shared};
+use crate::crdt::{Entry, Version};
+use crate::error::{Error, Result};
+
+/// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
+/// latency a single huge batch adds to everyone else's writes.
+const MAX_GROUP_ENTRIES: usize = 8192;
+
+pub(super) enum Command {
+    Write {
+        ops: Vec<Op>,
+        reply: oneshot::Sender<Result<Vec<Outcome>>>,
+    },
+    Merge {
+        entries: Vec<Entry>,
+        reply: oneshot::Sender<Result<Vec<Entry>>>,
+    },
+    Purge {
+        before_hlc: u64,
+        reply: oneshot::Sender<Result<usize>>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<()>>,
+    },
+}
+
+impl Command {
+    fn weight(&self) -> usize {
+        match self {
+            Command::Write { ops, .. } => ops.len(),
+            Command::Merge { entries, .. } => entries.len(),
+            Command::Purge { .. } | Command::Close { .. } => 1,
+        }
+    }
+}
+
+/// A command evaluated but not yet committed, waiting for its group's commit to answer.
+enum Pending {
+    Write(oneshot::Sender<Result<Vec<Outcome>>>, Result<Vec<Outcome>>),
+    Merge(oneshot::Sender<Result<Vec<Entry>>>, Vec<Entry>),
+}
+
+pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>) {
+    let mut carry: Option<Command> = None;
+    loop {
+        let first = match carry.take() {
+            Some(c) => c,
+            None => match queue.recv().await {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        // Give request tasks that are runnable right now a chance to enqueue before the group is cut:
+        // under load this turns many tiny commits into a few big ones, and costs one scheduler round when idle.
+        tokio::task::yield_now().await;
+        let mut group = Group::default();
+        let mut next = Some(first);
+        // Evaluate as many queued commands as fit in one commit; purge and close run on their own.
+        while let Some(command) = next.take() {
+            match command {
+                Command::Purge { before_hlc, reply } if group.is_empty() => {
+                    let _ = reply.send(purge(&shared, before_hlc).await);
+                    break;
+                }
+                Command::Close { reply } if group.is_empty() => {
+                    queue.close();
+                    // Everything sent before the close is still in the queue: finish it first.
+                    while let Ok(command) = queue.try_recv() {
+                        let mut group = Group::default();
+                        group.add(&shared, command);
+                        group.commit(&shared).await;
+                    }
+                    let _ = reply.send(shared.store.close().await);
+                    return;
+                }
+                c @ (Command::Purge { .. } | Command::Close { .. }) => {
+                    carry = Some(c);
+                    break;
+                }
+                command => {
+                    if !group.is_empty() && group.weight + command.weight() > MAX_GROUP_ENTRIES {
+                        carry = Some(command);
+                        break;
+                    }
+                    group.add(&shared, command);
+                    next = queue.try_recv().ok();
+                }
+            }
+        }
+        if !group.is_empty() {
+            group.commit(&shared).await;
+        }
+    }
+}
+
+async fn purge(shared: &Shared, before_hlc: u64) -> Result<usize> {
+    let purged = shared.store.purge_tombstones(before_hlc).await?;
+    let mut state = shared.state.write();
+    for key in &purged {
+        // Only drop what is still the purged tombstone; the store and the map agree because both are only
+        // written here, but be strict anyway.
+        if state.get(key).is_some_and(|e| e.deleted && e.version.hlc < before_hlc) {
+            state.remove(key);
+        }
+    }
+    Ok(purged.len())
+}
+
+/// Commands evaluated together and committed in one transaction.
+#[derive(Default)]
+struct Group {
+    /// Latest uncommitted entry per key: what later commands of the group must see.
+    overlay: HashMap<String, Entry>,
+    /// Every change in application order, for watchers.
+    changes: Vec<Entry>,
+    pending: Vec<Pending>,
+    weight: usize,
+}
+
+impl Group {
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    fn add(&mut self, shared: &Shared, command: Command) {
+        self.weight += command.weight();
+        match command {
+            Command::Write { ops, reply } => {
+                let result = self.write(shared, ops);
+                self.pending.push(Pending::Write(reply, result));
+            }
+            Command::Merge { entries, reply } => {
+                let applied = self.merge(shared, entries);
+                self.pending.push(Pending::Merge(reply, applied));
+            }
+            Command::Purge { reply, .. } => drop(reply.send(Err(out_of_turn()))),
+            Command::Close { reply } => drop(reply.send(Err(out_of_turn()))),
+        }
+    }
+
+    /// The entry of `key` as this group sees it: its own uncommitted effects first, then committed state.
+    fn current(&self, shared: &Shared, key: &str) -> Option<Entry> {
+        match self.overlay.get(key) {
+            Some(e) => Some(e.clone()),
+            None => shared.state.read().get(key).cloned(),
+        }
+    }
+
+    /// Evaluate one atomic write. On error nothing of it stays in the group.
+    fn write(&mut self, shared: &Shared, ops: Vec<Op>) -> Result<Vec<Outcome>> {
+        let mut local: HashMap<String, Entry> = HashMap::new();
+        let mut changes = Vec::new();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        let lookup = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
+            Some(e) => Some(e.clone()),
+            None => self.current(shared, key),
+        };
+        for op in ops {
+            match op {
+                Op::Get { key } => outcomes.push(Outcome::Got(lookup(&local, &key).filter(|e| !e.deleted))),
+                Op::Put {
+                    key,
+                    value,
+                    content_type,
+                    secret,
+                    cas,
+                } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas)?;
+                    let version = next_version(shared, current.as_ref());
+                    let entry = Entry {
+                        key,
+                        value,
+                        content_type,
+                        secret,
+                        deleted: false,
+                        version,
+                    };
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
+                }
+                Op::Delete { key, cas } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas)?;
+                    let entry = match current {
+                        // Already deleted: deleting again changes nothing (and must not move the version).
+                        Some(e) if e.deleted => e,
+                        current => {
+                            let tomb = Entry::tombstone(key, next_version(shared, current.as_ref()));
+                            changes.push(tomb.clone());
+                            local.insert(tomb.key.clone(), tomb.clone());
+                            tomb
+                        }
+                    };
+                    outcomes.push(Outcome::Written(entry));
+                }
+                Op::DeletePrefix { prefix } => {
+                    let mut keys: Vec<String> = shared
+                        .state
+                        .read()
+                        .range_prefix(&prefix)
+                        .map(|e| e.key.clone())
+                        .collect();
+                    keys.extend(
+                        self.overlay
+                            .keys()
+                            .chain(local.keys())
+                            .filter(|k| k.starts_with(&prefix))
+                            .cloned(),
+                    );
+                    keys.sort();
+                    keys.dedup();
+                    let mut tombs = Vec::new();
+                    for key in keys {
+                        let current = lookup(&local, &key);
+                        if let Some(current) = current.filter(|e| !e.deleted) {
+                            let tomb = Entry::tombstone(key, next_version(shared, Some(&current)));
+                            changes.push(tomb.clone());
+                            local.insert(tomb.key.clone(), tomb.clone());
+                            tombs.push(tomb);
+                        }
+                    }
+                    outcomes.push(Outcome::DeletedPrefix(tombs));
+                }
+            }
+        }
+        self.overlay.extend(local);
+        self.changes.extend(changes);
+        Ok(outcomes)
+    }
+
+    /// Merge remote entries: keep those that supersede what this node has.
+    fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> Vec<Entry> {
+        let mut applied = Vec::new();
+        for entry in entries {
+            shared.hlc.observe(entry.version.hlc);
+            let wins = match self.current(shared, &entry.key) {
+                Some(current) => entry.supersedes(&current),
+                None => true,
+            };
+            if wins {
+                self.overlay.insert(entry.key.clone(), entry.clone());
+                self.changes.push(entry.clone());
+                applied.push(entry);
+            }
+        }
+        applied
+    }
+
+    /// Persist the group's final entries in one transaction; on success publish and answer, on failure
+    /// answer every caller with the error and publish nothing.
+    async fn commit(self, shared: &Shared) {
+        let Group {
+            overlay,
+            changes,
+            pending,
+            ..
+        } = self;
+        let batch: Vec<Entry> = overlay.into_values().collect();
+        let committed = if batch.is_empty() {
+            Ok(0)
+        } else {
+            shared.store.apply(&batch).await
+        };
+        match committed {
+            Ok(_) => {
+                {
+                    let mut state = shared.state.write();
+                    for entry in batch {
+                        state.merge(entry);
+                    }
+                }
+                for change in changes {
+                    // No subscribers is fine: nobody is watching.
+                    let _ = shared.events.send(Arc::new(change));
+                }
+                for p in pending {
+                    match p {
+                        Pending::Write(reply, result) => drop(reply.send(result)),
+                        Pending::Merge(reply, applied) => drop(reply.send(Ok(applied))),
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "commit failed; the group's writes are rejected");
+                for p in pending {
+                    match p {
+                        // A write that failed its own checks reports that, not the commit error.
+                        Pending::Write(reply, Err(own)) => drop(reply.send(Err(own))),
+                        Pending::Write(reply, Ok(_)) => drop(reply.send(Err(err.clone()))),
+                        Pending::Merge(reply, _) => drop(reply.send(Err(err.clone()))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn out_of_turn() -> Error {
+    Error::internal("writer: command evaluated out of turn")
+}
+
+/// The version of a local write over `current`: `max(now, current.hlc + 1)`, stamped with this node.
+fn next_version(shared: &Shared, current: Option<&Entry>) -> Version {
+    let floor = current.map_or(0, |e| e.version.hlc);
+    Version::new(shared.hlc.tick_after(floor), shared.node)
+}
+
+/// `?cas=`: `0` means "only if absent (or deleted)", anything else "only if the live version is exactly this".
+fn check_cas(current: Option<&Entry>, cas: Option<Version>) -> Result<()> {
+    let Some(expected) = cas else { return Ok(()) };
+    let live = current.filter(|e| !e.deleted).map(|e| e.version);
+    let holds = match live {
+        None => expected == Version::ZERO,
+        Some(v) => v == expected,
+    };
+    if holds {
+        Ok(())
+    } else {
+        let found = live.map_or_else(|| "absent".to_string(), |v| format!("at version {v}"));
+        Err(Error::PreconditionFailed(format!(
+            "cas failed: expected version {expected}, the key is {found}"
+        )))
+    }
+}

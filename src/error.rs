@@ -1,0 +1,99 @@
+//! One error type for the whole crate, by *category* rather than by origin.
+//!
+//! Callers decide what to do from the category (retry, report to the client, give up); the message says
+//! what happened in words an operator can act on. Adapters map categories to their wire protocols in one
+//! place each: HTTP status codes in `api::error`, `tonic::Status` in the gRPC adapter.
+//!
+//! Messages must never carry a value, a secret or key material: they end up in logs and HTTP responses.
+
+use std::fmt;
+
+/// The categories of failure Cave distinguishes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The request itself is malformed: a bad key, a bad version, unparsable JSON, a bad config value.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The thing asked for does not exist (or is deleted).
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller did not prove who it is.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller is known but not allowed, or holds the wrong key.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request conflicts with the state of the resource.
+    #[error("{0}")]
+    Conflict(String),
+    /// A condition the caller attached to a write (`?cas=`) does not hold.
+    #[error("{0}")]
+    PreconditionFailed(String),
+    /// A body or message exceeds a configured limit.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The node cannot serve right now (shutting down, storage closed); retrying later may work.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored or received data failed an integrity check.
+    #[error("{0}")]
+    Corrupt(String),
+    /// A bug or an environment failure (disk, I/O) that the caller cannot fix.
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A stable, machine-readable name of the category, used as the `code` of JSON error bodies.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidInput(_) => "invalid_input",
+            Error::NotFound(_) => "not_found",
+            Error::Unauthorized(_) => "unauthorized",
+            Error::Forbidden(_) => "forbidden",
+            Error::Conflict(_) => "conflict",
+            Error::PreconditionFailed(_) => "precondition_failed",
+            Error::TooLarge(_) => "too_large",
+            Error::Unavailable(_) => "unavailable",
+            Error::Corrupt(_) => "corrupt",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidInput`] from anything printable.
+    pub fn invalid(msg: impl fmt::Display) -> Error {
+        Error::InvalidInput(msg.to_string())
+    }
+
+    /// Shorthand for [`Error::Internal`] from anything printable.
+    pub fn internal(msg: impl fmt::Display) -> Error {
+        Error::Internal(msg.to_string())
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(err: sqlx::Error) -> Self {
+        match err {
+            sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut => {
+                Error::Unavailable(format!("storage unavailable: {err}"))
+            }
+            // sqlx never puts bound parameters (our values) into its messages, so this is safe to show.
+            other => Error::Internal(format!("storage error: {other}")),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for Error {
+    fn from(err: sqlx::migrate::MigrateError) -> Self {
+        Error::Internal(format!("database migration failed: {err}"))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(err: std::io::Error) -> Self {
+        Error::Internal(format!("I/O error: {err}"))
+    }
+}

@@ -1,0 +1,24 @@
+//! Cave: a master-less, secrets-capable, eventually-consistent key-value database.
+//!
+//! The crate is layered; each layer uses only the ones below it (see `docs/architecture.md`):
+//!
+//! ```text
+//! node          wires everything, owns tasks, graceful shutdown
+//! api           REST (axum)
+//! db            the local database: in-memory state, group-commit writer, watch events
+//! secrets       key material and sealing
+//! crdt, key     Version, Hlc, Entry::merge, LwwMap, key syntax
+//! storage       Store trait: SqliteStore and MemoryStore
+//! ```
+
+pub mod api;
+pub mod config;
+pub mod crdt;
+pub mod db;
+pub mod error;
+pub mod key;
+pub mod node;
+pub mod secrets;
+pub mod storage;
+
+pub use error::{Error, Result};

@@ -1,0 +1,699 @@
+//! The one test suite every [`Store`] must pass.
+//!
+//! Each check is an async function over `&dyn Store`; [`for_each_store!`] instantiates it as a test for
+//! [`MemoryStore`] (module `memory`) and for [`SqliteStore`] in a temporary directory (module `sqlite`), so
+//! that the two stores cannot drift apart. Checks that only make sense for one store follow at the end.
+//!
+//! Versions deliberately include values at and above 2^63: SQLite stores the `u64`s as bit-cast `i64`s, and
+//! a signed comparison would order those before small versions.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use sqlx::{ConnectOptions, Connection};
+
+use super::sqlite::{prefix_successor, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
+use super::{Durability, MemoryStore, SqliteStore, Store};
+use crate::crdt::{Entry, NodeId, Version};
+use crate::error::Error;
+
+const HIGH: u64 = 1 << 63;
+
+fn v(hlc: u64, node: u64) -> Version {
+    Version::new(hlc, NodeId(node))
+}
+
+fn value(key: &str, value: &[u8], version: Version) -> Entry {
+    Entry::value(key, value.to_vec(), version)
+}
+
+/// The state a store must end in after `batches`: every entry folded in with [`Entry::merge`].
+fn model<'a>(batches: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<String, Entry> {
+    let mut state: BTreeMap<String, Entry> = BTreeMap::new();
+    for entry in batches {
+        let merged = match state.remove(&entry.key) {
+            Some(current) => current.merge(entry.clone()),
+            None => entry.clone(),
+        };
+        state.insert(entry.key.clone(), merged);
+    }
+    state
+}
+
+async fn open_sqlite(dir: &Path) -> SqliteStore {
+    SqliteStore::open(&dir.join("cave.db"), Durability::Normal)
+        .await
+        .unwrap()
+}
+
+macro_rules! for_each_store {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&crate::storage::MemoryStore::new()).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$check(&super::open_sqlite(dir.path()).await).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_store!(
+    round_trip,
+    an_empty_batch_changes_nothing,
+    an_older_version_never_overwrites_a_newer_one,
+    equal_versions_resolve_like_precedence,
+    versions_with_the_high_bit_set_order_as_unsigned,
+    duplicate_keys_in_one_batch_merge_in_order,
+    a_batch_larger_than_a_chunk_merges_like_the_model,
+    scan_matches_exactly_the_prefix,
+    purge_removes_only_old_tombstones,
+    size_grows_with_the_data,
+    concurrent_batches_all_persist,
+    close_makes_every_call_unavailable,
+);
+
+async fn round_trip(store: &dyn Store) {
+    let entries = vec![
+        Entry {
+            content_type: "text/plain; charset=utf-8".into(),
+            ..value("app/greeting", "grüß dich".as_bytes(), v(10, 1))
+        },
+        value("app/binary", &[0x00, 0xff, 0xfe, 0x80, 0x7f, 0x00], v(11, 2)),
+        value("app/empty", b"", v(12, 3)),
+        Entry {
+            secret: true,
+            content_type: "application/x-cave-sealed".into(),
+            ..value("app/db/password", b"\x01sealed\xc3\x28", v(13, 4))
+        },
+        Entry::tombstone("app/deleted", v(14, 5)),
+        value("zz/last", b"z", v(HIGH + 7, u64::MAX)),
+    ];
+    assert_eq!(store.apply(&entries).await.unwrap(), entries.len());
+
+    for entry in &entries {
+        assert_eq!(
+            store.get(&entry.key).await.unwrap().as_ref(),
+            Some(entry),
+            "get {}",
+            entry.key
+        );
+    }
+    assert_eq!(store.get("app/missing").await.unwrap(), None);
+    assert_eq!(store.get("app").await.unwrap(), None);
+
+    let mut sorted = entries.clone();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(store.load().await.unwrap(), sorted);
+    assert_eq!(store.scan("app/").await.unwrap(), sorted[..5].to_vec());
+    let empty = store.get("app/empty").await.unwrap().unwrap();
+    assert_eq!(empty.value, Bytes::new());
+    assert!(!empty.deleted);
+}
+
+async fn an_empty_batch_changes_nothing(store: &dyn Store) {
+    assert_eq!(store.apply(&[]).await.unwrap(), 0);
+    assert_eq!(store.load().await.unwrap(), vec![]);
+}
+
+async fn an_older_version_never_overwrites_a_newer_one(store: &dyn Store) {
+    let newer = value("k", b"new", v(20, 1));
+    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 1);
+
+    let older = [
+        value("k", b"old", v(19, 9)),
+        value("k", b"old", v(20, 0)),
+        Entry::tombstone("k", v(3, u64::MAX)),
+        Entry {
+            secret: true,
+            ..value("k", b"\xff\xff", v(19, u64::MAX))
+        },
+    ];
+    for entry in &older {
+        assert_eq!(
+            store.apply(std::slice::from_ref(entry)).await.unwrap(),
+            0,
+            "{entry:?} applied"
+        );
+    }
+    assert_eq!(store.apply(&older).await.unwrap(), 0);
+    assert_eq!(store.get("k").await.unwrap(), Some(newer.clone()));
+
+    // Replaying the same entry is not a change either.
+    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 0);
+
+    let tombstone = Entry::tombstone("k", v(21, 1));
+    assert_eq!(store.apply(std::slice::from_ref(&tombstone)).await.unwrap(), 1);
+    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 0);
+    assert_eq!(store.get("k").await.unwrap(), Some(tombstone));
+}
+
+async fn equal_versions_resolve_like_precedence(store: &dyn Store) {
+    let version = v(5, 5);
+    let base = value("k", b"\x01", version);
+    // Each candidate differs from another in one field that `Entry::precedence` looks at, including the
+    // cases a wrong SQL comparison gets wrong: a byte above 0x7f (signed vs unsigned bytes), a value that is
+    // a prefix of another (length), non-ASCII content types (UTF-8 byte order).
+    let candidates = [
+        base.clone(),
+        Entry::tombstone("k", version),
+        Entry {
+            deleted: true,
+            ..base.clone()
+        },
+        value("k", b"", version),
+        value("k", b"\x01\x00", version),
+        value("k", b"\x80", version),
+        value("k", b"\x7f\xff", version),
+        Entry {
+            content_type: String::new(),
+            ..base.clone()
+        },
+        Entry {
+            content_type: "a".into(),
+            ..base.clone()
+        },
+        Entry {
+            content_type: "ab".into(),
+            ..base.clone()
+        },
+        Entry {
+            content_type: "é".into(),
+            ..base.clone()
+        },
+        Entry {
+            content_type: "z".into(),
+            ..base.clone()
+        },
+        Entry {
+            secret: true,
+            ..base.clone()
+        },
+    ];
+    for (i, a) in candidates.iter().enumerate() {
+        for (j, b) in candidates.iter().enumerate() {
+            let key = format!("k/{i}/{j}");
+            let a = Entry {
+                key: key.clone(),
+                ..a.clone()
+            };
+            let b = Entry {
+                key: key.clone(),
+                ..b.clone()
+            };
+            store.apply(std::slice::from_ref(&a)).await.unwrap();
+            let changed = store.apply(std::slice::from_ref(&b)).await.unwrap();
+            assert_eq!(changed, usize::from(b.supersedes(&a)), "{a:?} then {b:?}");
+            assert_eq!(
+                store.get(&key).await.unwrap(),
+                Some(a.clone().merge(b.clone())),
+                "{a:?} then {b:?}"
+            );
+        }
+    }
+}
+
+async fn versions_with_the_high_bit_set_order_as_unsigned(store: &dyn Store) {
+    // Ascending in unsigned order; as i64 the second half is negative.
+    let ascending = [
+        v(0, 1),
+        v(1, 0),
+        v(1, 1),
+        v(1, i64::MAX as u64),
+        v(1, HIGH),
+        v(1, u64::MAX),
+        v(i64::MAX as u64, 0),
+        v(HIGH, 0),
+        v(HIGH, HIGH + 1),
+        v(HIGH + 1, 0),
+        v(u64::MAX - 1, u64::MAX),
+        v(u64::MAX, 0),
+        v(u64::MAX, u64::MAX),
+    ];
+    for (i, lower) in ascending.iter().enumerate() {
+        for higher in &ascending[i + 1..] {
+            let key = format!("k/{lower}/{higher}");
+            let low = value(&key, b"low", *lower);
+            let high = value(&key, b"high", *higher);
+            // High first: the low one must not replace it.
+            assert_eq!(
+                store.apply(&[high.clone(), low.clone()]).await.unwrap(),
+                1,
+                "{higher} then {lower}"
+            );
+            assert_eq!(
+                store.get(&key).await.unwrap(),
+                Some(high.clone()),
+                "{higher} then {lower}"
+            );
+            // Low first (on a fresh key): the high one must replace it.
+            let key = format!("{key}/up");
+            let low = Entry {
+                key: key.clone(),
+                ..low
+            };
+            let high = Entry {
+                key: key.clone(),
+                ..high
+            };
+            assert_eq!(
+                store.apply(&[low, high.clone()]).await.unwrap(),
+                2,
+                "{lower} then {higher}"
+            );
+            assert_eq!(store.get(&key).await.unwrap(), Some(high), "{lower} then {higher}");
+        }
+    }
+}
+
+async fn duplicate_keys_in_one_batch_merge_in_order(store: &dyn Store) {
+    let batch = [
+        value("k", b"1", v(1, 1)),
+        value("k", b"3", v(3, 1)),
+        value("k", b"2", v(2, 1)),
+        Entry::tombstone("k", v(3, 0)),
+        value("other", b"x", v(1, 1)),
+    ];
+    // Inserting v1, replacing it by v3 and inserting `other` are changes; v2 and the older tombstone are not.
+    assert_eq!(store.apply(&batch).await.unwrap(), 3);
+    assert_eq!(
+        store.load().await.unwrap(),
+        model(&batch).into_values().collect::<Vec<_>>()
+    );
+}
+
+async fn a_batch_larger_than_a_chunk_merges_like_the_model(store: &dyn Store) {
+    // 1234 entries: two full chunks of the SQLite store plus a remainder, with repeated keys across chunk
+    // boundaries and versions going up and down.
+    let batch: Vec<Entry> = (0..1234u64)
+        .map(|i| {
+            let hlc = (i * 7919) % 1000 + if i % 3 == 0 { HIGH } else { 0 };
+            let key = format!("big/{:03}", i % 300);
+            if i % 11 == 0 {
+                Entry::tombstone(key, v(hlc, i))
+            } else {
+                value(&key, &i.to_be_bytes(), v(hlc, i))
+            }
+        })
+        .collect();
+    let state = model(&batch);
+    let changed = store.apply(&batch).await.unwrap();
+    assert!(changed >= state.len() && changed <= batch.len(), "{changed} changes");
+    assert_eq!(store.load().await.unwrap(), state.into_values().collect::<Vec<_>>());
+}
+
+async fn scan_matches_exactly_the_prefix(store: &dyn Store) {
+    let keys = [
+        "a",
+        "a.",
+        "a/",
+        "a/b",
+        "a/b/c",
+        "a/\u{7f}",
+        "a/\u{D7FF}",
+        "a/\u{E000}",
+        "a/\u{10FFFF}",
+        "a/\u{10FFFF}x",
+        "a0",
+        "a0/b",
+        "ab",
+        "b",
+        "é",
+        "é/1",
+        "é/2",
+        "éa",
+        "ê",
+        "日本/東京",
+        "日本/大阪",
+        "日本語",
+        "\u{10FFFF}",
+        "\u{10FFFF}\u{10FFFF}",
+        "\u{10FFFF}a",
+    ];
+    let entries: Vec<Entry> = keys.iter().map(|key| value(key, key.as_bytes(), v(1, 1))).collect();
+    store.apply(&entries).await.unwrap();
+
+    let prefixes = [
+        "",
+        "a",
+        "a/",
+        "a/b",
+        "a/\u{D7FF}",
+        "a/\u{10FFFF}",
+        "a0",
+        "b",
+        "c",
+        "é",
+        "é/",
+        "日本/",
+        "日本",
+        "\u{10FFFF}",
+        "\u{10FFFF}\u{10FFFF}",
+    ];
+    for prefix in prefixes {
+        let expected: Vec<&str> = keys.iter().copied().filter(|key| key.starts_with(prefix)).collect();
+        let mut expected = expected;
+        expected.sort_unstable();
+        let found: Vec<String> = store.scan(prefix).await.unwrap().into_iter().map(|e| e.key).collect();
+        assert_eq!(found, expected, "scan({prefix:?})");
+    }
+    assert!(!store
+        .scan("a/")
+        .await
+        .unwrap()
+        .iter()
+        .any(|e| e.key == "a" || e.key == "a0"));
+}
+
+async fn purge_removes_only_old_tombstones(store: &dyn Store) {
+    let entries = [
+        Entry::tombstone("t/5", v(5, 1)),
+        Entry::tombstone("t/9", v(9, u64::MAX)),
+        Entry::tombstone("t/10", v(10, 1)),
+        Entry::tombstone("t/high", v(HIGH + 1, 1)),
+        Entry::tombstone("t/max", v(u64::MAX, 1)),
+        value("live/1", b"x", v(1, 1)),
+        value("live/high", b"x", v(HIGH, 1)),
+    ];
+    store.apply(&entries).await.unwrap();
+
+    assert_eq!(store.purge_tombstones(0).await.unwrap(), Vec::<String>::new());
+    let mut purged = store.purge_tombstones(10).await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["t/5", "t/9"]);
+    assert_eq!(store.get("t/5").await.unwrap(), None);
+    assert!(store.get("t/10").await.unwrap().is_some());
+
+    // A bound above 2^63 must neither skip the small HLCs nor the large ones below it.
+    let mut purged = store.purge_tombstones(HIGH + 2).await.unwrap();
+    purged.sort();
+    assert_eq!(purged, ["t/10", "t/high"]);
+    assert_eq!(store.purge_tombstones(u64::MAX).await.unwrap(), Vec::<String>::new());
+
+    let left: Vec<String> = store.load().await.unwrap().into_iter().map(|e| e.key).collect();
+    assert_eq!(left, ["live/1", "live/high", "t/max"]);
+}
+
+async fn size_grows_with_the_data(store: &dyn Store) {
+    let before = store.size_bytes().await.unwrap();
+    let big: Vec<Entry> = (0..16)
+        .map(|i| value(&format!("big/{i}"), &[i as u8; 64 * 1024], v(1, 1)))
+        .collect();
+    store.apply(&big).await.unwrap();
+    let after = store.size_bytes().await.unwrap();
+    assert!(after >= before + 16 * 64 * 1024, "{before} -> {after}");
+}
+
+async fn concurrent_batches_all_persist(store: &dyn Store) {
+    let batches: Vec<Vec<Entry>> = (0..8)
+        .map(|writer| {
+            (0..50)
+                .map(|i| value(&format!("w{writer}/{i:02}"), b"x", v(i + 1, writer)))
+                .collect()
+        })
+        .collect();
+    let applied = futures::future::join_all(batches.iter().map(|batch| store.apply(batch))).await;
+    for result in applied {
+        assert_eq!(result.unwrap(), 50);
+    }
+    assert_eq!(store.load().await.unwrap().len(), 400);
+}
+
+async fn close_makes_every_call_unavailable(store: &dyn Store) {
+    store.apply(&[value("k", b"v", v(1, 1))]).await.unwrap();
+    store.close().await.unwrap();
+
+    fn unavailable<T: std::fmt::Debug>(call: &str, result: crate::Result<T>) {
+        assert!(
+            matches!(result, Err(Error::Unavailable(_))),
+            "{call} after close: {result:?}"
+        );
+    }
+    unavailable("load", store.load().await);
+    unavailable("get", store.get("k").await);
+    unavailable("scan", store.scan("").await);
+    unavailable("apply", store.apply(&[value("k", b"w", v(2, 1))]).await);
+    unavailable("apply([])", store.apply(&[]).await);
+    unavailable("purge_tombstones", store.purge_tombstones(u64::MAX).await);
+    unavailable("size_bytes", store.size_bytes().await);
+    unavailable("close", store.close().await);
+}
+
+// --- Order-insensitivity, property-tested ---------------------------------------------------------------
+
+fn arb_entry() -> impl Strategy<Value = Entry> {
+    // Small domains, so that keys collide and equal versions with different contents occur; versions on
+    // both sides of 2^63.
+    let hlc = prop::sample::select(vec![0, 1, 2, i64::MAX as u64, HIGH, u64::MAX]);
+    let node = prop::sample::select(vec![0, 1, HIGH, u64::MAX]);
+    let key = prop::sample::select(vec!["a", "a/b", "b"]);
+    let bytes = prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, 0x7f, 0x80, 0xff]), 0..3);
+    let content_type = prop::sample::select(vec!["", "a", "é"]);
+    (key, hlc, node, any::<bool>(), bytes, content_type, any::<bool>()).prop_map(
+        |(key, hlc, node, deleted, bytes, content_type, secret)| {
+            let version = v(hlc, node);
+            if deleted {
+                Entry::tombstone(key, version)
+            } else {
+                Entry {
+                    content_type: content_type.into(),
+                    secret,
+                    ..value(key, &bytes, version)
+                }
+            }
+        },
+    )
+}
+
+/// Entries cut into batches of random sizes, applied in order.
+fn arb_batches() -> impl Strategy<Value = Vec<Vec<Entry>>> {
+    prop::collection::vec(prop::collection::vec(arb_entry(), 0..8), 0..8)
+}
+
+async fn converges_to_the_merge(store: &dyn Store, batches: &[Vec<Entry>]) -> std::result::Result<(), TestCaseError> {
+    for batch in batches {
+        store.apply(batch).await.unwrap();
+    }
+    let expected: Vec<Entry> = model(batches.iter().flatten()).into_values().collect();
+    prop_assert_eq!(store.load().await.unwrap(), expected);
+    Ok(())
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+proptest! {
+    #[test]
+    fn memory_applies_in_any_order_converge_to_the_merge(batches in arb_batches()) {
+        block_on(converges_to_the_merge(&MemoryStore::new(), &batches))?;
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn sqlite_applies_in_any_order_converge_to_the_merge(batches in arb_batches()) {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            converges_to_the_merge(&open_sqlite(dir.path()).await, &batches).await
+        })?;
+    }
+}
+
+// --- MemoryStore only ------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn memory_reopen_sees_the_persisted_entries() {
+    let disk = MemoryStore::new();
+    let entries = [value("a", b"1", v(1, 1)), Entry::tombstone("b", v(2, 1))];
+    disk.apply(&entries).await.unwrap();
+    disk.close().await.unwrap();
+
+    let restarted = disk.reopen();
+    assert_eq!(restarted.load().await.unwrap(), entries);
+    assert_eq!(
+        restarted.size_bytes().await.unwrap(),
+        entries.iter().map(|e| e.size() as u64).sum::<u64>()
+    );
+    restarted.apply(&[value("c", b"3", v(3, 1))]).await.unwrap();
+    assert!(
+        matches!(disk.get("c").await, Err(Error::Unavailable(_))),
+        "the old handle stays closed"
+    );
+    assert_eq!(
+        disk.reopen().get("c").await.unwrap().unwrap().value,
+        Bytes::from_static(b"3")
+    );
+}
+
+#[tokio::test]
+async fn memory_size_is_the_sum_of_entry_sizes() {
+    let store = MemoryStore::new();
+    let entries = [
+        value("a", b"12345", v(1, 1)),
+        value("a", b"1", v(2, 1)),
+        Entry::tombstone("bb", v(1, 1)),
+    ];
+    store.apply(&entries).await.unwrap();
+    let expected: usize = model(&entries).values().map(Entry::size).sum();
+    assert_eq!(store.size_bytes().await.unwrap(), expected as u64);
+    store.purge_tombstones(u64::MAX).await.unwrap();
+    assert_eq!(store.size_bytes().await.unwrap(), entries[1].size() as u64);
+}
+
+// --- SqliteStore only ------------------------------------------------------------------------------------
+
+/// A second connection to the store's file, as an operator's `sqlite3` shell would have.
+async fn side_connection(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn sqlite_data_survives_close_and_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let entries: Vec<Entry> = (0..700u64)
+        .map(|i| value(&format!("k/{i:04}"), &i.to_le_bytes(), v(i, HIGH)))
+        .collect();
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    store.apply(&entries).await.unwrap();
+    store.apply(&[Entry::tombstone("k/0001", v(HIGH, 1))]).await.unwrap();
+    store.close().await.unwrap();
+
+    // The checkpoint folded the WAL into the main file.
+    let wal = dir.path().join("cave.db-wal");
+    assert!(
+        std::fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true),
+        "WAL left behind"
+    );
+
+    let store = SqliteStore::open(&path, Durability::Fsync).await.unwrap();
+    let loaded = store.load().await.unwrap();
+    assert_eq!(loaded.len(), 700);
+    assert_eq!(loaded[0], entries[0]);
+    assert!(loaded[1].deleted);
+    assert_eq!(loaded[2..], entries[2..]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_pragmas_follow_the_durability() {
+    let dir = tempfile::tempdir().unwrap();
+    for (durability, synchronous) in [(Durability::Normal, 1), (Durability::Fsync, 2)] {
+        let store = SqliteStore::open(&dir.path().join(format!("{durability:?}.db")), durability)
+            .await
+            .unwrap();
+        let (journal_mode, sync, busy_timeout) = store.writer_settings().await.unwrap();
+        assert_eq!(journal_mode, "wal");
+        assert_eq!(sync, synchronous, "{durability:?}");
+        assert!(busy_timeout > 0);
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_open_creates_missing_directories() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data/node-1/cave.db");
+    let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+    store.apply(&[value("k", b"v", v(1, 1))]).await.unwrap();
+    assert!(path.exists());
+    assert_eq!(store.path(), path);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_batch_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(dir.path()).await;
+    store.apply(&[value("before", b"1", v(1, 1))]).await.unwrap();
+
+    // Make the 700th row of a batch fail, in the second statement of the transaction.
+    let mut side = side_connection(&dir.path().join("cave.db")).await;
+    sqlx::query("CREATE TRIGGER boom BEFORE INSERT ON kv WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        .execute(&mut side)
+        .await
+        .unwrap();
+    let mut batch: Vec<Entry> = (0..1000).map(|i| value(&format!("k/{i:04}"), b"x", v(1, 1))).collect();
+    batch[699].key = "boom".into();
+    batch.push(value("before", b"2", v(2, 1)));
+    assert!(store.apply(&batch).await.is_err());
+    assert_eq!(store.load().await.unwrap(), [value("before", b"1", v(1, 1))]);
+
+    // The writer is usable afterwards.
+    sqlx::query("DROP TRIGGER boom").execute(&mut side).await.unwrap();
+    side.close().await.unwrap();
+    assert_eq!(store.apply(&batch).await.unwrap(), 1001);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_scan_and_purge_use_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite(dir.path()).await;
+    let mut side = side_connection(&dir.path().join("cave.db")).await;
+    let plans = [
+        (SCAN_RANGE_SQL, "USING PRIMARY KEY (key>? AND key<?)"),
+        (SCAN_FROM_SQL, "USING PRIMARY KEY (key>?)"),
+        (PURGE_LOW_SQL, "USING INDEX kv_tombstones_by_hlc (hlc>? AND hlc<?)"),
+    ];
+    for (sql, expected) in plans {
+        let plan: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {sql}")))
+                .bind("a/")
+                .bind("a0")
+                .fetch_all(&mut side)
+                .await
+                .unwrap();
+        let details: Vec<&str> = plan.iter().map(|row| row.3.as_str()).collect();
+        assert!(
+            details.iter().any(|d| d.starts_with("SEARCH") && d.contains(expected)),
+            "{sql}: {details:?}"
+        );
+    }
+    // The high variant cannot be one range, but it must still only visit tombstones.
+    let plan: Vec<(i64, i64, i64, String)> =
+        sqlx::query_as(sqlx::AssertSqlSafe(format!("EXPLAIN QUERY PLAN {PURGE_HIGH_SQL}")))
+            .bind(-1i64)
+            .fetch_all(&mut side)
+            .await
+            .unwrap();
+    assert!(
+        plan.iter().any(|row| row.3.contains("kv_tombstones_by_hlc")),
+        "{plan:?}"
+    );
+    side.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+#[test]
+fn prefix_successors_bound_exactly_the_prefixed_keys() {
+    assert_eq!(prefix_successor(""), None);
+    assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
+    assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+    assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
+    assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
+    assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
+}
