@@ -18,6 +18,7 @@ pub mod db;
 pub mod error;
 pub mod key;
 pub mod node;
+pub mod replication;
 pub mod secrets;
 pub mod storage;
 

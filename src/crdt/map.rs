@@ -8,20 +8,48 @@
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
+use super::digest::{bucket_of, DigestTree, BUCKETS};
 use super::Entry;
 
-/// Ordered map of keys to their winning [`Entry`], tombstones included.
-#[derive(Debug, Default, Clone)]
+/// Ordered map of keys to their winning [`Entry`], tombstones included, with its anti-entropy digest.
+#[derive(Debug, Clone)]
 pub struct LwwMap {
     entries: BTreeMap<String, Entry>,
     tombstones: usize,
     bytes: usize,
+    digest: DigestTree,
+    /// Keys of each digest bucket, so an anti-entropy round lists a bucket without scanning every key.
+    buckets: Box<[Vec<Box<str>>]>,
+}
+
+impl Default for LwwMap {
+    fn default() -> LwwMap {
+        LwwMap {
+            entries: BTreeMap::new(),
+            tombstones: 0,
+            bytes: 0,
+            digest: DigestTree::default(),
+            buckets: vec![Vec::new(); BUCKETS].into(),
+        }
+    }
 }
 
 impl LwwMap {
     /// An empty map.
     pub fn new() -> LwwMap {
         LwwMap::default()
+    }
+
+    /// The anti-entropy digest of everything the map holds.
+    pub fn digest(&self) -> &DigestTree {
+        &self.digest
+    }
+
+    /// The entries of one digest bucket (in no particular order).
+    pub fn bucket_entries(&self, bucket: u16) -> impl Iterator<Item = &Entry> {
+        self.buckets[bucket as usize]
+            .iter()
+            .filter_map(|k| self.entries.get(&**k))
     }
 
     /// The entry of `key`, tombstone or not.
@@ -42,6 +70,8 @@ impl LwwMap {
                 if !entry.supersedes(current) {
                     return false;
                 }
+                self.digest.toggle(current);
+                self.digest.toggle(&entry);
                 let old = std::mem::replace(current, entry);
                 let new_size = (current.deleted, current.size());
                 Self::account(&mut self.tombstones, &mut self.bytes, (old.deleted, old.size()), -1);
@@ -49,6 +79,8 @@ impl LwwMap {
             }
             None => {
                 Self::account(&mut self.tombstones, &mut self.bytes, (entry.deleted, entry.size()), 1);
+                self.digest.toggle(&entry);
+                self.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
                 self.entries.insert(entry.key.clone(), entry);
             }
         }
@@ -58,6 +90,11 @@ impl LwwMap {
     /// Drop `key` entirely (tombstone purge). Returns the removed entry.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let removed = self.entries.remove(key)?;
+        self.digest.toggle(&removed);
+        let bucket = &mut self.buckets[bucket_of(key) as usize];
+        if let Some(i) = bucket.iter().position(|k| &**k == key) {
+            bucket.swap_remove(i);
+        }
         Self::account(
             &mut self.tombstones,
             &mut self.bytes,
@@ -178,6 +215,25 @@ mod tests {
         assert!(map.get_live("a").is_none());
         map.remove("a");
         assert_eq!((map.len(), map.tombstones(), map.bytes()), (0, 0, 0));
+        assert_eq!(map.digest().root(), 0);
+        assert_eq!(map.bucket_entries(crate::crdt::digest::bucket_of("a")).count(), 0);
+    }
+
+    #[test]
+    fn digest_follows_the_winning_entries() {
+        let mut a = LwwMap::new();
+        let mut b = LwwMap::new();
+        a.merge(Entry::value("k", "1", v(1)));
+        a.merge(Entry::value("k", "2", v(2)));
+        b.merge(Entry::value("k", "2", v(2)));
+        assert_eq!(a.digest().root(), b.digest().root());
+        b.merge(Entry::tombstone("k", v(3)));
+        assert_ne!(a.digest().root(), b.digest().root());
+        let bucket = crate::crdt::digest::bucket_of("k");
+        assert_eq!(
+            b.bucket_entries(bucket).map(|e| e.version).collect::<Vec<_>>(),
+            vec![v(3)]
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@
 //! a corrupted import or a malicious peer could produce them; the merge then still picks deterministically by
 //! comparing the contents, so the laws hold for every input, not only for well-behaved ones.
 
+pub mod digest;
 pub mod hlc;
 mod map;
 

@@ -1,0 +1,516 @@
+//! [`Core`]: the replication state machine of one node. See the module docs of `replication`.
+
+use std::collections::HashMap;
+
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+use super::membership::{Membership, StatusChange, Timing};
+use super::message::{Message, PeerRecord};
+use crate::crdt::digest::{BUCKETS_PER_GROUP, GROUPS};
+use crate::crdt::hlc::physical_ms;
+use crate::crdt::{Entry, LwwMap, NodeId, Version};
+
+/// Tunables of the core, in milliseconds and counts. Defaults live in [`CoreConfig::default`].
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// Interval between two membership gossip rounds.
+    pub gossip_interval_ms: u64,
+    /// Failure detection timing.
+    pub timing: Timing,
+    /// Mean interval between two anti-entropy rounds started by this node.
+    pub anti_entropy_interval_ms: u64,
+    /// A round not finished after this long is abandoned.
+    pub anti_entropy_timeout_ms: u64,
+    /// Entries stamped further than this ahead of our clock are not applied (yet).
+    pub max_clock_drift_ms: u64,
+    /// Most value bytes carried by one message; bigger deltas and repairs are split.
+    pub max_message_bytes: usize,
+}
+
+impl Default for CoreConfig {
+    fn default() -> CoreConfig {
+        CoreConfig {
+            gossip_interval_ms: 1_000,
+            timing: Timing {
+                suspect_after_ms: 5_000,
+                dead_after_ms: 30_000,
+                forget_after_ms: 24 * 3_600_000,
+            },
+            anti_entropy_interval_ms: 10_000,
+            anti_entropy_timeout_ms: 30_000,
+            max_clock_drift_ms: 1_000,
+            max_message_bytes: 2 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a message goes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Destination {
+    /// A member, by id (the adapter knows its address from [`Core::address_of`]).
+    Node(NodeId),
+    /// An address whose node we do not know yet (a seed).
+    Addr(String),
+}
+
+/// Something the driver should know about (logs, metrics, the node list).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CoreEvent {
+    /// A member changed status.
+    Peer(StatusChange),
+    /// Entries from `from` were stamped too far in the future and were not applied.
+    ClockDriftRejected { from: NodeId, entries: usize },
+    /// An anti-entropy round this node started ended; `repaired` counts entries exchanged both ways.
+    AntiEntropyDone {
+        peer: NodeId,
+        repaired: usize,
+        in_sync: bool,
+    },
+    /// An anti-entropy round was abandoned (the peer did not answer in time).
+    AntiEntropyTimedOut { peer: NodeId },
+}
+
+/// What the core asks its driver to do.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Effects {
+    /// Messages to send.
+    pub sends: Vec<(Destination, Message)>,
+    /// Entries received from peers, to merge into the local store (they win only if newer).
+    pub persist: Vec<Entry>,
+    /// Things that happened.
+    pub events: Vec<CoreEvent>,
+}
+
+impl Effects {
+    fn send(&mut self, to: NodeId, msg: Message) {
+        self.sends.push((Destination::Node(to), msg));
+    }
+}
+
+/// An anti-entropy round this node started.
+#[derive(Debug, Clone)]
+struct Round {
+    peer: NodeId,
+    started_ms: u64,
+    repaired: usize,
+}
+
+/// The replication state machine. Driven by [`Core::on_local_commit`], [`Core::on_message`] and
+/// [`Core::on_tick`]; it returns [`Effects`] and never performs I/O itself.
+pub struct Core {
+    cfg: CoreConfig,
+    membership: Membership,
+    seeds: Vec<String>,
+    rng: StdRng,
+    next_gossip_ms: u64,
+    next_anti_entropy_ms: u64,
+    rounds: HashMap<u64, Round>,
+    /// Local time of the last anti-entropy round this node completed with a peer (either side).
+    last_sync_ms: Option<u64>,
+}
+
+impl Core {
+    /// A core for the node described by `me`, starting at `now_ms`, with randomness from `seed`.
+    pub fn new(cfg: CoreConfig, me: PeerRecord, seeds: Vec<String>, seed: u64, now_ms: u64) -> Core {
+        let membership = Membership::new(me, cfg.timing);
+        let mut rng = StdRng::seed_from_u64(seed);
+        let first_ae = now_ms + rng.gen_range(0..=cfg.anti_entropy_interval_ms);
+        Core {
+            cfg,
+            membership,
+            seeds,
+            rng,
+            next_gossip_ms: now_ms,
+            next_anti_entropy_ms: first_ae,
+            rounds: HashMap::new(),
+            last_sync_ms: None,
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.membership.me().id
+    }
+
+    /// The member list.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Add seed addresses (e.g. found by mDNS).
+    pub fn add_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
+        for seed in seeds {
+            if !self.seeds.contains(&seed) && seed != self.membership.me().grpc_addr {
+                self.seeds.push(seed);
+            }
+        }
+    }
+
+    /// The replication address of a member.
+    pub fn address_of(&self, id: NodeId) -> Option<&str> {
+        self.membership.get(id).map(|m| m.record.grpc_addr.as_str())
+    }
+
+    /// Local time of the last completed anti-entropy round, if any.
+    pub fn last_sync_ms(&self) -> Option<u64> {
+        self.last_sync_ms
+    }
+
+    /// Announce departure: gossip a `left` record to every reachable member.
+    pub fn leave(&mut self, now_ms: u64) -> Effects {
+        self.membership.leave();
+        let mut fx = Effects::default();
+        let records = self.membership.records();
+        for m in self.membership.reachable() {
+            fx.send(
+                m.record.id,
+                Message::Gossip {
+                    records: records.clone(),
+                    reply: false,
+                    now_ms,
+                },
+            );
+        }
+        fx
+    }
+
+    /// Entries this node just committed: push them to every reachable member.
+    pub fn on_local_commit(&mut self, entries: &[Entry]) -> Effects {
+        let mut fx = Effects::default();
+        if entries.is_empty() {
+            return fx;
+        }
+        let peers: Vec<NodeId> = self.membership.reachable().map(|m| m.record.id).collect();
+        for chunk in chunks(entries, self.cfg.max_message_bytes) {
+            for &peer in &peers {
+                fx.send(
+                    peer,
+                    Message::Delta {
+                        entries: chunk.to_vec(),
+                    },
+                );
+            }
+        }
+        fx
+    }
+
+    /// Time passes: gossip, judge members, start anti-entropy, expire rounds.
+    pub fn on_tick(&mut self, now_ms: u64, state: &LwwMap) -> Effects {
+        let mut fx = Effects::default();
+        if now_ms >= self.next_gossip_ms {
+            self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
+            self.membership.beat();
+            self.gossip(now_ms, &mut fx);
+        }
+        fx.events
+            .extend(self.membership.tick(now_ms).into_iter().map(CoreEvent::Peer));
+        let timeout = self.cfg.anti_entropy_timeout_ms;
+        let mut expired: Vec<(u64, NodeId)> = self
+            .rounds
+            .iter()
+            .filter(|(_, r)| now_ms.saturating_sub(r.started_ms) > timeout)
+            .map(|(s, r)| (*s, r.peer))
+            .collect();
+        expired.sort();
+        for (session, peer) in expired {
+            self.rounds.remove(&session);
+            fx.events.push(CoreEvent::AntiEntropyTimedOut { peer });
+        }
+        if now_ms >= self.next_anti_entropy_ms {
+            // Jitter (0.5x to 1.5x) keeps the nodes of a cluster from synchronising their rounds.
+            let interval = self.cfg.anti_entropy_interval_ms;
+            self.next_anti_entropy_ms = now_ms + interval / 2 + self.rng.gen_range(0..=interval);
+            self.start_anti_entropy(now_ms, state, &mut fx);
+        }
+        fx
+    }
+
+    /// Start an anti-entropy round with a random alive member now (also used by tests and benchmarks).
+    pub fn start_anti_entropy(&mut self, now_ms: u64, state: &LwwMap, fx: &mut Effects) -> Option<NodeId> {
+        let alive: Vec<NodeId> = self.membership.alive().map(|m| m.record.id).collect();
+        let peer = *alive.choose(&mut self.rng)?;
+        let session = self.rng.gen::<u64>();
+        self.rounds.insert(
+            session,
+            Round {
+                peer,
+                started_ms: now_ms,
+                repaired: 0,
+            },
+        );
+        fx.send(
+            peer,
+            Message::AeRoot {
+                session,
+                root: state.digest().root(),
+            },
+        );
+        Some(peer)
+    }
+
+    fn gossip(&mut self, now_ms: u64, fx: &mut Effects) {
+        let records = self.membership.records();
+        let peers: Vec<NodeId> = self.membership.reachable().map(|m| m.record.id).collect();
+        if let Some(&peer) = peers.choose(&mut self.rng) {
+            fx.send(
+                peer,
+                Message::Gossip {
+                    records: records.clone(),
+                    reply: true,
+                    now_ms,
+                },
+            );
+        }
+        // Seeds are contacted while we know nobody, and now and then afterwards: that heals a cluster that
+        // split into groups which no longer know each other.
+        let lonely = peers.is_empty();
+        if !self.seeds.is_empty() && (lonely || self.rng.gen_ratio(1, 10)) {
+            let seed = self.seeds.choose(&mut self.rng).expect("not empty").clone();
+            fx.sends.push((
+                Destination::Addr(seed),
+                Message::Gossip {
+                    records,
+                    reply: true,
+                    now_ms,
+                },
+            ));
+        }
+    }
+
+    /// A message from `from` arrived at local time `now_ms`.
+    pub fn on_message(&mut self, now_ms: u64, from: NodeId, msg: Message, state: &LwwMap) -> Effects {
+        let mut fx = Effects::default();
+        if from == self.id() {
+            return fx;
+        }
+        match msg {
+            Message::Delta { entries } => self.accept(now_ms, from, entries, &mut fx),
+            Message::Gossip {
+                records,
+                reply,
+                now_ms: their_now,
+            } => {
+                fx.events
+                    .extend(self.membership.merge(records, now_ms).into_iter().map(CoreEvent::Peer));
+                self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
+                if reply {
+                    let records = self.membership.records();
+                    fx.send(
+                        from,
+                        Message::Gossip {
+                            records,
+                            reply: false,
+                            now_ms,
+                        },
+                    );
+                }
+            }
+            Message::AeRoot { session, root } => {
+                let groups = (root != state.digest().root()).then(|| state.digest().groups().to_vec());
+                if groups.is_none() {
+                    self.last_sync_ms = Some(now_ms);
+                }
+                fx.send(from, Message::AeRootReply { session, groups });
+            }
+            Message::AeRootReply { session, groups } => {
+                if !self.round_with(session, from) {
+                    return fx;
+                }
+                match groups {
+                    None => self.finish(session, now_ms, true, &mut fx),
+                    Some(theirs) => {
+                        let mine = state.digest().groups();
+                        let differing: Vec<u8> = (0..GROUPS)
+                            .filter(|&g| theirs.get(g) != Some(&mine[g]))
+                            .map(|g| g as u8)
+                            .collect();
+                        if differing.is_empty() {
+                            self.finish(session, now_ms, true, &mut fx);
+                        } else {
+                            fx.send(
+                                from,
+                                Message::AeGroups {
+                                    session,
+                                    groups: differing,
+                                },
+                            );
+                        }
+                    }
+                }
+            }
+            Message::AeGroups { session, groups } => {
+                let mut buckets = Vec::new();
+                for &g in &groups {
+                    let first = g as usize * BUCKETS_PER_GROUP;
+                    for (i, &digest) in state.digest().group_buckets(g).iter().enumerate() {
+                        if digest != 0 {
+                            buckets.push(((first + i) as u16, digest));
+                        }
+                    }
+                }
+                fx.send(
+                    from,
+                    Message::AeBuckets {
+                        session,
+                        groups,
+                        buckets,
+                    },
+                );
+            }
+            Message::AeBuckets {
+                session,
+                groups,
+                buckets,
+            } => {
+                if !self.round_with(session, from) {
+                    return fx;
+                }
+                let theirs: HashMap<u16, u128> = buckets.into_iter().collect();
+                let mut differing = Vec::new();
+                for &g in &groups {
+                    let first = g as usize * BUCKETS_PER_GROUP;
+                    for (i, &mine) in state.digest().group_buckets(g).iter().enumerate() {
+                        let bucket = (first + i) as u16;
+                        if theirs.get(&bucket).copied().unwrap_or(0) != mine {
+                            differing.push(bucket);
+                        }
+                    }
+                }
+                let versions = differing
+                    .iter()
+                    .flat_map(|&b| state.bucket_entries(b).map(|e| (e.key.clone(), e.version)))
+                    .collect();
+                fx.send(
+                    from,
+                    Message::AeVersions {
+                        session,
+                        buckets: differing,
+                        versions,
+                    },
+                );
+            }
+            Message::AeVersions {
+                session,
+                buckets,
+                versions,
+            } => {
+                let theirs: HashMap<String, Version> = versions.into_iter().collect();
+                let mut newer_here = Vec::new();
+                for &b in &buckets {
+                    for e in state.bucket_entries(b) {
+                        if theirs.get(&e.key).is_none_or(|v| e.version > *v) {
+                            newer_here.push(e.clone());
+                        }
+                    }
+                }
+                let mut want: Vec<String> = theirs
+                    .into_iter()
+                    .filter(|(k, v)| state.get(k).is_none_or(|e| *v > e.version))
+                    .map(|(k, _)| k)
+                    .collect();
+                want.sort();
+                newer_here.sort_by(|a, b| a.key.cmp(&b.key));
+                // Big repairs travel in parts; the `want` list rides on the last one, which ends the round.
+                let parts: Vec<&[Entry]> = chunks(&newer_here, self.cfg.max_message_bytes).collect();
+                let n = parts.len().max(1);
+                for i in 0..n {
+                    let entries = parts.get(i).map_or_else(Vec::new, |p| p.to_vec());
+                    let last = i + 1 == n;
+                    let want = if last { std::mem::take(&mut want) } else { Vec::new() };
+                    fx.send(
+                        from,
+                        Message::AeEntries {
+                            session,
+                            entries,
+                            want,
+                            last,
+                        },
+                    );
+                }
+                self.last_sync_ms = Some(now_ms);
+            }
+            Message::AeEntries {
+                session,
+                entries,
+                want,
+                last,
+            } => {
+                if !self.round_with(session, from) {
+                    return fx;
+                }
+                if let Some(round) = self.rounds.get_mut(&session) {
+                    round.repaired += entries.len() + want.len();
+                }
+                self.accept(now_ms, from, entries, &mut fx);
+                let wanted: Vec<Entry> = want.iter().filter_map(|k| state.get(k).cloned()).collect();
+                for part in chunks(&wanted, self.cfg.max_message_bytes) {
+                    fx.send(
+                        from,
+                        Message::AePush {
+                            session,
+                            entries: part.to_vec(),
+                        },
+                    );
+                }
+                if last {
+                    self.finish(session, now_ms, false, &mut fx);
+                }
+            }
+            Message::AePush { entries, .. } => self.accept(now_ms, from, entries, &mut fx),
+        }
+        fx
+    }
+
+    /// Whether `session` is a round we started with `from`.
+    fn round_with(&self, session: u64, from: NodeId) -> bool {
+        self.rounds.get(&session).is_some_and(|r| r.peer == from)
+    }
+
+    fn finish(&mut self, session: u64, now_ms: u64, in_sync: bool, fx: &mut Effects) {
+        if let Some(round) = self.rounds.remove(&session) {
+            self.last_sync_ms = Some(now_ms);
+            fx.events.push(CoreEvent::AntiEntropyDone {
+                peer: round.peer,
+                repaired: round.repaired,
+                in_sync,
+            });
+        }
+    }
+
+    /// Take in entries from a peer, holding back those stamped too far ahead of our clock: a node with a
+    /// bad clock must not pin keys into the future. Nothing is lost: anti-entropy offers them again, and
+    /// they are applied once our clock has caught up.
+    fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, fx: &mut Effects) {
+        let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
+        let (ok, future): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| physical_ms(e.version.hlc) <= horizon);
+        if !future.is_empty() {
+            fx.events.push(CoreEvent::ClockDriftRejected {
+                from,
+                entries: future.len(),
+            });
+        }
+        fx.persist.extend(ok);
+    }
+}
+
+/// Split entries into runs of at most `max_bytes` of payload (at least one entry each).
+fn chunks(entries: &[Entry], max_bytes: usize) -> impl Iterator<Item = &[Entry]> {
+    let mut rest = entries;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || bytes + rest[n].size() <= max_bytes) {
+            bytes += rest[n].size();
+            n += 1;
+        }
+        let (part, tail) = rest.split_at(n);
+        rest = tail;
+        Some(part)
+    })
+}

@@ -1,0 +1,317 @@
+//! Membership: who is in the cluster and who is alive, by gossip-style failure detection.
+//!
+//! Every member owns a [`PeerRecord`] with a heartbeat counter it bumps each gossip interval. Records travel
+//! by push-pull gossip with one random peer per interval, so a node that knows one member learns them all,
+//! and a heartbeat reaches everyone in O(log n) intervals. A member whose heartbeat has not advanced (as seen
+//! *here*, through any path) for `suspect_after` is **suspect**, for `dead_after` **dead**: this is the
+//! gossip-style failure detector of van Renesse, Minsky and Hayden (1998). It needs no direct probe, so a
+//! member reachable only through others stays alive, and a partitioned one is declared dead on the other
+//! side only.
+//!
+//! Pitfalls handled:
+//! - **Restarts**: the incarnation is the start time of the member's process, so a restarted node (same id,
+//!   heartbeat back at 0) supersedes its old record instead of looking stale.
+//! - **Zombies**: dead members are not gossiped, and their record is kept (as dead) for `forget_after`, so
+//!   an old copy of their record arriving late cannot revive them; only a genuinely newer heartbeat can.
+//! - **Unbounded growth**: after `forget_after` dead members are dropped.
+//!
+//! Why not SWIM (`foca`): this detector is ~200 lines, deterministic under our simulator with no timer
+//! plumbing, and fits clusters of tens of nodes. SWIM's advantages (constant message load per member, faster
+//! detection) matter at hundreds of nodes; the core's membership interface would let it replace this one.
+
+use std::collections::BTreeMap;
+
+use super::message::PeerRecord;
+use crate::crdt::NodeId;
+
+/// Liveness of a member as this node judges it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Heartbeats advance.
+    Alive,
+    /// No heartbeat progress for a while: still sent deltas, not trusted for anti-entropy.
+    Suspect,
+    /// Presumed gone: no traffic; anti-entropy repairs it if it comes back.
+    Dead,
+    /// Announced its departure.
+    Left,
+}
+
+impl Status {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Alive => "alive",
+            Status::Suspect => "suspect",
+            Status::Dead => "dead",
+            Status::Left => "left",
+        }
+    }
+}
+
+/// Failure-detector timing, in milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// No heartbeat progress for this long: suspect.
+    pub suspect_after_ms: u64,
+    /// No heartbeat progress for this long: dead.
+    pub dead_after_ms: u64,
+    /// Dead (or left) for this long: forgotten.
+    pub forget_after_ms: u64,
+}
+
+/// A member as seen from here.
+#[derive(Debug, Clone)]
+pub struct Member {
+    /// The freshest record known.
+    pub record: PeerRecord,
+    /// Current judgement.
+    pub status: Status,
+    /// Local time (ms) when the record last became newer.
+    pub last_progress_ms: u64,
+    /// Estimated `their clock - our clock` in ms, from their last direct gossip.
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// A change of a member's status (for logs, metrics and events).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    /// The member.
+    pub id: NodeId,
+    /// Its new status.
+    pub status: Status,
+}
+
+/// The member list of one node.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    me: PeerRecord,
+    members: BTreeMap<NodeId, Member>,
+    timing: Timing,
+}
+
+impl Membership {
+    /// A list holding only this node.
+    pub fn new(me: PeerRecord, timing: Timing) -> Membership {
+        Membership {
+            me,
+            members: BTreeMap::new(),
+            timing,
+        }
+    }
+
+    /// This node's own record.
+    pub fn me(&self) -> &PeerRecord {
+        &self.me
+    }
+
+    /// Bump our heartbeat (once per gossip interval).
+    pub fn beat(&mut self) {
+        self.me.heartbeat += 1;
+    }
+
+    /// Mark ourselves as leaving (gossiped on the next rounds).
+    pub fn leave(&mut self) {
+        self.me.left = true;
+        self.me.heartbeat += 1;
+    }
+
+    /// Every member but us.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// One member.
+    pub fn get(&self, id: NodeId) -> Option<&Member> {
+        self.members.get(&id)
+    }
+
+    /// Members worth sending data to: alive or suspect.
+    pub fn reachable(&self) -> impl Iterator<Item = &Member> {
+        self.members
+            .values()
+            .filter(|m| matches!(m.status, Status::Alive | Status::Suspect))
+    }
+
+    /// Members trusted as anti-entropy partners: alive.
+    pub fn alive(&self) -> impl Iterator<Item = &Member> {
+        self.members.values().filter(|m| m.status == Status::Alive)
+    }
+
+    /// What we gossip: ourselves and every member not known to be dead or gone.
+    pub fn records(&self) -> Vec<PeerRecord> {
+        let mut out = vec![self.me.clone()];
+        out.extend(self.reachable().map(|m| m.record.clone()));
+        out
+    }
+
+    /// Take in gossiped records. Returns the members that became alive (new, restarted or back).
+    pub fn merge(&mut self, records: Vec<PeerRecord>, now_ms: u64) -> Vec<StatusChange> {
+        let mut changes = Vec::new();
+        for record in records {
+            if record.id == self.me.id {
+                // Someone remembers an older incarnation of us: nothing to learn. (A record *newer* than us
+                // would mean a second process with our id; we keep our own view.)
+                continue;
+            }
+            let status = if record.left { Status::Left } else { Status::Alive };
+            match self.members.get_mut(&record.id) {
+                Some(member) => {
+                    if record.newer_than(&member.record) {
+                        member.record = record;
+                        member.last_progress_ms = now_ms;
+                        if member.status != status {
+                            member.status = status;
+                            changes.push(StatusChange {
+                                id: member.record.id,
+                                status,
+                            });
+                        }
+                    }
+                }
+                None => {
+                    let id = record.id;
+                    self.members.insert(
+                        id,
+                        Member {
+                            record,
+                            status,
+                            last_progress_ms: now_ms,
+                            clock_skew_ms: None,
+                        },
+                    );
+                    changes.push(StatusChange { id, status });
+                }
+            }
+        }
+        changes
+    }
+
+    /// Record a skew estimate for a member that gossiped to us directly.
+    pub fn observe_clock(&mut self, id: NodeId, skew_ms: i64) {
+        if let Some(m) = self.members.get_mut(&id) {
+            m.clock_skew_ms = Some(skew_ms);
+        }
+    }
+
+    /// Re-judge every member at `now_ms`; forget long-dead ones. Returns the status changes.
+    pub fn tick(&mut self, now_ms: u64) -> Vec<StatusChange> {
+        let t = self.timing;
+        let mut changes = Vec::new();
+        self.members.retain(|_, m| {
+            let idle = now_ms.saturating_sub(m.last_progress_ms);
+            let status = match m.status {
+                Status::Left => Status::Left,
+                _ if idle >= t.dead_after_ms => Status::Dead,
+                _ if idle >= t.suspect_after_ms => Status::Suspect,
+                _ => Status::Alive,
+            };
+            if status != m.status {
+                m.status = status;
+                changes.push(StatusChange {
+                    id: m.record.id,
+                    status,
+                });
+            }
+            !(matches!(m.status, Status::Dead | Status::Left) && idle >= t.forget_after_ms)
+        });
+        changes
+    }
+
+    /// Number of members in each status (for the peers gauge).
+    pub fn counts(&self) -> [(Status, usize); 4] {
+        let mut counts = [
+            (Status::Alive, 0),
+            (Status::Suspect, 0),
+            (Status::Dead, 0),
+            (Status::Left, 0),
+        ];
+        for m in self.members.values() {
+            counts[m.status as usize].1 += 1;
+        }
+        counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T: Timing = Timing {
+        suspect_after_ms: 3_000,
+        dead_after_ms: 10_000,
+        forget_after_ms: 60_000,
+    };
+
+    fn rec(id: u64, incarnation: u64, heartbeat: u64) -> PeerRecord {
+        PeerRecord {
+            id: NodeId(id),
+            grpc_addr: format!("n{id}:2000"),
+            http_addr: format!("n{id}:2001"),
+            incarnation,
+            heartbeat,
+            left: false,
+        }
+    }
+
+    #[test]
+    fn learns_members_and_judges_them_by_heartbeat_progress() {
+        let mut m = Membership::new(rec(1, 1, 0), T);
+        let changes = m.merge(vec![rec(2, 1, 5), rec(3, 1, 1), rec(1, 0, 99)], 0);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(m.members().count(), 2);
+        m.merge(vec![rec(2, 1, 6)], 2_500);
+        assert_eq!(
+            m.tick(3_000),
+            vec![StatusChange {
+                id: NodeId(3),
+                status: Status::Suspect
+            }]
+        );
+        assert_eq!(
+            m.tick(10_000),
+            vec![
+                StatusChange {
+                    id: NodeId(2),
+                    status: Status::Suspect
+                },
+                StatusChange {
+                    id: NodeId(3),
+                    status: Status::Dead
+                }
+            ]
+        );
+        // A stale copy of a dead member's record does not revive it...
+        assert!(m.merge(vec![rec(3, 1, 1)], 11_000).is_empty());
+        // ...a restart (greater incarnation, heartbeat back at 0) does.
+        assert_eq!(
+            m.merge(vec![rec(3, 2, 0)], 12_000),
+            vec![StatusChange {
+                id: NodeId(3),
+                status: Status::Alive
+            }]
+        );
+        // Dead members are not gossiped; long-dead ones are forgotten.
+        m.tick(13_000);
+        assert!(m.records().iter().all(|r| r.id != NodeId(2)));
+        m.tick(80_000);
+        assert_eq!(m.members().count(), 0);
+    }
+
+    #[test]
+    fn a_leaving_member_is_marked_left() {
+        let mut m = Membership::new(rec(1, 1, 0), T);
+        m.merge(vec![rec(2, 1, 1)], 0);
+        let mut leaving = rec(2, 1, 2);
+        leaving.left = true;
+        assert_eq!(
+            m.merge(vec![leaving], 1),
+            vec![StatusChange {
+                id: NodeId(2),
+                status: Status::Left
+            }]
+        );
+        assert_eq!(m.reachable().count(), 0);
+    }
+}

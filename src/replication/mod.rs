@@ -1,0 +1,38 @@
+//! Replication: the sans-IO state machine that makes master-less nodes converge.
+//!
+//! # Shape
+//! [`Core`] is a plain state machine. It is fed three kinds of input:
+//! - [`Core::on_local_commit`]: entries this node just committed (from the database's change stream);
+//! - [`Core::on_message`]: a message from a peer;
+//! - [`Core::on_tick`]: the passage of time (a reading of the clock, in milliseconds);
+//!
+//! and answers with [`Effects`]: messages to send, entries to persist, events. It never touches a socket, a
+//! file, a clock or an OS random generator: time comes in as numbers, randomness from a seeded generator.
+//! The tokio driver (`crate::cluster`) and the deterministic simulation (`simulation/`) run the *same* core.
+//! For anti-entropy the core reads the node's [`crate::crdt::LwwMap`] (its digest and bucket contents),
+//! which the caller lends it for the duration of a call; reading memory is not I/O.
+//!
+//! # Protocol
+//! - **Broadcast**: every local commit becomes a `Delta` to every reachable member. Receivers merge (an
+//!   entry wins only if its version is greater) and never re-broadcast: a delta travels one hop. What a
+//!   delta misses (a dropped message, a partition, a node that was down) is anti-entropy's job.
+//! - **Membership**: push-pull gossip of [`PeerRecord`]s with heartbeat counters; see [`membership`].
+//! - **Anti-entropy**: every `anti_entropy_interval` (jittered) a node picks a random alive member and walks
+//!   the digest tree of [`crate::crdt::digest`] down from the root: equal roots end the round after one
+//!   small message each way; otherwise group digests, then bucket digests of differing groups, then the
+//!   `(key, version)` lists of differing buckets, and finally each side sends the other the entries it has
+//!   newer. Traffic grows with the difference between the two nodes, not with the database.
+//! - **Clocks**: an entry stamped more than `max_clock_drift` ahead of the local clock is not applied; it
+//!   comes back through anti-entropy once local time has caught up. A bad clock cannot pin a key into the
+//!   future, and nothing is lost.
+
+mod core;
+pub mod membership;
+pub mod message;
+
+pub use self::core::{Core, CoreConfig, CoreEvent, Destination, Effects};
+pub use membership::{Member, Membership, Status, StatusChange, Timing};
+pub use message::{Message, PeerRecord};
+
+#[cfg(test)]
+mod tests;

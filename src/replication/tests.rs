@@ -1,0 +1,252 @@
+//! Small deterministic clusters of cores over an instant, lossless in-memory network. The full fault model
+//! (loss, partitions, crashes, skew) is the simulation's; these tests pin down the protocol's basic moves.
+
+use std::collections::VecDeque;
+
+use super::*;
+use crate::crdt::hlc::from_physical_ms;
+use crate::crdt::{Entry, LwwMap, NodeId, Version};
+
+struct Node {
+    core: Core,
+    state: LwwMap,
+    up: bool,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    now_ms: u64,
+    queue: VecDeque<(usize, NodeId, Message)>,
+    sent: Vec<&'static str>,
+    events: Vec<(usize, CoreEvent)>,
+}
+
+fn record(i: usize, incarnation: u64) -> PeerRecord {
+    PeerRecord {
+        id: NodeId(i as u64 + 1),
+        grpc_addr: format!("n{i}:2000"),
+        http_addr: format!("n{i}:2001"),
+        incarnation,
+        heartbeat: 0,
+        left: false,
+    }
+}
+
+impl Cluster {
+    /// `n` nodes; node i is seeded with the addresses `seeds(i)`.
+    fn new(n: usize, seeds: impl Fn(usize) -> Vec<usize>) -> Cluster {
+        let now_ms = 1_000_000;
+        let nodes = (0..n)
+            .map(|i| Node {
+                core: Core::new(
+                    CoreConfig::default(),
+                    record(i, now_ms),
+                    seeds(i).into_iter().map(|s| format!("n{s}:2000")).collect(),
+                    i as u64,
+                    now_ms,
+                ),
+                state: LwwMap::new(),
+                up: true,
+            })
+            .collect();
+        Cluster {
+            nodes,
+            now_ms,
+            queue: VecDeque::new(),
+            sent: Vec::new(),
+            events: Vec::new(),
+        }
+    }
+
+    fn index_of_addr(&self, addr: &str) -> Option<usize> {
+        self.nodes
+            .iter()
+            .position(|n| n.core.membership().me().grpc_addr == addr)
+    }
+
+    fn apply(&mut self, i: usize, fx: Effects) {
+        let from = self.nodes[i].core.id();
+        for e in fx.persist {
+            self.nodes[i].state.merge(e);
+        }
+        for ev in fx.events {
+            self.events.push((i, ev));
+        }
+        for (to, msg) in fx.sends {
+            let target = match to {
+                Destination::Node(id) => self.nodes.iter().position(|n| n.core.id() == id),
+                Destination::Addr(a) => self.index_of_addr(&a),
+            };
+            self.sent.push(msg.kind());
+            if let Some(t) = target {
+                self.queue.push_back((t, from, msg));
+            }
+        }
+    }
+
+    fn deliver_all(&mut self) {
+        while let Some((to, from, msg)) = self.queue.pop_front() {
+            if !self.nodes[to].up {
+                continue;
+            }
+            let now = self.now_ms;
+            let node = &mut self.nodes[to];
+            let fx = node.core.on_message(now, from, msg, &node.state);
+            self.apply(to, fx);
+        }
+    }
+
+    fn tick(&mut self, ms: u64) {
+        self.now_ms += ms;
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up {
+                let now = self.now_ms;
+                let node = &mut self.nodes[i];
+                let fx = node.core.on_tick(now, &node.state);
+                self.apply(i, fx);
+            }
+        }
+        self.deliver_all();
+    }
+
+    fn write(&mut self, i: usize, key: &str, value: &str) -> Entry {
+        let hlc = from_physical_ms(self.now_ms) + self.nodes[i].state.len() as u64 + 1;
+        let e = Entry::value(key, value.to_string(), Version::new(hlc, self.nodes[i].core.id()));
+        self.nodes[i].state.merge(e.clone());
+        let fx = self.nodes[i].core.on_local_commit(std::slice::from_ref(&e));
+        self.apply(i, fx);
+        self.deliver_all();
+        e
+    }
+
+    fn anti_entropy(&mut self, i: usize) {
+        let now = self.now_ms;
+        let mut fx = Effects::default();
+        let node = &mut self.nodes[i];
+        node.core
+            .start_anti_entropy(now, &node.state, &mut fx)
+            .expect("a live peer");
+        self.apply(i, fx);
+        self.deliver_all();
+    }
+
+    fn converged(&self) -> bool {
+        let root = self.nodes[0].state.digest().root();
+        self.nodes.iter().all(|n| n.state.digest().root() == root)
+    }
+}
+
+#[test]
+fn a_node_that_knows_one_member_learns_all() {
+    // 0 <- 1 <- 2: node 2 only knows node 1, node 1 only node 0.
+    let mut c = Cluster::new(3, |i| if i == 0 { vec![] } else { vec![i - 1] });
+    for _ in 0..10 {
+        c.tick(1_000);
+    }
+    for n in &c.nodes {
+        assert_eq!(n.core.membership().alive().count(), 2, "node {} view", n.core.id());
+    }
+}
+
+#[test]
+fn writes_are_broadcast_to_every_member_and_not_echoed() {
+    let mut c = Cluster::new(3, |i| if i == 0 { vec![] } else { vec![0] });
+    for _ in 0..5 {
+        c.tick(1_000);
+    }
+    c.sent.clear();
+    let e = c.write(1, "k", "v");
+    assert!(c.nodes.iter().all(|n| n.state.get("k") == Some(&e)));
+    // One delta to each of the two others, and nothing sent back.
+    assert_eq!(c.sent, vec!["delta", "delta"]);
+}
+
+#[test]
+fn anti_entropy_repairs_differences_and_costs_little_when_in_sync() {
+    let mut c = Cluster::new(2, |i| vec![1 - i]);
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    // Shared history, then divergence that broadcasts never carried (written straight into the maps).
+    for k in 0..2_000 {
+        let e = Entry::value(format!("common/{k}"), "x", Version::new(10 + k, NodeId(9)));
+        c.nodes[0].state.merge(e.clone());
+        c.nodes[1].state.merge(e);
+    }
+    for k in 0..50 {
+        c.nodes[0]
+            .state
+            .merge(Entry::value(format!("a/{k}"), "a", Version::new(5_000 + k, NodeId(1))));
+        c.nodes[1]
+            .state
+            .merge(Entry::value(format!("b/{k}"), "b", Version::new(5_000 + k, NodeId(2))));
+    }
+    c.nodes[1]
+        .state
+        .merge(Entry::tombstone("common/7", Version::new(9_999, NodeId(2))));
+    assert!(!c.converged());
+    c.anti_entropy(0);
+    assert!(c.converged());
+    assert!(c.nodes[0].state.get("common/7").unwrap().deleted);
+    assert!(c
+        .events
+        .iter()
+        .any(|(i, e)| *i == 0 && matches!(e, CoreEvent::AntiEntropyDone { repaired: 101, .. })));
+    c.sent.clear();
+    c.anti_entropy(1);
+    assert_eq!(c.sent, vec!["ae_root", "ae_root_reply"]);
+}
+
+#[test]
+fn entries_from_the_future_wait_until_the_clock_catches_up() {
+    let mut c = Cluster::new(2, |i| vec![1 - i]);
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    // Node 1's clock is an hour ahead.
+    let ahead = from_physical_ms(c.now_ms + 3_600_000);
+    let e = Entry::value("k", "future", Version::new(ahead, c.nodes[1].core.id()));
+    c.nodes[1].state.merge(e.clone());
+    let fx = c.nodes[1].core.on_local_commit(std::slice::from_ref(&e));
+    c.apply(1, fx);
+    c.deliver_all();
+    assert!(c.nodes[0].state.get("k").is_none());
+    assert!(c
+        .events
+        .iter()
+        .any(|(_, e)| matches!(e, CoreEvent::ClockDriftRejected { entries: 1, .. })));
+    // Once local time has caught up, anti-entropy brings it over: nothing was lost.
+    c.now_ms += 3_600_000;
+    c.tick(1);
+    c.anti_entropy(0);
+    assert_eq!(c.nodes[0].state.get("k"), Some(&e));
+}
+
+#[test]
+fn a_silent_member_becomes_suspect_then_dead_and_comes_back_after_restart() {
+    let mut c = Cluster::new(3, |i| if i == 0 { vec![] } else { vec![0] });
+    for _ in 0..5 {
+        c.tick(1_000);
+    }
+    c.nodes[2].up = false;
+    let status = |c: &Cluster| c.nodes[0].core.membership().get(NodeId(3)).map(|m| m.status);
+    for _ in 0..7 {
+        c.tick(1_000);
+    }
+    assert_eq!(status(&c), Some(Status::Suspect));
+    for _ in 0..30 {
+        c.tick(1_000);
+    }
+    assert_eq!(status(&c), Some(Status::Dead));
+    // Restart: same id, new incarnation, heartbeat from zero.
+    let now = c.now_ms;
+    c.nodes[2] = Node {
+        core: Core::new(CoreConfig::default(), record(2, now), vec!["n0:2000".into()], 99, now),
+        state: LwwMap::new(),
+        up: true,
+    };
+    for _ in 0..5 {
+        c.tick(1_000);
+    }
+    assert_eq!(status(&c), Some(Status::Alive));
+}
