@@ -8,8 +8,8 @@
 //!
 //! The layers are merged by `figment` as *raw* values and only then validated, by the same code whatever
 //! their source, so a value is judged the same way in a file, a variable or a flag, and an error can say
-//! where the bad value came from. Addresses have no fixed default: theirs depends on the *final* mode, so
-//! `CAVE_MODE=prod` with no address set binds every interface even if the file said `mode = "dev"`.
+//! where the bad value came from. Addresses and `mdns` have no fixed default: theirs depends on the *final*
+//! mode, so `CAVE_MODE=prod` with no address set binds every interface even if the file said `mode = "dev"`.
 //!
 //! Environment variables are passed in explicitly ([`parse`], [`Config::from_args_and_env`]) rather than
 //! read from the process, so tests are deterministic and can run in parallel.
@@ -19,6 +19,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use figment::value::{Dict, Map, Value};
@@ -41,6 +42,18 @@ pub const DEFAULT_MAX_VALUE_BYTES: usize = 1 << 20;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 64 << 20;
 /// Log filter unless configured otherwise.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// How long a prod node looks for peers before it founds a new cluster: a few mDNS query rounds, short enough
+/// not to delay the first start noticeably.
+pub const DEFAULT_DISCOVERY_WINDOW: Duration = Duration::from_secs(3);
+/// Mean interval between two anti-entropy rounds started by a node.
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(10);
+/// How far ahead of the local clock a remote version may be stamped and still be applied at once.
+pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(1);
+/// How long a tombstone is kept before it is purged: a week, so a node can be down over a long weekend and
+/// still learn of the deletes it missed.
+pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Longest duration any setting accepts (100 years): beyond it, adding the duration to a clock could overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 24 * 3600);
 
 /// Prefix of the environment variables Cave reads.
 pub const ENV_PREFIX: &str = "CAVE_";
@@ -53,12 +66,18 @@ pub const KEYS: &[&str] = &[
     "mode",
     "http_addr",
     "grpc_addr",
+    "advertise_addr",
     "data_dir",
     "peers",
+    "mdns",
+    "discovery_window",
     "cluster_key",
     "durability",
     "max_value_bytes",
     "max_request_bytes",
+    "anti_entropy_interval",
+    "max_clock_drift",
+    "tombstone_ttl",
     "log_level",
 ];
 
@@ -92,6 +111,12 @@ impl Mode {
     pub fn default_grpc_addr(self) -> SocketAddr {
         SocketAddr::new(self.default_bind_ip(), DEFAULT_GRPC_PORT)
     }
+
+    /// Whether mDNS discovery is on unless configured: a dev node keeps to itself, a prod node looks for its
+    /// cluster on the local network.
+    pub fn default_mdns(self) -> bool {
+        self == Mode::Prod
+    }
 }
 
 impl fmt::Display for Mode {
@@ -112,12 +137,20 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Where replication peers connect. Kept apart from `http_addr` so the API can be firewalled differently.
     pub grpc_addr: SocketAddr,
+    /// The `host:port` peers use to reach `grpc_addr`, when that differs from what the node can work out
+    /// (behind NAT, in a container). `None`: see [`Config::advertise_grpc`].
+    pub advertise_addr: Option<String>,
     /// Database, node id and dev key live here; a relative path is relative to the working directory, also
     /// when it comes from a config file, so that every source means the same thing.
     pub data_dir: PathBuf,
     /// Seed peers (`host:port`) to join through; knowing one live member is enough to learn the others, so
     /// this needs no updating as the cluster grows.
     pub peers: Vec<String>,
+    /// Whether to announce this node and find others with mDNS (`_cave._tcp.local.`) on the local network.
+    pub mdns: bool,
+    /// In prod mode, how long a node looks for peers (seeds, mDNS) before it considers itself the first node
+    /// of a new cluster. May be zero.
+    pub discovery_window: Duration,
     /// The cluster key, shared by every member. `None` lets the node use (or create) the key in its data
     /// directory. Never printed: see [`Config::redacted`].
     pub cluster_key: Option<MasterKey>,
@@ -128,6 +161,13 @@ pub struct Config {
     /// Largest body of `POST /api/v1/query` and `/api/v1/import`, which carry many values at once; at least
     /// `max_value_bytes`, or a request could not carry even one maximal value.
     pub max_request_bytes: usize,
+    /// Mean interval between two anti-entropy rounds started by this node (jittered). Never zero.
+    pub anti_entropy_interval: Duration,
+    /// A remote version stamped further than this ahead of the local clock waits until the clock catches up.
+    /// May be zero.
+    pub max_clock_drift: Duration,
+    /// Tombstones older than this are purged. Never zero.
+    pub tombstone_ttl: Duration,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
 }
@@ -139,12 +179,18 @@ impl Default for Config {
             mode,
             http_addr: mode.default_http_addr(),
             grpc_addr: mode.default_grpc_addr(),
+            advertise_addr: None,
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             peers: Vec::new(),
+            mdns: mode.default_mdns(),
+            discovery_window: DEFAULT_DISCOVERY_WINDOW,
             cluster_key: None,
             durability: Durability::default(),
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
+            max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
+            tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
@@ -171,26 +217,73 @@ impl Config {
         Config::from_args_and_env(std::env::args_os(), &process_env())
     }
 
+    /// The `host:port` this node tells peers to reach its replication endpoint at: `advertise_addr` if set,
+    /// else `grpc_addr` unless its IP is unspecified (`0.0.0.0`, `[::]`), which no peer can connect to, and
+    /// then this host's name with `grpc_addr`'s port.
+    pub fn advertise_grpc(&self) -> String {
+        match &self.advertise_addr {
+            Some(addr) => addr.clone(),
+            None => advertised(self.grpc_addr),
+        }
+    }
+
+    /// The `host:port` of this node's REST API as shown to peers and clients: `http_addr` unless its IP is
+    /// unspecified, and then this host's name with `http_addr`'s port.
+    pub fn advertise_http(&self) -> String {
+        advertised(self.http_addr)
+    }
+
     /// Every field as JSON, the cluster key replaced by `"<redacted>"` (or `null` when unset): safe to
-    /// serve from `/api/v1/system/config` and to log.
+    /// serve from `/api/v1/system/config` and to log. Durations are written as they are configured (`"10s"`).
     pub fn redacted(&self) -> serde_json::Value {
         serde_json::json!({
             "mode": self.mode,
             "http_addr": self.http_addr.to_string(),
             "grpc_addr": self.grpc_addr.to_string(),
+            "advertise_addr": self.advertise_addr,
             "data_dir": self.data_dir.display().to_string(),
             "peers": self.peers,
+            "mdns": self.mdns,
+            "discovery_window": format_duration(self.discovery_window),
             "cluster_key": self.cluster_key.as_ref().map(|_| "<redacted>"),
             "durability": self.durability,
             "max_value_bytes": self.max_value_bytes,
             "max_request_bytes": self.max_request_bytes,
+            "anti_entropy_interval": format_duration(self.anti_entropy_interval),
+            "max_clock_drift": format_duration(self.max_clock_drift),
+            "tombstone_ttl": format_duration(self.tombstone_ttl),
             "log_level": self.log_level,
         })
     }
 }
 
+/// `addr` as peers can reach it: itself, or this host's name with its port when its IP is unspecified.
+pub fn advertised(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        format!("{}:{}", hostname(), addr.port())
+    } else {
+        addr.to_string()
+    }
+}
+
+/// This host's name, read when asked (it can change at run time): the kernel's, else `$HOSTNAME`, else
+/// `localhost`.
+fn hostname() -> String {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+    kernel
+        .into_iter()
+        .chain(std::env::var("HOSTNAME").ok())
+        .map(|name| name.trim().to_string())
+        .find(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made once per process and moved straight into the node; a Box would only add noise"
+)]
 pub enum Command {
     /// Run a node with this configuration.
     Serve(Config),
@@ -243,7 +336,8 @@ pub fn process_env() -> Vec<(String, String)> {
     version,
     args_conflicts_with_subcommands = true,
     after_help = "Settings are layered: defaults < --config file < CAVE_* environment < flags.\n\
-                  Sizes are bytes, optionally with a KiB, MiB or GiB suffix."
+                  Sizes are bytes, optionally with a KiB, MiB or GiB suffix.\n\
+                  Durations are a whole number with a unit: ms, s, m, h or d (500ms, 10s, 7d)."
 )]
 pub struct Cli {
     /// What to do; running a node when absent.
@@ -281,12 +375,21 @@ pub struct ServeArgs {
     /// Address of the replication (gRPC) endpoint
     #[arg(long, value_name = "IP:PORT")]
     pub grpc_addr: Option<String>,
+    /// Address peers use to reach the replication endpoint, if not grpc-addr (NAT, containers)
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise_addr: Option<String>,
     /// Directory of the database, node id and local key
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
     /// Seed peers to join, comma-separated replication addresses
     #[arg(long, value_name = "HOST:PORT,...")]
     pub peers: Option<String>,
+    /// Find peers and announce this node with mDNS on the local network; --mdns alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub mdns: Option<String>,
+    /// In prod mode, how long to look for peers before founding a new cluster
+    #[arg(long, value_name = "DURATION")]
+    pub discovery_window: Option<String>,
     /// Cluster key from `cave keygen` (prefer CAVE_CLUSTER_KEY: flags are visible in ps)
     #[arg(long, value_name = "BASE64")]
     pub cluster_key: Option<String>,
@@ -299,6 +402,15 @@ pub struct ServeArgs {
     /// Largest body of a /api/v1/query or /api/v1/import request
     #[arg(long, value_name = "SIZE")]
     pub max_request_bytes: Option<String>,
+    /// Mean interval between anti-entropy rounds with a random peer
+    #[arg(long, value_name = "DURATION")]
+    pub anti_entropy_interval: Option<String>,
+    /// Versions stamped further ahead of the local clock wait until it catches up
+    #[arg(long, value_name = "DURATION")]
+    pub max_clock_drift: Option<String>,
+    /// Age at which tombstones (deleted keys) are purged
+    #[arg(long, value_name = "DURATION")]
+    pub tombstone_ttl: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -336,11 +448,17 @@ fn help_default(key: &str) -> String {
             dev.grpc_addr,
             Mode::Prod.default_grpc_addr()
         ),
+        "advertise_addr" => "grpc-addr, with this host's name if its IP is unspecified".to_string(),
         "data_dir" => dev.data_dir.display().to_string(),
         "peers" | "cluster_key" => "none".to_string(),
+        "mdns" => format!("{} in dev mode, {} in prod", dev.mdns, Mode::Prod.default_mdns()),
+        "discovery_window" => format_duration(dev.discovery_window),
         "durability" => enum_name(&dev.durability),
         "max_value_bytes" => format_size(dev.max_value_bytes),
         "max_request_bytes" => format_size(dev.max_request_bytes),
+        "anti_entropy_interval" => format_duration(dev.anti_entropy_interval),
+        "max_clock_drift" => format_duration(dev.max_clock_drift),
+        "tombstone_ttl" => format_duration(dev.tombstone_ttl),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }
@@ -413,12 +531,18 @@ struct Raw {
     mode: Option<Value>,
     http_addr: Option<Value>,
     grpc_addr: Option<Value>,
+    advertise_addr: Option<Value>,
     data_dir: Option<Value>,
     peers: Option<Value>,
+    mdns: Option<Value>,
+    discovery_window: Option<Value>,
     cluster_key: Option<Value>,
     durability: Option<Value>,
     max_value_bytes: Option<Value>,
     max_request_bytes: Option<Value>,
+    anti_entropy_interval: Option<Value>,
+    max_clock_drift: Option<Value>,
+    tombstone_ttl: Option<Value>,
     log_level: Option<Value>,
 }
 
@@ -455,6 +579,16 @@ fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config> {
         );
         return Err(fields.error("max_request_bytes", reason));
     }
+    let duration = |key: &str, raw: Option<Value>, default: Duration| {
+        Ok::<_, Error>(fields.parse(key, raw, parse_duration_value)?.unwrap_or(default))
+    };
+    let nonzero = |key: &str, raw: Option<Value>, default: Duration| {
+        let value = duration(key, raw, default)?;
+        if value.is_zero() {
+            return Err(fields.error(key, "must be longer than 0"));
+        }
+        Ok(value)
+    };
     Ok(Config {
         mode,
         http_addr: fields
@@ -463,16 +597,30 @@ fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config> {
         grpc_addr: fields
             .parse("grpc_addr", raw.grpc_addr, parse_addr)?
             .unwrap_or(mode.default_grpc_addr()),
+        advertise_addr: fields
+            .parse("advertise_addr", raw.advertise_addr, parse_advertise_addr)?
+            .flatten(),
         data_dir: fields
             .parse("data_dir", raw.data_dir, parse_dir)?
             .unwrap_or(defaults.data_dir),
         peers: fields.parse("peers", raw.peers, parse_peers)?.unwrap_or(defaults.peers),
+        mdns: fields
+            .parse("mdns", raw.mdns, parse_bool)?
+            .unwrap_or(mode.default_mdns()),
+        discovery_window: duration("discovery_window", raw.discovery_window, defaults.discovery_window)?,
         cluster_key: fields.parse("cluster_key", raw.cluster_key, parse_key)?,
         durability: fields
             .parse("durability", raw.durability, parse_enum::<Durability>)?
             .unwrap_or(defaults.durability),
         max_value_bytes,
         max_request_bytes,
+        anti_entropy_interval: nonzero(
+            "anti_entropy_interval",
+            raw.anti_entropy_interval,
+            defaults.anti_entropy_interval,
+        )?,
+        max_clock_drift: duration("max_clock_drift", raw.max_clock_drift, defaults.max_clock_drift)?,
+        tombstone_ttl: nonzero("tombstone_ttl", raw.tombstone_ttl, defaults.tombstone_ttl)?,
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
@@ -534,12 +682,18 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("mode", args.mode.as_ref().map(enum_name)),
         ("http_addr", args.http_addr.clone()),
         ("grpc_addr", args.grpc_addr.clone()),
+        ("advertise_addr", args.advertise_addr.clone()),
         ("data_dir", args.data_dir.clone()),
         ("peers", args.peers.clone()),
+        ("mdns", args.mdns.clone()),
+        ("discovery_window", args.discovery_window.clone()),
         ("cluster_key", args.cluster_key.clone()),
         ("durability", args.durability.as_ref().map(enum_name)),
         ("max_value_bytes", args.max_value_bytes.clone()),
         ("max_request_bytes", args.max_request_bytes.clone()),
+        ("anti_entropy_interval", args.anti_entropy_interval.clone()),
+        ("max_clock_drift", args.max_clock_drift.clone()),
+        ("tombstone_ttl", args.tombstone_ttl.clone()),
         ("log_level", args.log_level.clone()),
     ];
     let values = given
@@ -635,6 +789,19 @@ fn parse_addr(value: &Value) -> std::result::Result<SocketAddr, String> {
         .map_err(|_| format!("`{text}` is not an IP address with a port, such as 127.0.0.1:2001 or [::1]:2001"))
 }
 
+/// `true` or `false`: a TOML boolean, or that word in any case (flags, environment, file).
+fn parse_bool(value: &Value) -> std::result::Result<bool, String> {
+    if let Value::Bool(_, flag) = value {
+        return Ok(*flag);
+    }
+    let text = as_text(value).map_err(|_| format!("expected true or false, found {}", kind(value)))?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{}` is not true or false", text.trim())),
+    }
+}
+
 fn parse_dir(value: &Value) -> std::result::Result<PathBuf, String> {
     let text = as_text(value)?;
     if text.trim().is_empty() {
@@ -688,6 +855,22 @@ fn validate_peer(peer: &str) -> std::result::Result<(), String> {
         Ok(p) if p >= 1 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
         _ => Err(bad("the port must be a number from 1 to 65535")),
     }
+}
+
+/// A peer address (see [`validate_peer`]) that is not an unspecified IP, which no peer could connect to.
+/// Empty means unset, so that an empty flag can undo the file's setting.
+fn parse_advertise_addr(value: &Value) -> std::result::Result<Option<String>, String> {
+    let text = as_text(value)?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    validate_peer(text)?;
+    if text.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_unspecified()) {
+        return Err(format!(
+            "`{text}` is not HOST:PORT that peers can connect to (an unspecified IP); give this node's name or IP"
+        ));
+    }
+    Ok(Some(text.to_string()))
 }
 
 /// The key's own messages never quote it, and neither does this.
@@ -744,6 +927,72 @@ pub fn format_size(bytes: usize) -> String {
         }
     }
     bytes.to_string()
+}
+
+/// A duration as a string (a bare TOML number has no unit, and is refused like a bare number anywhere).
+fn parse_duration_value(value: &Value) -> std::result::Result<Duration, String> {
+    match value {
+        Value::Num(..) => {
+            Err("a bare number has no unit: write a string such as \"10s\" (units ms, s, m, h, d)".into())
+        }
+        other => parse_duration(as_text(other)?),
+    }
+}
+
+/// A whole number with a unit: `ms`, `s`, `m`, `h` or `d` (`500ms`, `10s`, `7d`; a space before the unit is
+/// allowed). A bare number is refused rather than guessed: seconds and milliseconds are both common.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let millis_per_unit: u64 = match unit.trim_start() {
+        _ if number.is_empty() => {
+            return Err(format!(
+                "`{text}` is not a duration: expected a whole number with a unit ms, s, m, h or d, such as 10s"
+            ))
+        }
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit: write {text}s for seconds, or use ms, m, h or d"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit: use a whole number with ms, s, m, h or d, such as 500ms or 10s"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .map(Duration::from_millis)
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| format!("`{text}` is too long: at most {}", format_duration(MAX_DURATION)))
+}
+
+/// The shortest exact form of a duration in the syntax of [`parse_duration`] (`7d` for a week, `0s` for
+/// zero). A duration that is not a whole number of milliseconds, which no setting can hold, is written in
+/// `Debug` form.
+pub fn format_duration(duration: Duration) -> String {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{duration:?}");
+    }
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_string();
+    }
+    for (per, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
+        if millis.is_multiple_of(per) {
+            return format!("{}{unit}", millis / per);
+        }
+    }
+    format!("{millis}ms")
 }
 
 /// A filter as `tracing_subscriber` reads it, with one extra rule: a bare word must be a level. The library
@@ -813,7 +1062,129 @@ mod tests {
         assert_eq!(config.max_value_bytes, 1_048_576);
         assert_eq!(config.max_request_bytes, 64 * 1_048_576);
         assert_eq!(config.log_level, "info");
+        assert_eq!(config.advertise_addr, None);
+        assert!(!config.mdns);
+        assert_eq!(config.discovery_window, Duration::from_secs(3));
+        assert_eq!(config.anti_entropy_interval, Duration::from_secs(10));
+        assert_eq!(config.max_clock_drift, Duration::from_secs(1));
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(ok(&["serve"], &[]), config);
+    }
+
+    #[test]
+    fn mdns_is_on_by_default_in_prod_mode_only() {
+        assert!(!ok(&[], &[]).mdns);
+        assert!(ok(&["--mode", "prod"], &[]).mdns);
+        assert!(!ok(&["--mode", "prod", "--mdns=false"], &[]).mdns);
+        assert!(!ok(&["--mode", "prod", "--mdns", "FALSE"], &[]).mdns);
+        assert!(ok(&["--mdns"], &[]).mdns, "--mdns alone means true");
+        assert!(ok(&["--mdns=true"], &[]).mdns);
+        assert!(ok(&[], &[("CAVE_MDNS", "true")]).mdns);
+        assert!(!ok(&["--mode", "prod"], &[("CAVE_MDNS", "false")]).mdns);
+        // The default follows the *final* mode, whichever layer set it.
+        let (_dir, path) = file("mode = \"dev\"\n");
+        assert!(ok(&["--config", &path], &[("CAVE_MODE", "prod")]).mdns);
+        let (_dir, path) = file("mode = \"prod\"\nmdns = false\n");
+        assert!(!ok(&["--config", &path], &[]).mdns);
+        assert!(ok(&["--config", &path, "--mdns", "true"], &[]).mdns);
+        let (_dir, path) = file("mdns = \"true\"\n");
+        assert!(ok(&["--config", &path], &[]).mdns);
+    }
+
+    #[test]
+    fn durations_layer_like_every_other_setting() {
+        let (_dir, path) = file("anti_entropy_interval = \"1m\"\ntombstone_ttl = \"30d\"\n");
+        let config = ok(&["--config", &path], &[]);
+        assert_eq!(config.anti_entropy_interval, Duration::from_secs(60));
+        assert_eq!(config.tombstone_ttl, Duration::from_secs(30 * 86_400));
+        let vars = [("CAVE_ANTI_ENTROPY_INTERVAL", "30s")];
+        let config = ok(&["--config", &path], &vars);
+        assert_eq!(config.anti_entropy_interval, Duration::from_secs(30));
+        assert_eq!(
+            config.tombstone_ttl,
+            Duration::from_secs(30 * 86_400),
+            "a key set by no later layer keeps the file's value"
+        );
+        let config = ok(&["--config", &path, "--anti-entropy-interval", "500ms"], &vars);
+        assert_eq!(config.anti_entropy_interval, Duration::from_millis(500));
+        // Zero is allowed where it means "no tolerance" or "do not wait".
+        let config = ok(&["--max-clock-drift", "0s", "--discovery-window", "0ms"], &[]);
+        assert_eq!(
+            (config.max_clock_drift, config.discovery_window),
+            (Duration::ZERO, Duration::ZERO)
+        );
+        let config = ok(
+            &[],
+            &[("CAVE_DISCOVERY_WINDOW", "2h"), ("CAVE_MAX_CLOCK_DRIFT", "250 ms")],
+        );
+        assert_eq!(config.discovery_window, Duration::from_secs(7200));
+        assert_eq!(config.max_clock_drift, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_print_back_the_same_way() {
+        for (text, duration) in [
+            ("500ms", Duration::from_millis(500)),
+            ("10s", Duration::from_secs(10)),
+            ("5m", Duration::from_secs(300)),
+            ("2h", Duration::from_secs(7200)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+            ("0s", Duration::ZERO),
+            ("1500ms", Duration::from_millis(1500)),
+            ("90s", Duration::from_secs(90)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(duration), "{text}");
+            assert_eq!(format_duration(duration), text);
+        }
+        assert_eq!(parse_duration(" 10 s "), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("60m"), Ok(Duration::from_secs(3600)));
+        assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+        assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+        assert!(parse_duration("10").unwrap_err().contains("no unit"));
+        for bad in [
+            "",
+            "s",
+            "-1s",
+            "1.5s",
+            "10S",
+            "10sec",
+            "1w",
+            "5M",
+            "10 s s",
+            "36501d",
+            "99999999999999999999ms",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn advertised_addresses_are_reachable_ones() {
+        let config = ok(&[], &[]);
+        assert_eq!(config.advertise_grpc(), "127.0.0.1:2000");
+        assert_eq!(config.advertise_http(), "127.0.0.1:2001");
+        let config = ok(&["--grpc-addr", "[::1]:7000", "--http-addr", "10.1.2.3:7001"], &[]);
+        assert_eq!(config.advertise_grpc(), "[::1]:7000");
+        assert_eq!(config.advertise_http(), "10.1.2.3:7001");
+        // Unspecified IPs are replaced by this host's name.
+        let config = ok(&["--mode", "prod", "--grpc-addr", "[::]:7000"], &[]);
+        let host = hostname();
+        assert!(!host.is_empty() && !host.contains(char::is_whitespace), "{host:?}");
+        assert_eq!(config.advertise_grpc(), format!("{host}:7000"));
+        assert_eq!(config.advertise_http(), format!("{host}:2001"));
+        // An advertised address wins as given.
+        let config = ok(&["--mode", "prod", "--advertise-addr", "node1.example:2000"], &[]);
+        assert_eq!(config.advertise_addr.as_deref(), Some("node1.example:2000"));
+        assert_eq!(config.advertise_grpc(), "node1.example:2000");
+        let config = ok(&[], &[("CAVE_ADVERTISE_ADDR", " [fd00::1]:2000 ")]);
+        assert_eq!(config.advertise_grpc(), "[fd00::1]:2000");
+        // An empty flag undoes the file's setting.
+        let (_dir, path) = file("advertise_addr = \"10.0.0.1:2000\"\n");
+        assert_eq!(ok(&["--config", &path], &[]).advertise_grpc(), "10.0.0.1:2000");
+        assert_eq!(
+            ok(&["--config", &path, "--advertise-addr", ""], &[]).advertise_addr,
+            None
+        );
     }
 
     #[test]
@@ -1008,6 +1379,60 @@ mod tests {
             (&["--log-level", ""], &[], &["log_level", "empty"]),
             (&["--data-dir", " "], &[], &["data_dir", "empty"]),
             (
+                &["--anti-entropy-interval", "10"],
+                &[],
+                &["anti_entropy_interval", "--anti-entropy-interval", "no unit", "10s"],
+            ),
+            (
+                &["--anti-entropy-interval", "0ms"],
+                &[],
+                &["anti_entropy_interval", "longer than 0"],
+            ),
+            (
+                &[],
+                &[("CAVE_TOMBSTONE_TTL", "0d")],
+                &[
+                    "tombstone_ttl",
+                    "set by environment variable CAVE_TOMBSTONE_TTL",
+                    "longer than 0",
+                ],
+            ),
+            (&["--tombstone-ttl", "1w"], &[], &["tombstone_ttl", "unknown unit"]),
+            (
+                &["--max-clock-drift", "1.5s"],
+                &[],
+                &["max_clock_drift", "unknown unit"],
+            ),
+            (&["--max-clock-drift=-1s"], &[], &["max_clock_drift", "not a duration"]),
+            (
+                &["--discovery-window", "99999d"],
+                &[],
+                &["discovery_window", "too long"],
+            ),
+            (
+                &["--mdns=yes"],
+                &[],
+                &["mdns (--mdns / CAVE_MDNS)", "set by --mdns", "true or false"],
+            ),
+            (&[], &[("CAVE_MDNS", "1")], &["mdns", "CAVE_MDNS", "true or false"]),
+            (
+                &["--advertise-addr", "nohost"],
+                &[],
+                &["advertise_addr", "--advertise-addr", "no port"],
+            ),
+            (&["--advertise-addr", "::1:2000"], &[], &["advertise_addr", "brackets"]),
+            (&["--advertise-addr", "a:0"], &[], &["advertise_addr", "1 to 65535"]),
+            (
+                &[],
+                &[("CAVE_ADVERTISE_ADDR", "0.0.0.0:2000")],
+                &["advertise_addr", "CAVE_ADVERTISE_ADDR", "unspecified"],
+            ),
+            (
+                &["--advertise-addr", "[::]:2000"],
+                &[],
+                &["advertise_addr", "unspecified"],
+            ),
+            (
                 &["--config", "/nonexistent/cave.toml"],
                 &[],
                 &["config file /nonexistent/cave.toml", "--config"],
@@ -1043,6 +1468,22 @@ mod tests {
         );
         let (_dir, path) = file("peers = [1]\n");
         assert!(err(&["--config", &path], &[]).contains("peers"));
+        let (_dir, path) = file("tombstone_ttl = 7\n");
+        let message = err(&["--config", &path], &[]);
+        assert!(
+            message.contains("tombstone_ttl") && message.contains(&path) && message.contains("\"10s\""),
+            "{message}"
+        );
+        let (_dir, path) = file("max_clock_drift = \"1\"\n");
+        assert!(err(&["--config", &path], &[]).contains("no unit"));
+        let (_dir, path) = file("mdns = 1\n");
+        let message = err(&["--config", &path], &[]);
+        assert!(
+            message.contains("mdns") && message.contains("expected true or false, found a number"),
+            "{message}"
+        );
+        let (_dir, path) = file("advertise_addr = [\"a:1\"]\n");
+        assert!(err(&["--config", &path], &[]).contains("advertise_addr"));
     }
 
     #[test]
@@ -1093,6 +1534,27 @@ mod tests {
         assert_eq!(json["durability"], "normal");
         assert_eq!(json["max_value_bytes"], 1_048_576);
         assert_eq!(json["peers"], serde_json::json!(["a:1"]));
+        assert_eq!(json["advertise_addr"], serde_json::Value::Null);
+        assert_eq!(json["mdns"], false);
+        assert_eq!(json["discovery_window"], "3s");
+        assert_eq!(json["anti_entropy_interval"], "10s");
+        assert_eq!(json["max_clock_drift"], "1s");
+        assert_eq!(json["tombstone_ttl"], "7d");
+        let json = ok(
+            &[
+                "--advertise-addr",
+                "n1:2000",
+                "--mode",
+                "prod",
+                "--max-clock-drift",
+                "1500ms",
+            ],
+            &[],
+        )
+        .redacted();
+        assert_eq!(json["advertise_addr"], "n1:2000");
+        assert_eq!(json["mdns"], true);
+        assert_eq!(json["max_clock_drift"], "1500ms");
     }
 
     #[test]
@@ -1112,6 +1574,10 @@ mod tests {
             help.contains("[default: 127.0.0.1:2001 in dev mode, 0.0.0.0:2001 in prod]"),
             "{help}"
         );
+        assert!(help.contains("[default: 10s]"), "{help}");
+        assert!(help.contains("[default: 7d]"), "{help}");
+        assert!(help.contains("[default: false in dev mode, true in prod]"), "{help}");
+        assert!(help.contains("Durations are a whole number with a unit"), "{help}");
         assert!(help.contains("keygen"));
         let Command::Print(help) = parse(["cave", "serve", "--help"], &[]).unwrap() else {
             panic!()
@@ -1137,7 +1603,8 @@ mod tests {
             let prefix = format!("# {key} = ");
             let line = example.lines().find(|l| l.starts_with(&prefix));
             let line = line.unwrap_or_else(|| panic!("cave.example.toml lacks a `{prefix}...` line"));
-            if *key != "cluster_key" {
+            // The keys whose default is "none" show an example value instead.
+            if !["cluster_key", "advertise_addr"].contains(key) {
                 uncommented.push_str(&line[2..]);
                 uncommented.push('\n');
             }

@@ -5,6 +5,7 @@
 //! ```text
 //! node          wires everything, owns tasks, graceful shutdown
 //! api           REST (axum)
+//! telemetry     recent-log ring buffer, Grafana dashboard (metrics: the leaf module `metrics`)
 //! db            the local database: in-memory state, group-commit writer, watch events
 //! secrets       key material and sealing
 //! crdt, key     Version, Hlc, Entry::merge, LwwMap, key syntax
@@ -12,14 +13,19 @@
 //! ```
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod crdt;
 pub mod db;
+pub mod discovery;
 pub mod error;
+pub mod grpc;
 pub mod key;
+pub mod metrics;
 pub mod node;
 pub mod replication;
 pub mod secrets;
 pub mod storage;
+pub mod telemetry;
 
 pub use error::{Error, Result};

@@ -45,11 +45,18 @@ fn fail(err: &anyhow::Error, status: u8) -> ExitCode {
 
 fn serve(config: Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level).context("invalid log_level")?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        // Colour codes only help a person at a terminal; in files and journald they are noise.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                // Colour codes only help a person at a terminal; in files and journald they are noise.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())),
+        )
+        // The same records (after the same filter) into the ring buffer behind /api/v1/perf/logs.
+        .with(cave::telemetry::logs::layer())
         .try_init()
         .map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

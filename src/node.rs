@@ -10,6 +10,7 @@
 //!    the store (checkpointing the WAL) and release the directory lock.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,10 +18,13 @@ use std::time::Instant;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
-use crate::config::Config;
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::config::{Config, Mode};
 use crate::crdt::{Hlc, NodeId};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::metrics::{Metrics, StateGauges};
+use crate::replication::CoreConfig;
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
 use crate::storage::SqliteStore;
 
@@ -28,6 +32,8 @@ use crate::storage::SqliteStore;
 pub const NODE_ID_FILE: &str = "node.id";
 /// File in the data directory holding the local key (dev mode, no cluster key).
 pub const NODE_KEY_FILE: &str = "node.key";
+/// File in the data directory holding the cluster key a prod node generated for a new cluster.
+pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 /// The SQLite database file.
 pub const DB_FILE: &str = "cave.db";
 /// Held (locked) while a process uses the data directory.
@@ -39,6 +45,9 @@ pub struct Node {
     pub db: Db,
     config: Arc<Config>,
     started: Instant,
+    metrics: Arc<Metrics>,
+    cluster_id: Arc<str>,
+    master: MasterKey,
     /// Keeps the data directory locked for this process.
     _lock: std::fs::File,
 }
@@ -50,34 +59,95 @@ impl Node {
         create_private_dir(dir)?;
         let lock = lock_dir(dir)?;
         let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
-        let master = match &config.cluster_key {
-            Some(key) => key.clone(),
-            None => MasterKey::load_or_create(&dir.join(NODE_KEY_FILE))?,
+        let master = match (&config.cluster_key, config.mode) {
+            (Some(key), _) => key.clone(),
+            (None, Mode::Prod) => load_or_create_cluster_key(&dir.join(CLUSTER_KEY_FILE))?,
+            (None, Mode::Dev) => MasterKey::load_or_create(&dir.join(NODE_KEY_FILE))?,
         };
         let store = SqliteStore::open(&dir.join(DB_FILE), config.durability).await?;
+        let metrics = Metrics::new();
         let db = Db::open(
             Arc::new(store),
             node_id,
             Arc::new(Hlc::system()),
             master.sealer(SECRETS_DOMAIN),
+            metrics.clone(),
         )
         .await?;
+        let weak = db.downgrade();
+        let db_path = dir.join(DB_FILE);
+        metrics.set_state_source(move || {
+            let stats = weak.upgrade()?.stats();
+            Some(StateGauges {
+                keys: stats.keys as u64,
+                tombstones: stats.tombstones as u64,
+                db_size_bytes: disk_bytes(&db_path),
+            })
+        });
         let stats = db.stats();
         tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");
         Ok(Node {
             db,
             config: Arc::new(config),
             started: Instant::now(),
+            metrics,
+            cluster_id: master.cluster_id().into(),
+            master,
             _lock: lock,
         })
     }
 
+    /// Whether this node replicates: always in prod mode, in dev mode when it was given peers.
+    pub fn replicates(&self) -> bool {
+        self.config.mode == Mode::Prod || !self.config.peers.is_empty()
+    }
+
+    /// Start replication: serve gRPC on `grpc` (or bind `grpc_addr`), gossip with the seeds and, if
+    /// enabled, peers found by mDNS.
+    pub async fn start_cluster(&self, grpc: Option<TcpListener>) -> Result<Arc<Cluster>> {
+        let listener = match grpc {
+            Some(l) => l,
+            None => {
+                let addr = self.config.grpc_addr;
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| Error::Unavailable(format!("cannot listen on grpc_addr {addr}: {e}")))?
+            }
+        };
+        let bound = listener.local_addr()?;
+        let core = CoreConfig {
+            anti_entropy_interval_ms: self.config.anti_entropy_interval.as_millis() as u64,
+            max_clock_drift_ms: self.config.max_clock_drift.as_millis() as u64,
+            tombstone_ttl_ms: self.config.tombstone_ttl.as_millis() as u64,
+            ..CoreConfig::default()
+        };
+        let options = ClusterOptions {
+            core,
+            seeds: self.config.peers.clone(),
+            key: self.master.clone(),
+            advertise_grpc: advertise(self.config.advertise_addr.as_deref(), bound),
+            advertise_http: self.config.advertise_http(),
+            discovery_window: self.config.discovery_window,
+            mdns: self.config.mdns,
+            data_dir: self.config.data_dir.clone(),
+        };
+        Ok(Arc::new(Cluster::start(self.db.clone(), options, listener).await?))
+    }
+
     /// The HTTP router of this node.
     pub fn router(&self) -> axum::Router {
+        self.router_with(None)
+    }
+
+    /// The HTTP router, showing `cluster` in the node list and readiness.
+    pub fn router_with(&self, cluster: Option<Arc<Cluster>>) -> axum::Router {
         api::router(AppState {
             db: self.db.clone(),
             config: self.config.clone(),
             started: self.started,
+            metrics: self.metrics.clone(),
+            cluster_id: self.cluster_id.clone(),
+            cluster,
         })
     }
 
@@ -102,16 +172,77 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    serve_with(config, listener, None, shutdown).await
+}
+
+/// [`serve`], with the gRPC listener given by the caller (port 0 in tests) instead of bound from
+/// `grpc_addr`. Shutdown order: stop accepting HTTP and end watch streams, finish in-flight requests, leave
+/// the cluster (stop replication so nothing more is merged), drain the writer, close the store.
+pub async fn serve_with(
+    config: Config,
+    listener: TcpListener,
+    grpc: Option<TcpListener>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     let node = Node::open(config).await?;
+    let cluster = if node.replicates() {
+        Some(node.start_cluster(grpc).await?)
+    } else {
+        None
+    };
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "serving HTTP");
-    axum::serve(listener, node.router())
+    let db = node.db.clone();
+    let shutdown = async move {
+        shutdown.await;
+        db.begin_shutdown();
+    };
+    let served = axum::serve(listener, node.router_with(cluster.clone()))
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
     tracing::info!("shutting down: draining writes");
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
+    }
     node.close().await?;
+    served?;
     tracing::info!("shut down cleanly");
     Ok(())
+}
+
+/// The gRPC address to announce: the configured one, else the bound one, with an unspecified IP (0.0.0.0)
+/// replaced by the host name so that peers on other machines can reach it.
+fn advertise(configured: Option<&str>, bound: SocketAddr) -> String {
+    configured.map_or_else(|| crate::config::advertised(bound), str::to_string)
+}
+
+/// The cluster key of a prod node without a configured one: read from the data directory, or created for a
+/// new cluster. A new key is printed once, as the join token the other nodes need.
+fn load_or_create_cluster_key(path: &Path) -> Result<MasterKey> {
+    if path.exists() {
+        return MasterKey::load_or_create(path);
+    }
+    let key = MasterKey::load_or_create(path)?;
+    println!(
+        "Created a new cluster {id}. To add nodes, give them this cluster key (join token), e.g. as \
+         CAVE_CLUSTER_KEY; it is stored in {path} (mode 0600) and not shown again:\n{token}",
+        id = key.cluster_id(),
+        path = path.display(),
+        token = key.to_base64()
+    );
+    Ok(key)
+}
+
+/// Bytes of the SQLite file and its WAL, read synchronously (two `stat`s) for the metrics scrape: the
+/// same quantity `Store::size_bytes` reports, without an async round trip to the store.
+fn disk_bytes(db_path: &Path) -> u64 {
+    let mut wal = db_path.as_os_str().to_owned();
+    wal.push("-wal");
+    [db_path.as_os_str(), wal.as_os_str()]
+        .iter()
+        .filter_map(|path| std::fs::metadata(path).ok())
+        .map(|meta| meta.len())
+        .sum()
 }
 
 fn create_private_dir(dir: &Path) -> Result<()> {

@@ -31,6 +31,8 @@ pub const ENVELOPE_PREFIX: &str = "cave-sealed:v1:";
 pub const SECRETS_DOMAIN: &str = "cave/v1/secret-values";
 /// HKDF label of the key that seals replication traffic.
 pub const TRANSPORT_DOMAIN: &str = "cave/v1/transport";
+/// HKDF label of the public cluster id (see [`MasterKey::cluster_id`]).
+pub const CLUSTER_ID_DOMAIN: &str = "cave/v1/cluster-id";
 
 /// A 32-byte master key. Never printed: `Debug` and `Display` redact it.
 #[derive(Clone, PartialEq, Eq)]
@@ -94,13 +96,28 @@ impl MasterKey {
 
     /// Derive the sealer of one domain (see the `*_DOMAIN` constants).
     pub fn sealer(&self, domain: &str) -> Sealer {
+        Sealer {
+            cipher: XSalsa20Poly1305::new(&self.derive(domain).into()),
+        }
+    }
+
+    /// A public name of the cluster this key belongs to: 16 hex digits derived (HKDF, its own domain) from
+    /// the key, so every node holding the same cluster key reports the same id and an operator can check
+    /// that nodes share a key without seeing it. Safe to show: it reveals nothing about the key or the keys
+    /// derived for other domains. A dev node without a cluster key reports the id of its local key.
+    pub fn cluster_id(&self) -> String {
+        self.derive(CLUSTER_ID_DOMAIN)[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn derive(&self, domain: &str) -> [u8; KEY_BYTES] {
         let hk = Hkdf::<Sha256>::new(Some(b"cave"), &self.0);
         let mut okm = [0u8; KEY_BYTES];
         hk.expand(domain.as_bytes(), &mut okm)
             .expect("32 bytes is a valid HKDF-SHA256 output length");
-        Sealer {
-            cipher: XSalsa20Poly1305::new(&okm.into()),
-        }
+        okm
     }
 }
 
@@ -205,6 +222,17 @@ mod tests {
         assert!(key.sealer(SECRETS_DOMAIN).open(&bad).is_err());
         assert!(key.sealer(SECRETS_DOMAIN).open(b"short").is_err());
         assert!(key.sealer(SECRETS_DOMAIN).open_envelope(b"cave-sealed:v1:!!").is_err());
+    }
+
+    #[test]
+    fn cluster_id_is_stable_per_key_and_reveals_no_key() {
+        let key = MasterKey::generate();
+        let id = key.cluster_id();
+        assert_eq!(id.len(), 16);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(MasterKey::from_base64(&key.to_base64()).unwrap().cluster_id(), id);
+        assert_ne!(MasterKey::generate().cluster_id(), id);
+        assert!(!key.to_base64().contains(&id));
     }
 
     #[test]

@@ -4,12 +4,16 @@
 //! the problem, never a guess), call the database, and encode the answer. All errors leave through
 //! [`crate::Error`]'s one HTTP mapping in [`error`], so every failure has the same JSON shape.
 
+mod cluster;
 mod encoding;
 pub mod error;
 mod kv;
+mod origin;
+mod perf;
 mod query;
 mod system;
 mod transfer;
+mod ui;
 mod watch;
 
 use std::sync::Arc;
@@ -22,6 +26,7 @@ use axum::Router;
 use crate::config::Config;
 use crate::db::Db;
 use crate::error::Error;
+use crate::metrics::Metrics;
 
 pub use encoding::EntryJson;
 
@@ -34,10 +39,17 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// When the node started (for uptime).
     pub started: Instant,
+    /// This node's metrics (rendered by `/api/v1/perf/metrics`, fed by every layer).
+    pub metrics: Arc<Metrics>,
+    /// The cluster's public id (see [`crate::secrets::MasterKey::cluster_id`]).
+    pub cluster_id: Arc<str>,
+    /// The running cluster member, when this node replicates (prod mode, or dev mode with peers).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// The complete HTTP router of a node.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -49,10 +61,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/watch/{*prefix}", get(watch::watch))
         .route("/api/v1/export", get(transfer::export))
         .route("/api/v1/import", post(transfer::import))
+        .route("/api/v1/cluster/nodes", get(cluster::nodes))
         .route("/api/v1/system/info", get(system::info))
         .route("/api/v1/system/config", get(system::config))
+        .route("/api/v1/perf/metrics", get(perf::metrics))
+        .route("/api/v1/perf/logs", get(perf::logs))
+        .route("/api/v1/perf/dashboard", get(perf::dashboard))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
+        .route("/ui", get(ui::redirect))
+        .route("/ui/", get(ui::index))
+        .route("/ui/{file}", get(ui::file))
         .fallback(|| async { Error::NotFound("no such route".into()) })
         .method_not_allowed_fallback(|| async {
             let err = Error::invalid("method not allowed on this route");
@@ -61,5 +80,8 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(serde_json::json!({"error": err.to_string(), "code": "method_not_allowed"})),
             )
         })
+        .layer(axum::middleware::from_fn(origin::same_origin_writes))
+        // Last, so that it wraps every route and both fallbacks (it sees each route's template).
+        .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(state)
 }

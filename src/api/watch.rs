@@ -34,8 +34,11 @@ pub async fn watch(
     key::validate_prefix(&folder)?;
     // Subscribe before answering, so nothing committed after the `ready` event is missed.
     let changes = BroadcastStream::new(app.db.subscribe());
+    // Counted in `cave_watch_subscribers` for as long as the stream (which owns the guard) lives.
+    let subscriber = app.metrics.watch_subscriber();
     let below = key::folder_prefix(&folder);
     let events = changes.filter_map(move |change| {
+        let _counted = &subscriber;
         let event = match change {
             Ok(entry) if folder.is_empty() || entry.key == folder || entry.key.starts_with(&below) => {
                 let kind = if entry.deleted { "delete" } else { "put" };
@@ -51,5 +54,7 @@ pub async fn watch(
         futures::future::ready(event.map(Ok))
     });
     let ready = stream::once(async { Ok(Event::default().event("ready").data("{}")) });
-    Ok(Sse::new(ready.chain(events)).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL)))
+    // End the stream when the node shuts down: an endless response would hold graceful shutdown forever.
+    let stream = ready.chain(events).take_until(app.db.shutting_down());
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL)))
 }

@@ -21,7 +21,7 @@
 
 mod writer;
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
+use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::storage::Store;
 
@@ -100,11 +101,21 @@ struct Shared {
     commands: mpsc::Sender<writer::Command>,
     events: broadcast::Sender<Arc<Entry>>,
     sealer: Sealer,
+    metrics: Arc<Metrics>,
+    /// Becomes `true` when the node starts shutting down: long-lived readers (watch streams) end then.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl Db {
-    /// Load everything `store` holds and start the writer task.
-    pub async fn open(store: Arc<dyn Store>, node: NodeId, hlc: Arc<Hlc>, sealer: Sealer) -> Result<Db> {
+    /// Load everything `store` holds and start the writer task. Reads, writes, deletes, commits and seal
+    /// failures are recorded into `metrics`.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        node: NodeId,
+        hlc: Arc<Hlc>,
+        sealer: Sealer,
+        metrics: Arc<Metrics>,
+    ) -> Result<Db> {
         let mut map = LwwMap::new();
         for entry in store.load().await? {
             hlc.observe(entry.version.hlc);
@@ -120,6 +131,8 @@ impl Db {
             commands,
             events,
             sealer,
+            metrics,
+            closing: tokio::sync::watch::Sender::new(false),
         });
         tokio::spawn(writer::run(shared.clone(), queue));
         Ok(Db { shared })
@@ -135,14 +148,32 @@ impl Db {
         &self.shared.hlc
     }
 
-    /// The live entry of `key`.
+    /// The metrics this database records into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
+    }
+
+    /// A handle that does not keep the database alive: for callbacks stored in something the database
+    /// itself owns (such as a metrics gauge), which would otherwise form a reference cycle.
+    pub fn downgrade(&self) -> WeakDb {
+        WeakDb(Arc::downgrade(&self.shared))
+    }
+
+    /// The live entry of `key` (a client read: counted in `cave_kv_reads_total`).
     pub fn get(&self, key: &str) -> Option<Entry> {
+        self.shared.metrics.kv_reads(1);
         self.shared.state.read().get_live(key).cloned()
     }
 
     /// The entry of `key`, tombstone or not.
     pub fn get_entry(&self, key: &str) -> Option<Entry> {
         self.shared.state.read().get(key).cloned()
+    }
+
+    /// Run `f` under a read lock of the in-memory state (the replication core reads digests and buckets).
+    /// Keep `f` short: the writer waits for it.
+    pub fn with_state<T>(&self, f: impl FnOnce(&LwwMap) -> T) -> T {
+        f(&self.shared.state.read())
     }
 
     /// Direct children of a folder prefix (`""` or ending in `/`); see [`LwwMap::children`].
@@ -196,6 +227,7 @@ impl Db {
         }
         if !ops.iter().any(Op::is_write) {
             // A read-only batch needs no ordering with writes: one consistent snapshot is enough.
+            self.shared.metrics.kv_reads(ops.len() as u64);
             let state = self.shared.state.read();
             return Ok(ops
                 .iter()
@@ -227,19 +259,38 @@ impl Db {
         self.shared.events.subscribe()
     }
 
+    /// Tell long-lived readers (watch streams) that the node is shutting down, so that they end and let a
+    /// graceful shutdown complete. Writes keep working until [`Db::close`].
+    pub fn begin_shutdown(&self) {
+        self.shared.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Db::begin_shutdown`] (or [`Db::close`]) was called.
+    pub fn shutting_down(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut closing = self.shared.closing.subscribe();
+        async move {
+            let _ = closing.wait_for(|closing| *closing).await;
+        }
+    }
+
     /// Seal a secret value into its envelope.
     pub fn seal(&self, plaintext: &[u8]) -> Bytes {
         Bytes::from(self.shared.sealer.seal_envelope(plaintext))
     }
 
-    /// Open a secret entry's envelope.
+    /// Open a secret entry's envelope. A failure (wrong key, tampering) counts in `cave_seal_failures_total`.
     pub fn open_secret(&self, entry: &Entry) -> Result<Bytes> {
-        self.shared.sealer.open_envelope(&entry.value).map(Bytes::from)
+        let opened = self.shared.sealer.open_envelope(&entry.value).map(Bytes::from);
+        if opened.is_err() {
+            self.shared.metrics.seal_failure();
+        }
+        opened
     }
 
     /// Finish every queued command, stop the writer and close the store. Later writes fail with
     /// [`Error::Unavailable`]; reads keep answering from memory.
     pub async fn close(&self) -> Result<()> {
+        self.begin_shutdown();
         match self.call(|reply| writer::Command::Close { reply }).await {
             Err(Error::Unavailable(_)) => Ok(()), // already closed
             other => other?,
@@ -250,6 +301,17 @@ impl Db {
         let (reply, answer) = oneshot::channel();
         self.shared.commands.send(command(reply)).await.map_err(|_| closed())?;
         answer.await.map_err(|_| closed())
+    }
+}
+
+/// A [`Db`] handle that does not keep it alive (see [`Db::downgrade`]).
+#[derive(Clone)]
+pub struct WeakDb(Weak<Shared>);
+
+impl WeakDb {
+    /// The database, if it still exists.
+    pub fn upgrade(&self) -> Option<Db> {
+        self.0.upgrade().map(|shared| Db { shared })
     }
 }
 

@@ -11,9 +11,15 @@ use crate::storage::{MemoryStore, Store};
 
 async fn open_with(store: Arc<dyn Store>) -> Db {
     let hlc = Arc::new(Hlc::new(ManualTime::new(1_000)));
-    Db::open(store, NodeId(7), hlc, MasterKey::generate().sealer(SECRETS_DOMAIN))
-        .await
-        .unwrap()
+    Db::open(
+        store,
+        NodeId(7),
+        hlc,
+        MasterKey::generate().sealer(SECRETS_DOMAIN),
+        crate::metrics::Metrics::new(),
+    )
+    .await
+    .unwrap()
 }
 
 async fn open() -> Db {

@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -268,10 +269,17 @@ impl Group {
         let committed = if batch.is_empty() {
             Ok(0)
         } else {
-            shared.store.apply(&batch).await
+            let started = Instant::now();
+            let committed = shared.store.apply(&batch).await;
+            match &committed {
+                Ok(_) => shared.metrics.commit(batch.len(), started.elapsed()),
+                Err(_) => shared.metrics.commit_failed(),
+            }
+            committed
         };
         match committed {
             Ok(_) => {
+                record_ops(shared, &pending);
                 {
                     let mut state = shared.state.write();
                     for entry in batch {
@@ -301,6 +309,33 @@ impl Group {
                 }
             }
         }
+    }
+}
+
+/// Count the reads, puts and deletes of the group's successful writes (merges are replication, not client
+/// operations). A delete of an already deleted key still counts: the client asked for it and got it.
+fn record_ops(shared: &Shared, pending: &[Pending]) {
+    let (mut reads, mut writes, mut deletes) = (0, 0, 0);
+    for p in pending {
+        let Pending::Write(_, Ok(outcomes)) = p else { continue };
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Got(_) => reads += 1,
+                Outcome::Written(entry) if entry.deleted => deletes += 1,
+                Outcome::Written(_) => writes += 1,
+                Outcome::DeletedPrefix(tombs) => deletes += tombs.len() as u64,
+            }
+        }
+    }
+    let metrics = &shared.metrics;
+    if reads > 0 {
+        metrics.kv_reads(reads);
+    }
+    if writes > 0 {
+        metrics.kv_writes(writes);
+    }
+    if deletes > 0 {
+        metrics.kv_deletes(deletes);
     }
 }
 

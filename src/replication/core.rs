@@ -6,10 +6,10 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::membership::{Membership, StatusChange, Timing};
+use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
 use crate::crdt::digest::{BUCKETS_PER_GROUP, GROUPS};
-use crate::crdt::hlc::physical_ms;
+use crate::crdt::hlc::{from_physical_ms, physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
 /// Tunables of the core, in milliseconds and counts. Defaults live in [`CoreConfig::default`].
@@ -27,6 +27,22 @@ pub struct CoreConfig {
     pub max_clock_drift_ms: u64,
     /// Most value bytes carried by one message; bigger deltas and repairs are split.
     pub max_message_bytes: usize,
+    /// Tombstones older than this are purged; it is also the horizon of the pull-first rejoin rule.
+    pub tombstone_ttl_ms: u64,
+    /// Deliberate bugs, for the deterministic simulation only (see [`Faults`]); all off by default.
+    #[doc(hidden)]
+    pub faults: Faults,
+}
+
+/// Test-only fault injection: deliberately broken behaviour that the deterministic simulation
+/// (`simulation/`, `--inject-bug`) switches on to prove its checker catches the bug. Everything defaults to
+/// off, and nothing outside the simulation sets a field.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Faults {
+    /// Anti-entropy never compares the last bucket of a group (an off-by-one): differences there are never
+    /// repaired.
+    pub skip_last_bucket: bool,
 }
 
 impl Default for CoreConfig {
@@ -42,6 +58,8 @@ impl Default for CoreConfig {
             anti_entropy_timeout_ms: 30_000,
             max_clock_drift_ms: 1_000,
             max_message_bytes: 2 * 1024 * 1024,
+            tombstone_ttl_ms: 7 * 24 * 3_600_000,
+            faults: Faults::default(),
         }
     }
 }
@@ -79,6 +97,9 @@ pub struct Effects {
     pub sends: Vec<(Destination, Message)>,
     /// Entries received from peers, to merge into the local store (they win only if newer).
     pub persist: Vec<Entry>,
+    /// Entries to drop locally (pull-first rejoin): each becomes a tombstone of the *same* version (which
+    /// supersedes it) that is older than the purge horizon, and is purged.
+    pub forget: Vec<Entry>,
     /// Things that happened.
     pub events: Vec<CoreEvent>,
 }
@@ -109,6 +130,8 @@ pub struct Core {
     rounds: HashMap<u64, Round>,
     /// Local time of the last anti-entropy round this node completed with a peer (either side).
     last_sync_ms: Option<u64>,
+    /// Rejoining after more than a tombstone TTL without sync: peers are authoritative for old entries.
+    pull_first: bool,
 }
 
 impl Core {
@@ -126,7 +149,28 @@ impl Core {
             next_anti_entropy_ms: first_ae,
             rounds: HashMap::new(),
             last_sync_ms: None,
+            pull_first: false,
         }
+    }
+
+    /// Restore the time of the last completed anti-entropy round (persisted by the driver across restarts).
+    /// If it is older than the tombstone TTL, this node rejoins **pull-first**: peers may have purged
+    /// tombstones of deletes it never saw, so for entries older than the purge horizon the peers are
+    /// authoritative. Until its first round completes, such entries that a peer lacks are dropped here
+    /// instead of being pushed back (which would resurrect deleted keys).
+    pub fn restore_last_sync(&mut self, last_sync_ms: Option<u64>, now_ms: u64) {
+        self.last_sync_ms = last_sync_ms;
+        self.pull_first = last_sync_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.tombstone_ttl_ms);
+    }
+
+    /// Whether this node is rejoining pull-first (see [`Core::restore_last_sync`]).
+    pub fn pull_first(&self) -> bool {
+        self.pull_first
+    }
+
+    /// The HLC below which tombstones are purged (and old entries are peers' to decide in pull-first mode).
+    pub fn purge_horizon(&self, now_ms: u64) -> u64 {
+        from_physical_ms(now_ms.saturating_sub(self.cfg.tombstone_ttl_ms))
     }
 
     /// This node's id.
@@ -292,8 +336,13 @@ impl Core {
                 reply,
                 now_ms: their_now,
             } => {
-                fx.events
-                    .extend(self.membership.merge(records, now_ms).into_iter().map(CoreEvent::Peer));
+                let changes = self.membership.merge(records, now_ms);
+                // A node that never synced (new, or restarted) syncs as soon as it sees a live member,
+                // instead of waiting a whole anti-entropy interval.
+                if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
+                    self.next_anti_entropy_ms = self.next_anti_entropy_ms.min(now_ms);
+                }
+                fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
                 self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
                 if reply {
                     let records = self.membership.records();
@@ -372,8 +421,12 @@ impl Core {
                 for &g in &groups {
                     let first = g as usize * BUCKETS_PER_GROUP;
                     for (i, &mine) in state.digest().group_buckets(g).iter().enumerate() {
+                        if self.cfg.faults.skip_last_bucket && i == BUCKETS_PER_GROUP - 1 {
+                            continue; // test-only fault injection, see `Faults`
+                        }
                         let bucket = (first + i) as u16;
-                        if theirs.get(&bucket).copied().unwrap_or(0) != mine {
+                        // Bucket digests travel truncated to 64 bits (see `Message::AeBuckets`).
+                        if theirs.get(&bucket).copied().unwrap_or(0) as u64 != mine as u64 {
                             differing.push(bucket);
                         }
                     }
@@ -412,6 +465,13 @@ impl Core {
                     .collect();
                 want.sort();
                 newer_here.sort_by(|a, b| a.key.cmp(&b.key));
+                if self.pull_first {
+                    let horizon = self.purge_horizon(now_ms);
+                    let (old, keep): (Vec<Entry>, Vec<Entry>) =
+                        newer_here.into_iter().partition(|e| e.version.hlc < horizon);
+                    fx.forget.extend(old);
+                    newer_here = keep;
+                }
                 // Big repairs travel in parts; the `want` list rides on the last one, which ends the round.
                 let parts: Vec<&[Entry]> = chunks(&newer_here, self.cfg.max_message_bytes).collect();
                 let n = parts.len().max(1);
@@ -430,6 +490,10 @@ impl Core {
                     );
                 }
                 self.last_sync_ms = Some(now_ms);
+                // We just compared everything with this peer: starting a round of our own right away (both
+                // nodes of a fresh pair would) would repeat the work. Push ours back by half an interval.
+                let later = now_ms + self.cfg.anti_entropy_interval_ms / 2;
+                self.next_anti_entropy_ms = self.next_anti_entropy_ms.max(later);
             }
             Message::AeEntries {
                 session,
@@ -444,7 +508,16 @@ impl Core {
                     round.repaired += entries.len() + want.len();
                 }
                 self.accept(now_ms, from, entries, &mut fx);
-                let wanted: Vec<Entry> = want.iter().filter_map(|k| state.get(k).cloned()).collect();
+                let mut wanted: Vec<Entry> = want.iter().filter_map(|k| state.get(k).cloned()).collect();
+                if self.pull_first {
+                    // The peer lacks these or holds older versions. Old ones are the peer's to decide: drop
+                    // them here; if the peer does hold a version, the next round brings it back.
+                    let horizon = self.purge_horizon(now_ms);
+                    let (old, keep): (Vec<Entry>, Vec<Entry>) =
+                        wanted.into_iter().partition(|e| e.version.hlc < horizon);
+                    fx.forget.extend(old);
+                    wanted = keep;
+                }
                 for part in chunks(&wanted, self.cfg.max_message_bytes) {
                     fx.send(
                         from,
@@ -471,6 +544,7 @@ impl Core {
     fn finish(&mut self, session: u64, now_ms: u64, in_sync: bool, fx: &mut Effects) {
         if let Some(round) = self.rounds.remove(&session) {
             self.last_sync_ms = Some(now_ms);
+            self.pull_first = false;
             fx.events.push(CoreEvent::AntiEntropyDone {
                 peer: round.peer,
                 repaired: round.repaired,
@@ -482,10 +556,16 @@ impl Core {
     /// Take in entries from a peer, holding back those stamped too far ahead of our clock: a node with a
     /// bad clock must not pin keys into the future. Nothing is lost: anti-entropy offers them again, and
     /// they are applied once our clock has caught up.
+    ///
+    /// Tombstones older than the purge horizon are dropped too: they are garbage every node purges, and
+    /// taking them back in would only make purged and unpurged nodes trade them forever.
     fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, fx: &mut Effects) {
         let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
-        let (ok, future): (Vec<Entry>, Vec<Entry>) =
-            entries.into_iter().partition(|e| physical_ms(e.version.hlc) <= horizon);
+        let purge = self.purge_horizon(now_ms);
+        let (ok, future): (Vec<Entry>, Vec<Entry>) = entries
+            .into_iter()
+            .filter(|e| !(e.deleted && e.version.hlc < purge))
+            .partition(|e| physical_ms(e.version.hlc) <= horizon);
         if !future.is_empty() {
             fx.events.push(CoreEvent::ClockDriftRejected {
                 from,

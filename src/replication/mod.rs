@@ -30,7 +30,7 @@ mod core;
 pub mod membership;
 pub mod message;
 
-pub use self::core::{Core, CoreConfig, CoreEvent, Destination, Effects};
+pub use self::core::{Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
 pub use membership::{Member, Membership, Status, StatusChange, Timing};
 pub use message::{Message, PeerRecord};
 

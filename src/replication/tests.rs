@@ -35,11 +35,15 @@ fn record(i: usize, incarnation: u64) -> PeerRecord {
 impl Cluster {
     /// `n` nodes; node i is seeded with the addresses `seeds(i)`.
     fn new(n: usize, seeds: impl Fn(usize) -> Vec<usize>) -> Cluster {
+        Cluster::with_config(n, seeds, CoreConfig::default())
+    }
+
+    fn with_config(n: usize, seeds: impl Fn(usize) -> Vec<usize>, cfg: CoreConfig) -> Cluster {
         let now_ms = 1_000_000;
         let nodes = (0..n)
             .map(|i| Node {
                 core: Core::new(
-                    CoreConfig::default(),
+                    cfg.clone(),
                     record(i, now_ms),
                     seeds(i).into_iter().map(|s| format!("n{s}:2000")).collect(),
                     i as u64,
@@ -68,6 +72,9 @@ impl Cluster {
         let from = self.nodes[i].core.id();
         for e in fx.persist {
             self.nodes[i].state.merge(e);
+        }
+        for e in fx.forget {
+            self.nodes[i].state.merge(Entry::tombstone(e.key, e.version));
         }
         for ev in fx.events {
             self.events.push((i, ev));
@@ -249,4 +256,67 @@ fn a_silent_member_becomes_suspect_then_dead_and_comes_back_after_restart() {
         c.tick(1_000);
     }
     assert_eq!(status(&c), Some(Status::Alive));
+}
+
+/// Drop tombstones below the node's purge horizon (what the driver's purge does).
+fn purge(c: &mut Cluster, i: usize) {
+    let horizon = c.nodes[i].core.purge_horizon(c.now_ms);
+    let dead: Vec<String> = c.nodes[i]
+        .state
+        .iter()
+        .filter(|e| e.deleted && e.version.hlc < horizon)
+        .map(|e| e.key.clone())
+        .collect();
+    for k in dead {
+        c.nodes[i].state.remove(&k);
+    }
+}
+
+/// A node offline for longer than the tombstone TTL comes back holding a key that was deleted (and the
+/// tombstone purged) meanwhile. Pull-first, it drops the key; without the rule it would resurrect it.
+fn rejoin_after_ttl(pull_first: bool) -> (bool, bool) {
+    let cfg = CoreConfig {
+        tombstone_ttl_ms: 60_000,
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::with_config(2, |i| vec![1 - i], cfg.clone());
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    let e = c.write(0, "doomed", "v");
+    assert_eq!(c.nodes[1].state.get("doomed"), Some(&e));
+    c.anti_entropy(1);
+    let synced_at = c.now_ms;
+    c.nodes[1].up = false;
+    // Node 0 deletes the key; the TTL passes; the tombstone is purged.
+    c.now_ms += 1_000;
+    let t = Entry::tombstone("doomed", Version::new(from_physical_ms(c.now_ms), c.nodes[0].core.id()));
+    c.nodes[0].state.merge(t);
+    c.now_ms += 120_000;
+    purge(&mut c, 0);
+    assert!(c.nodes[0].state.get("doomed").is_none());
+    // Node 1 restarts with its old data and its persisted last-sync time.
+    let now = c.now_ms;
+    let mut core = Core::new(cfg, record(1, now), vec!["n0:2000".into()], 7, now);
+    core.restore_last_sync(if pull_first { Some(synced_at) } else { None }, now);
+    assert_eq!(core.pull_first(), pull_first);
+    c.nodes[1].core = core;
+    c.nodes[1].up = true;
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    c.anti_entropy(1);
+    purge(&mut c, 1);
+    c.anti_entropy(0);
+    (
+        c.nodes[0].state.get("doomed").is_some(),
+        c.nodes[1].state.get("doomed").is_some(),
+    )
+}
+
+#[test]
+fn a_node_back_after_the_tombstone_ttl_rejoins_pull_first_and_resurrects_nothing() {
+    assert_eq!(rejoin_after_ttl(true), (false, false));
+    // The control: without the rule the deleted key comes back on both nodes.
+    assert_eq!(rejoin_after_ttl(false), (true, true));
 }

@@ -4,8 +4,10 @@
 //! in-memory [`crate::crdt::LwwMap`] serves reads, and the database layer (`crate::db`) decides versions,
 //! checks conditions and batches writes. What the store must guarantee:
 //!
-//! - **Merge by version.** [`Store::apply`] never replaces an entry with one of lower precedence
-//!   ([`Entry::supersedes`]), so replaying an old batch, an old import or a duplicate delta is harmless.
+//! - **Merge by version.** What [`Store::load`], [`Store::get`] and [`Store::scan`] return for a key is the
+//!   entry of greatest precedence ([`Entry::precedence`]) among everything applied to it: [`Store::apply`]
+//!   never lets an entry of lower precedence replace a stored one, so replaying an old batch, an old import
+//!   or a duplicate delta is harmless.
 //! - **Atomic batches.** One `apply` call commits all of its entries or none.
 //! - **Durable acknowledgement.** When `apply` returns `Ok`, the batch survives a clean restart, and with
 //!   [`Durability::Fsync`] also a crash of the process or machine.
@@ -25,7 +27,7 @@ use crate::crdt::Entry;
 use crate::error::Result;
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite::{SqliteStore, StoreTuning};
 
 /// How hard a commit tries to reach the disk before it is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
@@ -52,7 +54,12 @@ pub trait Store: Send + Sync + 'static {
     async fn scan(&self, prefix: &str) -> Result<Vec<Entry>>;
 
     /// Persist `entries` atomically, each merged by version with what is stored: an entry that does not
-    /// supersede the stored one is skipped. Returns how many entries changed the store.
+    /// supersede the stored one never shows in `load`, `get` or `scan`. A store may merge on write
+    /// ([`MemoryStore`]) or record every entry and merge when reading and compacting ([`SqliteStore`]).
+    ///
+    /// Returns how many entries were written: at least the number that changed the stored state, at most
+    /// `entries.len()` ([`MemoryStore`] counts the changes, [`SqliteStore`] every appended entry). The count is
+    /// informational; which entries won is decided by [`Entry::supersedes`], not by it.
     async fn apply(&self, entries: &[Entry]) -> Result<usize>;
 
     /// Delete every tombstone whose version HLC is below `before_hlc` (tombstone garbage collection), in one

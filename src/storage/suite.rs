@@ -1,8 +1,11 @@
 //! The one test suite every [`Store`] must pass.
 //!
 //! Each check is an async function over `&dyn Store`; [`for_each_store!`] instantiates it as a test for
-//! [`MemoryStore`] (module `memory`) and for [`SqliteStore`] in a temporary directory (module `sqlite`), so
-//! that the two stores cannot drift apart. Checks that only make sense for one store follow at the end.
+//! [`MemoryStore`] (module `memory`) and for [`SqliteStore`] in a temporary directory, twice: with the default
+//! tuning (module `sqlite`: in these small tests every entry stays in the write log, so reads merge it) and
+//! compacting after nearly every apply in tiny slices (module `sqlite_compacting`: entries move into `kv`
+//! part way, including batches cut in the middle). So the stores cannot drift apart, and neither can the
+//! SQLite store's two places for an entry. Checks that only make sense for one store follow at the end.
 //!
 //! Versions deliberately include values at and above 2^63: SQLite stores the `u64`s as bit-cast `i64`s, and
 //! a signed comparison would order those before small versions.
@@ -14,8 +17,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sqlx::{ConnectOptions, Connection};
 
-use super::sqlite::{prefix_successor, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
-use super::{Durability, MemoryStore, SqliteStore, Store};
+use super::sqlite::{prefix_successor, COMPACT_SQL, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
+use super::{Durability, MemoryStore, SqliteStore, Store, StoreTuning};
 use crate::crdt::{Entry, NodeId, Version};
 use crate::error::Error;
 
@@ -48,6 +51,34 @@ async fn open_sqlite(dir: &Path) -> SqliteStore {
         .unwrap()
 }
 
+/// Compaction only when asked for (`compact`, `purge_tombstones`, `close`): the log keeps what is applied.
+const NEVER_COMPACT: StoreTuning = StoreTuning {
+    compact_threshold_rows: usize::MAX,
+    compact_slice_rows: 3,
+};
+
+/// Compaction after almost every apply, in slices that cut batches apart.
+const ALWAYS_COMPACT: StoreTuning = StoreTuning {
+    compact_threshold_rows: 4,
+    compact_slice_rows: 3,
+};
+
+async fn open_sqlite_with(dir: &Path, tuning: StoreTuning) -> SqliteStore {
+    SqliteStore::open_with(&dir.join("cave.db"), Durability::Normal, tuning)
+        .await
+        .unwrap()
+}
+
+/// Apply `batch` and check the count `apply` returns: at least the `changes` the batch makes, at most its
+/// size (see [`Store::apply`]).
+async fn apply_changing(store: &dyn Store, batch: &[Entry], changes: usize) {
+    let written = store.apply(batch).await.unwrap();
+    assert!(
+        (changes..=batch.len()).contains(&written),
+        "{written} written, {changes} changes expected: {batch:?}"
+    );
+}
+
 macro_rules! for_each_store {
     ($($check:ident),* $(,)?) => {
         mod memory {
@@ -65,6 +96,17 @@ macro_rules! for_each_store {
                 async fn $check() {
                     let dir = tempfile::tempdir().unwrap();
                     super::$check(&super::open_sqlite(dir.path()).await).await;
+                }
+            )*
+        }
+
+        mod sqlite_compacting {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::open_sqlite_with(dir.path(), super::ALWAYS_COMPACT).await;
+                    super::$check(&store).await;
                 }
             )*
         }
@@ -131,7 +173,7 @@ async fn an_empty_batch_changes_nothing(store: &dyn Store) {
 
 async fn an_older_version_never_overwrites_a_newer_one(store: &dyn Store) {
     let newer = value("k", b"new", v(20, 1));
-    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 1);
+    apply_changing(store, std::slice::from_ref(&newer), 1).await;
 
     let older = [
         value("k", b"old", v(19, 9)),
@@ -143,22 +185,22 @@ async fn an_older_version_never_overwrites_a_newer_one(store: &dyn Store) {
         },
     ];
     for entry in &older {
-        assert_eq!(
-            store.apply(std::slice::from_ref(entry)).await.unwrap(),
-            0,
-            "{entry:?} applied"
-        );
+        apply_changing(store, std::slice::from_ref(entry), 0).await;
+        assert_eq!(store.get("k").await.unwrap(), Some(newer.clone()), "{entry:?} applied");
     }
-    assert_eq!(store.apply(&older).await.unwrap(), 0);
+    apply_changing(store, &older, 0).await;
     assert_eq!(store.get("k").await.unwrap(), Some(newer.clone()));
 
     // Replaying the same entry is not a change either.
-    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 0);
+    apply_changing(store, std::slice::from_ref(&newer), 0).await;
+    assert_eq!(store.get("k").await.unwrap(), Some(newer.clone()));
 
     let tombstone = Entry::tombstone("k", v(21, 1));
-    assert_eq!(store.apply(std::slice::from_ref(&tombstone)).await.unwrap(), 1);
-    assert_eq!(store.apply(std::slice::from_ref(&newer)).await.unwrap(), 0);
-    assert_eq!(store.get("k").await.unwrap(), Some(tombstone));
+    apply_changing(store, std::slice::from_ref(&tombstone), 1).await;
+    apply_changing(store, std::slice::from_ref(&newer), 0).await;
+    assert_eq!(store.get("k").await.unwrap(), Some(tombstone.clone()));
+    assert_eq!(store.load().await.unwrap(), std::slice::from_ref(&tombstone));
+    assert_eq!(store.scan("k").await.unwrap(), [tombstone]);
 }
 
 async fn equal_versions_resolve_like_precedence(store: &dyn Store) {
@@ -215,8 +257,7 @@ async fn equal_versions_resolve_like_precedence(store: &dyn Store) {
                 ..b.clone()
             };
             store.apply(std::slice::from_ref(&a)).await.unwrap();
-            let changed = store.apply(std::slice::from_ref(&b)).await.unwrap();
-            assert_eq!(changed, usize::from(b.supersedes(&a)), "{a:?} then {b:?}");
+            apply_changing(store, std::slice::from_ref(&b), usize::from(b.supersedes(&a))).await;
             assert_eq!(
                 store.get(&key).await.unwrap(),
                 Some(a.clone().merge(b.clone())),
@@ -249,11 +290,7 @@ async fn versions_with_the_high_bit_set_order_as_unsigned(store: &dyn Store) {
             let low = value(&key, b"low", *lower);
             let high = value(&key, b"high", *higher);
             // High first: the low one must not replace it.
-            assert_eq!(
-                store.apply(&[high.clone(), low.clone()]).await.unwrap(),
-                1,
-                "{higher} then {lower}"
-            );
+            apply_changing(store, &[high.clone(), low.clone()], 1).await;
             assert_eq!(
                 store.get(&key).await.unwrap(),
                 Some(high.clone()),
@@ -269,11 +306,7 @@ async fn versions_with_the_high_bit_set_order_as_unsigned(store: &dyn Store) {
                 key: key.clone(),
                 ..high
             };
-            assert_eq!(
-                store.apply(&[low, high.clone()]).await.unwrap(),
-                2,
-                "{lower} then {higher}"
-            );
+            apply_changing(store, &[low, high.clone()], 2).await;
             assert_eq!(store.get(&key).await.unwrap(), Some(high), "{lower} then {higher}");
         }
     }
@@ -288,7 +321,7 @@ async fn duplicate_keys_in_one_batch_merge_in_order(store: &dyn Store) {
         value("other", b"x", v(1, 1)),
     ];
     // Inserting v1, replacing it by v3 and inserting `other` are changes; v2 and the older tombstone are not.
-    assert_eq!(store.apply(&batch).await.unwrap(), 3);
+    apply_changing(store, &batch, 3).await;
     assert_eq!(
         store.load().await.unwrap(),
         model(&batch).into_values().collect::<Vec<_>>()
@@ -487,8 +520,24 @@ async fn converges_to_the_merge(store: &dyn Store, batches: &[Vec<Entry>]) -> st
     for batch in batches {
         store.apply(batch).await.unwrap();
     }
-    let expected: Vec<Entry> = model(batches.iter().flatten()).into_values().collect();
-    prop_assert_eq!(store.load().await.unwrap(), expected);
+    holds_the_merge(store, &model(batches.iter().flatten())).await
+}
+
+/// `load`, `get` of every key (and of a missing one) and `scan` all agree with `expected`.
+async fn holds_the_merge(
+    store: &dyn Store,
+    expected: &BTreeMap<String, Entry>,
+) -> std::result::Result<(), TestCaseError> {
+    let all: Vec<Entry> = expected.values().cloned().collect();
+    prop_assert_eq!(store.load().await.unwrap(), all.clone());
+    prop_assert_eq!(store.scan("").await.unwrap(), all.clone());
+    for (key, entry) in expected {
+        let got = store.get(key).await.unwrap();
+        prop_assert_eq!(got.as_ref(), Some(entry), "get {}", key);
+    }
+    prop_assert_eq!(store.get("missing").await.unwrap(), None);
+    let under_a: Vec<Entry> = all.into_iter().filter(|e| e.key.starts_with("a/")).collect();
+    prop_assert_eq!(store.scan("a/").await.unwrap(), under_a);
     Ok(())
 }
 
@@ -514,6 +563,32 @@ proptest! {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
             converges_to_the_merge(&open_sqlite(dir.path()).await, &batches).await
+        })?;
+    }
+
+    /// Compactions triggered part way (any threshold and slice size, so slices start and end anywhere in
+    /// the batches and several versions of a key meet in `kv`, in the log and in one slice) change nothing a
+    /// read sees; neither does a final full compaction, nor reopening the file.
+    #[test]
+    fn sqlite_applies_converge_with_compaction_mid_way(
+        batches in arb_batches(),
+        threshold in 0usize..12,
+        slice in 1usize..6,
+    ) {
+        block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let tuning = StoreTuning { compact_threshold_rows: threshold, compact_slice_rows: slice };
+            let store = open_sqlite_with(dir.path(), tuning).await;
+            converges_to_the_merge(&store, &batches).await?;
+            let expected = model(batches.iter().flatten());
+            // What is left in the log is below the threshold (or nothing was ever written).
+            prop_assert!(store.log_rows().await.unwrap() < threshold.max(1));
+            store.compact().await.unwrap();
+            prop_assert_eq!(store.log_rows().await.unwrap(), 0);
+            holds_the_merge(&store, &expected).await?;
+            store.close().await.unwrap();
+            let store = open_sqlite_with(dir.path(), tuning).await;
+            holds_the_merge(&store, &expected).await
         })?;
     }
 }
@@ -580,7 +655,13 @@ async fn sqlite_data_survives_close_and_reopen() {
     let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
     store.apply(&entries).await.unwrap();
     store.apply(&[Entry::tombstone("k/0001", v(HIGH, 1))]).await.unwrap();
+    assert_eq!(
+        store.log_rows().await.unwrap(),
+        701,
+        "below the threshold, everything is still in the log"
+    );
     store.close().await.unwrap();
+    assert!(matches!(store.compact().await, Err(Error::Unavailable(_))));
 
     // The checkpoint folded the WAL into the main file.
     let wal = dir.path().join("cave.db-wal");
@@ -588,6 +669,14 @@ async fn sqlite_data_survives_close_and_reopen() {
         std::fs::metadata(&wal).map(|m| m.len() == 0).unwrap_or(true),
         "WAL left behind"
     );
+    // And close compacted the log into `kv` first.
+    let mut side = side_connection(&path).await;
+    let counts: (i64, i64) = sqlx::query_as("SELECT (SELECT COUNT(*) FROM log), (SELECT COUNT(*) FROM kv)")
+        .fetch_one(&mut side)
+        .await
+        .unwrap();
+    assert_eq!(counts, (0, 700));
+    side.close().await.unwrap();
 
     let store = SqliteStore::open(&path, Durability::Fsync).await.unwrap();
     let loaded = store.load().await.unwrap();
@@ -632,15 +721,22 @@ async fn sqlite_a_failed_batch_leaves_nothing_behind() {
 
     // Make the 700th row of a batch fail, in the second statement of the transaction.
     let mut side = side_connection(&dir.path().join("cave.db")).await;
-    sqlx::query("CREATE TRIGGER boom BEFORE INSERT ON kv WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END")
-        .execute(&mut side)
-        .await
-        .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER boom BEFORE INSERT ON log WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END",
+    )
+    .execute(&mut side)
+    .await
+    .unwrap();
     let mut batch: Vec<Entry> = (0..1000).map(|i| value(&format!("k/{i:04}"), b"x", v(1, 1))).collect();
     batch[699].key = "boom".into();
     batch.push(value("before", b"2", v(2, 1)));
     assert!(store.apply(&batch).await.is_err());
     assert_eq!(store.load().await.unwrap(), [value("before", b"1", v(1, 1))]);
+    assert_eq!(
+        store.log_rows().await.unwrap(),
+        1,
+        "the running count of log rows survives a rollback"
+    );
 
     // The writer is usable afterwards.
     sqlx::query("DROP TRIGGER boom").execute(&mut side).await.unwrap();
@@ -658,6 +754,8 @@ async fn sqlite_scan_and_purge_use_indexes() {
         (SCAN_RANGE_SQL, "USING PRIMARY KEY (key>? AND key<?)"),
         (SCAN_FROM_SQL, "USING PRIMARY KEY (key>?)"),
         (PURGE_LOW_SQL, "USING INDEX kv_tombstones_by_hlc (hlc>? AND hlc<?)"),
+        // A compaction slice reads only the oldest log rows, by rowid.
+        (COMPACT_SQL, "log USING INTEGER PRIMARY KEY (rowid<?)"),
     ];
     for (sql, expected) in plans {
         let plan: Vec<(i64, i64, i64, String)> =
@@ -684,7 +782,226 @@ async fn sqlite_scan_and_purge_use_indexes() {
         plan.iter().any(|row| row.3.contains("kv_tombstones_by_hlc")),
         "{plan:?}"
     );
+    // The log must stay append-only on disk: an index ordered by key would bring back one random page
+    // write per entry and commit.
+    let log_indexes: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'log'")
+            .fetch_one(&mut side)
+            .await
+            .unwrap();
+    assert_eq!(log_indexes, 0);
     side.close().await.unwrap();
+    store.close().await.unwrap();
+}
+
+/// Every read of `store` agrees with `expected`.
+async fn reads_agree(store: &SqliteStore, expected: &BTreeMap<String, Entry>) {
+    let result = holds_the_merge(store, expected).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+#[tokio::test]
+async fn sqlite_reads_merge_the_log_before_and_after_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite_with(dir.path(), NEVER_COMPACT).await;
+    let first = [
+        value("a", b"kv", v(5, 1)),
+        value("a/b", b"kv", v(5, 1)),
+        Entry::tombstone("b", v(5, 1)),
+        value("c", b"kv", v(HIGH, 1)),
+        value("d", b"kv", v(5, 1)),
+    ];
+    store.apply(&first).await.unwrap();
+    store.compact().await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+
+    let second = [
+        value("a", b"older than kv", v(4, 9)),
+        value("a/b", b"newer than kv", v(6, 1)),
+        value("b", b"back from the tombstone", v(HIGH, 0)),
+        value("c", b"older, high bit", v(HIGH, 0)),
+        value("c", b"older, no high bit", v(i64::MAX as u64, u64::MAX)),
+        Entry::tombstone("d", v(6, 1)),
+        value("d", b"older than the logged tombstone", v(5, 2)),
+        value("a/only-logged", b"2", v(2, 1)),
+        value("a/only-logged", b"1", v(1, 1)),
+        value("e", b"only logged", v(1, 1)),
+    ];
+    store.apply(&second).await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), second.len());
+    let expected = model(first.iter().chain(&second));
+    assert_eq!(expected["a"], first[0]);
+    assert_eq!(expected["c"], first[3]);
+    assert!(expected["d"].deleted);
+    reads_agree(&store, &expected).await;
+
+    store.compact().await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    reads_agree(&store, &expected).await;
+
+    // And once more with an older entry on top of the compacted state.
+    store.apply(&[value("a/b", b"stale", v(1, 1))]).await.unwrap();
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+fn permutations(items: &[Entry]) -> Vec<Vec<Entry>> {
+    if items.len() <= 1 {
+        return vec![items.to_vec()];
+    }
+    let mut all = Vec::new();
+    for i in 0..items.len() {
+        let mut rest = items.to_vec();
+        let first = rest.remove(i);
+        for mut tail in permutations(&rest) {
+            tail.insert(0, first.clone());
+            all.push(tail);
+        }
+    }
+    all
+}
+
+#[tokio::test]
+async fn sqlite_compaction_keeps_the_greatest_precedence() {
+    // Versions of one key that only the full order tells apart: the high bit, equal versions with
+    // different contents (deleted, value bytes above 0x7f, value length).
+    let versions = [
+        value("k", b"low", v(2, 1)),
+        value("k", b"signed max", v(i64::MAX as u64, u64::MAX)),
+        value("k", b"\x80", v(HIGH, 0)),
+        value("k", b"\x7f\xff", v(HIGH, 0)),
+        value("k", b"\x80\x00", v(HIGH, 0)),
+        Entry::tombstone("k", v(HIGH, 0)),
+    ];
+    // Every order of several subsets, each on its own key, appended in that order: so the log holds older
+    // versions after newer ones, and slices of different sizes split them between `kv` and the log.
+    let subsets: [&[usize]; 4] = [&[0, 1, 2, 3], &[1, 2, 3, 4], &[0, 2, 5, 4], &[5, 3, 1]];
+    let mut batch = Vec::new();
+    for (s, subset) in subsets.iter().enumerate() {
+        let chosen: Vec<Entry> = subset.iter().map(|&i| versions[i].clone()).collect();
+        for (p, order) in permutations(&chosen).into_iter().enumerate() {
+            let key = format!("k/{s}/{p:02}");
+            batch.extend(order.into_iter().map(|e| Entry { key: key.clone(), ..e }));
+        }
+    }
+    let expected = model(&batch);
+    for slice in [1, 2, 3, 5, 7, batch.len()] {
+        let dir = tempfile::tempdir().unwrap();
+        let tuning = StoreTuning {
+            compact_slice_rows: slice,
+            ..NEVER_COMPACT
+        };
+        let store = open_sqlite_with(dir.path(), tuning).await;
+        store.apply(&batch).await.unwrap();
+        reads_agree(&store, &expected).await;
+        store.compact().await.unwrap();
+        assert_eq!(store.log_rows().await.unwrap(), 0);
+        reads_agree(&store, &expected).await;
+        // Every key's winner is in `kv` now: replaying all of it (one more pass through the log) is a no-op.
+        store.apply(&batch).await.unwrap();
+        store.compact().await.unwrap();
+        reads_agree(&store, &expected).await;
+        store.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn sqlite_purge_never_resurrects_a_value_hidden_behind_a_logged_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite_with(dir.path(), NEVER_COMPACT).await;
+    // In `kv`: a live value and a tombstone.
+    store
+        .apply(&[value("k", b"old", v(1, 1)), Entry::tombstone("t", v(1, 1))])
+        .await
+        .unwrap();
+    store.compact().await.unwrap();
+    // In the log: a tombstone over the live value, a value over the tombstone.
+    let back = value("t", b"back", v(2, 1));
+    store
+        .apply(&[Entry::tombstone("k", v(2, 1)), back.clone()])
+        .await
+        .unwrap();
+
+    // `k` is a tombstone below the bound and goes; `t` is live and stays; and nothing comes back.
+    assert_eq!(store.purge_tombstones(3).await.unwrap(), ["k"]);
+    assert_eq!(store.get("k").await.unwrap(), None);
+    assert_eq!(store.get("t").await.unwrap(), Some(back.clone()));
+    assert_eq!(store.load().await.unwrap(), std::slice::from_ref(&back));
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    store.close().await.unwrap();
+
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(store.load().await.unwrap(), [back]);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_logged_entries_survive_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let compacted: Vec<Entry> = (0..300u64)
+        .map(|i| value(&format!("k/{i:03}"), b"compacted", v(10, 1)))
+        .collect();
+    // Newer and older versions of compacted keys, and new keys, left in the log.
+    let logged: Vec<Entry> = (0..300u64)
+        .map(|i| match i % 3 {
+            0 => value(&format!("k/{i:03}"), b"newer", v(11, 1)),
+            1 => value(&format!("k/{i:03}"), b"older", v(9, 1)),
+            _ => Entry::tombstone(format!("new/{i:03}"), v(HIGH, 1)),
+        })
+        .collect();
+    let expected = model(compacted.iter().chain(&logged));
+
+    let store = open_sqlite_with(dir.path(), NEVER_COMPACT).await;
+    store.apply(&compacted).await.unwrap();
+    store.compact().await.unwrap();
+    store.apply(&logged).await.unwrap();
+    // A crash: no `close`, so no compaction and no checkpoint.
+    drop(store);
+
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(
+        store.log_rows().await.unwrap(),
+        logged.len(),
+        "the rows are still in the log"
+    );
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(store.log_rows().await.unwrap(), 0, "close compacted");
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_a_failed_compaction_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = StoreTuning {
+        compact_threshold_rows: 1,
+        compact_slice_rows: 100,
+    };
+    let store = open_sqlite_with(dir.path(), tuning).await;
+    let mut side = side_connection(&dir.path().join("cave.db")).await;
+    sqlx::query("CREATE TRIGGER boom BEFORE INSERT ON kv WHEN NEW.key = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END")
+        .execute(&mut side)
+        .await
+        .unwrap();
+
+    // The append commits; the compaction after it fails and rolls back. The apply still succeeds: its
+    // batch is durable, in the log.
+    let first = [value("a", b"1", v(1, 1)), value("boom", b"2", v(1, 1))];
+    assert_eq!(store.apply(&first).await.unwrap(), 2);
+    assert_eq!(store.log_rows().await.unwrap(), 2);
+    reads_agree(&store, &model(&first)).await;
+    assert!(store.compact().await.is_err());
+
+    // Once compaction works again, the next apply catches up.
+    sqlx::query("DROP TRIGGER boom").execute(&mut side).await.unwrap();
+    side.close().await.unwrap();
+    let second = [value("a", b"3", v(2, 1))];
+    store.apply(&second).await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    reads_agree(&store, &model(first.iter().chain(&second))).await;
     store.close().await.unwrap();
 }
 

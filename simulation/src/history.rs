@@ -1,0 +1,210 @@
+//! The history the checker judges: every client write (with its fate: acknowledged, or lost in a crash
+//! before its commit) and every entry the cluster was allowed to drop (pull-first rejoin, graceful leave).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use bytes::Bytes;
+use cave::crdt::{Entry, Version};
+
+/// What became of a write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// Evaluated, commit in flight.
+    Pending,
+    /// Committed on the node that took it: the client got its answer (at this simulated time, ms).
+    Acked(u64),
+    /// The node crashed before the commit: never acknowledged, allowed to vanish.
+    Lost(u64),
+}
+
+/// One client write.
+#[derive(Debug, Clone)]
+pub struct Write {
+    pub key: String,
+    pub node: usize,
+    pub version: Version,
+    pub deleted: bool,
+    pub value: Bytes,
+    pub issued_ms: u64,
+    pub fate: Fate,
+    /// Overwritten by a later write of the same group commit (a batch writing a key twice): it never
+    /// existed on its own in any store.
+    pub shadowed: bool,
+}
+
+impl Write {
+    /// The entry this write produced.
+    pub fn entry(&self) -> Entry {
+        if self.deleted {
+            Entry::tombstone(self.key.clone(), self.version)
+        } else {
+            Entry::value(self.key.clone(), self.value.clone(), self.version)
+        }
+    }
+}
+
+/// Why an entry was allowed to disappear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Excuse {
+    /// A node rejoining pull-first dropped it (older than the TTL, the peer did not hold it).
+    Forgotten,
+    /// A node rejoining pull-first purged this expired tombstone of its own before any peer had it (its
+    /// peers are authoritative for entries older than the TTL: the delete is dropped).
+    PurgedOnRejoin,
+    /// Only a node that left the cluster held it when the node stopped.
+    Departed,
+}
+
+/// Everything that happened to the keys.
+#[derive(Debug, Default)]
+pub struct History {
+    pub writes: Vec<Write>,
+    pub by_key: BTreeMap<String, Vec<usize>>,
+    /// Entries the cluster may drop, by key: `(version, excuse, node, time)`.
+    pub excused: BTreeMap<String, Vec<(Version, Excuse, usize, u64)>>,
+}
+
+impl History {
+    /// Record a write just evaluated; returns its id.
+    pub fn issue(&mut self, node: usize, entry: &Entry, now_ms: u64) -> usize {
+        let id = self.writes.len();
+        self.writes.push(Write {
+            key: entry.key.clone(),
+            node,
+            version: entry.version,
+            deleted: entry.deleted,
+            value: entry.value.clone(),
+            issued_ms: now_ms,
+            fate: Fate::Pending,
+            shadowed: false,
+        });
+        self.by_key.entry(entry.key.clone()).or_default().push(id);
+        id
+    }
+
+    /// The write's commit completed; `shadowed` if a later write of the same group overwrote it.
+    pub fn ack(&mut self, id: usize, now_ms: u64, shadowed: bool) {
+        self.writes[id].fate = Fate::Acked(now_ms);
+        self.writes[id].shadowed = shadowed;
+    }
+
+    /// The write's node crashed before the commit.
+    pub fn lose(&mut self, id: usize, now_ms: u64) {
+        self.writes[id].fate = Fate::Lost(now_ms);
+    }
+
+    /// The cluster was allowed to drop `entry`.
+    pub fn excuse(&mut self, entry: &Entry, excuse: Excuse, node: usize, now_ms: u64) {
+        self.excused
+            .entry(entry.key.clone())
+            .or_default()
+            .push((entry.version, excuse, node, now_ms));
+    }
+
+    /// Whether an entry of `key` may have been dropped.
+    pub fn is_excused(&self, key: &str, version: Version) -> bool {
+        self.excused
+            .get(key)
+            .is_some_and(|v| v.iter().any(|(ver, ..)| *ver == version))
+    }
+
+    /// Whether some node dropped `version` of `key` by the pull-first rule (its same-version tombstone
+    /// stands in for the dropped entry).
+    pub fn was_forgotten(&self, key: &str, version: Version) -> bool {
+        self.excused.get(key).is_some_and(|v| {
+            v.iter()
+                .any(|(ver, why, ..)| *ver == version && *why == Excuse::Forgotten)
+        })
+    }
+
+    /// The acknowledged writes of `key`.
+    pub fn acked<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a Write> + 'a {
+        self.by_key
+            .get(key)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.writes[i])
+            .filter(|w| matches!(w.fate, Fate::Acked(_)))
+    }
+
+    /// Every key that was ever written.
+    pub fn keys(&self) -> impl Iterator<Item = &String> {
+        self.by_key.keys()
+    }
+
+    /// A short, human-readable history of `key`: the last `max` events, plus (marked `*`) the writes of
+    /// the versions in `mention` wherever they are.
+    pub fn describe(&self, key: &str, max: usize, mention: &[Version]) -> String {
+        let mut lines: Vec<(u64, bool, String)> = Vec::new();
+        for &i in self.by_key.get(key).into_iter().flatten() {
+            let w = &self.writes[i];
+            let what = if w.deleted {
+                "delete".to_string()
+            } else {
+                format!("put {}", short(&w.value))
+            };
+            let fate = match w.fate {
+                Fate::Pending => "pending".to_string(),
+                Fate::Acked(t) if w.shadowed => format!("acked at {} (overwritten in its own batch)", secs(t)),
+                Fate::Acked(t) => format!("acked at {}", secs(t)),
+                Fate::Lost(t) => format!("LOST (crash at {}, never acked)", secs(t)),
+            };
+            let star = mention.contains(&w.version);
+            lines.push((
+                w.issued_ms,
+                star,
+                format!(
+                    "{}{:>9} n{:<2} {what:<16} version {}  {fate}",
+                    if star { "*" } else { " " },
+                    secs(w.issued_ms),
+                    w.node,
+                    w.version
+                ),
+            ));
+        }
+        for (version, excuse, node, t) in self.excused.get(key).into_iter().flatten() {
+            let why = match excuse {
+                Excuse::Forgotten => "dropped by the pull-first rejoin rule",
+                Excuse::PurgedOnRejoin => "purged while rejoining pull-first",
+                Excuse::Departed => "only held by a node that left",
+            };
+            lines.push((
+                *t,
+                false,
+                format!(" {:>9} n{node:<2} version {version} {why}", secs(*t)),
+            ));
+        }
+        lines.sort_by_key(|(t, ..)| *t);
+        let first_kept = lines.len().saturating_sub(max);
+        let mut out = String::new();
+        let mut skipped = 0;
+        for (i, (_, star, line)) in lines.iter().enumerate() {
+            if i < first_kept && !star {
+                skipped += 1;
+                continue;
+            }
+            if skipped > 0 {
+                let _ = writeln!(out, "     ... {skipped} events");
+                skipped = 0;
+            }
+            let _ = writeln!(out, "    {line}");
+        }
+        out
+    }
+}
+
+/// Simulated ms as seconds for humans.
+pub fn secs(ms: u64) -> String {
+    format!("{:.3}s", ms as f64 / 1e3)
+}
+
+/// A value, shortened for reports.
+pub fn short(value: &Bytes) -> String {
+    let s = String::from_utf8_lossy(value);
+    if s.len() > 14 {
+        format!("{}..({} bytes)", &s[..10], value.len())
+    } else {
+        s.into_owned()
+    }
+}

@@ -1,0 +1,146 @@
+//! A simulated node: the real replication [`Core`] plus what the tokio driver and the database around it
+//! would hold. What survives a crash is exactly what a real node persists: the committed [`LwwMap`] (the
+//! store) and the last-sync file. The core (membership, rounds), the writer queue and the group commit in
+//! flight are lost.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+
+use cave::crdt::{Entry, Hlc, LwwMap, ManualTime, NodeId};
+use cave::replication::Core;
+
+/// Simulated true time 0 is this wall-clock instant (2026-01-01T00:00:00Z), so HLC timestamps look real.
+pub const EPOCH_MS: u64 = 1_767_225_600_000;
+
+/// A node's wall clock: true time plus a fixed offset plus drift.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// Offset from true time, ms.
+    pub offset_ms: i64,
+    /// Rate error, parts per million.
+    pub drift_ppm: i64,
+}
+
+impl Clock {
+    /// The reading (ms since the Unix epoch) at simulated true time `now_ms`.
+    pub fn read(&self, now_ms: u64) -> u64 {
+        let drift = (now_ms as i128 * self.drift_ppm as i128 / 1_000_000) as i64;
+        (EPOCH_MS as i64 + now_ms as i64 + self.offset_ms + drift) as u64
+    }
+}
+
+/// Where a node is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Life {
+    /// Not started yet (a node that joins later).
+    Waiting,
+    /// Running.
+    Up,
+    /// Crashed; its store survives.
+    Down,
+    /// Left the cluster for good.
+    Gone,
+}
+
+/// One client operation.
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+/// Where entries to merge come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// `Effects::persist`: replicated from a peer.
+    Replicated,
+    /// `Effects::forget`: same-version tombstones of the pull-first rejoin.
+    Forget,
+}
+
+/// A command for the node's writer (the `db::writer` task).
+#[derive(Debug)]
+pub enum Cmd {
+    /// A client write (one operation or an atomic batch).
+    Write(Vec<Op>),
+    /// Entries to merge.
+    Merge(Vec<Entry>, Origin),
+    /// Drop tombstones older than this HLC.
+    Purge(u64),
+}
+
+impl Cmd {
+    pub fn weight(&self) -> usize {
+        match self {
+            Cmd::Write(ops) => ops.len(),
+            Cmd::Merge(entries, _) => entries.len(),
+            Cmd::Purge(_) => 1,
+        }
+    }
+}
+
+/// Commands evaluated together and committed at once (one group commit).
+#[derive(Debug, Default)]
+pub struct Group {
+    /// Latest uncommitted entry per key.
+    pub overlay: BTreeMap<String, Entry>,
+    /// Every change in application order (what the database's change stream publishes).
+    pub changes: Vec<Entry>,
+    /// History ids of the client writes in the group (acknowledged when it commits).
+    pub writes: Vec<usize>,
+    /// A purge runs alone.
+    pub purge: Option<u64>,
+    pub commands: usize,
+    pub weight: usize,
+}
+
+impl Group {
+    pub fn is_empty(&self) -> bool {
+        self.commands == 0 && self.purge.is_none()
+    }
+}
+
+/// What exists only while the node's process runs.
+pub struct Running {
+    pub core: Core,
+    pub hlc: Hlc,
+    pub queue: VecDeque<Cmd>,
+    pub inflight: Option<Group>,
+    /// The driver's `last_sync_written` (per process).
+    pub last_sync_written: u64,
+}
+
+/// One node slot.
+pub struct Node {
+    pub slot: usize,
+    pub id: NodeId,
+    pub addr: String,
+    pub clock: Clock,
+    pub time: Arc<ManualTime>,
+    /// Committed state: what the store holds. Survives crashes.
+    pub state: LwwMap,
+    /// The driver's last-sync file. Survives crashes.
+    pub persisted_last_sync: Option<u64>,
+    pub seeds: Vec<String>,
+    pub life: Life,
+    /// Bumped at every start and stop, so that timers of a dead process are ignored.
+    pub generation: u64,
+    pub run: Option<Running>,
+    /// Draining before a graceful leave, since this simulated time.
+    pub leaving: Option<u64>,
+    pub starts: u32,
+}
+
+impl Node {
+    /// Whether the writer has nothing queued or in flight.
+    pub fn writer_idle(&self) -> bool {
+        self.run
+            .as_ref()
+            .is_none_or(|r| r.inflight.is_none() && r.queue.is_empty())
+    }
+
+    /// Whether clients may send this node requests.
+    pub fn serving(&self) -> bool {
+        self.life == Life::Up && self.leaving.is_none()
+    }
+}

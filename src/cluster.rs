@@ -1,0 +1,472 @@
+//! The cluster driver: runs the sans-IO replication [`Core`] on tokio, between the local database and the
+//! gRPC transport.
+//!
+//! One task owns the loop. It feeds the core three things: messages from the gRPC service's inbox, the
+//! database's committed changes that this node wrote itself (`version.node == me`: replicated entries are
+//! never re-broadcast, so a delta travels one hop), and a tick every [`TICK_INTERVAL`]. It carries out the
+//! core's effects: messages go to the [`Transport`] (per-peer bounded queues), entries to persist go to
+//! [`Db::merge`] (which keeps only what is newer), events become logs and metrics.
+//!
+//! Lock order: the database's state lock (read) is taken before the core's lock, never the other way round;
+//! the HTTP API only takes the core's lock (for the node list).
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::crdt::hlc::SystemTime;
+use crate::crdt::{Entry, NodeId, TimeSource};
+use crate::db::Db;
+use crate::discovery::Mdns;
+use crate::error::Result;
+use crate::grpc::{self, Codec, ReplicationService, Transport};
+use crate::metrics::{Direction, PeerCounts, RoundResult};
+use crate::replication::{Core, CoreConfig, CoreEvent, Destination, Effects, Message, PeerRecord, Status};
+use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
+
+/// How often the core is ticked.
+pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// Messages received but not yet handled before the gRPC service pushes back on senders.
+const INBOX_MESSAGES: usize = 4096;
+/// File in the data directory holding the time (ms) of the last completed anti-entropy round.
+pub const LAST_SYNC_FILE: &str = "last_sync";
+/// The last sync time is written at most this often.
+const LAST_SYNC_WRITE_INTERVAL_MS: u64 = 60_000;
+/// Bounds of the interval between two tombstone purges (a tenth of the TTL within these).
+const MIN_PURGE_INTERVAL: Duration = Duration::from_secs(1);
+const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// What a cluster member needs to know about itself.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Protocol tunables.
+    pub core: CoreConfig,
+    /// Seed addresses (`host:port` of peers' gRPC endpoints).
+    pub seeds: Vec<String>,
+    /// The cluster key: seals all traffic and names the cluster.
+    pub key: MasterKey,
+    /// The address peers should use to reach this node's gRPC endpoint.
+    pub advertise_grpc: String,
+    /// This node's HTTP address (gossiped for operators and the UI).
+    pub advertise_http: String,
+    /// How long to look for peers before a node without any considers itself the first of its cluster.
+    pub discovery_window: Duration,
+    /// Announce and discover by mDNS.
+    pub mdns: bool,
+    /// The data directory (the last sync time is kept there).
+    pub data_dir: PathBuf,
+}
+
+/// One row of `GET /api/v1/cluster/nodes`.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeView {
+    /// Node id.
+    pub id: String,
+    /// Replication address.
+    pub grpc_addr: String,
+    /// HTTP address.
+    pub http_addr: String,
+    /// alive, suspect, dead or left (`self` for this node).
+    pub status: String,
+    /// Milliseconds since its heartbeat last advanced, as seen here.
+    pub last_seen_ms: u64,
+    /// Its clock minus ours, in ms, from its last direct gossip.
+    pub clock_skew_ms: Option<i64>,
+    /// Process start time of the member (ms since the epoch).
+    pub incarnation: u64,
+}
+
+/// A running cluster member.
+pub struct Cluster {
+    core: Arc<Mutex<Core>>,
+    cluster_id: String,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Frames rejected by the gRPC service (wrong key, garbage, other cluster).
+    pub rejected_frames: Arc<AtomicU64>,
+    synced: watch::Receiver<bool>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime.now_ms()
+}
+
+impl Cluster {
+    /// Start serving replication on `listener` and run the core.
+    pub async fn start(db: Db, opts: ClusterOptions, listener: TcpListener) -> Result<Cluster> {
+        let me = db.node_id();
+        let cluster_id = opts.key.cluster_id();
+        let codec = Codec::new(opts.key.sealer(TRANSPORT_DOMAIN), cluster_id.clone(), me);
+        let transport = Arc::new(Transport::new(codec.clone()));
+        let (inbox_tx, inbox) = mpsc::channel(INBOX_MESSAGES);
+        let rejected = Arc::new(AtomicU64::new(0));
+        let (stop, stop_rx) = watch::channel(false);
+        let service = ReplicationService::new(codec, inbox_tx, rejected.clone(), db.metrics().clone());
+        let mut server_stop = stop_rx.clone();
+        let server = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = grpc::serve(listener, service, shutdown).await {
+                tracing::error!(error = %e, "replication server stopped");
+            }
+        });
+        let started = now_ms();
+        let record = PeerRecord {
+            id: me,
+            grpc_addr: opts.advertise_grpc.clone(),
+            http_addr: opts.advertise_http.clone(),
+            incarnation: started,
+            heartbeat: 0,
+            left: false,
+        };
+        let mdns = if opts.mdns {
+            match Mdns::start(me, &cluster_id, listener_port(&opts.advertise_grpc)) {
+                Ok((mdns, found)) => Some((mdns, found)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "mDNS discovery unavailable; relying on seed peers");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let purge_interval =
+            Duration::from_millis(opts.core.tombstone_ttl_ms / 10).clamp(MIN_PURGE_INTERVAL, MAX_PURGE_INTERVAL);
+        let mut core = Core::new(opts.core, record, opts.seeds, rand::random(), started);
+        let last_sync = std::fs::read_to_string(opts.data_dir.join(LAST_SYNC_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        core.restore_last_sync(last_sync, started);
+        if core.pull_first() {
+            tracing::warn!("last sync is older than the tombstone TTL: rejoining pull-first");
+        }
+        let core = Arc::new(Mutex::new(core));
+        let (synced_tx, synced) = watch::channel(false);
+        let driver = Driver {
+            db,
+            core: core.clone(),
+            transport,
+            synced: synced_tx,
+            data_dir: opts.data_dir,
+            last_sync_written: AtomicU64::new(0),
+            purge_interval,
+        };
+        let events = driver.db.subscribe();
+        let deadline = tokio::time::Instant::now() + opts.discovery_window;
+        let task = tokio::spawn(driver.run(inbox, events, stop_rx, deadline));
+        let mut tasks = vec![server, task];
+        if let Some((mdns, mut found)) = mdns {
+            let core = core.clone();
+            let mut stop = stop.subscribe();
+            tasks.push(tokio::spawn(async move {
+                let _mdns = mdns; // announced until this task ends
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => return,
+                        addr = found.recv() => match addr {
+                            Some(addr) => core.lock().add_seeds([addr]),
+                            None => return,
+                        },
+                    }
+                }
+            }));
+        }
+        tracing::info!(node = %me, cluster = %cluster_id, "cluster member started");
+        Ok(Cluster {
+            core,
+            cluster_id,
+            stop,
+            tasks: Mutex::new(tasks),
+            rejected_frames: rejected,
+            synced,
+        })
+    }
+
+    /// The cluster id (derived from the cluster key).
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    /// Whether this node has completed an anti-entropy round (or had nobody to sync with).
+    pub fn synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Add seed addresses (from mDNS).
+    pub fn add_seeds(&self, seeds: impl IntoIterator<Item = String>) {
+        self.core.lock().add_seeds(seeds);
+    }
+
+    /// Every known node, this one first.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let core = self.core.lock();
+        let now = now_ms();
+        let me = core.membership().me();
+        let mut out = vec![NodeView {
+            id: me.id.to_string(),
+            grpc_addr: me.grpc_addr.clone(),
+            http_addr: me.http_addr.clone(),
+            status: "self".into(),
+            last_seen_ms: 0,
+            clock_skew_ms: Some(0),
+            incarnation: me.incarnation,
+        }];
+        out.extend(core.membership().members().map(|m| NodeView {
+            id: m.record.id.to_string(),
+            grpc_addr: m.record.grpc_addr.clone(),
+            http_addr: m.record.http_addr.clone(),
+            status: m.status.as_str().into(),
+            last_seen_ms: now.saturating_sub(m.last_progress_ms),
+            clock_skew_ms: m.clock_skew_ms,
+            incarnation: m.record.incarnation,
+        }));
+        out
+    }
+
+    /// Leave the cluster (a last gossip saying so) and stop the tasks.
+    pub async fn stop(&self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+struct Driver {
+    db: Db,
+    core: Arc<Mutex<Core>>,
+    transport: Arc<Transport>,
+    synced: watch::Sender<bool>,
+    data_dir: PathBuf,
+    last_sync_written: AtomicU64,
+    purge_interval: Duration,
+}
+
+impl Driver {
+    async fn run(
+        self,
+        mut inbox: mpsc::Receiver<(NodeId, Message)>,
+        mut events: broadcast::Receiver<Arc<Entry>>,
+        mut stop: watch::Receiver<bool>,
+        discovery_deadline: tokio::time::Instant,
+    ) {
+        let me = self.db.node_id();
+        let mut tick = tokio::time::interval(TICK_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut purge = tokio::time::interval(self.purge_interval);
+        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    let fx = self.core.lock().leave(now_ms());
+                    self.carry_out(fx);
+                    // Give the leave gossip a moment to go out; it is a courtesy, not a requirement.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    self.transport.close();
+                    return;
+                }
+                Some((from, msg)) = inbox.recv() => {
+                    if let Message::Delta { entries } = &msg {
+                        self.db.metrics().deltas_received(&from.to_string(), entries.len() as u64);
+                    }
+                    let fx = self.db.with_state(|state| self.core.lock().on_message(now_ms(), from, msg, state));
+                    self.carry_out(fx);
+                }
+                change = events.recv() => match change {
+                    Ok(entry) => {
+                        let mut batch = Vec::new();
+                        if entry.version.node == me {
+                            batch.push((*entry).clone());
+                        }
+                        // Coalesce everything already committed into one delta per peer.
+                        while let Ok(entry) = events.try_recv() {
+                            if entry.version.node == me {
+                                batch.push((*entry).clone());
+                            }
+                        }
+                        if !batch.is_empty() {
+                            let fx = self.core.lock().on_local_commit(&batch);
+                            self.carry_out(fx);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "replication fell behind local writes; anti-entropy will repair");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = purge.tick() => self.purge(),
+                _ = tick.tick() => {
+                    let fx = self.db.with_state(|state| self.core.lock().on_tick(now_ms(), state));
+                    self.carry_out(fx);
+                    self.report_peers();
+                    self.remember_sync();
+                    // Nobody found within the discovery window: this is the first node of its cluster, and
+                    // there is nothing to catch up with.
+                    if !*self.synced.borrow()
+                        && tokio::time::Instant::now() >= discovery_deadline
+                        && self.core.lock().membership().members().next().is_none()
+                    {
+                        tracing::info!("no peers found: starting as the first node of the cluster");
+                        self.synced.send_replace(true);
+                    }
+                }
+            }
+        }
+    }
+
+    fn carry_out(&self, fx: Effects) {
+        let Effects {
+            sends,
+            persist,
+            forget,
+            events,
+        } = fx;
+        if !forget.is_empty() {
+            // Pull-first rejoin: a tombstone of the *same* version supersedes the stale entry (equal versions
+            // order tombstones last); it is older than the purge horizon, so the purge right after removes
+            // it for good, and peers drop it as garbage if they ever see it.
+            tracing::info!(
+                entries = forget.len(),
+                "pull-first rejoin: dropping old entries the peers no longer hold"
+            );
+            let tombstones: Vec<Entry> = forget.into_iter().map(|e| Entry::tombstone(e.key, e.version)).collect();
+            let horizon = self.core.lock().purge_horizon(now_ms());
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    db.merge(tombstones).await?;
+                    db.purge_tombstones(horizon).await
+                };
+                if let Err(e) = result.await {
+                    tracing::warn!(error = %e, "could not drop stale entries; the next round retries");
+                }
+            });
+        }
+        if !sends.is_empty() {
+            let core = self.core.lock();
+            for (to, msg) in sends {
+                let (addr, peer) = match &to {
+                    Destination::Node(id) => (core.address_of(*id).map(str::to_string), Some(*id)),
+                    Destination::Addr(addr) => (Some(addr.clone()), None),
+                };
+                let Some(addr) = addr else { continue };
+                let sent = self.transport.send(&addr, &msg);
+                let peer_label = peer.map(|p| p.to_string()).unwrap_or_else(|| "seed".into());
+                match (&msg, sent) {
+                    (Message::Delta { entries }, Some(_)) => {
+                        self.db.metrics().deltas_sent(&peer_label, entries.len() as u64)
+                    }
+                    (Message::Delta { entries }, None) => {
+                        self.db.metrics().deltas_dropped(&peer_label, entries.len() as u64)
+                    }
+                    (m, Some(bytes)) if m.kind().starts_with("ae_") => {
+                        self.db.metrics().anti_entropy_bytes(Direction::Sent, bytes as u64)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if !persist.is_empty() {
+            let db = self.db.clone();
+            tokio::spawn(async move {
+                if let Err(e) = db.merge(persist).await {
+                    tracing::warn!(error = %e, "could not apply replicated entries; anti-entropy will retry");
+                }
+            });
+        }
+        for event in events {
+            match event {
+                CoreEvent::Peer(change) => {
+                    tracing::info!(peer = %change.id, status = change.status.as_str(), "peer status changed")
+                }
+                CoreEvent::ClockDriftRejected { from, entries } => {
+                    tracing::warn!(peer = %from, entries, "entries stamped too far in the future held back (clock skew)");
+                    for _ in 0..entries {
+                        self.db.metrics().clock_drift_rejection();
+                    }
+                }
+                CoreEvent::AntiEntropyDone {
+                    peer,
+                    repaired,
+                    in_sync,
+                } => {
+                    tracing::debug!(%peer, repaired, in_sync, "anti-entropy round done");
+                    self.db.metrics().anti_entropy_round(RoundResult::Ok);
+                    self.db.metrics().anti_entropy_repaired(repaired as u64);
+                    self.synced.send_replace(true);
+                }
+                CoreEvent::AntiEntropyTimedOut { peer } => {
+                    tracing::debug!(%peer, "anti-entropy round timed out");
+                    self.db.metrics().anti_entropy_round(RoundResult::Failed);
+                }
+            }
+        }
+    }
+
+    /// Persist the time of the last completed anti-entropy round (at most once a minute): after a restart it
+    /// decides whether the node must rejoin pull-first.
+    fn remember_sync(&self) {
+        let Some(synced) = self.core.lock().last_sync_ms() else {
+            return;
+        };
+        let written = self.last_sync_written.load(std::sync::atomic::Ordering::Relaxed);
+        if synced <= written || synced.saturating_sub(written) < LAST_SYNC_WRITE_INTERVAL_MS && written != 0 {
+            return;
+        }
+        self.last_sync_written
+            .store(synced, std::sync::atomic::Ordering::Relaxed);
+        let now = synced;
+        let path = self.data_dir.join(LAST_SYNC_FILE);
+        tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("tmp");
+            let written = std::fs::write(&tmp, now.to_string()).and_then(|_| std::fs::rename(&tmp, &path));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, "could not record the last sync time");
+            }
+        });
+    }
+
+    /// Purge tombstones older than the TTL.
+    fn purge(&self) {
+        let horizon = self.core.lock().purge_horizon(now_ms());
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            match db.purge_tombstones(horizon).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "purged expired tombstones"),
+                Err(e) => tracing::warn!(error = %e, "tombstone purge failed"),
+            }
+        });
+    }
+
+    fn report_peers(&self) {
+        let core = self.core.lock();
+        let mut counts = PeerCounts {
+            alive: 0,
+            suspect: 0,
+            dead: 0,
+        };
+        for m in core.membership().members() {
+            match m.status {
+                Status::Alive => counts.alive += 1,
+                Status::Suspect => counts.suspect += 1,
+                Status::Dead | Status::Left => counts.dead += 1,
+            }
+        }
+        self.db.metrics().set_peers(counts);
+    }
+}
+
+/// The port of a `host:port` address (0 if it has none).
+fn listener_port(addr: &str) -> u16 {
+    addr.rsplit_once(':').and_then(|(_, p)| p.parse().ok()).unwrap_or(0)
+}

@@ -1,0 +1,86 @@
+//! The receiving side: a tonic service that opens frames and hands messages to the cluster driver.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status};
+
+use super::pb::replication_server::{Replication, ReplicationServer};
+use super::{pb, status, Codec, MAX_FRAME_BYTES};
+use crate::crdt::NodeId;
+use crate::error::{Error, Result};
+use crate::metrics::{Direction, Metrics};
+use crate::replication::Message;
+
+/// Opens incoming frames and queues their messages for the driver.
+pub struct ReplicationService {
+    codec: Codec,
+    inbox: mpsc::Sender<(NodeId, Message)>,
+    /// Frames that failed to open or decode.
+    pub rejected: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
+}
+
+impl ReplicationService {
+    /// A service delivering into `inbox`.
+    pub fn new(
+        codec: Codec,
+        inbox: mpsc::Sender<(NodeId, Message)>,
+        rejected: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        ReplicationService {
+            codec,
+            inbox,
+            rejected,
+            metrics,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Replication for ReplicationService {
+    async fn deliver(&self, request: Request<pb::Frame>) -> std::result::Result<Response<pb::Ack>, Status> {
+        let remote = request.remote_addr();
+        let frame = request.into_inner();
+        let (from, msg) = match self.codec.open(&frame.sealed) {
+            Ok(opened) => opened,
+            Err(err) => {
+                self.rejected.fetch_add(1, Ordering::Relaxed);
+                self.metrics.seal_failure();
+                tracing::warn!(peer = ?remote, error = %err, "rejected a replication frame");
+                return Err(status(&err));
+            }
+        };
+        if msg.kind().starts_with("ae_") {
+            self.metrics
+                .anti_entropy_bytes(Direction::Received, frame.sealed.len() as u64);
+        }
+        // Waiting here (rather than dropping) pushes back on a peer that sends faster than we apply.
+        self.inbox
+            .send((from, msg))
+            .await
+            .map_err(|_| status(&Error::Unavailable("node is shutting down".into())))?;
+        Ok(Response::new(pb::Ack {}))
+    }
+}
+
+/// Serve the replication service on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    service: ReplicationService,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let server = ReplicationServer::new(service)
+        .max_decoding_message_size(MAX_FRAME_BYTES)
+        .max_encoding_message_size(MAX_FRAME_BYTES);
+    tonic::transport::Server::builder()
+        .add_service(server)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| Error::Unavailable(format!("replication server failed: {e}")))
+}

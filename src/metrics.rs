@@ -1,0 +1,668 @@
+//! The node's metrics: OpenTelemetry instruments exported in the Prometheus text format.
+//!
+//! # Why OpenTelemetry behind a Prometheus registry
+//! Code records through the vendor-neutral OTel API; `opentelemetry-prometheus` turns the SDK's aggregates
+//! into Prometheus families on every scrape of `GET /api/v1/perf/metrics`. Each [`Metrics`] owns its *own*
+//! `SdkMeterProvider` and `prometheus::Registry` (no global provider): several nodes in one process (the
+//! integration tests, the simulation) then never mix their numbers.
+//!
+//! # Why a leaf module
+//! Every layer records something (the HTTP middleware, the db writer, later the replication core), so this
+//! module depends on nothing else of the crate and exposes typed methods (`http_request`, `commit`, ...)
+//! rather than instruments: names, units, buckets and label sets are decided once, here.
+//!
+//! # Cost and cardinality
+//! Instruments are created once, in [`Metrics::new`]. Recording builds its attribute array on the stack
+//! from `&'static str`s, integers and an interned route template, so the hot path allocates nothing beyond
+//! what the SDK itself does. Label values are bounded: route *templates* (`/api/v1/kv/{*key}`, never a raw
+//! key), methods folded to a fixed set, status codes, peer node ids (bounded by the cluster size) and a few
+//! enumerations. No value, key or token ever becomes a label. (The per-peer counters copy the peer id into
+//! their label: they are recorded per replication batch, not per request.)
+//!
+//! # Families (Prometheus names after the exporter adds unit and `_total` suffixes)
+//! | family | type | labels |
+//! |---|---|---|
+//! | `cave_http_requests_total` | counter | method, route, status |
+//! | `cave_http_request_duration_seconds` | histogram | method, route, status |
+//! | `cave_kv_reads_total`, `cave_kv_writes_total`, `cave_kv_deletes_total` | counter | |
+//! | `cave_keys`, `cave_tombstones` | gauge | |
+//! | `cave_db_size_bytes` | gauge | |
+//! | `cave_commit_batch_entries` | histogram | |
+//! | `cave_commit_duration_seconds` | histogram | |
+//! | `cave_commit_failures_total` | counter | |
+//! | `cave_watch_subscribers` | gauge | |
+//! | `cave_deltas_sent_total`, `cave_deltas_received_total`, `cave_deltas_dropped_total` | counter | peer |
+//! | `cave_anti_entropy_rounds_total` | counter | result (ok, failed) |
+//! | `cave_anti_entropy_bytes_total` | counter | direction (sent, received) |
+//! | `cave_anti_entropy_entries_repaired_total` | counter | |
+//! | `cave_peers` | gauge | status (alive, suspect, dead) |
+//! | `cave_clock_drift_rejections_total` | counter | |
+//! | `cave_seal_failures_total` | counter | |
+//!
+//! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
+//! a closed enumeration), so dashboards and alerts see them before their first event.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, ObservableGauge, UpDownCounter};
+use opentelemetry::{KeyValue, Value};
+use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::Resource;
+use parking_lot::RwLock;
+
+/// Content type of the Prometheus text exposition format.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Bucket bounds (seconds) of request and commit latencies: 100 µs (a read served from memory) to 5 s (a
+/// commit stuck behind a slow disk).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Bucket bounds of entries per group commit: powers of two up to the writer's largest group.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0,
+];
+
+/// Route label of requests no route matched (404 fallbacks): one value, whatever the path was.
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+/// Route label once [`MAX_ROUTES`] distinct templates were seen (a guard; routers have far fewer).
+pub const OTHER_ROUTE: &str = "other";
+/// Most distinct route templates interned as labels.
+pub const MAX_ROUTES: usize = 256;
+
+/// Outcome of one anti-entropy round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoundResult {
+    /// The round compared digests and repaired what differed (possibly nothing).
+    Ok,
+    /// The round failed (peer unreachable, bad answer, timeout).
+    Failed,
+}
+
+impl RoundResult {
+    fn label(self) -> &'static str {
+        match self {
+            RoundResult::Ok => "ok",
+            RoundResult::Failed => "failed",
+        }
+    }
+}
+
+/// Direction of anti-entropy traffic, seen from this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Bytes this node sent.
+    Sent,
+    /// Bytes this node received.
+    Received,
+}
+
+impl Direction {
+    fn label(self) -> &'static str {
+        match self {
+            Direction::Sent => "sent",
+            Direction::Received => "received",
+        }
+    }
+}
+
+/// How many known peers are in each membership state (reported by the membership layer).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerCounts {
+    /// Peers answering.
+    pub alive: u64,
+    /// Peers suspected of having failed.
+    pub suspect: u64,
+    /// Peers declared dead.
+    pub dead: u64,
+}
+
+/// Sizes of the local state, read at scrape time from the source given to [`Metrics::set_state_source`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StateGauges {
+    /// Live keys.
+    pub keys: u64,
+    /// Tombstones not yet purged.
+    pub tombstones: u64,
+    /// Bytes the store occupies on disk.
+    pub db_size_bytes: u64,
+}
+
+type StateSource = Box<dyn Fn() -> Option<StateGauges> + Send + Sync>;
+
+/// The metrics of one node. Share it as `Arc<Metrics>`.
+pub struct Metrics {
+    registry: prometheus::Registry,
+    /// Owns the pipeline the instruments feed; dropping it would silence them.
+    _provider: SdkMeterProvider,
+    http_requests: Counter<u64>,
+    http_duration: Histogram<f64>,
+    kv_reads: Counter<u64>,
+    kv_writes: Counter<u64>,
+    kv_deletes: Counter<u64>,
+    commit_entries: Histogram<u64>,
+    commit_duration: Histogram<f64>,
+    commit_failures: Counter<u64>,
+    watch_subscribers: UpDownCounter<i64>,
+    deltas_sent: Counter<u64>,
+    deltas_received: Counter<u64>,
+    deltas_dropped: Counter<u64>,
+    anti_entropy_rounds: Counter<u64>,
+    anti_entropy_bytes: Counter<u64>,
+    anti_entropy_repaired: Counter<u64>,
+    clock_drift_rejections: Counter<u64>,
+    seal_failures: Counter<u64>,
+    peers: Arc<[AtomicU64; 3]>,
+    state: Arc<RwLock<Option<StateSource>>>,
+    /// Route templates seen so far, so a label value is an `Arc` clone rather than a fresh `String`.
+    routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    /// Observable gauges stay registered while their handles live.
+    _gauges: Vec<ObservableGauge<u64>>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+const PEER_STATUSES: [&str; 3] = ["alive", "suspect", "dead"];
+
+impl Metrics {
+    /// A fresh provider, registry and set of instruments.
+    pub fn new() -> Arc<Metrics> {
+        let registry = prometheus::Registry::new();
+        let exporter = opentelemetry_prometheus::exporter()
+            .with_registry(registry.clone())
+            // Every series would carry `otel_scope_name="cave"`: a constant label is only noise.
+            .scope_info_enabled(false)
+            .build()
+            .expect("a fresh registry accepts the exporter's collector");
+        let provider = SdkMeterProvider::builder()
+            .with_reader(exporter)
+            .with_resource(Resource::builder().with_service_name("cave").build())
+            .build();
+        let meter = provider.meter("cave");
+
+        let state: Arc<RwLock<Option<StateSource>>> = Arc::new(RwLock::new(None));
+        let peers: Arc<[AtomicU64; 3]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let gauges = vec![
+            state_gauge(
+                &meter,
+                &state,
+                "cave_keys",
+                "{key}",
+                "Live keys held by this node",
+                |s| s.keys,
+            ),
+            state_gauge(
+                &meter,
+                &state,
+                "cave_tombstones",
+                "{tombstone}",
+                "Tombstones (deleted keys) not yet purged",
+                |s| s.tombstones,
+            ),
+            state_gauge(
+                &meter,
+                &state,
+                "cave_db_size",
+                "By",
+                "Bytes the database occupies on disk",
+                |s| s.db_size_bytes,
+            ),
+            {
+                let peers = peers.clone();
+                meter
+                    .u64_observable_gauge("cave_peers")
+                    .with_unit("{peer}")
+                    .with_description("Known peers by membership status")
+                    .with_callback(move |observer| {
+                        for (count, status) in peers.iter().zip(PEER_STATUSES) {
+                            observer.observe(count.load(Ordering::Relaxed), &[KeyValue::new("status", status)]);
+                        }
+                    })
+                    .build()
+            },
+        ];
+
+        let watch_subscribers = meter
+            .i64_up_down_counter("cave_watch_subscribers")
+            .with_unit("{subscriber}")
+            .with_description("Open watch (Server-Sent Events) streams")
+            .build();
+        watch_subscribers.add(0, &[]);
+
+        let anti_entropy_rounds = counter(
+            &meter,
+            "cave_anti_entropy_rounds",
+            "{round}",
+            "Anti-entropy rounds by result",
+        );
+        for result in [RoundResult::Ok, RoundResult::Failed] {
+            anti_entropy_rounds.add(0, &[KeyValue::new("result", result.label())]);
+        }
+        let anti_entropy_bytes = counter(
+            &meter,
+            "cave_anti_entropy",
+            "By",
+            "Bytes of anti-entropy traffic (digests and repairs) by direction",
+        );
+        for direction in [Direction::Sent, Direction::Received] {
+            anti_entropy_bytes.add(0, &[KeyValue::new("direction", direction.label())]);
+        }
+
+        let metrics = Metrics {
+            http_requests: meter
+                .u64_counter("cave_http_requests")
+                .with_unit("{request}")
+                .with_description("HTTP requests answered, by method, route template and status")
+                .build(),
+            http_duration: meter
+                .f64_histogram("cave_http_request_duration")
+                .with_unit("s")
+                .with_description(
+                    "Time to answer an HTTP request (until the response head), by method, route and status",
+                )
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            kv_reads: zeroed(counter(&meter, "cave_kv_reads", "{read}", "Single-key reads")),
+            kv_writes: zeroed(counter(&meter, "cave_kv_writes", "{write}", "Committed local puts")),
+            kv_deletes: zeroed(counter(
+                &meter,
+                "cave_kv_deletes",
+                "{delete}",
+                "Committed local deletes (tombstones written)",
+            )),
+            commit_entries: meter
+                .u64_histogram("cave_commit_batch_entries")
+                .with_unit("{entry}")
+                .with_description("Entries persisted per group commit")
+                .with_boundaries(BATCH_BUCKETS.to_vec())
+                .build(),
+            commit_duration: meter
+                .f64_histogram("cave_commit_duration")
+                .with_unit("s")
+                .with_description("Time to persist one group commit")
+                .with_boundaries(LATENCY_BUCKETS.to_vec())
+                .build(),
+            commit_failures: zeroed(counter(
+                &meter,
+                "cave_commit_failures",
+                "{commit}",
+                "Group commits the store refused (their writes were rejected)",
+            )),
+            watch_subscribers,
+            deltas_sent: zeroed(counter(
+                &meter,
+                "cave_deltas_sent",
+                "{delta}",
+                "Entry versions sent to peers by replication, by peer",
+            )),
+            deltas_received: zeroed(counter(
+                &meter,
+                "cave_deltas_received",
+                "{delta}",
+                "Entry versions received from peers by replication, by peer",
+            )),
+            deltas_dropped: zeroed(counter(
+                &meter,
+                "cave_deltas_dropped",
+                "{delta}",
+                "Entry versions not delivered to a peer (queue full, peer down), by peer",
+            )),
+            anti_entropy_rounds,
+            anti_entropy_bytes,
+            anti_entropy_repaired: zeroed(counter(
+                &meter,
+                "cave_anti_entropy_entries_repaired",
+                "{entry}",
+                "Entries anti-entropy found missing or stale and repaired",
+            )),
+            clock_drift_rejections: zeroed(counter(
+                &meter,
+                "cave_clock_drift_rejections",
+                "{message}",
+                "Messages rejected because the sender's clock is too far ahead",
+            )),
+            seal_failures: zeroed(counter(
+                &meter,
+                "cave_seal_failures",
+                "{failure}",
+                "Sealed data that failed to open (wrong key or tampering)",
+            )),
+            peers,
+            state,
+            routes: RwLock::new(HashMap::new()),
+            _gauges: gauges,
+            registry,
+            _provider: provider,
+        };
+        Arc::new(metrics)
+    }
+
+    /// Every family in the Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_else(|err| format!("# cannot encode metrics: {err}\n"))
+    }
+
+    /// Read the state gauges (`cave_keys`, `cave_tombstones`, `cave_db_size_bytes`) from `source` at each
+    /// scrape. `None` from the source (e.g. the database is gone) reports nothing rather than a made-up zero.
+    /// The source must not hold the node's state alive forever: it is owned by these metrics, which the
+    /// state usually owns too, so capture a weak handle.
+    pub fn set_state_source(&self, source: impl Fn() -> Option<StateGauges> + Send + Sync + 'static) {
+        *self.state.write() = Some(Box::new(source));
+    }
+
+    /// One answered HTTP request. `route` is the matched route *template* (`None`: no route matched);
+    /// `elapsed` runs until the response head.
+    pub fn http_request(&self, method: &str, route: Option<&str>, status: u16, elapsed: Duration) {
+        let attributes = [
+            KeyValue::new("method", method_label(method)),
+            KeyValue::new("route", self.route_label(route)),
+            KeyValue::new("status", i64::from(status)),
+        ];
+        self.http_requests.add(1, &attributes);
+        self.http_duration.record(elapsed.as_secs_f64(), &attributes);
+    }
+
+    /// `n` single-key reads.
+    pub fn kv_reads(&self, n: u64) {
+        self.kv_reads.add(n, &[]);
+    }
+
+    /// `n` committed local puts.
+    pub fn kv_writes(&self, n: u64) {
+        self.kv_writes.add(n, &[]);
+    }
+
+    /// `n` committed local deletes (tombstones written by a delete or a prefix delete).
+    pub fn kv_deletes(&self, n: u64) {
+        self.kv_deletes.add(n, &[]);
+    }
+
+    /// One group commit of `entries` entries that took `elapsed`.
+    pub fn commit(&self, entries: usize, elapsed: Duration) {
+        self.commit_entries.record(entries as u64, &[]);
+        self.commit_duration.record(elapsed.as_secs_f64(), &[]);
+    }
+
+    /// One group commit the store refused.
+    pub fn commit_failed(&self) {
+        self.commit_failures.add(1, &[]);
+    }
+
+    /// A watch stream opened; it counts as a subscriber until the guard is dropped.
+    pub fn watch_subscriber(&self) -> WatchGuard {
+        self.watch_subscribers.add(1, &[]);
+        WatchGuard {
+            gauge: self.watch_subscribers.clone(),
+        }
+    }
+
+    /// `n` entry versions sent to `peer` (its node id).
+    pub fn deltas_sent(&self, peer: &str, n: u64) {
+        self.deltas_sent.add(n, &[peer_label(peer)]);
+    }
+
+    /// `n` entry versions received from `peer`.
+    pub fn deltas_received(&self, peer: &str, n: u64) {
+        self.deltas_received.add(n, &[peer_label(peer)]);
+    }
+
+    /// `n` entry versions that could not be delivered to `peer` (anti-entropy will repair them).
+    pub fn deltas_dropped(&self, peer: &str, n: u64) {
+        self.deltas_dropped.add(n, &[peer_label(peer)]);
+    }
+
+    /// One anti-entropy round finished.
+    pub fn anti_entropy_round(&self, result: RoundResult) {
+        self.anti_entropy_rounds
+            .add(1, &[KeyValue::new("result", result.label())]);
+    }
+
+    /// `bytes` of anti-entropy traffic.
+    pub fn anti_entropy_bytes(&self, direction: Direction, bytes: u64) {
+        self.anti_entropy_bytes
+            .add(bytes, &[KeyValue::new("direction", direction.label())]);
+    }
+
+    /// `n` entries repaired by anti-entropy.
+    pub fn anti_entropy_repaired(&self, n: u64) {
+        self.anti_entropy_repaired.add(n, &[]);
+    }
+
+    /// The current number of peers in each membership state.
+    pub fn set_peers(&self, counts: PeerCounts) {
+        for (slot, value) in self.peers.iter().zip([counts.alive, counts.suspect, counts.dead]) {
+            slot.store(value, Ordering::Relaxed);
+        }
+    }
+
+    /// One message rejected for clock drift.
+    pub fn clock_drift_rejection(&self) {
+        self.clock_drift_rejections.add(1, &[]);
+    }
+
+    /// One sealed value or message that failed to open.
+    pub fn seal_failure(&self) {
+        self.seal_failures.add(1, &[]);
+    }
+
+    /// The label of a route template: interned, so recording clones an `Arc` instead of allocating.
+    fn route_label(&self, route: Option<&str>) -> Value {
+        let Some(route) = route else {
+            return Value::from(UNMATCHED_ROUTE);
+        };
+        if let Some(label) = self.routes.read().get(route) {
+            return Value::from(label.clone());
+        }
+        let mut routes = self.routes.write();
+        if let Some(label) = routes.get(route) {
+            return Value::from(label.clone());
+        }
+        if routes.len() >= MAX_ROUTES {
+            return Value::from(OTHER_ROUTE);
+        }
+        let label: Arc<str> = Arc::from(route);
+        routes.insert(route.into(), label.clone());
+        Value::from(label)
+    }
+}
+
+/// Counts one open watch stream until dropped.
+#[derive(Debug)]
+pub struct WatchGuard {
+    gauge: UpDownCounter<i64>,
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        self.gauge.add(-1, &[]);
+    }
+}
+
+fn counter(meter: &Meter, name: &'static str, unit: &'static str, description: &'static str) -> Counter<u64> {
+    meter
+        .u64_counter(name)
+        .with_unit(unit)
+        .with_description(description)
+        .build()
+}
+
+/// Give a counter its label-less zero sample, so the family is exported before its first event.
+fn zeroed(counter: Counter<u64>) -> Counter<u64> {
+    counter.add(0, &[]);
+    counter
+}
+
+fn state_gauge(
+    meter: &Meter,
+    state: &Arc<RwLock<Option<StateSource>>>,
+    name: &'static str,
+    unit: &'static str,
+    description: &'static str,
+    pick: fn(&StateGauges) -> u64,
+) -> ObservableGauge<u64> {
+    let state = state.clone();
+    meter
+        .u64_observable_gauge(name)
+        .with_unit(unit)
+        .with_description(description)
+        .with_callback(move |observer| {
+            if let Some(gauges) = state.read().as_ref().and_then(|source| source()) {
+                observer.observe(pick(&gauges), &[]);
+            }
+        })
+        .build()
+}
+
+fn peer_label(peer: &str) -> KeyValue {
+    KeyValue::new("peer", peer.to_owned())
+}
+
+/// Methods folded to a fixed set: a client inventing methods must not invent label values.
+fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "PUT" => "PUT",
+        "POST" => "POST",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The value of the sample `name` (exact series text, labels included) in `text`.
+    fn sample(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    #[test]
+    fn counters_exist_before_their_first_event() {
+        let metrics = Metrics::new();
+        let text = metrics.render();
+        for series in [
+            "cave_kv_reads_total",
+            "cave_kv_writes_total",
+            "cave_kv_deletes_total",
+            "cave_commit_failures_total",
+            "cave_deltas_sent_total",
+            "cave_deltas_received_total",
+            "cave_deltas_dropped_total",
+            "cave_anti_entropy_rounds_total{result=\"ok\"}",
+            "cave_anti_entropy_rounds_total{result=\"failed\"}",
+            "cave_anti_entropy_bytes_total{direction=\"sent\"}",
+            "cave_anti_entropy_entries_repaired_total",
+            "cave_clock_drift_rejections_total",
+            "cave_seal_failures_total",
+            "cave_watch_subscribers",
+            "cave_peers{status=\"alive\"}",
+            "cave_peers{status=\"dead\"}",
+        ] {
+            assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
+        }
+        // No state source yet: no invented numbers.
+        assert!(!text.contains("cave_keys"), "{text}");
+    }
+
+    #[test]
+    fn recording_methods_reach_the_exposition() {
+        let metrics = Metrics::new();
+        metrics.set_state_source(|| {
+            Some(StateGauges {
+                keys: 3,
+                tombstones: 2,
+                db_size_bytes: 4096,
+            })
+        });
+        metrics.http_request("GET", Some("/api/v1/kv/{*key}"), 200, Duration::from_millis(2));
+        metrics.http_request("BREW", None, 404, Duration::from_micros(50));
+        metrics.kv_reads(2);
+        metrics.kv_writes(5);
+        metrics.kv_deletes(1);
+        metrics.commit(5, Duration::from_millis(1));
+        metrics.deltas_sent("00000000000000aa", 4);
+        metrics.anti_entropy_round(RoundResult::Failed);
+        metrics.anti_entropy_bytes(Direction::Received, 100);
+        metrics.set_peers(PeerCounts {
+            alive: 2,
+            suspect: 1,
+            dead: 0,
+        });
+        let guard = metrics.watch_subscriber();
+        let text = metrics.render();
+        let expect = [
+            ("cave_keys", 3.0),
+            ("cave_tombstones", 2.0),
+            ("cave_db_size_bytes", 4096.0),
+            (
+                "cave_http_requests_total{method=\"GET\",route=\"/api/v1/kv/{*key}\",status=\"200\"}",
+                1.0,
+            ),
+            (
+                "cave_http_requests_total{method=\"OTHER\",route=\"unmatched\",status=\"404\"}",
+                1.0,
+            ),
+            (
+                "cave_http_request_duration_seconds_count{method=\"GET\",route=\"/api/v1/kv/{*key}\",status=\"200\"}",
+                1.0,
+            ),
+            ("cave_kv_reads_total", 2.0),
+            ("cave_kv_writes_total", 5.0),
+            ("cave_kv_deletes_total", 1.0),
+            ("cave_commit_batch_entries_sum", 5.0),
+            ("cave_commit_batch_entries_bucket{le=\"4\"}", 0.0),
+            ("cave_commit_batch_entries_bucket{le=\"8\"}", 1.0),
+            ("cave_commit_duration_seconds_count", 1.0),
+            ("cave_deltas_sent_total{peer=\"00000000000000aa\"}", 4.0),
+            ("cave_anti_entropy_rounds_total{result=\"failed\"}", 1.0),
+            ("cave_anti_entropy_bytes_total{direction=\"received\"}", 100.0),
+            ("cave_peers{status=\"alive\"}", 2.0),
+            ("cave_peers{status=\"suspect\"}", 1.0),
+            ("cave_watch_subscribers", 1.0),
+        ];
+        for (series, value) in expect {
+            assert_eq!(sample(&text, series), Some(value), "{series} in:\n{text}");
+        }
+        drop(guard);
+        assert_eq!(sample(&metrics.render(), "cave_watch_subscribers"), Some(0.0));
+    }
+
+    #[test]
+    fn nodes_do_not_share_numbers() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.kv_writes(7);
+        assert_eq!(sample(&a.render(), "cave_kv_writes_total"), Some(7.0));
+        assert_eq!(sample(&b.render(), "cave_kv_writes_total"), Some(0.0));
+    }
+
+    #[test]
+    fn route_labels_are_bounded() {
+        let metrics = Metrics::new();
+        for i in 0..MAX_ROUTES + 10 {
+            let route = format!("/r{i}");
+            metrics.http_request("GET", Some(&route), 200, Duration::ZERO);
+        }
+        assert_eq!(metrics.routes.read().len(), MAX_ROUTES);
+        let text = metrics.render();
+        assert!(text.contains("route=\"other\""));
+    }
+}

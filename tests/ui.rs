@@ -1,0 +1,830 @@
+//! The web UI at `/ui/`: the embedded files as HTTP serves them, and the UI itself driven in real headless
+//! Chromium over WebDriver (`chromedriver` + `fantoccini`) on a phone-sized window, every step checked against
+//! the REST API.
+//!
+//! The browser test needs the Debian packages `chromium` and `chromium-driver`. Without them it prints a
+//! "skipped" line and passes, unless `CAVE_REQUIRE_TOOLS=1` (CI sets it), where a missing tool fails the test.
+//! Screenshots go to `target/ui-screenshots/`.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::TestNode;
+use fantoccini::elements::Element;
+use fantoccini::{Client, ClientBuilder, Locator};
+use futures::FutureExt;
+use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+use serde_json::{json, Value};
+
+/// Longest wait for any one condition in the browser.
+const WAIT: Duration = Duration::from_secs(20);
+/// How often a condition is re-checked while waiting.
+const POLL: Duration = Duration::from_millis(50);
+/// The browser's window: a phone.
+const WIDTH: u64 = 390;
+const HEIGHT: u64 = 844;
+
+const MASK: &str = "••••••";
+const ENVELOPE_PREFIX: &str = "cave-sealed:v1:";
+
+/// A key that needs every kind of per-segment escaping: space, non-ASCII, '%', '?' and '#'.
+const KEY: &str = "app/my folder/grüße 50%?#";
+const SECRET_KEY: &str = "app/db/password";
+const SECRET: &str = "hunter2-ZQX";
+
+/// A key path as it appears in a URL: each segment percent-encoded on its own.
+fn enc(key: &str) -> String {
+    key.split('/')
+        .map(|s| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+/// Write a line past the test harness's output capture, so a skip is visible in `cargo test` output.
+fn say(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
+
+// ---------------------------------------------------------------- the files over HTTP (no browser needed)
+
+#[tokio::test]
+async fn ui_files_are_served_with_types_caching_and_a_strict_policy() {
+    let (_dir, node) = common::start().await;
+    let no_redirects = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(common::REQUEST_TIMEOUT)
+        .build()
+        .unwrap();
+
+    let response = no_redirects.get(node.url("/ui")).send().await.unwrap();
+    assert!(response.status().is_redirection(), "{}", response.status());
+    assert_eq!(header(&response, "location").as_deref(), Some("/ui/"));
+
+    for (path, content_type) in [
+        ("/ui/", "text/html; charset=utf-8"),
+        ("/ui/index.html", "text/html; charset=utf-8"),
+        ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/style.css", "text/css; charset=utf-8"),
+        ("/ui/icon.svg", "image/svg+xml"),
+    ] {
+        let response = node.client.get(node.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            header(&response, "content-type").as_deref(),
+            Some(content_type),
+            "{path}"
+        );
+        assert_eq!(
+            header(&response, "cache-control").as_deref(),
+            Some("no-cache"),
+            "{path}"
+        );
+        assert_eq!(header(&response, "x-content-type-options").as_deref(), Some("nosniff"));
+        let csp = header(&response, "content-security-policy").expect("a CSP");
+        assert!(csp.contains("default-src 'self'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(!csp.contains("unsafe"), "{csp}");
+        let etag = header(&response, "etag").expect("an ETag");
+        assert!(!response.bytes().await.unwrap().is_empty());
+
+        let again = node
+            .client
+            .get(node.url(path))
+            .header("if-none-match", &etag)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(again.status(), 304, "{path} revalidates");
+    }
+
+    let index = node
+        .client
+        .get(node.url("/ui/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(index.contains("name=\"viewport\""), "phone viewport meta");
+    assert!(index.contains("<script src=\"app.js\""));
+
+    for path in ["/ui/nope.js", "/ui/..%2Fsrc%2Fmain.rs", "/ui/app.js/x"] {
+        let response = node.client.get(node.url(path)).send().await.unwrap();
+        common::expect_error(response, 404, "not_found", "").await;
+    }
+    node.stop().await;
+}
+
+/// The shipped files keep the rules the CSP and the XSS policy rely on: no inline script or style, no
+/// HTML parsing of strings in the script.
+#[test]
+fn ui_sources_have_no_inline_code_and_no_html_injection_sinks() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("ui");
+    let html = std::fs::read_to_string(root.join("index.html")).unwrap();
+    let lower = html.to_ascii_lowercase();
+    assert_eq!(
+        lower.matches("<script").count(),
+        lower.matches("<script src=").count(),
+        "inline script"
+    );
+    assert!(!lower.contains("<style"), "inline style element");
+    assert!(!lower.contains(" style="), "inline style attribute");
+    assert!(!lower.contains("javascript:"), "javascript: URL");
+    for handler in [
+        " onclick=",
+        " onload=",
+        " onerror=",
+        " onsubmit=",
+        " onchange=",
+        " oninput=",
+    ] {
+        assert!(!lower.contains(handler), "inline event handler {handler}");
+    }
+    let js = std::fs::read_to_string(root.join("app.js")).unwrap();
+    for sink in [
+        ".innerHTML",
+        ".outerHTML",
+        "insertAdjacentHTML(",
+        "document.write",
+        "eval(",
+        "new Function",
+        "srcdoc",
+    ] {
+        assert!(!js.contains(sink), "app.js uses {sink}");
+    }
+}
+
+// ---------------------------------------------------------------- the UI in headless Chromium
+
+/// Where `name` is on `PATH`.
+fn find_program(names: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+        .find(|candidate| candidate.is_file())
+}
+
+/// `(chromedriver, chromium)`, or `None` (after saying why) when the test must be skipped.
+fn browser_tools() -> Option<(PathBuf, PathBuf)> {
+    let driver = find_program(&["chromedriver"]);
+    let browser = find_program(&["chromium", "chromium-browser"]);
+    match (driver, browser) {
+        (Some(driver), Some(browser)) => Some((driver, browser)),
+        (driver, browser) => {
+            let missing = format!(
+                "chromedriver found: {}, chromium found: {}",
+                driver.is_some(),
+                browser.is_some()
+            );
+            if std::env::var("CAVE_REQUIRE_TOOLS").as_deref() == Ok("1") {
+                panic!("CAVE_REQUIRE_TOOLS=1 but the browser tools are missing ({missing}): install Debian packages chromium chromium-driver");
+            }
+            say(&format!(
+                "skipped: install Debian packages chromium chromium-driver ({missing}) to run the web UI browser test"
+            ));
+            None
+        }
+    }
+}
+
+/// A `chromedriver` child process in a process group of its own; dropping it kills the group (the driver and
+/// every browser process it started), so a failing test leaves nothing running.
+struct Chromedriver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Chromedriver {
+    async fn start(program: &Path) -> Chromedriver {
+        use std::os::unix::process::CommandExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("chromedriver.log");
+        let port = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let child = Command::new(program)
+            .arg(format!("--port={port}"))
+            .arg(format!("--log-path={}", log.display()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let mut driver = Chromedriver {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        driver.wait_ready().await;
+        driver
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    async fn wait_ready(&mut self) {
+        let client = common::client();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("chromedriver exited early ({status}): {}", self.log_tail());
+            }
+            let probe = client
+                .get(format!("{}/status", self.url()))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if let Ok(response) = probe {
+                if let Ok(status) = response.json::<Value>().await {
+                    if status["value"]["ready"] == true {
+                        return;
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "chromedriver not ready: {}", self.log_tail());
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let mut start = text.len().saturating_sub(4000);
+        while !text.is_char_boundary(start) {
+            start += 1;
+        }
+        text[start..].to_string()
+    }
+}
+
+impl Drop for Chromedriver {
+    fn drop(&mut self) {
+        let pgid = self.child.id() as libc::pid_t;
+        // SAFETY: kill(2) on the process group this test created for the driver.
+        unsafe {
+            libc::kill(-pgid, libc::SIGKILL);
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// The browser session plus the node it looks at.
+struct Ui<'a> {
+    c: Client,
+    node: &'a TestNode,
+    shots: PathBuf,
+}
+
+impl Ui<'_> {
+    /// The element if it exists now.
+    async fn try_find(&self, css: &str) -> Option<Element> {
+        self.c.find(Locator::Css(css)).await.ok()
+    }
+
+    /// What the page shows that helps to understand a failed wait.
+    async fn context(&self) -> String {
+        let url = self.c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
+        let mut error = String::new();
+        if let Some(banner) = self.try_find("#error").await {
+            if banner.is_displayed().await.unwrap_or(false) {
+                error = banner.text().await.unwrap_or_default();
+            }
+        }
+        format!("url {url}, error banner {error:?}")
+    }
+
+    /// Wait until `css` matches a displayed element whose text satisfies `pred`; returns the text.
+    async fn wait_text(&self, css: &str, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Some(el) = self.try_find(css).await {
+                if el.is_displayed().await.unwrap_or(false) {
+                    let text = el.text().await.unwrap_or_default();
+                    if pred(&text) {
+                        return text;
+                    }
+                    last = Some(text);
+                }
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for {what} ({css}); last text {last:?}; {}",
+                    self.context().await
+                );
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Wait for a displayed element.
+    async fn wait_shown(&self, css: &str) -> Element {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(el) = self.try_find(css).await {
+                if el.is_displayed().await.unwrap_or(false) {
+                    return el;
+                }
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {css} to be shown; {}", self.context().await);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Wait until no element matches `css`, or none is displayed.
+    async fn wait_gone(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let shown = match self.try_find(css).await {
+                Some(el) => el.is_displayed().await.unwrap_or(false),
+                None => false,
+            };
+            if !shown {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {css} to go away; {}", self.context().await);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Click a displayed element; if the page re-rendered it between finding and clicking (a live refresh),
+    /// find it again.
+    async fn click(&self, css: &str) {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match self.wait_shown(css).await.click().await {
+                Ok(()) => return,
+                Err(e) if is_stale(&e) && Instant::now() < deadline => continue,
+                Err(e) => panic!("click {css}: {e}; {}", self.context().await),
+            }
+        }
+    }
+
+    async fn fill(&self, css: &str, text: &str) {
+        let el = self.wait_shown(css).await;
+        el.clear().await.unwrap();
+        el.send_keys(text).await.unwrap();
+        let value = el.prop("value").await.unwrap().unwrap_or_default();
+        assert_eq!(value, text, "typed into {css}");
+    }
+
+    async fn js(&self, script: &str) -> Value {
+        self.c.execute(script, vec![]).await.unwrap()
+    }
+
+    async fn screenshot(&self, name: &str) {
+        let png = self.c.screenshot().await.unwrap();
+        assert!(png.starts_with(b"\x89PNG"), "a PNG");
+        let path = self.shots.join(name);
+        std::fs::write(&path, png).unwrap();
+        say(&format!("screenshot: {}", path.display()));
+    }
+
+    /// The error banner's text, once it is shown.
+    async fn wait_error(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
+        self.wait_text("#error", pred, what).await
+    }
+
+    /// The page must not scroll sideways on a phone.
+    async fn assert_fits_width(&self, at: &str) {
+        let widths = self
+            .js("return [document.documentElement.scrollWidth, window.innerWidth];")
+            .await;
+        let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
+        assert!(inner <= WIDTH, "the window is phone-sized: {inner}");
+        assert!(scroll <= inner, "{at}: page is {scroll}px wide in a {inner}px window");
+    }
+
+    // ----- REST checks
+
+    async fn api_get(&self, key_and_query: &str) -> reqwest::Response {
+        self.node.client.get(self.node.kv(key_and_query)).send().await.unwrap()
+    }
+
+    async fn api_value(&self, key: &str) -> Option<(String, String)> {
+        let response = self.api_get(&enc(key)).await;
+        match response.status().as_u16() {
+            404 => None,
+            200 => {
+                let content_type = header(&response, "content-type").unwrap_or_default();
+                Some((response.text().await.unwrap(), content_type))
+            }
+            other => panic!("GET {key}: {other} {}", response.text().await.unwrap()),
+        }
+    }
+
+    async fn api_put(&self, key: &str, body: impl Into<reqwest::Body>, content_type: &str) -> String {
+        let response = self
+            .node
+            .client
+            .put(self.node.kv(&enc(key)))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json::<Value>().await.unwrap()["version"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+fn is_stale(e: &fantoccini::error::CmdError) -> bool {
+    e.is_stale_element_reference()
+}
+
+/// CSS attribute selector for the listing link of `path`.
+fn listed(path: &str) -> String {
+    format!(
+        "#listing a[data-path=\"{}\"]",
+        path.replace('\\', "\\\\").replace('"', "\\\"")
+    )
+}
+
+fn crumb(path: &str) -> String {
+    format!("#crumbs a[data-path=\"{path}\"]")
+}
+
+#[tokio::test]
+async fn web_ui_in_headless_chromium() {
+    let Some((driver_program, browser_program)) = browser_tools() else {
+        return;
+    };
+    let (_dir, node) = common::start().await;
+    let driver = Chromedriver::start(&driver_program).await;
+
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": browser_program,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", format!("--window-size={WIDTH},{HEIGHT}")],
+            // Headless Chromium keeps a window at least 500px wide: emulate the phone's viewport as well.
+            "mobileEmulation": {"deviceMetrics": {"width": WIDTH, "height": HEIGHT, "pixelRatio": 2.0}},
+        }),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver session: {e}; chromedriver log: {}", driver.log_tail()));
+
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let ui = Ui {
+        c: client.clone(),
+        node: &node,
+        shots,
+    };
+    // Run the steps, then close the browser session whatever happened, then report.
+    let outcome = std::panic::AssertUnwindSafe(steps(&ui)).catch_unwind().await;
+    let closed = client.close().await;
+    drop(driver);
+    node.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("close the WebDriver session");
+}
+
+async fn steps(ui: &Ui<'_>) {
+    let node = ui.node;
+    // Some data to browse: JSON, binary, a nested folder.
+    ui.api_put(
+        "app/config.json",
+        r#"{"debug":false,"ports":[80,443]}"#,
+        "application/json",
+    )
+    .await;
+    ui.api_put(
+        "app/logo.bin",
+        vec![0u8, 1, 0xfe, 0xff, b'A'],
+        "application/octet-stream",
+    )
+    .await;
+    ui.api_put("app/db/host", "db.internal", "text/plain").await;
+    ui.api_put("readme", "top-level key", "text/plain").await;
+
+    // ----- the page loads (through the /ui redirect) and the watch stream connects
+    ui.c.goto(&node.url("/ui")).await.unwrap();
+    assert_eq!(ui.c.title().await.unwrap(), "Cave");
+    ui.wait_text("#live", |t| t == "live", "the live indicator").await;
+    ui.wait_shown(&listed("app/")).await;
+    ui.wait_shown(&listed("readme")).await;
+    ui.assert_fits_width("root listing").await;
+
+    // ----- create a key through the form; the API has it
+    ui.click("#btn-new").await;
+    ui.fill("#f-path", KEY).await;
+    ui.fill("#f-value", "hello world").await;
+    ui.click("#f-save").await;
+    ui.wait_text("#notice", |t| t.contains("Created"), "the created notice")
+        .await;
+    assert_eq!(
+        ui.api_value(KEY).await,
+        Some(("hello world".into(), "text/plain; charset=utf-8".into())),
+        "the API returns the key created in the UI"
+    );
+    ui.wait_text("#value-key", |t| t == KEY, "the new key's name").await;
+    ui.wait_text("#value", |t| t == "hello world", "the new key's value")
+        .await;
+    let version = ui.wait_text("#value-version", |t| t.contains('-'), "a version").await;
+    assert_eq!(
+        header(&ui.api_get(&enc(KEY)).await, "x-cave-version").as_deref(),
+        Some(version.as_str())
+    );
+
+    // ----- it is in the tree: up through the breadcrumbs, down through the listing
+    ui.click(&crumb("app/")).await;
+    ui.wait_gone("#value-view").await;
+    ui.wait_shown(&listed("app/my folder/")).await;
+    ui.wait_shown(&listed("app/db/")).await;
+    ui.wait_shown(&listed("app/config.json")).await;
+    ui.screenshot("ui-tree.png").await;
+    ui.click(&crumb("")).await; // root
+    ui.wait_shown(&listed("readme")).await;
+    ui.click(&listed("app/")).await;
+    ui.click(&listed("app/my folder/")).await;
+    ui.click(&listed(KEY)).await;
+    ui.wait_text("#value", |t| t == "hello world", "the value, opened from the tree")
+        .await;
+    let crumbs = ui
+        .wait_text("#crumbs", |t| t.contains("my folder"), "the breadcrumbs")
+        .await;
+    assert!(crumbs.starts_with("root"), "{crumbs}");
+
+    // ----- edit it: the API sees the new value; JSON is pretty-printed
+    ui.click("#btn-edit").await;
+    let current = ui.wait_shown("#f-value").await.prop("value").await.unwrap();
+    assert_eq!(
+        current.as_deref(),
+        Some("hello world"),
+        "the editor starts from the value"
+    );
+    let json_value = r#"{"greeting":"hi","n":[1,2]}"#;
+    ui.fill("#f-value", json_value).await;
+    ui.fill("#f-type", "application/json").await;
+    ui.click("#f-save").await;
+    ui.wait_text("#notice", |t| t.contains("Saved"), "the saved notice")
+        .await;
+    assert_eq!(
+        ui.api_value(KEY).await,
+        Some((json_value.into(), "application/json".into()))
+    );
+    let pretty = ui
+        .wait_text("#value", |t| t.contains("\n  \"greeting\": \"hi\""), "pretty JSON")
+        .await;
+    assert!(pretty.contains("\"n\": [\n"), "{pretty}");
+    ui.wait_text("#value-format", |t| t.contains("JSON"), "the JSON format label")
+        .await;
+
+    // ----- a concurrent change makes the edit a visible 412 conflict, and nothing is overwritten
+    ui.click("#btn-edit").await;
+    ui.fill("#f-value", "from the UI").await;
+    ui.api_put(KEY, "from the API", "text/plain").await;
+    ui.click("#f-save").await;
+    let conflict = ui
+        .wait_error(|t| t.contains("Conflict") && t.contains("412"), "the conflict banner")
+        .await;
+    assert!(conflict.contains("changed by someone else"), "{conflict}");
+    assert_eq!(ui.api_value(KEY).await.unwrap().0, "from the API");
+    ui.click("#f-cancel").await;
+    ui.wait_gone("#error").await;
+    ui.wait_text("#value", |t| t == "from the API", "the value changed by the API")
+        .await;
+
+    // ----- live: changes written through the API show up without a reload
+    ui.js("window.__sameDocument = 42; return null;").await;
+    ui.api_put("app/my folder/live key", "new", "text/plain").await;
+    ui.wait_shown(&listed("app/my folder/live key")).await;
+    ui.api_put(KEY, "written while the page is open", "text/plain").await;
+    ui.wait_text("#value", |t| t == "written while the page is open", "the live value")
+        .await;
+    assert_eq!(ui.js("return window.__sameDocument;").await, json!(42), "no reload");
+
+    // ----- delete through the UI (after a confirmation); the API answers 404
+    ui.click("#btn-delete").await;
+    ui.wait_text("#confirm-delete", |t| t.contains(KEY), "the confirmation")
+        .await;
+    ui.click("#btn-delete-yes").await;
+    ui.wait_text("#notice", |t| t.contains("Deleted"), "the deleted notice")
+        .await;
+    assert_eq!(ui.api_value(KEY).await, None, "the API no longer has the deleted key");
+    ui.wait_gone(&listed(KEY)).await;
+    ui.wait_shown(&listed("app/my folder/live key")).await;
+    ui.wait_gone("#value-view").await;
+
+    // ----- a secret: sealed in the API, masked in the UI until "Reveal"
+    ui.click("#btn-new").await;
+    ui.fill("#f-path", SECRET_KEY).await;
+    ui.fill("#f-value", SECRET).await;
+    ui.click("#f-secret").await;
+    ui.click("#f-save").await;
+    ui.wait_text("#notice", |t| t.contains("Created"), "the created notice")
+        .await;
+    let sealed = ui.api_get(SECRET_KEY).await;
+    assert_eq!(sealed.status(), 200);
+    assert_eq!(header(&sealed, "x-cave-secret").as_deref(), Some("sealed"));
+    let envelope = sealed.text().await.unwrap();
+    assert!(envelope.starts_with(ENVELOPE_PREFIX), "{envelope}");
+    assert!(!envelope.contains(SECRET));
+    let opened = ui.api_get(&format!("{SECRET_KEY}?secret=true")).await;
+    assert_eq!(opened.text().await.unwrap(), SECRET);
+    ui.wait_text("#value-key", |t| t == SECRET_KEY, "the secret's name")
+        .await;
+    ui.wait_text("#value", |t| t == MASK, "the masked secret").await;
+    assert!(
+        !ui.c.source().await.unwrap().contains(SECRET),
+        "the plaintext is nowhere in the page before Reveal"
+    );
+    ui.click("#btn-reveal").await;
+    ui.wait_text("#value", |t| t == SECRET, "the revealed secret").await;
+    ui.wait_shown("#btn-hide").await;
+    ui.screenshot("ui-secret.png").await;
+    ui.assert_fits_width("secret view").await;
+    ui.click("#btn-hide").await;
+    ui.wait_text("#value", |t| t == MASK, "the secret masked again").await;
+
+    // ----- binary values as a hex dump; markup in keys and values is text, never HTML
+    ui.c.goto(&format!("{}#/{}", node.url("/ui/"), enc("app/logo.bin")))
+        .await
+        .unwrap();
+    let hex = ui
+        .wait_text("#value", |t| t.contains("00 01 fe ff 41"), "the hex dump")
+        .await;
+    assert!(hex.contains("|....A|"), "{hex}");
+    ui.wait_text("#value-format", |t| t.contains("hex"), "the hex label")
+        .await;
+    ui.assert_fits_width("hex dump").await;
+    let evil_key = "app/<img src=x onerror=window.__xssKey=1>";
+    let evil_value = "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=2</script>";
+    ui.api_put(evil_key, evil_value, "text/html").await;
+    ui.click(&crumb("app/")).await;
+    ui.click(&listed(evil_key)).await;
+    ui.wait_text("#value", |t| t == evil_value, "markup shown as text")
+        .await;
+    ui.wait_text("#value-key", |t| t == evil_key, "a key with markup as text")
+        .await;
+    assert_eq!(
+        ui.js("return [typeof window.__xss, typeof window.__xssKey, document.querySelectorAll('main img').length];")
+            .await,
+        json!(["undefined", "undefined", 0]),
+        "no markup from data was interpreted"
+    );
+
+    // ----- API errors are shown in the banner
+    ui.click("#btn-new").await;
+    ui.fill("#f-path", "a//b").await;
+    ui.fill("#f-value", "x").await;
+    ui.click("#f-save").await;
+    let error = ui
+        .wait_error(|t| t.contains("empty segment"), "the API's invalid-key error")
+        .await;
+    assert!(error.contains("400") && error.contains("invalid_input"), "{error}");
+    assert_eq!(ui.api_get("a/b").await.status(), 404, "nothing was written");
+    ui.click("#error-close").await;
+    ui.wait_gone("#error").await;
+    // The browser would silently resolve "..": the UI refuses such a key itself.
+    ui.fill("#f-path", "app/../readme").await;
+    ui.click("#f-save").await;
+    ui.wait_error(|t| t.contains("\"..\" segment"), "the dot-segment error")
+        .await;
+    assert_eq!(ui.api_value("readme").await.unwrap().0, "top-level key");
+    ui.click("#f-cancel").await;
+    // A reserved key: 403 from the API.
+    ui.click("#btn-new").await;
+    ui.fill("#f-path", "_system/x").await;
+    ui.click("#f-save").await;
+    ui.wait_error(|t| t.contains("403") && t.contains("reserved"), "the forbidden error")
+        .await;
+    ui.click("#f-cancel").await;
+
+    // ----- the node list: this node alone (from `/api/v1/cluster/nodes` with status "self", or, in a build
+    // without that route, from `/api/v1/system/info` with status "up")
+    let info = node.get_json("/api/v1/system/info").await;
+    let node_id = info["node_id"].as_str().unwrap();
+    ui.click("#tab-nodes").await;
+    ui.wait_text(
+        ".node h3",
+        |t| t.contains(node_id) && t.contains("(this node)"),
+        "this node in the node list",
+    )
+    .await;
+    ui.wait_text(".node .status", |t| t == "up" || t == "self", "the node's status")
+        .await;
+    let card = ui
+        .wait_text(
+            ".node",
+            |t| t.contains(&info["http_addr"].as_str().unwrap().to_string()),
+            "addresses",
+        )
+        .await;
+    assert!(card.contains(info["grpc_addr"].as_str().unwrap()), "{card}");
+    ui.screenshot("ui-nodes.png").await;
+    ui.assert_fits_width("node list").await;
+
+    // A cluster's node list: its shape is rendered, and its errors are shown. The page's fetch answers that
+    // one route from here (ages and skews as `GET /api/v1/cluster/nodes` reports them).
+    let cluster = json!([
+        {"id": "aaaa000000000001", "http_addr": "10.0.0.1:2001", "grpc_addr": "10.0.0.1:2000",
+         "status": "self", "last_seen_ms": 0, "clock_skew_ms": 0},
+        {"id": "bbbb000000000002", "http_addr": "10.0.0.2:2001", "grpc_addr": "10.0.0.2:2000",
+         "status": "suspect", "last_seen_ms": 20_000, "clock_skew_ms": -12},
+        {"id": "cccc000000000003", "http_addr": "10.0.0.3:2001", "grpc_addr": "10.0.0.3:2000",
+         "status": "dead", "last_seen_ms": 600_000, "clock_skew_ms": null},
+    ]);
+    ui.c.execute(
+        "let [status, body] = arguments; const real = window.fetch;
+         window.fetch = (url, opts) => String(url).startsWith('/api/v1/cluster/nodes')
+           ? Promise.resolve(new Response(JSON.stringify(body), {status, headers: {'Content-Type': 'application/json'}}))
+           : real(url, opts);
+         window.__setNodes = (s, b) => { status = s; body = b; };
+         return null;",
+        vec![json!(200), cluster],
+    )
+    .await
+    .unwrap();
+    ui.click("#btn-nodes-refresh").await;
+    ui.wait_text("#nodes", |t| t.contains("bbbb000000000002"), "the cluster's nodes")
+        .await;
+    let cards = ui.c.find_all(Locator::Css(".node")).await.unwrap();
+    assert_eq!(cards.len(), 3);
+    let texts = [
+        cards[0].text().await.unwrap(),
+        cards[1].text().await.unwrap(),
+        cards[2].text().await.unwrap(),
+    ];
+    assert!(
+        texts[0].contains("(this node)") && texts[0].contains("10.0.0.1:2000"),
+        "{}",
+        texts[0]
+    );
+    assert!(
+        texts[1].contains("suspect") && texts[1].contains("20 s ago") && texts[1].contains("-12 ms"),
+        "{}",
+        texts[1]
+    );
+    assert!(
+        texts[2].contains("dead") && texts[2].contains("10 min ago") && texts[2].contains("unknown"),
+        "{}",
+        texts[2]
+    );
+    let classes = ui
+        .js("return [...document.querySelectorAll('.node .status')].map(e => e.className);")
+        .await;
+    assert_eq!(classes, json!(["status up", "status suspect", "status down"]));
+    ui.screenshot("ui-cluster.png").await;
+    ui.js("window.__setNodes(503, {error: 'membership is starting', code: 'unavailable'}); return null;")
+        .await;
+    ui.click("#btn-nodes-refresh").await;
+    let error = ui
+        .wait_error(|t| t.contains("membership is starting"), "the node list's error")
+        .await;
+    assert!(error.contains("503") && error.contains("unavailable"), "{error}");
+    ui.click("#error-close").await;
+    // A build without the cluster route (404): this node from `/api/v1/system/info`.
+    ui.js("window.__setNodes(404, {error: 'no such route', code: 'not_found'}); return null;")
+        .await;
+    ui.click("#btn-nodes-refresh").await;
+    let card = ui
+        .wait_text(
+            ".node",
+            |t| t.contains(node_id) && t.contains("Uptime"),
+            "this node from its info",
+        )
+        .await;
+    assert!(
+        card.contains("(this node)") && card.contains(info["http_addr"].as_str().unwrap()),
+        "{card}"
+    );
+    ui.wait_text(".node .status", |t| t == "up", "the local node's status")
+        .await;
+    assert!(
+        !ui.try_find("#error").await.unwrap().is_displayed().await.unwrap(),
+        "a 404 there is no error"
+    );
+    ui.click("#tab-keys").await;
+    ui.wait_shown(&listed("app/")).await;
+}
