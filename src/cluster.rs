@@ -283,13 +283,18 @@ impl Driver {
                 }
                 change = events.recv() => match change {
                     Ok(entry) => {
+                        // Broadcast what this node wrote, except tombstones older than the purge horizon:
+                        // those are the same-version tombstones of a pull-first `forget`, local cleanup
+                        // that must not delete anything elsewhere.
+                        let horizon = self.core.lock().purge_horizon(now_ms());
+                        let ours = |e: &Entry| e.version.node == me && !(e.deleted && e.version.hlc < horizon);
                         let mut batch = Vec::new();
-                        if entry.version.node == me {
+                        if ours(&entry) {
                             batch.push((*entry).clone());
                         }
                         // Coalesce everything already committed into one delta per peer.
                         while let Ok(entry) = events.try_recv() {
-                            if entry.version.node == me {
+                            if ours(&entry) {
                                 batch.push((*entry).clone());
                             }
                         }

@@ -206,7 +206,7 @@ impl Config {
     {
         match parse(args, env)? {
             Command::Serve(config) => Ok(config),
-            Command::Keygen | Command::Print(_) => {
+            Command::Keygen | Command::Healthcheck(_) | Command::Print(_) => {
                 Err(Error::invalid("the command line does not describe a node to run"))
             }
         }
@@ -289,9 +289,24 @@ pub enum Command {
     Serve(Config),
     /// Print a fresh cluster key and exit.
     Keygen,
+    /// Probe the `/healthz` endpoint of a node and exit 0 if it answers 200, 1 otherwise.
+    Healthcheck(Probe),
     /// `--help` or `--version`: print this text to stdout and exit successfully.
     Print(String),
 }
+
+/// What `cave healthcheck` probes: `GET /healthz` at `addr`, giving up after `timeout`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// The node's REST API: its configured `http_addr`, with an unspecified IP replaced by loopback.
+    pub addr: SocketAddr,
+    /// How long to wait for the connection and for the answer, each.
+    pub timeout: Duration,
+}
+
+/// How long `cave healthcheck` waits unless told otherwise: well under Docker's default health check
+/// timeout (30 s), long enough for a node busy with a large import.
+pub const DEFAULT_HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Parse a command line (`args[0]` is the program name) against an environment.
 ///
@@ -311,10 +326,50 @@ where
     let args = match cli.command {
         // The key generator must work whatever the environment holds, even a broken configuration.
         Some(CliCommand::Keygen) => return Ok(Command::Keygen),
+        Some(CliCommand::Healthcheck(args)) => return probe(&args, env).map(Command::Healthcheck),
         Some(CliCommand::Serve(args)) => *args,
         None => cli.serve,
     };
     resolve(&args, env).map(Command::Serve)
+}
+
+/// The probe of `cave healthcheck`: the `http_addr` a node would use with this `--config`, `--http-addr` and
+/// environment. Only the variables that decide that address are read, so that a setting the check does not
+/// use cannot fail it.
+fn probe(args: &HealthcheckArgs, env: &[(String, String)]) -> Result<Probe> {
+    let relevant = [CONFIG_ENV.to_string(), env_name("http_addr"), env_name("mode")];
+    let env: Vec<(String, String)> = env
+        .iter()
+        .filter(|(name, _)| relevant.contains(name))
+        .cloned()
+        .collect();
+    let serve = ServeArgs {
+        config: args.config.clone(),
+        http_addr: args.http_addr.clone(),
+        ..ServeArgs::default()
+    };
+    let mut addr = resolve(&serve, &env)?.http_addr;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr.ip() {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+            IpAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+        });
+    }
+    if addr.port() == 0 {
+        return Err(Error::invalid(format!(
+            "cannot probe {addr}: port 0 means a node picked a free port; pass its port with --http-addr"
+        )));
+    }
+    let timeout = match &args.timeout {
+        Some(text) => {
+            parse_duration(text).map_err(|reason| Error::invalid(format!("invalid value for --timeout: {reason}")))?
+        }
+        None => DEFAULT_HEALTHCHECK_TIMEOUT,
+    };
+    if timeout.is_zero() {
+        return Err(Error::invalid("invalid value for --timeout: must be longer than 0"));
+    }
+    Ok(Probe { addr, timeout })
 }
 
 /// The `CAVE_*` variables of this process. Values that are not UTF-8 are kept lossily, so that they fail
@@ -355,6 +410,24 @@ pub enum CliCommand {
     Serve(Box<ServeArgs>),
     /// Print a fresh random cluster key (base64) and exit
     Keygen,
+    /// Exit 0 if the node on this host answers GET /healthz with 200, 1 if not (for container health checks)
+    Healthcheck(HealthcheckArgs),
+}
+
+/// Options of `cave healthcheck`. The address is found as a node finds it (flag, environment, config file),
+/// so the check run inside a container, which shares the node's environment, needs no arguments.
+#[derive(Args, Default)]
+pub struct HealthcheckArgs {
+    /// TOML file of settings whose http_addr to probe [default: none] [env: CAVE_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the node's REST API; an unspecified IP (0.0.0.0, [::]) is probed on loopback
+    /// [default: 127.0.0.1:2001] [env: CAVE_HTTP_ADDR]
+    #[arg(long, value_name = "IP:PORT")]
+    pub http_addr: Option<String>,
+    /// How long to wait for the connection and for the answer [default: 5s]
+    #[arg(long, value_name = "DURATION")]
+    pub timeout: Option<String>,
 }
 
 /// Settings given as flags. Each is optional: only the flags present override the other layers, which is
@@ -1593,6 +1666,53 @@ mod tests {
             Command::Keygen
         );
         assert!(parse(["cave", "--mode", "prod", "keygen"], &[]).is_err());
+    }
+
+    #[test]
+    fn healthcheck_probes_the_http_addr_a_node_would_use_on_loopback() {
+        let probe = |args: &[&str], vars: &[(&str, &str)]| {
+            let args = ["cave", "healthcheck"].iter().chain(args);
+            match parse(args, &env(vars)) {
+                Ok(Command::Healthcheck(probe)) => Ok(probe),
+                Ok(other) => panic!("{other:?}"),
+                Err(err) => Err(err.to_string()),
+            }
+        };
+        let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let default = probe(&[], &[]).unwrap();
+        assert_eq!(default.addr, local(2001));
+        assert_eq!(default.timeout, DEFAULT_HEALTHCHECK_TIMEOUT);
+        // A prod node binds 0.0.0.0, which is probed on loopback; the flag wins over the environment.
+        assert_eq!(probe(&[], &[("CAVE_MODE", "prod")]).unwrap().addr, local(2001));
+        assert_eq!(
+            probe(&[], &[("CAVE_HTTP_ADDR", "0.0.0.0:7001")]).unwrap().addr,
+            local(7001)
+        );
+        let flag = probe(
+            &["--http-addr", "127.0.0.2:7002"],
+            &[("CAVE_HTTP_ADDR", "0.0.0.0:7001")],
+        );
+        assert_eq!(flag.unwrap().addr, "127.0.0.2:7002".parse().unwrap());
+        assert_eq!(
+            probe(&["--http-addr", "[::]:7003"], &[]).unwrap().addr,
+            "[::1]:7003".parse().unwrap()
+        );
+        let (_dir, path) = file("http_addr = \"0.0.0.0:7004\"\n");
+        assert_eq!(probe(&["--config", &path], &[]).unwrap().addr, local(7004));
+        assert_eq!(probe(&[], &[("CAVE_CONFIG", &path)]).unwrap().addr, local(7004));
+        let timeout = probe(&["--timeout", "250ms"], &[]).unwrap().timeout;
+        assert_eq!(timeout, Duration::from_millis(250));
+        // Settings the check does not use cannot fail it; the ones it uses are validated as for a node.
+        assert!(probe(&[], &[("CAVE_LOG_LEVEL", "loud"), ("CAVE_CLUSTER_KEY", "short")]).is_ok());
+        assert!(probe(&["--http-addr", "nope"], &[])
+            .unwrap_err()
+            .contains("--http-addr"));
+        assert!(probe(&["--http-addr", "127.0.0.1:0"], &[])
+            .unwrap_err()
+            .contains("port 0"));
+        assert!(probe(&["--timeout", "0s"], &[]).unwrap_err().contains("--timeout"));
+        assert!(probe(&["--timeout", "5"], &[]).unwrap_err().contains("no unit"));
+        assert!(probe(&["--peers", "a:1"], &[]).is_err());
     }
 
     #[test]

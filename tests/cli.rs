@@ -180,3 +180,95 @@ fn sigterm_shuts_down_cleanly_with_status_0() {
     assert_eq!(status.code(), Some(0), "{}", log.join("\n"));
     assert!(!log.iter().any(|l| l.contains("panicked")), "{}", log.join("\n"));
 }
+
+/// `cave healthcheck` exits 0 only when `/healthz` answers 200: against a live node (found by flag or by
+/// `CAVE_HTTP_ADDR`, with `0.0.0.0` probed on loopback), and 1 against a closed port, an error status or
+/// a server that never answers.
+#[test]
+fn healthcheck_exits_0_for_a_live_node_and_1_otherwise() {
+    use std::io::{Read, Write};
+
+    // Nothing listens on a port just released.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (output, _, stderr) = run(cave().args(["healthcheck", "--http-addr", &closed.to_string()]));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("unhealthy: ") && stderr.contains("/healthz"),
+        "{stderr}"
+    );
+
+    // A server that answers 503, and one that accepts and then says nothing.
+    let answering = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let answering_addr = answering.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut stream in answering.incoming().map_while(Result::ok) {
+            let mut request = [0u8; 1024];
+            let _ = stream.read(&mut request);
+            let _ = stream.write_all(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n");
+        }
+    });
+    let (output, _, stderr) = run(cave().args(["healthcheck", "--http-addr", &answering_addr.to_string()]));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap().to_string();
+    let started = std::time::Instant::now();
+    let (output, _, stderr) = run(cave().args(["healthcheck", "--timeout", "300ms", "--http-addr", &silent_addr]));
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the timeout is honoured");
+    drop(silent);
+
+    // A live node.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = cave()
+        .args(["--data-dir", dir.path().join("data").to_str().unwrap()])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(line);
+        }
+    });
+    let mut log = Vec::new();
+    let addr = loop {
+        let Ok(line) = lines.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("cave did not start serving HTTP:\n{}", log.join("\n"));
+        };
+        if line.contains("serving HTTP") {
+            let addr = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next());
+            break addr.expect("the log names the address").to_string();
+        }
+        log.push(line);
+    };
+    let port = addr.rsplit(':').next().unwrap();
+    let by_flag = run(cave().args(["healthcheck", "--http-addr", &addr]));
+    let by_env = run(cave()
+        .arg("healthcheck")
+        .env("CAVE_HTTP_ADDR", format!("0.0.0.0:{port}")));
+    let _ = child.kill();
+    let _ = child.wait();
+    for (output, stdout, stderr) in [by_flag, by_env] {
+        assert_eq!(output.status.code(), Some(0), "{stdout} {stderr}");
+        assert!(
+            stdout.starts_with("healthy: ") && stdout.contains(&format!("127.0.0.1:{port}")) && stdout.contains("200"),
+            "{stdout}"
+        );
+    }
+
+    // A bad command line is a usage error, like for every other command.
+    let (output, _, stderr) = run(cave().args(["healthcheck", "--http-addr", "nope"]));
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--http-addr"), "{stderr}");
+}

@@ -6,10 +6,14 @@
 //!    superseded; no deleted key came back unless written again later.
 //! 3. Every live node's membership view agrees: it sees exactly the live nodes as alive.
 //!
-//! Two documented exceptions let an acknowledged write disappear (the history records each case): a node
-//! rejoining pull-first after more than a TTL away drops old entries its peer lacks (DESIGN.md section 1),
-//! and a node that leaves takes with it what no other node had received (it drains first, for a bounded
-//! time).
+//! Documented exceptions let an acknowledged write disappear, and the history records each case (the
+//! report shows them): a node rejoining pull-first after more than a TTL away drops old entries its peer
+//! lacks, and purges its own expired tombstones before any peer saw them (DESIGN.md section 1: for entries
+//! older than the TTL the peers are authoritative); a node that leaves takes with it what no other node had
+//! received (it drains first, for a bounded time). When the greatest write of a key was dropped that way,
+//! the next greatest is admissible too (or the key being absent), and so on down to the first write that
+//! was neither dropped nor made by a node that dropped one (such a node overwrote its older writes locally,
+//! and they may never have left it).
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -113,22 +117,25 @@ fn judge(history: &History, key: &str, found: Option<&Entry>) -> Option<(&'stati
         }
     }
     // The admissible outcomes: the greatest acknowledged write; if that one was excused (dropped by a
-    // pull-first rejoin, or only held by a node that left), the next one too, and so on down to the first
-    // write that was not excused. "Absent" is admissible if a tombstone is among them (purged), or an excused
-    // write is (the older writes it overwrote may never have left the node that dropped it).
+    // pull-first rejoin, or only held by a node that left), the next one too, and so on. A write made by a
+    // node that dropped an excused write above it may have been lost with it (that node overwrote it
+    // locally, perhaps before it left the node), so the walk goes on past it too; it stops at the first
+    // other write. "Absent" is admissible if the walk never stopped, or if a tombstone is among them.
     let mut sorted: Vec<&Write> = acked.iter().copied().filter(|w| !w.shadowed).collect();
     sorted.sort_by_key(|w| std::cmp::Reverse(w.version));
     let mut admissible: Vec<&Write> = Vec::new();
-    let mut absent_ok = false;
+    let mut droppers: Vec<usize> = Vec::new();
+    let mut absent_ok = true;
     for w in sorted {
         admissible.push(w);
-        absent_ok |= w.deleted;
-        if !history.is_excused(key, w.version) {
+        let by = history.excused_by(key, w.version);
+        if by.is_empty() && !droppers.contains(&w.node) {
+            absent_ok = false;
             break;
         }
-        absent_ok = true;
+        droppers.extend(by);
     }
-    absent_ok |= admissible.is_empty();
+    absent_ok |= admissible.iter().any(|w| w.deleted);
     let expected = admissible.last().copied();
     let mention: Vec<Version> = found
         .iter()

@@ -49,11 +49,15 @@ impl Write {
 pub enum Excuse {
     /// A node rejoining pull-first dropped it (older than the TTL, the peer did not hold it).
     Forgotten,
-    /// A node rejoining pull-first purged this expired tombstone of its own before any peer had it (its
-    /// peers are authoritative for entries older than the TTL: the delete is dropped).
-    PurgedOnRejoin,
+    /// A node without a sync for longer than the TTL (so rejoining pull-first) purged this expired tombstone
+    /// of its own before any peer had it: for entries older than the TTL the fresh peers are authoritative,
+    /// and the delete is dropped.
+    PurgedWhileStale,
     /// Only a node that left the cluster held it when the node stopped.
     Departed,
+    /// A tombstone purged (expired) before it reached any other node: its node was cut off for about the
+    /// TTL (the `isolated-past-ttl` script only; outside the fault model of the rotation).
+    ExpiredUnseen,
 }
 
 /// Everything that happened to the keys.
@@ -107,6 +111,17 @@ impl History {
         self.excused
             .get(key)
             .is_some_and(|v| v.iter().any(|(ver, ..)| *ver == version))
+    }
+
+    /// The nodes that dropped `version` of `key` (empty if it was not excused).
+    pub fn excused_by(&self, key: &str, version: Version) -> Vec<usize> {
+        self.excused
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter(|(ver, ..)| *ver == version)
+            .map(|(_, _, node, _)| *node)
+            .collect()
     }
 
     /// Whether some node dropped `version` of `key` by the pull-first rule (its same-version tombstone
@@ -166,8 +181,9 @@ impl History {
         for (version, excuse, node, t) in self.excused.get(key).into_iter().flatten() {
             let why = match excuse {
                 Excuse::Forgotten => "dropped by the pull-first rejoin rule",
-                Excuse::PurgedOnRejoin => "purged while rejoining pull-first",
+                Excuse::PurgedWhileStale => "purged while stale (rejoining pull-first)",
                 Excuse::Departed => "only held by a node that left",
+                Excuse::ExpiredUnseen => "expired before it reached any other node",
             };
             lines.push((
                 *t,

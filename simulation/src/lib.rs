@@ -4,7 +4,8 @@
 //! The harness plays the parts that surround the core in a real node, mirroring them closely:
 //! - `cave::cluster` (the tokio driver): ticks every 100 ms, routes messages by the core's addresses,
 //!   merges `persist` effects, turns `forget` effects into same-version tombstones and a purge, broadcasts
-//!   committed changes written by this node (`version.node == me`), persists the last sync time at most
+//!   committed changes written by this node (`version.node == me`, expired tombstones excepted), persists
+//!   the last sync time at most
 //!   once a minute, purges tombstones every tenth of the TTL;
 //! - `cave::db` (the writer task): group commits with a commit latency, versions
 //!   `Version::new(hlc.tick_after(current.hlc), node)`, the clock observing every merged version; a write

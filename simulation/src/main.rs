@@ -42,6 +42,9 @@ struct Cli {
     /// Print every simulated event (with --seed).
     #[arg(long)]
     verbose: bool,
+    /// Print everything that happens to one key (with --seed).
+    #[arg(long, value_name = "KEY")]
+    watch: Option<String>,
     /// Print one line per seed.
     #[arg(long)]
     each: bool,
@@ -74,11 +77,8 @@ fn main() -> ExitCode {
         println!("scenarios (rotation order; seed S runs number S % 13 unless --scenario is given):");
         for sc in Scenario::ALL {
             let rotated = Scenario::ROTATION.contains(&sc);
-            println!(
-                "  {:<18}{}",
-                sc.name(),
-                if rotated { "" } else { "(not in the rotation)" }
-            );
+            let note = if rotated { "" } else { " (not in the rotation)" };
+            println!("  {:<18}{}{note}", sc.name(), sc.describe());
         }
         println!("bugs (--inject-bug):");
         for bug in Bug::ALL {
@@ -103,6 +103,7 @@ fn main() -> ExitCode {
         nodes: cli.nodes.map(|n| n as usize),
         bug: cli.inject_bug,
         verbose: cli.verbose,
+        watch: cli.watch.clone(),
     };
 
     if let Some(seed) = cli.seed {

@@ -99,6 +99,26 @@ impl Scenario {
         }
     }
 
+    /// One line about what the scenario does.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Scenario::Calm => "a small healthy cluster: latency and mild clock skew only",
+            Scenario::Lossy => "heavy loss, duplication and reordering; small messages, big values",
+            Scenario::Partition => "repeated symmetric partitions into two or three groups",
+            Scenario::OneWay => "one-way partitions: one group hears the other, not the reverse",
+            Scenario::Flapping => "links going down and up every 0.2 to 5 s",
+            Scenario::Crash => "crashes (losing unacknowledged commits) and restarts; slow commits",
+            Scenario::Skew => "clocks up to 10 s off, drift up to 2 %",
+            Scenario::Contention => "few keys, simultaneous writers, deletes racing writes, batches",
+            Scenario::Ties => "perfect clocks and simultaneous writes: equal HLC timestamps",
+            Scenario::Purge => "TTL 2 min; a node down past the TTL while its keys are deleted and purged",
+            Scenario::Churn => "nodes join and leave while clients write",
+            Scenario::Large => "30 to 50 nodes, moderate faults",
+            Scenario::Chaos => "everything at once, moderately",
+            Scenario::IsolatedPastTtl => "a node up but partitioned away past the TTL while its keys are deleted",
+        }
+    }
+
     /// The parameters of this scenario.
     pub fn params(self) -> Params {
         let base = Params::default();

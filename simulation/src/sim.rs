@@ -47,6 +47,8 @@ pub struct Options {
     pub bug: Option<Bug>,
     /// Print every event to stderr.
     pub verbose: bool,
+    /// Print to stderr everything that happens to this key (messages carrying it, commits, purges).
+    pub watch: Option<String>,
 }
 
 impl Options {
@@ -58,6 +60,7 @@ impl Options {
             nodes: None,
             bug: None,
             verbose: false,
+            watch: None,
         }
     }
 
@@ -636,6 +639,16 @@ impl Sim {
         self.log(|| format!("n{slot} crashes"));
     }
 
+    /// Other running nodes that completed a round within the TTL.
+    fn fresh_nodes(&self, slot: usize) -> usize {
+        self.nodes
+            .iter()
+            .filter(|n| n.slot != slot)
+            .filter_map(|n| n.run.as_ref().map(|r| r.core.authority(n.clock.read(self.now))))
+            .filter(|&a| a == 3)
+            .count()
+    }
+
     fn is_current(&self, slot: usize, generation: u64) -> bool {
         let node = &self.nodes[slot];
         node.generation == generation && node.run.is_some()
@@ -695,6 +708,14 @@ impl Sim {
             self.trace.event(Tag::Forget, self.now, slot);
             for e in &forget {
                 self.trace.entry(e);
+                if self.opts.watch.as_deref() == Some(e.key.as_str()) {
+                    eprintln!(
+                        "{:>10.3} [{}] n{slot} forgets {}",
+                        self.now as f64 / 1e3,
+                        e.key,
+                        show(e)
+                    );
+                }
                 self.history.excuse(e, Excuse::Forgotten, slot, self.now);
             }
             self.stats.forgotten += forget.len() as u64;
@@ -780,6 +801,31 @@ impl Sim {
         if self.opts.verbose {
             self.log(|| format!("n{from} -> n{to} {}", msg.kind()));
         }
+        if let Some(key) = &self.opts.watch {
+            let about: Vec<String> = match &msg {
+                Message::Delta { entries } | Message::AeEntries { entries, .. } | Message::AePush { entries, .. } => {
+                    entries.iter().filter(|e| e.key == *key).map(show).collect()
+                }
+                Message::AeVersions { versions, .. } => versions
+                    .iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| format!("has {v}"))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let wants = matches!(&msg, Message::AeEntries { want, .. } if want.contains(key));
+            if !about.is_empty() || wants {
+                let kind = msg.kind();
+                let held = self.nodes[to].state.get(key).map(show);
+                eprintln!(
+                    "{:>10.3} [{key}] n{from} -> n{to} {kind}: {}{} (n{to} holds {})",
+                    self.now as f64 / 1e3,
+                    about.join(", "),
+                    if wants { " + wants it" } else { "" },
+                    held.unwrap_or_else(|| "nothing".into())
+                );
+            }
+        }
         let local = self.local(to);
         let carried: Vec<Entry> = match (&msg, self.opts.verbose) {
             (
@@ -791,7 +837,7 @@ impl Sim {
         let node = &mut self.nodes[to];
         let run = node.run.as_mut().expect("checked");
         let fx = run.core.on_message(local, from_id, msg, &node.state);
-        // Diagnostics (verbose only): expired tombstones a node turns down although they supersede what it holds.
+        // Diagnostics (verbose only): expired tombstones that supersede what the node holds.
         let horizon = run.core.purge_horizon(local);
         for e in carried
             .iter()
@@ -800,9 +846,7 @@ impl Sim {
             let held = self.nodes[to].state.get(&e.key).filter(|h| h.version < e.version);
             if let Some(held) = held {
                 let (key, version, held) = (&e.key, e.version, held.version);
-                self.log(|| {
-                    format!("n{to} turns down expired tombstone {key} {version} from n{from}, holds older {held}")
-                });
+                self.log(|| format!("n{to} gets expired tombstone {key} {version} from n{from}, holds older {held}"));
             }
         }
         self.carry_out(to, fx);
@@ -877,6 +921,32 @@ impl Sim {
             return;
         }
         let replace = matches!(self.opts.bug, Some(Bug::LwwArrivalOrder | Bug::LwwTieArrivalOrder));
+        let purging = self.nodes[slot]
+            .run
+            .as_ref()
+            .and_then(|r| r.inflight.as_ref())
+            .is_some_and(|g| g.purge.is_some());
+        let fresh_others = if purging { self.fresh_nodes(slot) } else { 0 };
+        // The isolation script cuts its victim off for longer than the TTL on purpose: a delete it made just
+        // before, that had not reached anyone, expires unseen. No rule can save it (DESIGN.md: a tombstone must
+        // reach every live node within the TTL); the checker excuses it.
+        let isolated_victim = self.params.isolated_past_ttl && self.script.as_ref().is_some_and(|s| s.victim == slot);
+        let unseen: Vec<Entry> = match self.nodes[slot].run.as_ref().and_then(|r| r.inflight.as_ref()) {
+            Some(Group {
+                purge: Some(horizon), ..
+            }) if isolated_victim => self.nodes[slot]
+                .state
+                .iter()
+                .filter(|e| e.deleted && e.version.hlc < *horizon && !self.held_elsewhere(slot, e, 0))
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        };
+        for e in &unseen {
+            if !self.history.is_excused(&e.key, e.version) {
+                self.history.excuse(e, Excuse::ExpiredUnseen, slot, self.now);
+            }
+        }
         let node = &mut self.nodes[slot];
         let run = node.run.as_mut().expect("current");
         let Some(group) = run.inflight.take() else { return };
@@ -887,11 +957,22 @@ impl Sim {
                 .filter(|e| e.deleted && e.version.hlc < horizon)
                 .cloned()
                 .collect();
-            let pull_first = run.core.pull_first();
+            // A node that defers to its peers over old entries (it restarted after more than the TTL without
+            // sync, or stayed up that long without sync while others are fresh) rejoins pull-first: its own
+            // expired tombstones that no peer saw are dropped, and the delete with them.
+            let local = node.clock.read(self.now);
+            let stale = match run.core.authority(local) {
+                1 => true,
+                2 => fresh_others > 0,
+                _ => false,
+            };
             for e in &dead {
                 node.state.remove(&e.key);
-                if pull_first && !self.history.is_excused(&e.key, e.version) {
-                    self.history.excuse(e, Excuse::PurgedOnRejoin, slot, self.now);
+                if self.opts.watch.as_deref() == Some(e.key.as_str()) {
+                    eprintln!("{:>10.3} [{}] n{slot} purges {}", self.now as f64 / 1e3, e.key, show(e));
+                }
+                if stale && !self.history.is_excused(&e.key, e.version) {
+                    self.history.excuse(e, Excuse::PurgedWhileStale, slot, self.now);
                 }
             }
             self.stats.purged += dead.len() as u64;
@@ -906,14 +987,29 @@ impl Sim {
             }
             for e in group.overlay.into_values() {
                 self.trace.entry(&e);
+                if self.opts.watch.as_deref() == Some(e.key.as_str()) {
+                    eprintln!(
+                        "{:>10.3} [{}] n{slot} commits {}",
+                        self.now as f64 / 1e3,
+                        e.key,
+                        show(&e)
+                    );
+                }
                 if replace {
                     node.state.remove(&e.key);
                 }
                 node.state.merge(e);
             }
             self.stats.writes_acked += group.writes.len() as u64;
+            // The driver broadcasts what this node wrote, except tombstones older than the purge horizon (the
+            // same-version tombstones of a pull-first `forget`: local cleanup).
             let me = node.id;
-            let mine: Vec<Entry> = group.changes.into_iter().filter(|e| e.version.node == me).collect();
+            let horizon = run.core.purge_horizon(node.clock.read(self.now));
+            let mine: Vec<Entry> = group
+                .changes
+                .into_iter()
+                .filter(|e| e.version.node == me && !(e.deleted && e.version.hlc < horizon))
+                .collect();
             if !mine.is_empty() {
                 let fx = run.core.on_local_commit(&mine);
                 self.carry_out(slot, fx);
@@ -1308,4 +1404,13 @@ fn eval_merge(
         }
     }
     ties
+}
+
+/// An entry in a few words, for diagnostics.
+fn show(e: &Entry) -> String {
+    if e.deleted {
+        format!("tombstone {}", e.version)
+    } else {
+        format!("{} {}", crate::history::short(&e.value), e.version)
+    }
 }

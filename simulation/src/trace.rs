@@ -106,12 +106,22 @@ impl Trace {
                 self.hasher.update(&[*reply as u8]);
                 self.u64(*now_ms);
             }
-            Message::AeRoot { session, root } => {
+            Message::AeRoot {
+                session,
+                root,
+                authority,
+            } => {
                 self.u64(*session);
                 self.u128(*root);
+                self.u64(*authority as u64);
             }
-            Message::AeRootReply { session, groups } => {
+            Message::AeRootReply {
+                session,
+                groups,
+                authority,
+            } => {
                 self.u64(*session);
+                self.u64(*authority as u64);
                 match groups {
                     None => self.u64(u64::MAX),
                     Some(g) => {
@@ -143,8 +153,10 @@ impl Trace {
                 session,
                 buckets,
                 versions,
+                authority,
             } => {
                 self.u64(*session);
+                self.u64(*authority as u64);
                 self.u64(buckets.len() as u64);
                 for b in buckets {
                     self.u64(*b as u64);

@@ -213,7 +213,10 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
     }
     use http_body_util::BodyExt;
     match http_body_util::Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
+        // A copy into an allocation of exactly the body's size: the collected `Bytes` is usually a slice of
+        // hyper's read buffer (8 KiB and more), and a stored value would keep that whole buffer alive for as
+        // long as the key exists (measured: ~9 KiB of memory per 100-byte value before this copy).
+        Ok(collected) => Ok(bytes::Bytes::copy_from_slice(&collected.to_bytes())),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
         Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
     }

@@ -154,6 +154,14 @@ impl Group {
         }
     }
 
+    /// The version of `key` as this group sees it, and whether it is a tombstone.
+    fn current_version(&self, shared: &Shared, key: &str) -> Option<(Version, bool)> {
+        match self.overlay.get(key) {
+            Some(e) => Some((e.version, e.deleted)),
+            None => shared.state.read().get(key).map(|e| (e.version, e.deleted)),
+        }
+    }
+
     /// Evaluate one atomic write. On error nothing of it stays in the group.
     fn write(&mut self, shared: &Shared, ops: Vec<Op>) -> Result<Vec<Outcome>> {
         let mut local: HashMap<String, Entry> = HashMap::new();
@@ -162,6 +170,11 @@ impl Group {
         let lookup = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
             Some(e) => Some(e.clone()),
             None => self.current(shared, key),
+        };
+        // Puts only need the current version (for the HLC floor and `?cas=`): no clone of the value.
+        let version_of = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
+            Some(e) => Some((e.version, e.deleted)),
+            None => self.current_version(shared, key),
         };
         for op in ops {
             match op {
@@ -173,9 +186,10 @@ impl Group {
                     secret,
                     cas,
                 } => {
-                    let current = lookup(&local, &key);
-                    check_cas(current.as_ref(), cas)?;
-                    let version = next_version(shared, current.as_ref());
+                    let current = version_of(&local, &key);
+                    check_cas_version(current, cas)?;
+                    let floor = current.map_or(0, |(v, _)| v.hlc);
+                    let version = Version::new(shared.hlc.tick_after(floor), shared.node);
                     let entry = Entry {
                         key,
                         value,
@@ -351,8 +365,13 @@ fn next_version(shared: &Shared, current: Option<&Entry>) -> Version {
 
 /// `?cas=`: `0` means "only if absent (or deleted)", anything else "only if the live version is exactly this".
 fn check_cas(current: Option<&Entry>, cas: Option<Version>) -> Result<()> {
+    check_cas_version(current.map(|e| (e.version, e.deleted)), cas)
+}
+
+/// [`check_cas`] on `(version, deleted)`.
+fn check_cas_version(current: Option<(Version, bool)>, cas: Option<Version>) -> Result<()> {
     let Some(expected) = cas else { return Ok(()) };
-    let live = current.filter(|e| !e.deleted).map(|e| e.version);
+    let live = current.filter(|(_, deleted)| !deleted).map(|(v, _)| v);
     let holds = match live {
         None => expected == Version::ZERO,
         Some(v) => v == expected,

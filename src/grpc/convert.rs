@@ -117,6 +117,14 @@ fn record_in(r: pb::PeerRecord) -> Result<PeerRecord> {
     })
 }
 
+/// Authority levels are 0..=3 (see `Core::authority`).
+fn authority_in(a: u32) -> Result<u8> {
+    u8::try_from(a)
+        .ok()
+        .filter(|a| *a <= 3)
+        .ok_or_else(|| corrupt("authority out of range"))
+}
+
 fn buckets_in(ids: Vec<u32>) -> Result<Vec<u16>> {
     ids.into_iter()
         .map(|b| u16::try_from(b).map_err(|_| corrupt("bucket out of range")))
@@ -135,16 +143,26 @@ pub fn message_out(msg: &Message) -> pb::envelope::Body {
             reply: *reply,
             now_ms: *now_ms,
         }),
-        Message::AeRoot { session, root } => {
+        Message::AeRoot {
+            session,
+            root,
+            authority,
+        } => {
             let (root_hi, root_lo) = split(*root);
             Body::AeRoot(pb::AeRoot {
                 session: *session,
                 root_hi,
                 root_lo,
+                authority: *authority as u32,
             })
         }
-        Message::AeRootReply { session, groups } => Body::AeRootReply(pb::AeRootReply {
+        Message::AeRootReply {
+            session,
+            groups,
+            authority,
+        } => Body::AeRootReply(pb::AeRootReply {
             session: *session,
+            authority: *authority as u32,
             equal: groups.is_none(),
             groups: groups
                 .as_ref()
@@ -169,8 +187,10 @@ pub fn message_out(msg: &Message) -> pb::envelope::Body {
             session,
             buckets,
             versions,
+            authority,
         } => Body::AeVersions(pb::AeVersions {
             session: *session,
+            authority: *authority as u32,
             buckets: buckets.iter().map(|b| *b as u32).collect(),
             versions: versions
                 .iter()
@@ -214,6 +234,7 @@ pub fn message_in(body: pb::envelope::Body) -> Result<Message> {
         Body::AeRoot(r) => Message::AeRoot {
             session: r.session,
             root: join(r.root_hi, r.root_lo),
+            authority: authority_in(r.authority)?,
         },
         Body::AeRootReply(r) => {
             let groups = if r.equal {
@@ -228,6 +249,7 @@ pub fn message_in(body: pb::envelope::Body) -> Result<Message> {
             Message::AeRootReply {
                 session: r.session,
                 groups,
+                authority: authority_in(r.authority)?,
             }
         }
         Body::AeGroups(g) => Message::AeGroups {
@@ -247,6 +269,7 @@ pub fn message_in(body: pb::envelope::Body) -> Result<Message> {
         }
         Body::AeVersions(v) => Message::AeVersions {
             session: v.session,
+            authority: authority_in(v.authority)?,
             buckets: buckets_in(v.buckets)?,
             versions: v
                 .versions
@@ -305,12 +328,20 @@ mod tests {
     fn arb_message() -> impl Strategy<Value = Message> {
         prop_oneof![
             prop::collection::vec(arb_entry(), 0..5).prop_map(|entries| Message::Delta { entries }),
-            (any::<u64>(), any::<u128>()).prop_map(|(session, root)| Message::AeRoot { session, root }),
+            (any::<u64>(), any::<u128>(), 0u8..=3).prop_map(|(session, root, authority)| Message::AeRoot {
+                session,
+                root,
+                authority
+            }),
             (
                 any::<u64>(),
                 prop::option::of(prop::collection::vec(any::<u128>(), GROUPS..=GROUPS))
             )
-                .prop_map(|(session, groups)| Message::AeRootReply { session, groups }),
+                .prop_map(|(session, groups)| Message::AeRootReply {
+                    session,
+                    groups,
+                    authority: 3
+                }),
             (
                 any::<u64>(),
                 prop::collection::vec((any::<u16>(), any::<u64>().prop_map(u128::from)), 0..10),
@@ -344,6 +375,13 @@ mod tests {
 
     #[test]
     fn malformed_messages_are_rejected() {
+        let bad_authority = pb::AeRoot {
+            session: 1,
+            root_hi: 0,
+            root_lo: 0,
+            authority: 9,
+        };
+        assert!(message_in(pb::envelope::Body::AeRoot(bad_authority)).is_err());
         use pb::envelope::Body;
         let bad_key = pb::Entry {
             key: "a//b".into(),
@@ -361,6 +399,7 @@ mod tests {
         }))
         .is_err());
         let short = pb::AeRootReply {
+            authority: 0,
             session: 1,
             equal: false,
             groups: vec![1, 2, 3],
@@ -374,6 +413,7 @@ mod tests {
         };
         assert!(message_in(Body::AeBuckets(mismatched)).is_err());
         let big_bucket = pb::AeVersions {
+            authority: 0,
             session: 1,
             buckets: vec![70_000],
             versions: vec![],

@@ -103,7 +103,11 @@ mod tests {
         let key = MasterKey::generate();
         let a = Codec::new(key.sealer(TRANSPORT_DOMAIN), "c1".into(), NodeId(1));
         let b = Codec::new(key.sealer(TRANSPORT_DOMAIN), "c1".into(), NodeId(2));
-        let msg = Message::AeRoot { session: 7, root: 42 };
+        let msg = Message::AeRoot {
+            session: 7,
+            root: 42,
+            authority: 3,
+        };
         assert_eq!(b.open(&a.seal(&msg)).unwrap(), (NodeId(1), msg.clone()));
         let stranger = Codec::new(MasterKey::generate().sealer(TRANSPORT_DOMAIN), "c1".into(), NodeId(3));
         assert!(matches!(stranger.open(&a.seal(&msg)), Err(Error::Unauthorized(_))));

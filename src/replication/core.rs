@@ -116,6 +116,8 @@ struct Round {
     peer: NodeId,
     started_ms: u64,
     repaired: usize,
+    /// The peer's authority, from its root reply.
+    peer_authority: u8,
 }
 
 /// The replication state machine. Driven by [`Core::on_local_commit`], [`Core::on_message`] and
@@ -130,8 +132,11 @@ pub struct Core {
     rounds: HashMap<u64, Round>,
     /// Local time of the last anti-entropy round this node completed with a peer (either side).
     last_sync_ms: Option<u64>,
-    /// Rejoining after more than a tombstone TTL without sync: peers are authoritative for old entries.
-    pull_first: bool,
+    /// Restarted with a last sync older than the tombstone TTL, and not synced since (see [`Core::authority`]).
+    restarted_stale: bool,
+    /// Entries handed to the driver to forget whose removal has not reached the state yet (the driver applies
+    /// effects asynchronously): never offered to peers meanwhile.
+    forgetting: HashMap<String, Version>,
 }
 
 impl Core {
@@ -149,7 +154,8 @@ impl Core {
             next_anti_entropy_ms: first_ae,
             rounds: HashMap::new(),
             last_sync_ms: None,
-            pull_first: false,
+            restarted_stale: false,
+            forgetting: HashMap::new(),
         }
     }
 
@@ -160,12 +166,43 @@ impl Core {
     /// instead of being pushed back (which would resurrect deleted keys).
     pub fn restore_last_sync(&mut self, last_sync_ms: Option<u64>, now_ms: u64) {
         self.last_sync_ms = last_sync_ms;
-        self.pull_first = last_sync_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.tombstone_ttl_ms);
+        self.restarted_stale = last_sync_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.tombstone_ttl_ms);
     }
 
-    /// Whether this node is rejoining pull-first (see [`Core::restore_last_sync`]).
+    /// Whether this node restarted after more than the TTL without sync and has not synced since: it
+    /// rejoins pull-first (see [`Core::authority`]).
     pub fn pull_first(&self) -> bool {
-        self.pull_first
+        self.restarted_stale
+    }
+
+    /// How far this node's view of *old* entries (older than the purge horizon) can be trusted; in a round,
+    /// the side with less authority defers to the other (**pull-first**): an old entry the other side lacks
+    /// is dropped here rather than pushed there, because the other side may have seen its delete and purged
+    /// the tombstone.
+    /// - 3, **fresh**: completed a round within the TTL;
+    /// - 2, **stayed up, stale**: running, but no round for longer than the TTL (partitioned away, or alone
+    ///   because every peer was down: it cannot tell which, so it defers only to fresh nodes);
+    /// - 1, **restarted stale**: came back after more than the TTL without sync (it was down: anything may
+    ///   have been deleted and purged meanwhile), until its first completed round;
+    /// - 0, **never synced**: a new node; nobody defers to it (its lack of entries says nothing), and it has
+    ///   nothing old to drop.
+    ///
+    /// Two sides equally stale (a whole cluster down past the TTL, or split for that long) cannot tell a
+    /// purged delete from a missed write; they merge as usual. Operators must not let a partition outlast
+    /// the TTL (like Cassandra's `gc_grace_seconds`).
+    pub fn authority(&self, now_ms: u64) -> u8 {
+        match self.last_sync_ms {
+            None => 0,
+            Some(t) if now_ms.saturating_sub(t) <= self.cfg.tombstone_ttl_ms => 3,
+            Some(_) if self.restarted_stale => 1,
+            Some(_) => 2,
+        }
+    }
+
+    /// Whether this node defers to a peer of `peer_authority` over old entries.
+    fn defers_to(&self, now_ms: u64, peer_authority: u8) -> bool {
+        let mine = self.authority(now_ms);
+        mine > 0 && mine < peer_authority
     }
 
     /// The HLC below which tombstones are purged (and old entries are peers' to decide in pull-first mode).
@@ -282,6 +319,7 @@ impl Core {
                 peer,
                 started_ms: now_ms,
                 repaired: 0,
+                peer_authority: 0,
             },
         );
         fx.send(
@@ -289,6 +327,7 @@ impl Core {
             Message::AeRoot {
                 session,
                 root: state.digest().root(),
+                authority: self.authority(now_ms),
             },
         );
         Some(peer)
@@ -329,8 +368,12 @@ impl Core {
         if from == self.id() {
             return fx;
         }
+        if !self.forgetting.is_empty() {
+            self.forgetting
+                .retain(|k, v| state.get(k).is_some_and(|e| e.version == *v && !e.deleted));
+        }
         match msg {
-            Message::Delta { entries } => self.accept(now_ms, from, entries, &mut fx),
+            Message::Delta { entries } => self.accept(now_ms, from, entries, state, &mut fx),
             Message::Gossip {
                 records,
                 reply,
@@ -356,16 +399,31 @@ impl Core {
                     );
                 }
             }
-            Message::AeRoot { session, root } => {
+            Message::AeRoot { session, root, .. } => {
+                let authority = self.authority(now_ms);
                 let groups = (root != state.digest().root()).then(|| state.digest().groups().to_vec());
                 if groups.is_none() {
-                    self.last_sync_ms = Some(now_ms);
+                    self.synced(now_ms);
                 }
-                fx.send(from, Message::AeRootReply { session, groups });
+                fx.send(
+                    from,
+                    Message::AeRootReply {
+                        session,
+                        groups,
+                        authority,
+                    },
+                );
             }
-            Message::AeRootReply { session, groups } => {
+            Message::AeRootReply {
+                session,
+                groups,
+                authority,
+            } => {
                 if !self.round_with(session, from) {
                     return fx;
+                }
+                if let Some(round) = self.rounds.get_mut(&session) {
+                    round.peer_authority = authority;
                 }
                 match groups {
                     None => self.finish(session, now_ms, true, &mut fx),
@@ -441,6 +499,7 @@ impl Core {
                         session,
                         buckets: differing,
                         versions,
+                        authority: self.authority(now_ms),
                     },
                 );
             }
@@ -448,12 +507,14 @@ impl Core {
                 session,
                 buckets,
                 versions,
+                authority,
             } => {
+                let defer = self.defers_to(now_ms, authority);
                 let theirs: HashMap<String, Version> = versions.into_iter().collect();
                 let mut newer_here = Vec::new();
                 for &b in &buckets {
                     for e in state.bucket_entries(b) {
-                        if theirs.get(&e.key).is_none_or(|v| e.version > *v) {
+                        if theirs.get(&e.key).is_none_or(|v| e.version > *v) && !self.is_forgetting(e) {
                             newer_here.push(e.clone());
                         }
                     }
@@ -465,7 +526,7 @@ impl Core {
                     .collect();
                 want.sort();
                 newer_here.sort_by(|a, b| a.key.cmp(&b.key));
-                if self.pull_first {
+                if defer {
                     let horizon = self.purge_horizon(now_ms);
                     let (old, keep): (Vec<Entry>, Vec<Entry>) =
                         newer_here.into_iter().partition(|e| e.version.hlc < horizon);
@@ -489,7 +550,11 @@ impl Core {
                         },
                     );
                 }
-                self.last_sync_ms = Some(now_ms);
+                // A node that deferred has not received the peer's newer entries yet (they come in the
+                // `AePush`): it stays stale until a round of its own completes.
+                if !defer {
+                    self.synced(now_ms);
+                }
                 // We just compared everything with this peer: starting a round of our own right away (both
                 // nodes of a fresh pair would) would repeat the work. Push ours back by half an interval.
                 let later = now_ms + self.cfg.anti_entropy_interval_ms / 2;
@@ -507,9 +572,16 @@ impl Core {
                 if let Some(round) = self.rounds.get_mut(&session) {
                     round.repaired += entries.len() + want.len();
                 }
-                self.accept(now_ms, from, entries, &mut fx);
-                let mut wanted: Vec<Entry> = want.iter().filter_map(|k| state.get(k).cloned()).collect();
-                if self.pull_first {
+                let defer = self
+                    .rounds
+                    .get(&session)
+                    .is_some_and(|r| self.defers_to(now_ms, r.peer_authority));
+                self.accept(now_ms, from, entries, state, &mut fx);
+                let mut wanted: Vec<Entry> = want
+                    .iter()
+                    .filter_map(|k| state.get(k).filter(|e| !self.is_forgetting(e)).cloned())
+                    .collect();
+                if defer {
                     // The peer lacks these or holds older versions. Old ones are the peer's to decide: drop
                     // them here; if the peer does hold a version, the next round brings it back.
                     let horizon = self.purge_horizon(now_ms);
@@ -531,9 +603,21 @@ impl Core {
                     self.finish(session, now_ms, false, &mut fx);
                 }
             }
-            Message::AePush { entries, .. } => self.accept(now_ms, from, entries, &mut fx),
+            Message::AePush { entries, .. } => self.accept(now_ms, from, entries, state, &mut fx),
         }
+        self.forgetting
+            .extend(fx.forget.iter().map(|e| (e.key.clone(), e.version)));
         fx
+    }
+
+    fn is_forgetting(&self, e: &Entry) -> bool {
+        self.forgetting.get(&e.key).is_some_and(|v| *v == e.version)
+    }
+
+    /// A round completed (on either side).
+    fn synced(&mut self, now_ms: u64) {
+        self.last_sync_ms = Some(now_ms);
+        self.restarted_stale = false;
     }
 
     /// Whether `session` is a round we started with `from`.
@@ -543,8 +627,7 @@ impl Core {
 
     fn finish(&mut self, session: u64, now_ms: u64, in_sync: bool, fx: &mut Effects) {
         if let Some(round) = self.rounds.remove(&session) {
-            self.last_sync_ms = Some(now_ms);
-            self.pull_first = false;
+            self.synced(now_ms);
             fx.events.push(CoreEvent::AntiEntropyDone {
                 peer: round.peer,
                 repaired: round.repaired,
@@ -559,20 +642,28 @@ impl Core {
     ///
     /// Tombstones older than the purge horizon are dropped too: they are garbage every node purges, and
     /// taking them back in would only make purged and unpurged nodes trade them forever.
-    fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, fx: &mut Effects) {
+    fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, state: &LwwMap, fx: &mut Effects) {
         let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
         let purge = self.purge_horizon(now_ms);
-        let (ok, future): (Vec<Entry>, Vec<Entry>) = entries
-            .into_iter()
-            .filter(|e| !(e.deleted && e.version.hlc < purge))
-            .partition(|e| physical_ms(e.version.hlc) <= horizon);
-        if !future.is_empty() {
-            fx.events.push(CoreEvent::ClockDriftRejected {
-                from,
-                entries: future.len(),
-            });
+        let mut future = 0;
+        for e in entries {
+            if e.deleted && e.version.hlc < purge {
+                // Expired tombstones are garbage, but one that supersedes an entry we hold says that key was
+                // deleted long ago (we missed it, e.g. while away): drop our entry too, or it comes back as
+                // soon as the peers have purged the tombstone. (Found by the simulation: docs/simulation.md,
+                // finding 1.)
+                if let Some(held) = state.get(&e.key).filter(|held| e.supersedes(held)) {
+                    fx.forget.push(held.clone());
+                }
+            } else if physical_ms(e.version.hlc) <= horizon {
+                fx.persist.push(e);
+            } else {
+                future += 1;
+            }
         }
-        fx.persist.extend(ok);
+        if future > 0 {
+            fx.events.push(CoreEvent::ClockDriftRejected { from, entries: future });
+        }
     }
 }
 

@@ -40,10 +40,15 @@ pub enum Message {
         reply: bool,
         now_ms: u64,
     },
-    /// Anti-entropy step 1 (initiator): my root digest.
-    AeRoot { session: u64, root: u128 },
+    /// Anti-entropy step 1 (initiator): my root digest, and my [authority](crate::replication::Core::authority)
+    /// over old entries.
+    AeRoot { session: u64, root: u128, authority: u8 },
     /// Step 2 (responder): `None` if the roots are equal (the round ends), else my group digests.
-    AeRootReply { session: u64, groups: Option<Vec<u128>> },
+    AeRootReply {
+        session: u64,
+        groups: Option<Vec<u128>>,
+        authority: u8,
+    },
     /// Step 3 (initiator): send me the bucket digests of these groups.
     AeGroups { session: u64, groups: Vec<u8> },
     /// Step 4 (responder): bucket digests of the asked groups, non-zero ones only, as `(bucket, digest)`.
@@ -61,6 +66,7 @@ pub enum Message {
         session: u64,
         buckets: Vec<u16>,
         versions: Vec<(String, Version)>,
+        authority: u8,
     },
     /// Step 6 (responder): entries newer on my side (in parts if large) and, on the `last` part, the keys
     /// I want from you.

@@ -3,8 +3,8 @@
 //! Each check is an async function over `&dyn Store`; [`for_each_store!`] instantiates it as a test for
 //! [`MemoryStore`] (module `memory`) and for [`SqliteStore`] in a temporary directory, twice: with the default
 //! tuning (module `sqlite`: in these small tests every entry stays in the write log, so reads merge it) and
-//! compacting after nearly every apply in tiny slices (module `sqlite_compacting`: entries move into `kv`
-//! part way, including batches cut in the middle). So the stores cannot drift apart, and neither can the
+//! compacting after nearly every apply in tiny key ranges (module `sqlite_compacting`: entries move into `kv`
+//! part way, a batch's keys split between ranges). So the stores cannot drift apart, and neither can the
 //! SQLite store's two places for an entry. Checks that only make sense for one store follow at the end.
 //!
 //! Versions deliberately include values at and above 2^63: SQLite stores the `u64`s as bit-cast `i64`s, and
@@ -17,7 +17,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use sqlx::{ConnectOptions, Connection};
 
-use super::sqlite::{prefix_successor, COMPACT_SQL, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
+use super::sqlite::{
+    prefix_successor, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL,
+};
 use super::{Durability, MemoryStore, SqliteStore, Store, StoreTuning};
 use crate::crdt::{Entry, NodeId, Version};
 use crate::error::Error;
@@ -55,12 +57,14 @@ async fn open_sqlite(dir: &Path) -> SqliteStore {
 const NEVER_COMPACT: StoreTuning = StoreTuning {
     compact_threshold_rows: usize::MAX,
     compact_slice_rows: 3,
+    ..StoreTuning::DEFAULT
 };
 
-/// Compaction after almost every apply, in slices that cut batches apart.
+/// Compaction after almost every apply, in key ranges that cut batches apart.
 const ALWAYS_COMPACT: StoreTuning = StoreTuning {
     compact_threshold_rows: 4,
     compact_slice_rows: 3,
+    ..StoreTuning::DEFAULT
 };
 
 async fn open_sqlite_with(dir: &Path, tuning: StoreTuning) -> SqliteStore {
@@ -577,12 +581,17 @@ proptest! {
     ) {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let tuning = StoreTuning { compact_threshold_rows: threshold, compact_slice_rows: slice };
+            let tuning = StoreTuning {
+                compact_threshold_rows: threshold,
+                compact_slice_rows: slice,
+                ..StoreTuning::DEFAULT
+            };
             let store = open_sqlite_with(dir.path(), tuning).await;
             converges_to_the_merge(&store, &batches).await?;
             let expected = model(batches.iter().flatten());
-            // What is left in the log is below the threshold (or nothing was ever written).
-            prop_assert!(store.log_rows().await.unwrap() < threshold.max(1));
+            // The log stays near the threshold: a sweep starts once the log reaches it and, with these slice
+            // sizes, folds a key range for every row appended; there are only three keys, so three ranges.
+            prop_assert!(store.log_rows().await.unwrap() < threshold.max(1) + 2 * 8);
             store.compact().await.unwrap();
             prop_assert_eq!(store.log_rows().await.unwrap(), 0);
             holds_the_merge(&store, &expected).await?;
@@ -694,10 +703,11 @@ async fn sqlite_pragmas_follow_the_durability() {
         let store = SqliteStore::open(&dir.path().join(format!("{durability:?}.db")), durability)
             .await
             .unwrap();
-        let (journal_mode, sync, busy_timeout) = store.writer_settings().await.unwrap();
+        let (journal_mode, sync, busy_timeout, autocheckpoint) = store.writer_settings().await.unwrap();
         assert_eq!(journal_mode, "wal");
         assert_eq!(sync, synchronous, "{durability:?}");
         assert!(busy_timeout > 0);
+        assert_eq!(autocheckpoint, 0, "the writer never checkpoints on its commit path");
         store.close().await.unwrap();
     }
 }
@@ -754,8 +764,9 @@ async fn sqlite_scan_and_purge_use_indexes() {
         (SCAN_RANGE_SQL, "USING PRIMARY KEY (key>? AND key<?)"),
         (SCAN_FROM_SQL, "USING PRIMARY KEY (key>?)"),
         (PURGE_LOW_SQL, "USING INDEX kv_tombstones_by_hlc (hlc>? AND hlc<?)"),
-        // A compaction slice reads only the oldest log rows, by rowid.
-        (COMPACT_SQL, "log USING INTEGER PRIMARY KEY (rowid<?)"),
+        // A sweep reads only the log rows up to its bound, by rowid.
+        (COMPACT_RANGE_SQL, "log USING INTEGER PRIMARY KEY (rowid<?)"),
+        (COMPACT_FROM_SQL, "log USING INTEGER PRIMARY KEY (rowid<?)"),
     ];
     for (sql, expected) in plans {
         let plan: Vec<(i64, i64, i64, String)> =
@@ -874,7 +885,8 @@ async fn sqlite_compaction_keeps_the_greatest_precedence() {
         Entry::tombstone("k", v(HIGH, 0)),
     ];
     // Every order of several subsets, each on its own key, appended in that order: so the log holds older
-    // versions after newer ones, and slices of different sizes split them between `kv` and the log.
+    // versions after newer ones, which one statement of a sweep merges; slices of different sizes cut the
+    // keys into different ranges, and the replay below merges every version again with the one in `kv`.
     let subsets: [&[usize]; 4] = [&[0, 1, 2, 3], &[1, 2, 3, 4], &[0, 2, 5, 4], &[5, 3, 1]];
     let mut batch = Vec::new();
     for (s, subset) in subsets.iter().enumerate() {
@@ -979,6 +991,7 @@ async fn sqlite_a_failed_compaction_loses_nothing() {
     let tuning = StoreTuning {
         compact_threshold_rows: 1,
         compact_slice_rows: 100,
+        ..StoreTuning::DEFAULT
     };
     let store = open_sqlite_with(dir.path(), tuning).await;
     let mut side = side_connection(&dir.path().join("cave.db")).await;
@@ -995,13 +1008,289 @@ async fn sqlite_a_failed_compaction_loses_nothing() {
     reads_agree(&store, &model(&first)).await;
     assert!(store.compact().await.is_err());
 
-    // Once compaction works again, the next apply catches up.
+    // Once compaction works again, the next apply retries the range and completes the sweep: the first
+    // batch leaves the log, the second one (appended after the sweep began) stays for the next sweep.
     sqlx::query("DROP TRIGGER boom").execute(&mut side).await.unwrap();
     side.close().await.unwrap();
     let second = [value("a", b"3", v(2, 1))];
     store.apply(&second).await.unwrap();
-    assert_eq!(store.log_rows().await.unwrap(), 0);
+    assert_eq!(store.log_rows().await.unwrap(), 1);
     reads_agree(&store, &model(first.iter().chain(&second))).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_sweeps_fold_key_ranges_and_keep_the_log_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = StoreTuning {
+        compact_threshold_rows: 1000,
+        compact_slice_rows: 256,
+        ..StoreTuning::DEFAULT
+    };
+    let store = open_sqlite_with(dir.path(), tuning).await;
+    let mut batches = Vec::new();
+    let mut most_ranges = 0;
+    let mut sweeps = 0;
+    let mut sweeping = false;
+    for i in 0..300 {
+        batches.push(load_batch(i));
+        store.apply(&batches[i as usize]).await.unwrap();
+        // A sweep folds ~1000 rows in ranges of ~256, one range per 64 rows appended: the log stays within a
+        // quarter (plus a batch) of the threshold.
+        let rows = store.log_rows().await.unwrap();
+        assert!(rows < 1000 + 250 + 2 * 32, "{rows} rows in the log after batch {i}");
+        let ranges = store.sweep_ranges_left().await;
+        most_ranges = most_ranges.max(ranges.unwrap_or(0));
+        if ranges.is_some() && !sweeping {
+            sweeps += 1;
+        }
+        sweeping = ranges.is_some();
+        if i % 60 == 0 {
+            reads_agree(&store, &model(batches.iter().flatten())).await;
+        }
+    }
+    assert!(sweeps >= 5, "{sweeps} sweeps");
+    assert!(
+        most_ranges >= 3,
+        "sweeps are cut into ranges: at most {most_ranges} left"
+    );
+    let expected = model(batches.iter().flatten());
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+// --- SqliteStore: the checkpointer ------------------------------------------------------------------------
+
+/// Checkpoints and WAL restarts many times a second, compaction every few batches.
+const BUSY_CHECKPOINTS: StoreTuning = StoreTuning {
+    compact_threshold_rows: 200,
+    compact_slice_rows: 64,
+    checkpoint_interval: std::time::Duration::from_millis(5),
+    wal_restart_bytes: 64 << 10,
+    wal_limit_bytes: 1 << 20,
+};
+
+fn wal_len(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Batch `i` of a sustained write load: 32 entries with 100-byte values over 2000 keys, some tombstones.
+fn load_batch(i: u64) -> Vec<Entry> {
+    (0..32u64)
+        .map(|j| {
+            let n = i * 32 + j;
+            let key = format!("load/{:04}", (n * 7919) % 2000);
+            let version = v(n + 1, if n.is_multiple_of(2) { 1 } else { HIGH });
+            if n.is_multiple_of(13) {
+                Entry::tombstone(key, version)
+            } else {
+                value(&key, &[n as u8; 100], version)
+            }
+        })
+        .collect()
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn sqlite_the_checkpointer_stops_at_close_and_with_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    let task = store.checkpointer_task().expect("running after open");
+    store.apply(&load_batch(0)).await.unwrap();
+    assert!(!task.is_finished());
+    store.close().await.unwrap();
+    assert!(task.is_finished(), "close waits for the task");
+    assert!(store.checkpointer_task().is_none());
+
+    // Dropped without `close` (a crash, as far as the store knows): the task does not keep running.
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    let task = store.checkpointer_task().unwrap();
+    store.apply(&load_batch(1)).await.unwrap();
+    drop(store);
+    wait_until("the task ends", || task.is_finished()).await;
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(store.load().await.unwrap().len(), 64);
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_the_checkpointer_moves_the_wal_into_the_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let store = open_sqlite_with(dir.path(), NEVER_COMPACT).await;
+    let before = std::fs::metadata(&path).unwrap().len();
+    let big: Vec<Entry> = (0..16)
+        .map(|i| value(&format!("big/{i}"), &[i as u8; 64 * 1024], v(1, 1)))
+        .collect();
+    store.apply(&big).await.unwrap();
+    // The writer never checkpoints; only the task can grow the database file before `close`.
+    wait_until("the database file holds the batch", || {
+        std::fs::metadata(&path).unwrap().len() >= before + 16 * 64 * 1024
+    })
+    .await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_data_written_while_checkpointing_survives_close_a_drop_and_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let crashed = tempfile::tempdir().unwrap();
+    let crashed_path = crashed.path().join("cave.db");
+    let mut batches = Vec::new();
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    for i in 0..400 {
+        batches.push(load_batch(i));
+        store.apply(&batches[i as usize]).await.unwrap();
+        if i == 300 {
+            // What a process crash leaves behind (durability normal: the OS has every write), taken while
+            // checkpoints run: the WAL first, then the database file, which the checkpointer may be writing.
+            // Everything it copies in is a frame of the WAL copy, which recovery replays on top.
+            std::fs::copy(dir.path().join("cave.db-wal"), crashed.path().join("cave.db-wal")).unwrap();
+            std::fs::copy(&path, &crashed_path).unwrap();
+        }
+    }
+    let expected = model(batches.iter().flatten());
+    reads_agree(&store, &expected).await;
+    drop(store);
+
+    // The crash image holds the first 301 batches.
+    let image = SqliteStore::open_with(&crashed_path, Durability::Normal, BUSY_CHECKPOINTS)
+        .await
+        .unwrap();
+    reads_agree(&image, &model(batches[..301].iter().flatten())).await;
+    image.close().await.unwrap();
+
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    reads_agree(&store, &expected).await;
+    for i in 400..500 {
+        batches.push(load_batch(i));
+        store.apply(&batches[i as usize]).await.unwrap();
+    }
+    store.close().await.unwrap();
+    assert_eq!(wal_len(&path), 0, "close truncates the WAL");
+
+    let store = open_sqlite(dir.path()).await;
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    reads_agree(&store, &model(batches.iter().flatten())).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_an_idle_wal_file_is_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    let mut i = 0;
+    while wal_len(&path) <= BUSY_CHECKPOINTS.wal_restart_bytes {
+        store.apply(&load_batch(i)).await.unwrap();
+        i += 1;
+    }
+    // No more writes: two rounds later the checkpointer sees nothing new and gives the space back.
+    wait_until("the idle WAL file is truncated", || wal_len(&path) == 0).await;
+    store.apply(&load_batch(i)).await.unwrap();
+    let expected = model((0..=i).flat_map(load_batch).collect::<Vec<_>>().iter());
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+/// What one apply of [`load_batch`] may add to the WAL past the limit before the writer checks it: the batch
+/// and a compaction slice, which rewrites at most every page of `kv` (2000 small entries).
+const ONE_APPLY_OF_WAL: u64 = 512 << 10;
+
+#[tokio::test]
+async fn sqlite_the_wal_stays_bounded_under_sustained_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let store = open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await;
+    let mut largest = 0;
+    let mut written = 0;
+    let mut i = 0;
+    // Far more WAL traffic than the hard limit: every batch rewrites the log's last pages, and compaction
+    // rewrites `kv` pages.
+    while written < 8 * BUSY_CHECKPOINTS.wal_limit_bytes {
+        let batch = load_batch(i);
+        store.apply(&batch).await.unwrap();
+        written += batch.iter().map(|e| e.size() as u64).sum::<u64>();
+        largest = largest.max(wal_len(&path));
+        i += 1;
+    }
+    assert!(
+        largest < BUSY_CHECKPOINTS.wal_limit_bytes + ONE_APPLY_OF_WAL,
+        "the WAL grew to {largest} bytes, past the limit"
+    );
+    let expected = model((0..i).flat_map(load_batch).collect::<Vec<_>>().iter());
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_reader_pinning_the_wal_holds_the_writer_at_the_hard_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.db");
+    let store = std::sync::Arc::new(open_sqlite_with(dir.path(), BUSY_CHECKPOINTS).await);
+    store.apply(&load_batch(0)).await.unwrap();
+
+    // A long read transaction (an operator's shell, a backup) keeps every later frame in the WAL.
+    let mut reader = side_connection(&path).await;
+    sqlx::query("BEGIN").execute(&mut reader).await.unwrap();
+    let _: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = tokio::spawn({
+        let (store, stop) = (store.clone(), stop.clone());
+        async move {
+            let mut i = 1;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                store.apply(&load_batch(i)).await.unwrap();
+                i += 1;
+            }
+            i
+        }
+    });
+    // The WAL reaches the limit; then the writer waits in a TRUNCATE checkpoint for the reader (until its
+    // busy timeout, then again on the next apply), so the WAL stops growing.
+    let limit = BUSY_CHECKPOINTS.wal_limit_bytes;
+    wait_until("the WAL reaches its limit", || wal_len(&path) >= limit).await;
+    let mut largest = 0;
+    for _ in 0..100 {
+        largest = largest.max(wal_len(&path));
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        largest < limit + ONE_APPLY_OF_WAL,
+        "the WAL grew to {largest} bytes while pinned"
+    );
+    assert!(!writes.is_finished());
+
+    // The reader goes: the TRUNCATE gets through and empties the WAL file (a WAL that merely starts over
+    // would be cut back to `wal_restart_bytes` only), and the writes go on.
+    sqlx::query("COMMIT").execute(&mut reader).await.unwrap();
+    reader.close().await.unwrap();
+    wait_until("the WAL file is truncated", || {
+        wal_len(&path) < BUSY_CHECKPOINTS.wal_restart_bytes
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let batches = writes.await.unwrap();
+    let expected = model((0..batches).flat_map(load_batch).collect::<Vec<_>>().iter());
+    reads_agree(&store, &expected).await;
     store.close().await.unwrap();
 }
 
