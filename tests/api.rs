@@ -1058,15 +1058,7 @@ async fn secrets_are_sealed_everywhere_but_an_opened_read() {
         "/api/v1/kv/app/?tree=true",
         "/api/v1/system/info",
     ] {
-        let text = node
-            .client
-            .get(node.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = node.text(path).await;
         assert!(!text.contains(PLAINTEXT), "{path} shows the plaintext: {text}");
     }
 
@@ -1137,15 +1129,7 @@ async fn system_config_redacts_the_cluster_key() {
     assert_eq!(config["http_addr"], node.addr.to_string());
     assert_eq!(config["data_dir"], node.data_dir().display().to_string());
     // Nor does the key show up anywhere else a client can look.
-    let info = node
-        .client
-        .get(node.url("/api/v1/system/info"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let info = node.text("/api/v1/system/info").await;
     assert!(!info.contains(&text_key[..12]), "{info}");
     node.stop().await;
 }

@@ -246,24 +246,8 @@ async fn a_node_with_the_wrong_key_gets_nothing_and_gives_nothing() {
     a.node.put("secret/plan", "cluster data").await;
     let stranger = member(&MasterKey::generate(), &[&a]).await;
     stranger.node.put("stranger/data", "not yours").await;
-    let metric = |text: &str, name: &str| -> f64 {
-        text.lines()
-            .filter(|l| l.starts_with(name))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
     eventually("the cluster node rejected the stranger's frames", || async {
-        let text = a
-            .node
-            .client
-            .get(a.node.url("/api/v1/perf/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        metric(&text, "cave_seal_failures_total") > 0.0
+        a.node.metric("cave_seal_failures_total").await > 0.0
     })
     .await;
     // Give replication every chance it would have had (several gossip and anti-entropy rounds).

@@ -40,22 +40,6 @@ async fn client(n: &TestNode) -> ReplicationClient<tonic::transport::Channel> {
     ReplicationClient::new(channel).max_encoding_message_size(64 * 1024 * 1024)
 }
 
-async fn metric(n: &TestNode, name: &str) -> f64 {
-    let text = n
-        .client
-        .get(n.url("/api/v1/perf/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn eventually<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
@@ -106,7 +90,7 @@ async fn garbage_and_oversized_frames_are_refused_and_counted_without_harm() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::OutOfRange, "{err:?}");
-    assert!(metric(&n, "cave_seal_failures_total").await >= 3.0);
+    assert!(n.metric("cave_seal_failures_total").await >= 3.0);
     // The node is fine and nothing was stored.
     assert_eq!(n.get_json("/api/v1/system/info").await["keys"], 0);
     n.put("still/works", "yes").await;
@@ -165,7 +149,7 @@ async fn entries_from_a_peer_an_hour_ahead_are_held_back_not_applied() {
         "an entry an hour ahead must not be applied"
     );
     eventually("the rejection is counted", || async {
-        metric(&n, "cave_clock_drift_rejections_total").await >= 1.0
+        n.metric("cave_clock_drift_rejections_total").await >= 1.0
     })
     .await;
     // Local writes keep the local clock: they are not dragged an hour ahead.

@@ -732,15 +732,7 @@ async fn logs_never_contain_values_or_secrets() {
         .await
         .unwrap();
     assert_eq!(response.status(), 412);
-    let text = node
-        .client
-        .get(node.url("/api/v1/perf/logs?limit=2048&level=trace"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = node.text("/api/v1/perf/logs?limit=2048&level=trace").await;
     let records = serde_json::from_str::<Value>(&text).unwrap()["records"]
         .as_array()
         .unwrap()

@@ -107,15 +107,7 @@ async fn ui_files_are_served_with_types_caching_and_a_strict_policy() {
         assert_eq!(again.status(), 304, "{path} revalidates");
     }
 
-    let index = node
-        .client
-        .get(node.url("/ui/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = node.text("/ui/").await;
     assert!(index.contains("name=\"viewport\""), "phone viewport meta");
     assert!(index.contains("<script src=\"app.js\""));
 

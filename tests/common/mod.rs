@@ -122,6 +122,28 @@ impl TestNode {
         }
     }
 
+    /// The body of `GET path` as text, whatever the status.
+    pub async fn text(&self, path: &str) -> String {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The sum of every sample of a metric family (all label sets) in `/api/v1/perf/metrics`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.text("/api/v1/perf/metrics")
+            .await
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Full URL of `path` (which starts with `/`).
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
