@@ -49,8 +49,8 @@
 //! - **Reads merge.** `get`, `scan` and `load` read the `kv` rows *and* the `log` rows of the range in one
 //!   read transaction, so in one snapshot (a fold committing between the two queries could otherwise move a
 //!   row out of the log after `kv` was read), and merge them in Rust with [`Entry::merge`]. The log part is a
-//!   scan of the log (no key index), bounded by about 1.25 times the threshold; these reads are not on the
-//!   hot path (the database layer serves reads from memory and calls `load` once at start-up).
+//!   scan of the log (no key index), which holds about 1.25 times the threshold at most (twice while the
+//!   checkpointer holds sweeps off, below); these reads are not on the hot path (the database layer serves reads from memory and calls `load` once at start-up).
 //! - **Tombstone purge** first compacts fully, under the writer lock. Otherwise a tombstone still in the log
 //!   could hide an older live row in `kv`: purging one but not the other would resurrect the value.
 //!
@@ -68,10 +68,13 @@
 //!   writer that commits back to back never leaves one (each passive checkpoint copies what existed when it
 //!   began, while the writer appends more), and the WAL would grow without end. So once the WAL holds
 //!   [`StoreTuning::wal_restart_bytes`], the checkpointer catches up: it holds sweeps off (a flag the writer
-//!   checks; appends go on), runs passive checkpoints until one finds little that is new, then takes the
-//!   writer lock for one last passive checkpoint of the last few pages. The writer waits for that one only,
-//!   mostly its two fsyncs (of the WAL and of the database file). The hold is short, and past twice the
-//!   threshold the writer folds anyway.
+//!   checks; appends go on), runs passive checkpoints until one finds little that is new, fsyncs the database
+//!   file, then takes the writer lock for one last passive checkpoint of the last few pages. The writer waits
+//!   for that one only, a few milliseconds. The fsync before matters: SQLite fsyncs the database file only
+//!   when a checkpoint reaches the end of the WAL, so under the lock it would flush every page the passive
+//!   checkpoints before it copied (~80 ms instead of ~3 at 1M keys). The checkpointer keeps a descriptor of
+//!   the database file open for that (see `DatabaseFile` on why it is closed only after the connections).
+//!   The hold is short, and past twice the threshold the writer folds anyway.
 //! - **Idle.** Once two rounds have seen no commit and the WAL file is larger than `wal_restart_bytes`, a
 //!   `TRUNCATE` checkpoint (the writer lock held, nothing left to copy) gives the disk space back. The
 //!   checkpointer's connection has no busy timeout: if a reader is in the way it gives up and tries again.
@@ -83,10 +86,10 @@
 //!   signal's sender is dropped with the store (a crash, as far as the store knows). `close` stops it and
 //!   waits for it first, then folds the log and runs a final `TRUNCATE` checkpoint on the writer connection.
 //! - **Durability.** The checkpointer's connection has the writer's `synchronous`. Under
-//!   [`Durability::Normal`] (`synchronous=NORMAL`) commits are not fsynced; a checkpoint fsyncs the WAL before
-//!   it copies and the database file after, so commits reach the disk at the next checkpoint, within about
-//!   `checkpoint_interval` (before: whenever the WAL next reached 1000 pages, which at a low write rate could
-//!   take minutes). Under [`Durability::Fsync`] every commit is fsynced anyway. The WAL starts over only after
+//!   [`Durability::Normal`] (`synchronous=NORMAL`) commits are not fsynced; a checkpoint that has anything to
+//!   copy fsyncs the WAL first (and the database file once it has copied everything), so commits reach the
+//!   disk at the next checkpoint, within about `checkpoint_interval` unless a reader pins the WAL (before:
+//!   whenever the WAL next reached 1000 pages, which at a low write rate could take minutes). Under [`Durability::Fsync`] every commit is fsynced anyway. The WAL starts over only after
 //!   a checkpoint has copied and fsynced all of it (and SQLite syncs the new WAL header then), so no frame is
 //!   overwritten before its page is durable in the database file.
 //!
@@ -99,29 +102,54 @@
 //! a crash during one leaves the WAL, from which the next open recovers.
 //!
 //! # Measurements
-//! Release build; batches of 32 random keys with 100-byte values applied back to back for 12 s; throughput
-//! counts the final `close` (which folds what is left in the log), so the compaction debt is paid. A 2-core VM
-//! that other jobs shared: under heavier load every figure was up to 2-3 times worse, the ratios similar.
+//! Release build; batches of 32 random keys with 100-byte values applied back to back for 10-12 s, on a
+//! 2-core VM shared with other jobs; throughput counts the final `close` (which folds what is left in the
+//! log), so the compaction debt is paid. Absolute figures moved by up to 2x with the machine's state (other
+//! jobs' load, and how long an idle vCPU takes to wake: every `apply` hands work to sqlx's worker thread and
+//! back, and with the other vCPU kept busy by a spin loop the median `apply` went from 0.22 to 0.05 ms and
+//! throughput up by a third to three quarters, old and new design alike); compare within a table.
 //!
-//! | keys, durability | upsert into `kv` (before)         | log, threshold 32768, slice 16384               |
+//! The log against upserting straight into `kv` (the first design), then with 16384-row slices of the oldest
+//! rows and SQLite's automatic checkpoints:
+//!
+//! | keys, durability | upsert into `kv`                  | log, threshold 32768, slice 16384               |
 //! |------------------|-----------------------------------|-------------------------------------------------|
 //! | 100k, normal     | 59k entries/s; p99 9 ms, max 19   | 125k entries/s; p99 0.3 ms; slice ~90 ms (150)  |
 //! | 100k, fsync      | 38k entries/s; p99 9 ms, max 13   | 76k entries/s; p99 0.7 ms; slice ~90 ms (117)   |
 //! | 1M, normal       | 33k entries/s; p99 19 ms, max 83  | 46k entries/s; p99 0.3 ms; slice ~305 ms (400)  |
 //! | 1M, fsync        | 28k entries/s; p99 16 ms, max 80  | 39k entries/s; p99 0.5 ms; slice ~300 ms (350)  |
 //!
-//! (p99 and max of one `apply`; slice: median time of one compaction slice, in parentheses the longest.)
+//! Those slices were the stall: the one `apply` that compacted waited for one, and so did everything queued
+//! behind it. Smaller slices bought little (at 1M keys, 4096 rows still took 175-225 ms in a loaded run, and
+//! throughput fell back to the first design's), because of the page arithmetic under "Why key ranges" and
+//! because about half of a slice was SQLite's automatic checkpoint right after its commit.
 //!
-//! The median apply drops from 0.2-0.35 ms to 0.05 ms (normal) and from 0.55-0.6 ms to 0.2 ms (fsync). The
-//! price is the slice: the one apply that compacts stalls for it, and everything queued behind it waits. A
-//! slice of S rows dirties up to S distinct `kv` pages (all ~5k of them at 100k keys; nearly one per row at 1M
-//! keys), so smaller slices buy less than they cost: at 1M keys 8192-row slices took ~180 ms for 40k
-//! entries/s, and in a loaded run 4096-row slices took ~175-225 ms and 2048-row ones ~100 ms while
-//! throughput fell back to the old design's. About half of a slice is the WAL checkpoint SQLite runs on the
-//! writer connection right after the commit: with automatic checkpoints turned off (a measurement only, the
-//! WAL then grows without bound) a 16384-row slice at 100k keys took ~85 instead of ~195 ms, and a 4096-row
-//! slice at 1M keys ~75 instead of ~225 ms (loaded run). A larger threshold with the same slice changed
-//! little (47k entries/s at 1M keys with 65536) and only grows the log that reads scan and `close` folds.
+//! Sweeps (threshold 32768, ranges of ~4096 rows) and the checkpointer, against the slices above, run
+//! interleaved (old, new, old, ...) three times; medians, max of one `apply` in ms, `>50` = applies over
+//! 50 ms in 10 s:
+//!
+//! | keys, durability | slices of 16384, autocheckpoint              | sweeps of 4096-row ranges, checkpointer     |
+//! |------------------|----------------------------------------------|---------------------------------------------|
+//! | 100k, normal     | 72k/s; p99 0.7, p99.9 92, max 112; >50: 44   | 90k/s; p99 2.9, p99.9 17, max 35 (37); 0    |
+//! | 100k, fsync      | 67k/s; p99 0.8, p99.9 89, max 110; >50: 40   | 68k/s; p99 1.8, p99.9 21, max 33; 0         |
+//! | 1M, normal       | 53k/s; p99 0.3, p99.9 267, max 329; >50: 34  | 60k/s; p99 3.9, p99.9 42, max 76 (83); 8    |
+//! | 1M, fsync        | 42k/s; p99 0.6, p99.9 271, max 310; >50: 27  | 42k/s; p99 4.9, p99.9 53, max 78 (83); 19   |
+//! | 100k, 30k/s paced| p99 92, max 114                               | p99 19, max 38 (51)                         |
+//! | 1M, 15k/s paced  | p99 269, max 312                              | p99 38, max 59 (72)                         |
+//!
+//! (In parentheses the worst of the three runs. Paced: one batch every 32/rate s, latency counted from when
+//! it was due, so it includes waiting behind a stall, which is what a replication stream sees.) In an
+//! earlier series on a busier machine, 100k keys normal: 73-80k/s, max 150-230 ms (old) against 148-173k/s,
+//! max 46-126 ms (new, before the fsync ahead of the catch-up).
+//!
+//! Where the time goes now: folding one range took ~11 ms at 100k keys (p90 17, max 29), of which ~7 ms is
+//! the scan of the log, and ~30 ms at 1M keys (p90 38), where a range of 4096 rows still touches about as
+//! many `kv` pages. A catch-up held the writer ~1-2 ms at 100k keys and ~1-8 ms (at worst 27) at 1M. The
+//! p99 rises because ~0.8% of the applies fold a range (8 ranges per 1024 applies of 32 entries) instead of
+//! 0.2% folding a slice 10-30 times longer. Ranges of 2048 rows (busier machine) cut p99.9 at 100k keys a
+//! little (15-19 instead of 19-22 ms) but raised p99 (6 ms at 100k keys, 15-21 ms at 1M) and cost some
+//! throughput; larger ranges would trade the other way. The WAL grows to 90-180 MiB under this load (23-60
+//! MiB before) and is truncated once writes stop.
 //!
 //! # Unsigned integers
 //! `hlc` and node ids are `u64`; SQLite integers are `i64`. They are stored bit-cast (`as i64`), so everything
@@ -605,7 +633,12 @@ impl Writer {
                 false
             }
         };
-        tracing::debug!(left = self.log_rows, done, elapsed = ?started.elapsed(), "compacted a key range of the storage log");
+        tracing::debug!(
+            left = self.log_rows,
+            done,
+            elapsed = ?started.elapsed(),
+            "compacted a key range of the storage log"
+        );
         Ok(done)
     }
 
@@ -676,7 +709,11 @@ impl Writer {
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
         if truncate.busy {
-            tracing::warn!(wal_bytes, elapsed = ?started.elapsed(), "the storage WAL is past its limit and readers keep it from being truncated");
+            tracing::warn!(
+                wal_bytes,
+                elapsed = ?started.elapsed(),
+                "the storage WAL is past its limit and readers keep it from being truncated"
+            );
         } else {
             tracing::info!(wal_bytes, elapsed = ?started.elapsed(), "truncated the storage WAL at its limit");
         }
@@ -732,36 +769,22 @@ struct Checkpointer {
 ///
 /// It holds the writer only weakly and ends when `stop` fires or its sender is dropped (the store dropped
 /// without `close`), after the round in progress.
-async fn checkpoint_loop(
-    mut conn: SqliteConnection,
-    wal: PathBuf,
-    writer: Weak<Mutex<Option<Writer>>>,
-    hold: Arc<AtomicBool>,
-    tuning: StoreTuning,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let frame_bytes = match sqlx::query_scalar::<_, i64>("PRAGMA page_size")
-        .fetch_one(&mut conn)
+async fn checkpoint_loop(mut round: Round, mut stop: oneshot::Receiver<()>) {
+    match sqlx::query_scalar::<_, i64>("PRAGMA page_size")
+        .fetch_one(&mut round.conn)
         .await
     {
         // A WAL frame is a page behind a 24-byte header.
-        Ok(page) => page as u64 + 24,
+        Ok(page) => round.frame_bytes = page as u64 + 24,
         Err(err) => {
-            tracing::error!(error = %err, "the storage checkpointer cannot start; the WAL is checkpointed at its limit and on close only");
+            tracing::error!(
+                error = %err,
+                "the storage checkpointer cannot start; the WAL is checkpointed at its limit and on close only"
+            );
             return;
         }
-    };
-    let mut round = Round {
-        conn: &mut conn,
-        wal: &wal,
-        writer: &writer,
-        hold: &hold,
-        tuning: &tuning,
-        frame_bytes,
-        last_frames: -1,
-        quiet: 0,
-    };
-    let mut ticks = tokio::time::interval(tuning.checkpoint_interval);
+    }
+    let mut ticks = tokio::time::interval(round.tuning.checkpoint_interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -773,7 +796,7 @@ async fn checkpoint_loop(
             tracing::warn!(error = %err, "checkpointing the storage WAL failed; will retry");
         }
     }
-    if let Err(err) = conn.close().await {
+    if let Err(err) = round.conn.close().await {
         tracing::debug!(error = %err, "closing the checkpointer connection failed");
     }
 }
@@ -796,13 +819,24 @@ impl Drop for Release<'_> {
     }
 }
 
+/// A descriptor of the database file, which the checkpointer fsyncs before a catch-up takes the writer lock
+/// (see [`Round::catch_up`]).
+///
+/// SQLite locks the database file with POSIX advisory locks, and those belong to the process: closing *any*
+/// descriptor of the file drops all of them, the ones SQLite's open connections hold included. So this one is
+/// opened after the store's connections and closed only once they all are, at the end of `close`; a store
+/// dropped without `close` leaks it rather than close it while its connections may still be open.
+struct DatabaseFile(std::fs::File);
+
 /// What the checkpointer works with, and what it remembers between rounds.
-struct Round<'a> {
-    conn: &'a mut SqliteConnection,
-    wal: &'a Path,
-    writer: &'a Weak<Mutex<Option<Writer>>>,
-    hold: &'a AtomicBool,
-    tuning: &'a StoreTuning,
+struct Round {
+    conn: SqliteConnection,
+    wal: PathBuf,
+    /// The database file, to fsync it before a catch-up takes the writer lock. See [`DatabaseFile`].
+    db: Arc<DatabaseFile>,
+    writer: Weak<Mutex<Option<Writer>>>,
+    hold: Arc<AtomicBool>,
+    tuning: StoreTuning,
     frame_bytes: u64,
     /// Frames in the WAL as last seen: at the start of the previous round, or at the end of a catch-up.
     last_frames: i64,
@@ -810,7 +844,7 @@ struct Round<'a> {
     quiet: u32,
 }
 
-impl Round<'_> {
+impl Round {
     /// One round: a passive checkpoint, which copies what was committed since the last one into the database
     /// file without ever blocking the writer. Then, if the WAL holds `wal_restart_bytes`, a catch-up so that
     /// the next commit starts it over; or, once nothing has been committed for two rounds and the WAL file is
@@ -820,13 +854,13 @@ impl Round<'_> {
         // round sees. An unchanged count means nothing was committed since it was last seen, so this
         // checkpoint has copied everything and the next commit starts the WAL over anyway (unless a reader
         // still uses it).
-        let passive = Checkpoint::run(self.conn, CHECKPOINT_PASSIVE).await?;
+        let passive = Checkpoint::run(&mut self.conn, CHECKPOINT_PASSIVE).await?;
         let unchanged = !passive.busy && passive.checkpointed == passive.frames && passive.frames == self.last_frames;
         self.quiet = if unchanged { self.quiet + 1 } else { 0 };
         self.last_frames = passive.frames;
         if !unchanged && passive.frames.max(0) as u64 * self.frame_bytes >= self.tuning.wal_restart_bytes {
             self.catch_up().await
-        } else if self.quiet >= 2 && file_len(self.wal).await? > self.tuning.wal_restart_bytes {
+        } else if self.quiet >= 2 && file_len(&self.wal).await? > self.tuning.wal_restart_bytes {
             self.truncate_idle().await
         } else {
             Ok(())
@@ -838,26 +872,34 @@ impl Round<'_> {
     /// 1. hold compaction slices off, so that only appends (a few pages a commit) land in the WAL;
     /// 2. passive checkpoints without the writer lock until one finds little new: the first copies what
     ///    compaction wrote, each next one what was appended while the one before ran;
-    /// 3. with the writer lock (between two commits, none starting), one more: it copies the last few pages
+    /// 3. an fsync of the database file (see below);
+    /// 4. with the writer lock (between two commits, none starting), one more: it copies the last few pages
     ///    and has then caught up, unless a reader still uses older frames.
     ///
-    /// The writer waits for step 3 only, whose cost is mostly its two fsyncs (of the WAL, then of the
-    /// database file), of what was written since the previous checkpoint.
+    /// The writer waits for step 4 only, whose cost is mostly its two fsyncs (of the WAL, then of the
+    /// database file), of what was written since the steps before.
     async fn catch_up(&mut self) -> Result<()> {
         let started = Instant::now();
         self.hold.store(true, Ordering::Release);
-        let _release = Release(self.hold);
+        let _release = Release(&self.hold);
         let mut passes = 0;
-        let mut before = Checkpoint::run(self.conn, CHECKPOINT_PASSIVE).await?;
+        let mut before = Checkpoint::run(&mut self.conn, CHECKPOINT_PASSIVE).await?;
         while passes < CATCH_UP_PASSES {
             passes += 1;
-            let next = Checkpoint::run(self.conn, CHECKPOINT_PASSIVE).await?;
+            let next = Checkpoint::run(&mut self.conn, CHECKPOINT_PASSIVE).await?;
             let appended = next.frames - before.frames;
             before = next;
             if appended < 0 || appended as u64 * self.frame_bytes < CATCH_UP_BYTES {
                 break;
             }
         }
+        // SQLite fsyncs the database file only when a checkpoint reaches the end of the WAL, which none of the
+        // passes above does while the writer appends: the last checkpoint, under the writer lock, would flush
+        // everything they copied (~80 ms at 1M keys). Flush it now, without the lock.
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.0.sync_data())
+            .await
+            .map_err(|err| Error::Internal(format!("fsync of the database file: {err}")))??;
         let Some(writer) = self.writer.upgrade() else {
             return Ok(());
         };
@@ -867,7 +909,7 @@ impl Round<'_> {
             return Ok(()); // closed: `close` checkpoints itself
         }
         let locked = Instant::now();
-        let last = Checkpoint::run(self.conn, CHECKPOINT_PASSIVE).await?;
+        let last = Checkpoint::run(&mut self.conn, CHECKPOINT_PASSIVE).await?;
         drop(guard);
         self.last_frames = last.frames;
         tracing::debug!(
@@ -893,7 +935,7 @@ impl Round<'_> {
             return Ok(());
         }
         let started = Instant::now();
-        let truncate = Checkpoint::run(self.conn, CHECKPOINT_TRUNCATE).await?;
+        let truncate = Checkpoint::run(&mut self.conn, CHECKPOINT_TRUNCATE).await?;
         drop(guard);
         tracing::debug!(busy = truncate.busy, writer_held = ?started.elapsed(), "truncated the idle storage WAL");
         Ok(())
@@ -910,6 +952,8 @@ pub struct SqliteStore {
     writer: SharedWriter,
     /// `None` once `close` stopped it.
     checkpointer: std::sync::Mutex<Option<Checkpointer>>,
+    /// Shared with the checkpointer; `None` once `close` closed it. See [`DatabaseFile`].
+    db_file: std::sync::Mutex<Option<Arc<DatabaseFile>>>,
     /// Checked first by readers so that they fail fast after `close` instead of waiting on a closing pool.
     closed: AtomicBool,
 }
@@ -921,6 +965,16 @@ impl fmt::Debug for SqliteStore {
             .field("tuning", &self.tuning)
             .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Dropped without `close`: the connections close on their own threads, maybe after this. Closing the
+        // descriptor now could drop their locks (see `DatabaseFile`), so it is leaked instead.
+        if let Some(file) = self.db_file.get_mut().unwrap_or_else(|e| e.into_inner()).take() {
+            std::mem::forget(file);
+        }
     }
 }
 
@@ -995,22 +1049,30 @@ impl SqliteStore {
             .connect()
             .await?;
 
+        // Last: once it is open, nothing may fail before the store owns it (see `DatabaseFile`).
+        let db_file = Arc::new(DatabaseFile(std::fs::File::open(path)?));
+
         let writer: SharedWriter = Arc::new(Mutex::new(Some(writer)));
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(checkpoint_loop(
-            checkpoint_conn,
+        let round = Round {
+            conn: checkpoint_conn,
             wal,
-            Arc::downgrade(&writer),
+            db: db_file.clone(),
+            writer: Arc::downgrade(&writer),
             hold,
             tuning,
-            stopped,
-        ));
+            frame_bytes: 0,
+            last_frames: -1,
+            quiet: 0,
+        };
+        let task = tokio::spawn(checkpoint_loop(round, stopped));
         Ok(SqliteStore {
             path: path.to_owned(),
             tuning,
             readers,
             writer,
             checkpointer: std::sync::Mutex::new(Some(Checkpointer { stop, task })),
+            db_file: std::sync::Mutex::new(Some(db_file)),
             closed: AtomicBool::new(false),
         })
     }
@@ -1190,6 +1252,8 @@ impl Store for SqliteStore {
         // Fold the WAL into the main file so that the database is a single self-contained file at rest.
         let checkpoint = sqlx::query(CHECKPOINT_TRUNCATE).execute(&mut writer.conn).await;
         let closing = writer.conn.close().await;
+        // Every connection of this store is closed now: its descriptor of the file can go too.
+        drop(self.db_file.lock().unwrap_or_else(|e| e.into_inner()).take());
         compaction?;
         checkpoint?;
         closing?;
