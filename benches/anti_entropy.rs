@@ -68,7 +68,8 @@ async fn member(db: Db, metrics: Arc<Metrics>, key: &MasterKey, seeds: Vec<Strin
         advertise_http: "127.0.0.1:0".into(),
         discovery_window: Duration::ZERO,
         mdns: false,
-        data_dir: std::env::temp_dir(),
+        data_dir: None,
+        dialer: Default::default(),
     };
     let cluster = Cluster::start(db.clone(), opts, listener).await.unwrap();
     (Member { db, metrics, cluster }, addr)

@@ -17,16 +17,18 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 
-use crate::crdt::hlc::SystemTime;
-use crate::crdt::{Entry, NodeId, TimeSource};
+use crate::crdt::{Entry, Hlc, NodeId};
 use crate::db::Db;
 use crate::discovery::Mdns;
 use crate::error::Result;
-use crate::grpc::{self, Codec, ReplicationService, Transport};
+use crate::grpc::{self, Codec, Dialer, ReplicationService, Transport};
 use crate::metrics::{Direction, PeerCounts, RoundResult};
 use crate::replication::{Core, CoreConfig, CoreEvent, Destination, Effects, Message, PeerRecord, Status};
 use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
@@ -60,8 +62,11 @@ pub struct ClusterOptions {
     pub discovery_window: Duration,
     /// Announce and discover by mDNS.
     pub mdns: bool,
-    /// The data directory (the last sync time is kept there).
-    pub data_dir: PathBuf,
+    /// The data directory, where the last sync time is kept; `None` for a node without one (the
+    /// simulation's in-memory nodes), which then always restarts as if it had synced recently.
+    pub data_dir: Option<PathBuf>,
+    /// How to connect to peers (TCP, or the simulation's network).
+    pub dialer: Dialer,
 }
 
 /// One row of `GET /api/v1/cluster/nodes`.
@@ -92,19 +97,29 @@ pub struct Cluster {
     /// Frames rejected by the gRPC service (wrong key, garbage, other cluster).
     pub rejected_frames: Arc<AtomicU64>,
     synced: watch::Receiver<bool>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime.now_ms()
+    clock: Arc<Hlc>,
 }
 
 impl Cluster {
     /// Start serving replication on `listener` and run the core.
     pub async fn start(db: Db, opts: ClusterOptions, listener: TcpListener) -> Result<Cluster> {
+        Cluster::start_on(db, opts, tokio_stream::wrappers::TcpListenerStream::new(listener)).await
+    }
+
+    /// Start serving replication on the connections `incoming` yields and run the core. The core reads time
+    /// from the database's clock, so a node on simulated time is entirely on simulated time.
+    pub async fn start_on<I, IO, IE>(db: Db, opts: ClusterOptions, incoming: I) -> Result<Cluster>
+    where
+        I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let me = db.node_id();
+        let clock = db.hlc().clone();
+        let now_ms = || clock.time_ms();
         let cluster_id = opts.key.cluster_id();
         let codec = Codec::new(opts.key.sealer(TRANSPORT_DOMAIN), cluster_id.clone(), me);
-        let transport = Arc::new(Transport::new(codec.clone()));
+        let transport = Arc::new(Transport::new(codec.clone(), opts.dialer.clone()));
         let (inbox_tx, inbox) = mpsc::channel(INBOX_MESSAGES);
         let rejected = Arc::new(AtomicU64::new(0));
         let (stop, stop_rx) = watch::channel(false);
@@ -114,7 +129,7 @@ impl Cluster {
             let shutdown = async move {
                 let _ = server_stop.wait_for(|s| *s).await;
             };
-            if let Err(e) = grpc::serve(listener, service, shutdown).await {
+            if let Err(e) = grpc::serve(incoming, service, shutdown).await {
                 tracing::error!(error = %e, "replication server stopped");
             }
         });
@@ -141,8 +156,10 @@ impl Cluster {
         let purge_interval =
             Duration::from_millis(opts.core.tombstone_ttl_ms / 10).clamp(MIN_PURGE_INTERVAL, MAX_PURGE_INTERVAL);
         let mut core = Core::new(opts.core, record, opts.seeds, rand::random(), started);
-        let last_sync = std::fs::read_to_string(opts.data_dir.join(LAST_SYNC_FILE))
-            .ok()
+        let last_sync = opts
+            .data_dir
+            .as_ref()
+            .and_then(|dir| std::fs::read_to_string(dir.join(LAST_SYNC_FILE)).ok())
             .and_then(|t| t.trim().parse().ok());
         core.restore_last_sync(last_sync, started);
         if core.pull_first() {
@@ -187,6 +204,7 @@ impl Cluster {
             tasks: Mutex::new(tasks),
             rejected_frames: rejected,
             synced,
+            clock,
         })
     }
 
@@ -208,7 +226,7 @@ impl Cluster {
     /// Every known node, this one first.
     pub fn nodes(&self) -> Vec<NodeView> {
         let core = self.core.lock();
-        let now = now_ms();
+        let now = self.clock.time_ms();
         let me = core.membership().me();
         let mut out = vec![NodeView {
             id: me.id.to_string(),
@@ -246,12 +264,16 @@ struct Driver {
     core: Arc<Mutex<Core>>,
     transport: Arc<Transport>,
     synced: watch::Sender<bool>,
-    data_dir: PathBuf,
+    data_dir: Option<PathBuf>,
     last_sync_written: AtomicU64,
     purge_interval: Duration,
 }
 
 impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.db.hlc().time_ms()
+    }
+
     async fn run(
         self,
         mut inbox: mpsc::Receiver<(NodeId, Message)>,
@@ -267,7 +289,7 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = stop.changed() => {
-                    let fx = self.core.lock().leave(now_ms());
+                    let fx = self.core.lock().leave(self.now_ms());
                     self.carry_out(fx);
                     // Give the leave gossip a moment to go out; it is a courtesy, not a requirement.
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -278,7 +300,7 @@ impl Driver {
                     if let Message::Delta { entries } = &msg {
                         self.db.metrics().deltas_received(&from.to_string(), entries.len() as u64);
                     }
-                    let fx = self.db.with_state(|state| self.core.lock().on_message(now_ms(), from, msg, state));
+                    let fx = self.db.with_state(|state| self.core.lock().on_message(self.now_ms(), from, msg, state));
                     self.carry_out(fx);
                 }
                 change = events.recv() => match change {
@@ -286,7 +308,7 @@ impl Driver {
                         // Broadcast what this node wrote, except tombstones older than the purge horizon:
                         // those are the same-version tombstones of a pull-first `forget`, local cleanup
                         // that must not delete anything elsewhere.
-                        let horizon = self.core.lock().purge_horizon(now_ms());
+                        let horizon = self.core.lock().purge_horizon(self.now_ms());
                         let ours = |e: &Entry| e.version.node == me && !(e.deleted && e.version.hlc < horizon);
                         let mut batch = Vec::new();
                         if ours(&entry) {
@@ -310,7 +332,7 @@ impl Driver {
                 },
                 _ = purge.tick() => self.purge(),
                 _ = tick.tick() => {
-                    let fx = self.db.with_state(|state| self.core.lock().on_tick(now_ms(), state));
+                    let fx = self.db.with_state(|state| self.core.lock().on_tick(self.now_ms(), state));
                     self.carry_out(fx);
                     self.report_peers();
                     self.remember_sync();
@@ -344,7 +366,7 @@ impl Driver {
                 "pull-first rejoin: dropping old entries the peers no longer hold"
             );
             let tombstones: Vec<Entry> = forget.into_iter().map(|e| Entry::tombstone(e.key, e.version)).collect();
-            let horizon = self.core.lock().purge_horizon(now_ms());
+            let horizon = self.core.lock().purge_horizon(self.now_ms());
             let db = self.db.clone();
             tokio::spawn(async move {
                 let result = async {
@@ -429,8 +451,9 @@ impl Driver {
         }
         self.last_sync_written
             .store(synced, std::sync::atomic::Ordering::Relaxed);
+        let Some(dir) = &self.data_dir else { return };
         let now = synced;
-        let path = self.data_dir.join(LAST_SYNC_FILE);
+        let path = dir.join(LAST_SYNC_FILE);
         tokio::task::spawn_blocking(move || {
             let tmp = path.with_extension("tmp");
             let written = std::fs::write(&tmp, now.to_string()).and_then(|_| std::fs::rename(&tmp, &path));
@@ -442,7 +465,7 @@ impl Driver {
 
     /// Purge tombstones older than the TTL.
     fn purge(&self) {
-        let horizon = self.core.lock().purge_horizon(now_ms());
+        let horizon = self.core.lock().purge_horizon(self.now_ms());
         let db = self.db.clone();
         tokio::spawn(async move {
             match db.purge_tombstones(horizon).await {

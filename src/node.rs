@@ -15,7 +15,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 
 use crate::api::{self, AppState};
 use crate::cluster::{Cluster, ClusterOptions};
@@ -23,10 +26,11 @@ use crate::config::{Config, Mode};
 use crate::crdt::{Hlc, NodeId};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::grpc::Dialer;
 use crate::metrics::{Metrics, StateGauges};
 use crate::replication::CoreConfig;
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
-use crate::storage::SqliteStore;
+use crate::storage::{SqliteStore, Store};
 
 /// File in the data directory holding the node id.
 pub const NODE_ID_FILE: &str = "node.id";
@@ -48,16 +52,28 @@ pub struct Node {
     metrics: Arc<Metrics>,
     cluster_id: Arc<str>,
     master: MasterKey,
+    /// The data directory (none for a node over a given store).
+    data_dir: Option<PathBuf>,
     /// Keeps the data directory locked for this process.
-    _lock: std::fs::File,
+    _lock: Option<std::fs::File>,
+}
+
+/// What [`Node::open`] and [`Node::from_store`] gather before assembling a node.
+struct Parts {
+    store: Arc<dyn Store>,
+    node_id: NodeId,
+    hlc: Arc<Hlc>,
+    master: MasterKey,
+    data_dir: Option<PathBuf>,
+    lock: Option<std::fs::File>,
 }
 
 impl Node {
     /// Open the data directory and the database.
     pub async fn open(config: Config) -> Result<Node> {
-        let dir = &config.data_dir;
-        create_private_dir(dir)?;
-        let lock = lock_dir(dir)?;
+        let dir = config.data_dir.clone();
+        create_private_dir(&dir)?;
+        let lock = lock_dir(&dir)?;
         let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
         let master = match (&config.cluster_key, config.mode) {
             (Some(key), _) => key.clone(),
@@ -65,35 +81,73 @@ impl Node {
             (None, Mode::Dev) => MasterKey::load_or_create(&dir.join(NODE_KEY_FILE))?,
         };
         let store = SqliteStore::open(&dir.join(DB_FILE), config.durability).await?;
+        let db_path = dir.join(DB_FILE);
+        let parts = Parts {
+            store: Arc::new(store),
+            node_id,
+            hlc: Arc::new(Hlc::system()),
+            master,
+            data_dir: Some(dir.clone()),
+            lock: Some(lock),
+        };
+        let node = Node::assemble(config, parts, move || disk_bytes(&db_path)).await?;
+        let stats = node.db.stats();
+        tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");
+        Ok(node)
+    }
+
+    /// A node over `store`, without a data directory: the simulation runs real nodes this way, on
+    /// simulated time (`hlc`) over a [`crate::storage::MemoryStore`] that outlives their crashes. The
+    /// configuration must carry the cluster key (there is no directory to keep one in) and its `data_dir` is
+    /// not used.
+    pub async fn from_store(config: Config, store: Arc<dyn Store>, node_id: NodeId, hlc: Arc<Hlc>) -> Result<Node> {
+        let master = config
+            .cluster_key
+            .clone()
+            .ok_or_else(|| Error::InvalidInput("a node without a data directory needs cluster_key".into()))?;
+        let parts = Parts {
+            store,
+            node_id,
+            hlc,
+            master,
+            data_dir: None,
+            lock: None,
+        };
+        Node::assemble(config, parts, || 0).await
+    }
+
+    async fn assemble(
+        config: Config,
+        parts: Parts,
+        db_size_bytes: impl Fn() -> u64 + Send + Sync + 'static,
+    ) -> Result<Node> {
         let metrics = Metrics::new();
         let db = Db::open(
-            Arc::new(store),
-            node_id,
-            Arc::new(Hlc::system()),
-            master.sealer(SECRETS_DOMAIN),
+            parts.store,
+            parts.node_id,
+            parts.hlc,
+            parts.master.sealer(SECRETS_DOMAIN),
             metrics.clone(),
         )
         .await?;
         let weak = db.downgrade();
-        let db_path = dir.join(DB_FILE);
         metrics.set_state_source(move || {
             let stats = weak.upgrade()?.stats();
             Some(StateGauges {
                 keys: stats.keys as u64,
                 tombstones: stats.tombstones as u64,
-                db_size_bytes: disk_bytes(&db_path),
+                db_size_bytes: db_size_bytes(),
             })
         });
-        let stats = db.stats();
-        tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");
         Ok(Node {
             db,
             config: Arc::new(config),
             started: Instant::now(),
             metrics,
-            cluster_id: master.cluster_id().into(),
-            master,
-            _lock: lock,
+            cluster_id: parts.master.cluster_id().into(),
+            master: parts.master,
+            data_dir: parts.data_dir,
+            _lock: parts.lock,
         })
     }
 
@@ -115,6 +169,24 @@ impl Node {
             }
         };
         let bound = listener.local_addr()?;
+        let advertised = advertise(self.config.advertise_addr.as_deref(), bound);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        self.start_cluster_on(incoming, advertised, Dialer::default()).await
+    }
+
+    /// Start replication on the connections `incoming` yields, announcing `advertise_grpc` to peers and
+    /// reaching them with `dialer`: the seam through which the simulation runs real nodes on its network.
+    pub async fn start_cluster_on<I, IO, IE>(
+        &self,
+        incoming: I,
+        advertise_grpc: String,
+        dialer: Dialer,
+    ) -> Result<Arc<Cluster>>
+    where
+        I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+        IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+        IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let core = CoreConfig {
             anti_entropy_interval_ms: self.config.anti_entropy_interval.as_millis() as u64,
             max_clock_drift_ms: self.config.max_clock_drift.as_millis() as u64,
@@ -125,13 +197,14 @@ impl Node {
             core,
             seeds: self.config.peers.clone(),
             key: self.master.clone(),
-            advertise_grpc: advertise(self.config.advertise_addr.as_deref(), bound),
+            advertise_grpc,
             advertise_http: self.config.advertise_http(),
             discovery_window: self.config.discovery_window,
             mdns: self.config.mdns,
-            data_dir: self.config.data_dir.clone(),
+            data_dir: self.data_dir.clone(),
+            dialer,
         };
-        Ok(Arc::new(Cluster::start(self.db.clone(), options, listener).await?))
+        Ok(Arc::new(Cluster::start_on(self.db.clone(), options, incoming).await?))
     }
 
     /// The HTTP router of this node.

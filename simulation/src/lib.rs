@@ -15,11 +15,15 @@
 //!
 //! [`run`] runs one seed and checks the outcome with [`check`]; the same [`Options`] always give the
 //! same event trace hash.
+//!
+//! [`real`] is the complement: whole nodes (tonic, axum, tokio tasks) as turmoil hosts, so that the
+//! transport and the driver are exercised too, under partitions, crashes and skew.
 
 pub mod check;
 pub mod history;
 pub mod net;
 pub mod node;
+pub mod real;
 pub mod scenario;
 pub mod sim;
 mod trace;

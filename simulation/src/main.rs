@@ -8,7 +8,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cave_simulation::{parse_seeds, run, run_many, Bug, Options, Outcome, Scenario};
+use cave_simulation::{parse_seeds, real, run, run_many, Bug, Options, Outcome, Scenario};
 use clap::Parser;
 
 #[derive(Debug, Parser)]
@@ -51,6 +51,13 @@ struct Cli {
     /// List the scenarios and bugs, and exit.
     #[arg(long)]
     list: bool,
+    /// Run whole nodes (tonic, axum, tokio) on turmoil's simulated network instead of the core alone; seed
+    /// S runs real scenario number S modulo 5 unless --scenario names one (see --list).
+    #[arg(long, conflicts_with_all = ["inject_bug", "nodes", "verbose", "watch"])]
+    real: bool,
+    /// With --real: weaken the transport (no-keep-alive: must still pass; no-keep-alive-no-redial: must fail).
+    #[arg(long, value_name = "NAME", requires = "real")]
+    transport_fault: Option<String>,
 }
 
 fn line(o: &Outcome) -> String {
@@ -80,11 +87,22 @@ fn main() -> ExitCode {
             let note = if rotated { "" } else { " (not in the rotation)" };
             println!("  {:<18}{}{note}", sc.name(), sc.describe());
         }
+        println!("real-transport scenarios (--real; seed S runs number S % 5 unless --scenario is given):");
+        for sc in real::Scenario::ALL {
+            println!("  {:<18}{} nodes", sc.name(), sc.nodes());
+        }
+        println!("transport faults (--real --transport-fault):");
+        for fault in real::TransportFault::ALL {
+            println!("  {}", fault.name());
+        }
         println!("bugs (--inject-bug):");
         for bug in Bug::ALL {
             println!("  {:<24}best caught by --scenario {}", bug.name(), bug.scenario());
         }
         return ExitCode::SUCCESS;
+    }
+    if cli.real {
+        return run_real(&cli);
     }
     let scenario: Option<Scenario> = if cli.scenario == "all" {
         None
@@ -200,6 +218,104 @@ fn main() -> ExitCode {
             list.join(" "),
             if failed.len() > 20 { " ..." } else { "" }
         );
+        ExitCode::FAILURE
+    }
+}
+
+/// `--real`: real-transport scenarios, one turmoil simulation per seed, on `--jobs` threads.
+fn run_real(cli: &Cli) -> ExitCode {
+    let fixed = match cli.scenario.as_str() {
+        "all" => None,
+        name => match real::Scenario::parse(name) {
+            Some(sc) => Some(sc),
+            None => {
+                eprintln!("error: unknown real-transport scenario {name:?} (see --list)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let seeds = match cli.seed {
+        Some(seed) => seed..seed + 1,
+        None => match parse_seeds(&cli.seeds) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let fault = match cli
+        .transport_fault
+        .as_deref()
+        .map(|name| (name, real::TransportFault::parse(name)))
+    {
+        None => None,
+        Some((_, Some(fault))) => Some(fault),
+        Some((name, None)) => {
+            eprintln!("error: unknown transport fault {name:?} (see --list)");
+            return ExitCode::from(2);
+        }
+    };
+    let scenario_of = |seed: u64| fixed.unwrap_or(real::Scenario::ALL[(seed % 5) as usize]);
+    let jobs = cli
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let started = Instant::now();
+    let next = std::sync::atomic::AtomicU64::new(seeds.start);
+    let results = std::sync::Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.max(1) {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if seed >= seeds.end {
+                    return;
+                }
+                let scenario = scenario_of(seed);
+                let result = real::run(scenario, seed, fault);
+                match &result {
+                    Ok(r) if cli.each || cli.seed.is_some() => println!(
+                        "seed {seed} {:<14} nodes {} PASS  {:>5} acked {:>3} unknown  {:>2} keys diverged, converged {:>5.2}s after healing  \
+                         sim {:>5.1}s  {} ms",
+                        scenario.name(),
+                        r.nodes,
+                        r.acked,
+                        r.unknown,
+                        r.diverged_keys,
+                        r.converged_secs,
+                        r.sim_secs,
+                        r.wall_ms
+                    ),
+                    Ok(_) => {}
+                    Err(failure) => println!("FAIL {failure}"),
+                }
+                results.lock().unwrap().push((seed, result));
+            });
+        }
+    });
+    let results = results.into_inner().unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let sim: f64 = results
+        .iter()
+        .filter_map(|(_, r)| r.as_ref().ok())
+        .map(|r| r.sim_secs)
+        .sum();
+    let mut failed: Vec<u64> = results.iter().filter(|(_, r)| r.is_err()).map(|(s, _)| *s).collect();
+    failed.sort_unstable();
+    println!(
+        "{} real-transport seeds ({}..{}): {} passed, {} failed in {:.1} s on {} threads ({:.1} simulated s per wall s)",
+        results.len(),
+        seeds.start,
+        seeds.end,
+        results.len() - failed.len(),
+        failed.len(),
+        wall,
+        jobs,
+        sim / wall
+    );
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        println!("failing seeds: {failed:?}");
         ExitCode::FAILURE
     }
 }

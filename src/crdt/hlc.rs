@@ -132,6 +132,12 @@ impl Hlc {
         self.last.load(Ordering::Acquire)
     }
 
+    /// The time source's reading in milliseconds since the epoch: the node's notion of "now" for everything
+    /// that is not a version (heartbeats, timeouts, the purge horizon).
+    pub fn time_ms(&self) -> u64 {
+        self.time.now_ms()
+    }
+
     /// The physical reading of the time source, as a timestamp with a zero counter.
     pub fn physical_now(&self) -> u64 {
         from_physical_ms(self.time.now_ms())

@@ -6,14 +6,14 @@
 //! own; HTTP/2 keep-alives detect a connection that a partition black-holed, so it recovers after repair.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use super::pb::replication_client::ReplicationClient;
 use super::{pb, Codec, MAX_FRAME_BYTES};
@@ -27,6 +27,8 @@ const MAX_IN_FLIGHT: usize = 32;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one delivery may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Consecutive request timeouts after which the channel to a peer is dropped and dialed afresh.
+pub const REDIAL_AFTER_TIMEOUTS: u32 = 2;
 /// HTTP/2 keep-alive ping interval and timeout.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -44,19 +46,63 @@ pub struct TransportStats {
     pub bytes_sent: AtomicU64,
 }
 
+/// Turns a peer's configured [`Endpoint`] into a lazily connecting [`Channel`].
+///
+/// The default dials TCP. The simulation dials over its simulated network instead, which is why the
+/// transport takes this rather than connecting by itself: the endpoint's settings (timeouts, HTTP/2
+/// keep-alives) stay the production ones either way.
+#[derive(Clone)]
+pub struct Dialer {
+    connect: Arc<dyn Fn(Endpoint) -> Channel + Send + Sync>,
+    redial: bool,
+}
+
+impl Dialer {
+    /// A dialer connecting with `connect` (for example `Endpoint::connect_with_connector_lazy`).
+    pub fn new(connect: impl Fn(Endpoint) -> Channel + Send + Sync + 'static) -> Dialer {
+        Dialer {
+            connect: Arc::new(connect),
+            redial: true,
+        }
+    }
+
+    /// Whether a peer's channel is dropped and dialed afresh after [`REDIAL_AFTER_TIMEOUTS`] consecutive
+    /// request timeouts (on by default). The simulation turns it off, together with keep-alives, to show
+    /// what it guards against: requests on a black-holed connection time out forever.
+    pub fn redial(mut self, redial: bool) -> Dialer {
+        self.redial = redial;
+        self
+    }
+}
+
+impl Default for Dialer {
+    /// Plain TCP.
+    fn default() -> Dialer {
+        Dialer::new(|endpoint| endpoint.connect_lazy())
+    }
+}
+
+impl std::fmt::Debug for Dialer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Dialer")
+    }
+}
+
 /// Sends messages to peers by address.
 pub struct Transport {
     codec: Codec,
+    dialer: Dialer,
     peers: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
     /// Counters.
     pub stats: Arc<TransportStats>,
 }
 
 impl Transport {
-    /// A transport sealing with `codec`.
-    pub fn new(codec: Codec) -> Transport {
+    /// A transport sealing with `codec` and connecting with `dialer`.
+    pub fn new(codec: Codec, dialer: Dialer) -> Transport {
         Transport {
             codec,
+            dialer,
             peers: Mutex::new(HashMap::new()),
             stats: Arc::default(),
         }
@@ -71,7 +117,7 @@ impl Transport {
             let mut peers = self.peers.lock();
             match peers.get(addr) {
                 Some(tx) if !tx.is_closed() => tx.clone(),
-                _ => match spawn_peer(addr, self.stats.clone()) {
+                _ => match spawn_peer(addr, &self.dialer, self.stats.clone()) {
                     Some(tx) => {
                         peers.insert(addr.to_string(), tx.clone());
                         tx
@@ -101,7 +147,7 @@ impl Transport {
     }
 }
 
-fn spawn_peer(addr: &str, stats: Arc<TransportStats>) -> Option<mpsc::Sender<Vec<u8>>> {
+fn spawn_peer(addr: &str, dialer: &Dialer, stats: Arc<TransportStats>) -> Option<mpsc::Sender<Vec<u8>>> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| tracing::warn!(%addr, error = %e, "bad peer address"))
         .ok()?
@@ -111,10 +157,16 @@ fn spawn_peer(addr: &str, stats: Arc<TransportStats>) -> Option<mpsc::Sender<Vec
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true);
-    let channel = endpoint.connect_lazy();
-    let client = ReplicationClient::new(channel)
-        .max_decoding_message_size(MAX_FRAME_BYTES)
-        .max_encoding_message_size(MAX_FRAME_BYTES);
+    let dial = {
+        let dialer = dialer.clone();
+        move || {
+            ReplicationClient::new((dialer.connect)(endpoint.clone()))
+                .max_decoding_message_size(MAX_FRAME_BYTES)
+                .max_encoding_message_size(MAX_FRAME_BYTES)
+        }
+    };
+    let redial = dialer.redial;
+    let mut client = dial();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_FRAMES);
     let addr = addr.to_string();
     tokio::spawn(async move {
@@ -123,23 +175,39 @@ fn spawn_peer(addr: &str, stats: Arc<TransportStats>) -> Option<mpsc::Sender<Vec
         // Order does not matter (every message is a merge or idempotent).
         let mut in_flight = FuturesUnordered::new();
         let failing = Arc::new(AtomicBool::new(false));
+        let timeouts = Arc::new(AtomicU32::new(0));
         loop {
             tokio::select! {
                 frame = rx.recv(), if in_flight.len() < MAX_IN_FLIGHT => {
                     let Some(sealed) = frame else { break };
+                    // Keep-alives are what notices a connection a partition black-holed. Should they not
+                    // (a peer or middlebox that answers pings but nothing else), requests on it would time out
+                    // forever: a lazy channel only reconnects once its connection is known to be dead. So a
+                    // run of timeouts also discards the channel and dials afresh.
+                    if redial && timeouts.load(Ordering::Relaxed) >= REDIAL_AFTER_TIMEOUTS {
+                        timeouts.store(0, Ordering::Relaxed);
+                        tracing::info!(peer = %addr, "deliveries keep timing out: dialing the peer afresh");
+                        client = dial();
+                    }
                     let mut client = client.clone();
-                    let (stats, addr, failing) = (stats.clone(), addr.clone(), failing.clone());
+                    let (stats, addr, failing, timeouts) =
+                        (stats.clone(), addr.clone(), failing.clone(), timeouts.clone());
                     in_flight.push(async move {
                         let len = sealed.len() as u64;
                         match client.deliver(pb::Frame { sealed }).await {
                             Ok(_) => {
                                 stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
+                                timeouts.store(0, Ordering::Relaxed);
                                 if failing.swap(false, Ordering::Relaxed) {
                                     tracing::info!(peer = %addr, "peer reachable again");
                                 }
                             }
                             Err(status) => {
                                 stats.failed.fetch_add(1, Ordering::Relaxed);
+                                // tonic reports its request timeout as `Cancelled`.
+                                if status.code() == tonic::Code::Cancelled {
+                                    timeouts.fetch_add(1, Ordering::Relaxed);
+                                }
                                 if !failing.swap(true, Ordering::Relaxed) {
                                     tracing::warn!(peer = %addr, error = %status.message(), "delivery to peer failed");
                                 }

@@ -18,7 +18,7 @@ use crate::error::{Error, Result};
 use crate::replication::Message;
 use crate::secrets::Sealer;
 
-pub use client::Transport;
+pub use client::{Dialer, Transport, REDIAL_AFTER_TIMEOUTS};
 pub use server::{serve, ReplicationService};
 
 /// Generated protobuf and tonic code of `proto/cave.proto`.

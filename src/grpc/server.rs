@@ -4,8 +4,10 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::transport::server::Connected;
 use tonic::{Request, Response, Status};
 
 use super::pb::replication_server::{Replication, ReplicationServer};
@@ -68,13 +70,19 @@ impl Replication for ReplicationService {
     }
 }
 
-/// Serve the replication service on `listener` until `shutdown` resolves.
-pub async fn serve(
-    listener: TcpListener,
+/// Serve the replication service on the connections `incoming` yields until `shutdown` resolves.
+///
+/// A node passes its TCP listener's stream; the simulation passes connections of its simulated network.
+pub async fn serve<I, IO, IE>(
+    incoming: I,
     service: ReplicationService,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+) -> Result<()>
+where
+    I: Stream<Item = std::result::Result<IO, IE>> + Send + 'static,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let server = ReplicationServer::new(service)
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);

@@ -1,0 +1,102 @@
+//! The software of one simulated host: a whole Cave node (database writer task, cluster driver, tonic
+//! gRPC server and clients, axum HTTP API) over a [`MemoryStore`], on turmoil's network and clock.
+//!
+//! Only three things differ from `cave serve`: sockets come from `turmoil::net` (see [`super::net`]), time
+//! from the host's simulated clock (plus a fixed skew), and the store is a [`MemoryStore`] "disk" that
+//! outlives the host: a crash drops the runtime with every task and connection, and the restarted
+//! incarnation reopens the disk, holding exactly what was committed.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cave::config::{Config, Mode};
+use cave::crdt::{Hlc, NodeId, TimeSource};
+use cave::node::Node;
+use cave::secrets::MasterKey;
+use cave::storage::MemoryStore;
+
+use super::net::{dialer, incoming, HttpListener, TransportFault};
+
+/// Port of every host's replication (gRPC) endpoint.
+pub const GRPC_PORT: u16 = 7001;
+/// Port of every host's HTTP API.
+pub const HTTP_PORT: u16 = 8001;
+
+/// What a host is, across its restarts.
+#[derive(Debug, Clone)]
+pub struct HostSpec {
+    /// Host name (turmoil DNS).
+    pub name: String,
+    /// Node id, kept across restarts like `node.id` in a data directory.
+    pub id: NodeId,
+    /// The disk.
+    pub disk: MemoryStore,
+    /// The cluster key.
+    pub key: MasterKey,
+    /// Seed peers (`host:port`).
+    pub seeds: Vec<String>,
+    /// This host's clock minus true (simulated) time, in ms.
+    pub skew_ms: i64,
+    /// Mean anti-entropy interval.
+    pub anti_entropy_interval: Duration,
+    /// A weakened transport, or `None` for production's.
+    pub fault: Option<TransportFault>,
+}
+
+/// The host's clock: turmoil's simulated time since the epoch, plus the host's skew.
+#[derive(Debug)]
+struct SimClock {
+    skew_ms: i64,
+    last_ms: AtomicU64,
+}
+
+impl TimeSource for SimClock {
+    fn now_ms(&self) -> u64 {
+        match turmoil::since_epoch() {
+            Some(now) => {
+                let ms = (now.as_millis() as i64 + self.skew_ms).max(0) as u64;
+                self.last_ms.store(ms, Ordering::Relaxed);
+                ms
+            }
+            // Read outside a host's turn (nothing of the node should): the last reading.
+            None => self.last_ms.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The configuration `cave serve --mode=prod` would have on this host, with anti-entropy as given.
+fn config(spec: &HostSpec) -> Config {
+    Config {
+        mode: Mode::Prod,
+        http_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, HTTP_PORT)),
+        grpc_addr: SocketAddr::from((Ipv4Addr::UNSPECIFIED, GRPC_PORT)),
+        advertise_addr: Some(format!("{}:{GRPC_PORT}", spec.name)),
+        peers: spec.seeds.clone(),
+        mdns: false,
+        discovery_window: Duration::from_secs(2),
+        cluster_key: Some(spec.key.clone()),
+        anti_entropy_interval: spec.anti_entropy_interval,
+        ..Config::default()
+    }
+}
+
+/// Run the node until the host crashes (it never returns otherwise).
+pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
+    let clock = Arc::new(SimClock {
+        skew_ms: spec.skew_ms,
+        last_ms: AtomicU64::new(0),
+    });
+    let hlc = Arc::new(Hlc::new(clock));
+    let config = config(&spec);
+    let node = Node::from_store(config, Arc::new(spec.disk.reopen()), spec.id, hlc).await?;
+    let grpc = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, GRPC_PORT)).await?;
+    let cluster = node
+        .start_cluster_on(incoming(grpc), format!("{}:{GRPC_PORT}", spec.name), dialer(spec.fault))
+        .await?;
+    let http = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).await?;
+    axum::serve(HttpListener(http), node.router_with(Some(cluster))).await?;
+    Ok(())
+}

@@ -1,0 +1,497 @@
+//! The client host of a real-transport scenario: waits for the cluster, writes through the HTTP API while
+//! the chaos task injects faults, heals, waits for convergence and checks the outcome.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use tokio::time::{sleep, Instant};
+
+use super::host::HTTP_PORT;
+use super::net::request;
+use super::{Control, Scenario};
+
+/// Keys written (a small hot set, so that writers collide).
+const KEYS: u64 = 24;
+/// Concurrent writers.
+const WRITERS: u64 = 3;
+/// How long writers write (and faults happen).
+const FAULT_PHASE: Duration = Duration::from_secs(20);
+/// How long a healed cluster may take to agree.
+const CONVERGENCE_LIMIT: Duration = Duration::from_secs(60);
+/// How long a fresh cluster may take to see all its members.
+const FORMATION_LIMIT: Duration = Duration::from_secs(60);
+/// Polling interval while waiting for a condition.
+const POLL: Duration = Duration::from_millis(250);
+
+/// Figures of one run.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// Cluster size.
+    pub nodes: usize,
+    /// Writes acknowledged (200).
+    pub acked: u64,
+    /// Writes whose outcome the client cannot know (timeout, connection lost, 5xx).
+    pub unknown: u64,
+    /// Keys holding an entry at the end.
+    pub keys: usize,
+    /// Keys on which the nodes disagreed when the faults were healed (evidence that the faults bit).
+    pub diverged_keys: usize,
+    /// Simulated seconds from healing to agreement.
+    pub converged_secs: f64,
+    /// Simulated seconds of the whole run.
+    pub sim_secs: f64,
+    /// Wall-clock milliseconds of the whole run.
+    pub wall_ms: u64,
+}
+
+/// What one write was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Op {
+    Put(String),
+    Delete,
+}
+
+#[derive(Debug, Clone)]
+enum Answer {
+    Acked((u64, u64)),
+    /// 4xx: definitely not written.
+    Refused,
+    Unknown,
+}
+
+#[derive(Debug, Clone)]
+struct Attempt {
+    key: String,
+    op: Op,
+    node: String,
+    answer: Answer,
+}
+
+/// One exported entry: `(version, deleted, value)`.
+type Exported = BTreeMap<String, ((u64, u64), bool, String)>;
+
+pub(super) async fn client(
+    scenario: Scenario,
+    seed: u64,
+    names: Vec<String>,
+    controls: Rc<RefCell<Vec<Control>>>,
+    report: Rc<RefCell<Option<super::Report>>>,
+) -> turmoil::Result {
+    wait_for_membership(&names, FORMATION_LIMIT)
+        .await
+        .map_err(|e| format!("cluster did not form: {e}"))?;
+    let attempts: Rc<RefCell<Vec<Attempt>>> = Rc::default();
+    let seq = Rc::new(Cell::new(0u64));
+    let deadline = Instant::now() + FAULT_PHASE;
+    let writers = (0..WRITERS).map(|w| writer(seed, w, &names, deadline, attempts.clone(), seq.clone()));
+    let chaos = chaos(scenario, seed, &names, controls.clone());
+    futures::future::join(futures::future::join_all(writers), chaos).await;
+    // How far apart the faults drove the nodes: keys on which they disagree right before healing.
+    let diverged = divergence(&names).await;
+    // Heal: every link repaired (the crash scenario restarted its victims itself).
+    repair_all(&names);
+    let healed = Instant::now();
+    let exported = wait_for_agreement(&names, CONVERGENCE_LIMIT)
+        .await
+        .map_err(|e| format!("no convergence {CONVERGENCE_LIMIT:?} after healing: {e}"))?;
+    wait_for_membership(&names, CONVERGENCE_LIMIT)
+        .await
+        .map_err(|e| format!("membership views disagree after healing: {e}"))?;
+    let attempts = attempts.take();
+    check(&exported, &attempts)?;
+    *report.borrow_mut() = Some(super::Report {
+        nodes: names.len(),
+        acked: attempts.iter().filter(|a| matches!(a.answer, Answer::Acked(_))).count() as u64,
+        unknown: attempts.iter().filter(|a| matches!(a.answer, Answer::Unknown)).count() as u64,
+        keys: exported.len(),
+        diverged_keys: diverged,
+        converged_secs: healed.elapsed().as_secs_f64(),
+        ..Default::default()
+    });
+    Ok(())
+}
+
+async fn writer(
+    seed: u64,
+    w: u64,
+    names: &[String],
+    deadline: Instant,
+    attempts: Rc<RefCell<Vec<Attempt>>>,
+    seq: Rc<Cell<u64>>,
+) {
+    let mut rng = StdRng::seed_from_u64(seed ^ (0x5752_4954 + w));
+    while Instant::now() < deadline {
+        let node = names[rng.gen_range(0..names.len())].clone();
+        let key = format!("sim/k{}", rng.gen_range(0..KEYS));
+        seq.set(seq.get() + 1);
+        let op = if rng.gen_bool(0.75) {
+            Op::Put(format!("v{}-w{w}", seq.get()))
+        } else {
+            Op::Delete
+        };
+        let path = format!("/api/v1/kv/{key}");
+        let result = match &op {
+            Op::Put(v) => request(&node, HTTP_PORT, "PUT", &path, Bytes::from(v.clone())).await,
+            Op::Delete => request(&node, HTTP_PORT, "DELETE", &path, Bytes::new()).await,
+        };
+        let answer = match result {
+            Ok((200, body)) => match serde_json::from_slice::<Value>(&body)
+                .ok()
+                .and_then(|v| v["version"].as_str().and_then(parse_version))
+            {
+                Some(version) => Answer::Acked(version),
+                None => Answer::Unknown,
+            },
+            Ok((status, _)) if (400..500).contains(&status) => Answer::Refused,
+            _ => Answer::Unknown,
+        };
+        attempts.borrow_mut().push(Attempt { key, op, node, answer });
+        sleep(Duration::from_millis(rng.gen_range(5..40))).await;
+    }
+}
+
+/// The scenario's faults, over [`FAULT_PHASE`]; the links are all repaired afterwards (one-way cuts too:
+/// `repair` clears both directions).
+async fn chaos(scenario: Scenario, seed: u64, names: &[String], controls: Rc<RefCell<Vec<Control>>>) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5000);
+    let at = |secs: u64| sleep(Duration::from_secs(secs));
+    let n = names.len();
+    match scenario {
+        Scenario::Partition => {
+            at(3).await;
+            let cut = &names[rng.gen_range(0..n)];
+            for other in names.iter().filter(|o| *o != cut) {
+                turmoil::partition(cut.as_str(), other.as_str());
+            }
+            // Healed only after the writes stop: convergence is then all anti-entropy's doing, over
+            // connections the partition black-holed.
+        }
+        Scenario::OneWay => {
+            at(3).await;
+            // A ring of one-way cuts: every node can send to one neighbour but not hear back from it.
+            for i in 0..n {
+                turmoil::partition_oneway(names[i].as_str(), names[(i + 1) % n].as_str());
+            }
+        }
+        Scenario::CrashRestart => {
+            for round in 0..2 {
+                at(2 + round).await;
+                let victim = names[rng.gen_range(0..n)].clone();
+                controls.borrow_mut().push(Control::Crash(victim.clone()));
+                at(rng.gen_range(2..5)).await;
+                controls.borrow_mut().push(Control::Restart(victim));
+            }
+        }
+        Scenario::SkewFlapping => {
+            let end = Instant::now() + FAULT_PHASE;
+            while Instant::now() < end {
+                let (a, b) = distinct_pair(&mut rng, n);
+                if rng.gen_bool(0.5) {
+                    turmoil::partition(names[a].as_str(), names[b].as_str());
+                } else {
+                    turmoil::repair(names[a].as_str(), names[b].as_str());
+                }
+                sleep(Duration::from_millis(500)).await;
+            }
+        }
+        Scenario::Splits => {
+            let end = Instant::now() + FAULT_PHASE;
+            while Instant::now() < end {
+                repair_all(names);
+                let side: Vec<bool> = (0..n).map(|_| rng.gen_bool(0.5)).collect();
+                for a in 0..n {
+                    for b in a + 1..n {
+                        if side[a] != side[b] {
+                            turmoil::partition(names[a].as_str(), names[b].as_str());
+                        }
+                    }
+                }
+                sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+fn distinct_pair(rng: &mut StdRng, n: usize) -> (usize, usize) {
+    let a = rng.gen_range(0..n);
+    let b = (a + rng.gen_range(1..n)) % n;
+    (a, b)
+}
+
+fn repair_all(names: &[String]) {
+    for (i, a) in names.iter().enumerate() {
+        for b in &names[i + 1..] {
+            turmoil::repair(a.as_str(), b.as_str());
+        }
+    }
+}
+
+/// `HLC-NODEHEX` as a comparable pair.
+fn parse_version(s: &str) -> Option<(u64, u64)> {
+    let (hlc, node) = s.split_once('-')?;
+    Some((hlc.parse().ok()?, u64::from_str_radix(node, 16).ok()?))
+}
+
+async fn export(node: &str) -> Result<Exported, String> {
+    let (status, body) = request(node, HTTP_PORT, "GET", "/api/v1/export", Bytes::new()).await?;
+    if status != 200 {
+        return Err(format!("export from {node}: status {status}"));
+    }
+    let mut out = Exported::new();
+    for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let v: Value = serde_json::from_slice(line).map_err(|e| format!("export from {node}: {e}"))?;
+        let field = |name: &str| v[name].as_str().map(str::to_string);
+        let key = field("key").ok_or("export line without key")?;
+        let version = field("version")
+            .as_deref()
+            .and_then(parse_version)
+            .ok_or("export line without version")?;
+        let deleted = v["deleted"].as_bool().unwrap_or(false);
+        out.insert(key, (version, deleted, field("value").unwrap_or_default()));
+    }
+    Ok(out)
+}
+
+/// Keys whose entries are not the same on every node (nodes that cannot be read count as disagreeing on
+/// nothing).
+async fn divergence(names: &[String]) -> usize {
+    let mut exports = Vec::new();
+    for node in names {
+        if let Ok(e) = export(node).await {
+            exports.push(e);
+        }
+    }
+    let keys: HashSet<&String> = exports.iter().flat_map(|e| e.keys()).collect();
+    keys.into_iter()
+        .filter(|k| exports.iter().any(|e| e.get(*k) != exports[0].get(*k)))
+        .count()
+}
+
+/// Poll until every node's export is the same; returns it.
+async fn wait_for_agreement(names: &[String], limit: Duration) -> Result<Exported, String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let mut exports = Vec::new();
+        for node in names {
+            match export(node).await {
+                Ok(e) => exports.push(e),
+                Err(e) => {
+                    last = e;
+                    break;
+                }
+            }
+        }
+        if exports.len() == names.len() {
+            match exports.iter().position(|e| *e != exports[0]) {
+                None => return Ok(exports.swap_remove(0)),
+                Some(i) => last = describe_difference(&names[0], &exports[0], &names[i], &exports[i]),
+            }
+        }
+        sleep(POLL).await;
+    }
+    Err(last)
+}
+
+fn describe_difference(a: &str, ea: &Exported, b: &str, eb: &Exported) -> String {
+    let keys: HashSet<&String> = ea.keys().chain(eb.keys()).collect();
+    let differing = keys.iter().filter(|k| ea.get(**k) != eb.get(**k)).count();
+    let example = keys.into_iter().filter(|k| ea.get(*k) != eb.get(*k)).min();
+    format!(
+        "{a} and {b} differ on {differing} keys, e.g. {example:?}: {:?} vs {:?}",
+        example.and_then(|k| ea.get(k)),
+        example.and_then(|k| eb.get(k))
+    )
+}
+
+/// Poll until every node lists every other node as alive.
+async fn wait_for_membership(names: &[String], limit: Duration) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
+    let mut last = String::new();
+    'poll: while Instant::now() < deadline {
+        for node in names {
+            let alive = match request(node, HTTP_PORT, "GET", "/api/v1/cluster/nodes", Bytes::new()).await {
+                Ok((200, body)) => serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|v| v.as_array().cloned())
+                    .map(|rows| rows.iter().filter(|r| r["status"] == "alive").count())
+                    .unwrap_or(0),
+                Ok((status, _)) => {
+                    last = format!("{node}: nodes status {status}");
+                    sleep(POLL).await;
+                    continue 'poll;
+                }
+                Err(e) => {
+                    last = format!("{node}: {e}");
+                    sleep(POLL).await;
+                    continue 'poll;
+                }
+            };
+            if alive != names.len() - 1 {
+                last = format!("{node} sees {alive} of {} peers alive", names.len() - 1);
+                sleep(POLL).await;
+                continue 'poll;
+            }
+        }
+        return Ok(());
+    }
+    Err(last)
+}
+
+/// The convergence rules of the module docs, on the agreed export.
+fn check(exported: &Exported, attempts: &[Attempt]) -> Result<(), String> {
+    let mut by_key: BTreeMap<&str, Vec<&Attempt>> = BTreeMap::new();
+    for a in attempts {
+        by_key.entry(a.key.as_str()).or_default().push(a);
+    }
+    for key in exported.keys() {
+        if !by_key.contains_key(key.as_str()) {
+            return Err(format!("key {key} appeared without any write"));
+        }
+    }
+    for (key, tried) in &by_key {
+        let history = || {
+            tried
+                .iter()
+                .map(|a| format!("  {:?} at {} -> {:?}", a.op, a.node, a.answer))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        let greatest = tried
+            .iter()
+            .filter_map(|a| match a.answer {
+                Answer::Acked(v) => Some(v),
+                _ => None,
+            })
+            .max();
+        let Some(&(version, deleted, ref value)) = exported.get(*key) else {
+            if greatest.is_some() {
+                return Err(format!("acknowledged writes to {key} vanished\n{}", history()));
+            }
+            continue;
+        };
+        let content = if deleted { Op::Delete } else { Op::Put(value.clone()) };
+        let explained = match greatest {
+            Some(g) if version < g => false,
+            Some(g) if version == g => tried
+                .iter()
+                .any(|a| matches!(a.answer, Answer::Acked(v) if v == g) && a.op == content),
+            // Newer than every acknowledged write: a write whose answer was lost.
+            _ => tried
+                .iter()
+                .any(|a| matches!(a.answer, Answer::Unknown) && a.op == content),
+        };
+        if !explained {
+            return Err(format!(
+                "{key} ends as {content:?} at version {version:?}, which no write explains (greatest acknowledged: \
+                 {greatest:?})\n{}",
+                history()
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(key: &str, op: Op, answer: Answer) -> Attempt {
+        Attempt {
+            key: key.into(),
+            op,
+            node: "node0".into(),
+            answer,
+        }
+    }
+
+    fn put(v: &str) -> Op {
+        Op::Put(v.into())
+    }
+
+    fn state(entries: &[(&str, (u64, u64), bool, &str)]) -> Exported {
+        entries
+            .iter()
+            .map(|(k, v, d, val)| (k.to_string(), (*v, *d, val.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn the_greatest_acknowledged_write_passes() {
+        let attempts = [
+            attempt("a", put("1"), Answer::Acked((10, 1))),
+            attempt("a", put("2"), Answer::Acked((12, 2))),
+            attempt("b", Op::Delete, Answer::Acked((11, 1))),
+        ];
+        assert_eq!(
+            check(
+                &state(&[("a", (12, 2), false, "2"), ("b", (11, 1), true, "")]),
+                &attempts
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_lost_answer_may_win() {
+        let attempts = [
+            attempt("a", put("1"), Answer::Acked((10, 1))),
+            attempt("a", put("late"), Answer::Unknown),
+        ];
+        assert_eq!(check(&state(&[("a", (15, 3), false, "late")]), &attempts), Ok(()));
+    }
+
+    #[test]
+    fn an_older_version_than_an_acknowledged_write_fails() {
+        let attempts = [
+            attempt("a", put("1"), Answer::Acked((10, 1))),
+            attempt("a", put("2"), Answer::Acked((12, 2))),
+        ];
+        let err = check(&state(&[("a", (10, 1), false, "1")]), &attempts).unwrap_err();
+        assert!(err.contains("no write explains"), "{err}");
+    }
+
+    #[test]
+    fn a_vanished_acknowledged_write_fails() {
+        let attempts = [attempt("a", put("1"), Answer::Acked((10, 1)))];
+        let err = check(&state(&[]), &attempts).unwrap_err();
+        assert!(err.contains("vanished"), "{err}");
+    }
+
+    #[test]
+    fn wrong_content_at_the_acknowledged_version_fails() {
+        let attempts = [attempt("a", put("1"), Answer::Acked((10, 1)))];
+        assert!(check(&state(&[("a", (10, 1), false, "other")]), &attempts).is_err());
+        assert!(check(&state(&[("a", (10, 1), true, "")]), &attempts).is_err());
+    }
+
+    #[test]
+    fn a_refused_write_explains_nothing() {
+        let attempts = [
+            attempt("a", put("1"), Answer::Acked((10, 1))),
+            attempt("a", Op::Delete, Answer::Refused),
+        ];
+        assert!(check(&state(&[("a", (20, 1), true, "")]), &attempts).is_err());
+    }
+
+    #[test]
+    fn a_key_nobody_wrote_fails() {
+        let err = check(&state(&[("ghost", (1, 1), false, "x")]), &[]).unwrap_err();
+        assert!(err.contains("without any write"), "{err}");
+    }
+
+    #[test]
+    fn versions_parse_as_exported() {
+        assert_eq!(
+            parse_version("117657248016957440-f09fac6fbfeab405"),
+            Some((117657248016957440, 0xf09fac6fbfeab405))
+        );
+        assert_eq!(parse_version("0"), None);
+    }
+}
