@@ -1,0 +1,287 @@
+//! The layers of settings (config file, environment, flags), merged by `figment` as raw values and then
+//! validated into a [`Config`].
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
+use serde::Deserialize;
+
+use super::cli::{enum_name, env_name, flag_name, ServeArgs};
+use super::values::{
+    parse_addr, parse_advertise_addr, parse_bool, parse_dir, parse_duration_value, parse_enum, parse_key,
+    parse_log_level, parse_peers, parse_size_value,
+};
+use super::{Config, Mode, CONFIG_ENV, KEYS};
+use crate::error::{Error, Result};
+use crate::storage::Durability;
+
+/// Where a layer's values came from; also the figment provider of that layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    File(PathBuf),
+    Env,
+    Flags,
+}
+
+/// One layer of raw values, as a figment provider (figment does the merging and records, per key, which
+/// layer the winning value came from).
+struct Layer {
+    origin: Origin,
+    values: Dict,
+}
+
+impl Layer {
+    const FILE: &'static str = "config file";
+    const ENV: &'static str = "environment";
+    const FLAGS: &'static str = "command line";
+}
+
+impl Provider for Layer {
+    fn metadata(&self) -> Metadata {
+        match &self.origin {
+            Origin::File(path) => Metadata::named(Layer::FILE).source(path.as_path()),
+            Origin::Env => Metadata::named(Layer::ENV),
+            Origin::Flags => Metadata::named(Layer::FLAGS),
+        }
+    }
+
+    fn data(&self) -> figment::Result<Map<Profile, Dict>> {
+        Ok(Profile::Default.collect(self.values.clone()))
+    }
+}
+
+/// The merged, not yet validated values. `deny_unknown_fields` is what turns a typo in the config file into
+/// an error instead of a silently ignored setting.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    mode: Option<Value>,
+    http_addr: Option<Value>,
+    grpc_addr: Option<Value>,
+    advertise_addr: Option<Value>,
+    data_dir: Option<Value>,
+    peers: Option<Value>,
+    mdns: Option<Value>,
+    discovery_window: Option<Value>,
+    cluster_key: Option<Value>,
+    durability: Option<Value>,
+    max_value_bytes: Option<Value>,
+    max_request_bytes: Option<Value>,
+    anti_entropy_interval: Option<Value>,
+    max_clock_drift: Option<Value>,
+    tombstone_ttl: Option<Value>,
+    log_level: Option<Value>,
+}
+
+/// Merge the layers of `args` and `env` over the defaults and validate the result.
+pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Config> {
+    let config_file = args.config.clone().or_else(|| {
+        env.iter()
+            .find(|(name, value)| name == CONFIG_ENV && !value.is_empty())
+            .map(|(_, path)| path.into())
+    });
+    let mut figment = Figment::new();
+    if let Some(path) = &config_file {
+        figment = figment.merge(file_layer(path)?);
+    }
+    let figment = figment.merge(env_layer(env)).merge(flag_layer(args));
+    let raw: Raw = figment.extract().map_err(|err| figment_error(&err))?;
+    let fields = Fields { figment: &figment };
+
+    let defaults = Config::default();
+    let mode = fields
+        .parse("mode", raw.mode, parse_enum::<Mode>)?
+        .unwrap_or(defaults.mode);
+    let max_value_bytes = fields.parse("max_value_bytes", raw.max_value_bytes, parse_size_value)?;
+    let max_value_bytes = max_value_bytes.unwrap_or(defaults.max_value_bytes);
+    if max_value_bytes == 0 {
+        return Err(fields.error("max_value_bytes", "must be at least 1 byte"));
+    }
+    let max_request_bytes = fields.parse("max_request_bytes", raw.max_request_bytes, parse_size_value)?;
+    let max_request_bytes = max_request_bytes.unwrap_or(defaults.max_request_bytes);
+    if max_request_bytes < max_value_bytes {
+        let reason = format!(
+            "{max_request_bytes} bytes is less than max_value_bytes ({max_value_bytes}); a request must be able to \
+             carry at least one value of the largest size"
+        );
+        return Err(fields.error("max_request_bytes", reason));
+    }
+    let duration = |key: &str, raw: Option<Value>, default: Duration| {
+        Ok::<_, Error>(fields.parse(key, raw, parse_duration_value)?.unwrap_or(default))
+    };
+    let nonzero = |key: &str, raw: Option<Value>, default: Duration| {
+        let value = duration(key, raw, default)?;
+        if value.is_zero() {
+            return Err(fields.error(key, "must be longer than 0"));
+        }
+        Ok(value)
+    };
+    Ok(Config {
+        mode,
+        http_addr: fields
+            .parse("http_addr", raw.http_addr, parse_addr)?
+            .unwrap_or(mode.default_http_addr()),
+        grpc_addr: fields
+            .parse("grpc_addr", raw.grpc_addr, parse_addr)?
+            .unwrap_or(mode.default_grpc_addr()),
+        advertise_addr: fields
+            .parse("advertise_addr", raw.advertise_addr, parse_advertise_addr)?
+            .flatten(),
+        data_dir: fields
+            .parse("data_dir", raw.data_dir, parse_dir)?
+            .unwrap_or(defaults.data_dir),
+        peers: fields.parse("peers", raw.peers, parse_peers)?.unwrap_or(defaults.peers),
+        mdns: fields
+            .parse("mdns", raw.mdns, parse_bool)?
+            .unwrap_or(mode.default_mdns()),
+        discovery_window: duration("discovery_window", raw.discovery_window, defaults.discovery_window)?,
+        cluster_key: fields.parse("cluster_key", raw.cluster_key, parse_key)?,
+        durability: fields
+            .parse("durability", raw.durability, parse_enum::<Durability>)?
+            .unwrap_or(defaults.durability),
+        max_value_bytes,
+        max_request_bytes,
+        anti_entropy_interval: nonzero(
+            "anti_entropy_interval",
+            raw.anti_entropy_interval,
+            defaults.anti_entropy_interval,
+        )?,
+        max_clock_drift: duration("max_clock_drift", raw.max_clock_drift, defaults.max_clock_drift)?,
+        tombstone_ttl: nonzero("tombstone_ttl", raw.tombstone_ttl, defaults.tombstone_ttl)?,
+        log_level: fields
+            .parse("log_level", raw.log_level, parse_log_level)?
+            .unwrap_or(defaults.log_level),
+    })
+}
+
+/// Reads the config file. The TOML is parsed here rather than by figment's provider so that a missing file is
+/// an error (figment's `Toml::file` treats it as empty) and so that a syntax error is reported by position
+/// only: the TOML library quotes the offending line, which could be the one holding the cluster key.
+fn file_layer(path: &Path) -> Result<Layer> {
+    let names = format!("config file {} (--config / {CONFIG_ENV})", path.display());
+    let text = std::fs::read_to_string(path).map_err(|err| Error::invalid(format!("cannot read {names}: {err}")))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|err| {
+        let at = err
+            .span()
+            .map(|span| line_and_column(&text, span.start))
+            .unwrap_or_default();
+        Error::invalid(format!("{names} is not valid TOML{at}: {}", err.message()))
+    })?;
+    let values = Value::serialize(&table)
+        .ok()
+        .and_then(Value::into_dict)
+        .ok_or_else(|| Error::invalid(format!("{names} could not be read as a table of settings")))?;
+    Ok(Layer {
+        origin: Origin::File(path.to_path_buf()),
+        values,
+    })
+}
+
+/// ` at line L, column C` of byte `offset` in `text`.
+fn line_and_column(text: &str, offset: usize) -> String {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" at line {line}, column {column}")
+}
+
+/// The `CAVE_*` variables that name a configuration key. Other `CAVE_*` variables are ignored rather than
+/// rejected: orchestrators inject their own (Kubernetes defines `CAVE_PORT`, `CAVE_SERVICE_HOST`, ... for a
+/// service named `cave`), and refusing to start because of them would be worse than missing a typo. An
+/// empty variable counts as unset, as compose files commonly pass `${CAVE_X:-}` for "not configured".
+fn env_layer(env: &[(String, String)]) -> Layer {
+    let mut values = Dict::new();
+    for key in KEYS {
+        let name = env_name(key);
+        if let Some((_, value)) = env.iter().rev().find(|(n, v)| *n == name && !v.is_empty()) {
+            values.insert(key.to_string(), Value::from(value.clone()));
+        }
+    }
+    Layer {
+        origin: Origin::Env,
+        values,
+    }
+}
+
+/// The flags that were given.
+fn flag_layer(args: &ServeArgs) -> Layer {
+    let given = [
+        ("mode", args.mode.as_ref().map(enum_name)),
+        ("http_addr", args.http_addr.clone()),
+        ("grpc_addr", args.grpc_addr.clone()),
+        ("advertise_addr", args.advertise_addr.clone()),
+        ("data_dir", args.data_dir.clone()),
+        ("peers", args.peers.clone()),
+        ("mdns", args.mdns.clone()),
+        ("discovery_window", args.discovery_window.clone()),
+        ("cluster_key", args.cluster_key.clone()),
+        ("durability", args.durability.as_ref().map(enum_name)),
+        ("max_value_bytes", args.max_value_bytes.clone()),
+        ("max_request_bytes", args.max_request_bytes.clone()),
+        ("anti_entropy_interval", args.anti_entropy_interval.clone()),
+        ("max_clock_drift", args.max_clock_drift.clone()),
+        ("tombstone_ttl", args.tombstone_ttl.clone()),
+        ("log_level", args.log_level.clone()),
+    ];
+    let values = given
+        .into_iter()
+        .filter_map(|(key, value)| Some((key.to_string(), Value::from(value?))))
+        .collect();
+    Layer {
+        origin: Origin::Flags,
+        values,
+    }
+}
+
+/// A figment failure as our error. With every field an optional raw value, the one expected failure is an
+/// unknown key, which can only come from the file (the other layers hold known keys only).
+fn figment_error(err: &figment::Error) -> Error {
+    let source = err.metadata.as_ref().and_then(|m| m.source.as_ref());
+    let file = source
+        .and_then(figment::Source::file_path)
+        .map(|p| p.display().to_string());
+    let location = file.map_or_else(|| "the configuration".to_string(), |p| format!("config file {p}"));
+    match &err.kind {
+        figment::error::Kind::UnknownField(key, _) => Error::invalid(format!(
+            "unknown key `{key}` in {location}; the known keys are {}",
+            KEYS.join(", ")
+        )),
+        // Not expected. Only the path is shown: other kinds quote the value, which may be the key.
+        _ => Error::invalid(format!("cannot read {location} at `{}`", err.path.join("."))),
+    }
+}
+
+/// Validation of the merged values, with errors that name the parameter and where its value came from.
+struct Fields<'a> {
+    figment: &'a Figment,
+}
+
+impl Fields<'_> {
+    fn parse<T>(
+        &self,
+        key: &str,
+        raw: Option<Value>,
+        parse: impl FnOnce(&Value) -> std::result::Result<T, String>,
+    ) -> Result<Option<T>> {
+        raw.map(|value| parse(&value).map_err(|reason| self.error(key, reason)))
+            .transpose()
+    }
+
+    fn error(&self, key: &str, reason: impl fmt::Display) -> Error {
+        let metadata = self.figment.find_metadata(key);
+        let origin = match metadata.map(|m| (m.name.as_ref(), m.source.as_ref().and_then(figment::Source::file_path))) {
+            Some((Layer::FILE, Some(path))) => format!(", set in config file {}", path.display()),
+            Some((Layer::ENV, _)) => format!(", set by environment variable {}", env_name(key)),
+            Some((Layer::FLAGS, _)) => format!(", set by {}", flag_name(key)),
+            _ => String::new(),
+        };
+        Error::invalid(format!(
+            "invalid value for {key} ({} / {}){origin}: {reason}",
+            flag_name(key),
+            env_name(key)
+        ))
+    }
+}

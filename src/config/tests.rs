@@ -1,0 +1,453 @@
+//! Unit tests of the configuration: defaults, layering, value syntax, help and `cave healthcheck`. The error
+//! messages have their own file, `tests/errors.rs`.
+
+mod errors;
+
+use std::collections::BTreeSet;
+
+use super::cli::{env_name, flag_name};
+use super::*;
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn ok(args: &[&str], vars: &[(&str, &str)]) -> Config {
+    let argv = std::iter::once("cave").chain(args.iter().copied());
+    Config::from_args_and_env(argv, &env(vars)).unwrap()
+}
+
+fn err(args: &[&str], vars: &[(&str, &str)]) -> String {
+    let argv = std::iter::once("cave").chain(args.iter().copied());
+    match Config::from_args_and_env(argv, &env(vars)) {
+        Err(Error::InvalidInput(message)) => message,
+        other => panic!("expected InvalidInput for {args:?} {vars:?}, got {other:?}"),
+    }
+}
+
+fn file(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cave.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path.to_str().unwrap().to_string())
+}
+
+#[test]
+fn no_settings_means_the_dev_defaults() {
+    let config = ok(&[], &[]);
+    assert_eq!(config, Config::default());
+    assert_eq!(config.mode, Mode::Dev);
+    assert_eq!(config.http_addr, "127.0.0.1:2001".parse().unwrap());
+    assert_eq!(config.grpc_addr, "127.0.0.1:2000".parse().unwrap());
+    assert_eq!(config.data_dir, PathBuf::from("./cave-data"));
+    assert!(config.peers.is_empty());
+    assert_eq!(config.cluster_key, None);
+    assert_eq!(config.durability, Durability::Normal);
+    assert_eq!(config.max_value_bytes, 1_048_576);
+    assert_eq!(config.max_request_bytes, 64 * 1_048_576);
+    assert_eq!(config.log_level, "info");
+    assert_eq!(config.advertise_addr, None);
+    assert!(!config.mdns);
+    assert_eq!(config.discovery_window, Duration::from_secs(3));
+    assert_eq!(config.anti_entropy_interval, Duration::from_secs(10));
+    assert_eq!(config.max_clock_drift, Duration::from_secs(1));
+    assert_eq!(config.tombstone_ttl, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(ok(&["serve"], &[]), config);
+}
+
+#[test]
+fn mdns_is_on_by_default_in_prod_mode_only() {
+    assert!(!ok(&[], &[]).mdns);
+    assert!(ok(&["--mode", "prod"], &[]).mdns);
+    assert!(!ok(&["--mode", "prod", "--mdns=false"], &[]).mdns);
+    assert!(!ok(&["--mode", "prod", "--mdns", "FALSE"], &[]).mdns);
+    assert!(ok(&["--mdns"], &[]).mdns, "--mdns alone means true");
+    assert!(ok(&["--mdns=true"], &[]).mdns);
+    assert!(ok(&[], &[("CAVE_MDNS", "true")]).mdns);
+    assert!(!ok(&["--mode", "prod"], &[("CAVE_MDNS", "false")]).mdns);
+    // The default follows the *final* mode, whichever layer set it.
+    let (_dir, path) = file("mode = \"dev\"\n");
+    assert!(ok(&["--config", &path], &[("CAVE_MODE", "prod")]).mdns);
+    let (_dir, path) = file("mode = \"prod\"\nmdns = false\n");
+    assert!(!ok(&["--config", &path], &[]).mdns);
+    assert!(ok(&["--config", &path, "--mdns", "true"], &[]).mdns);
+    let (_dir, path) = file("mdns = \"true\"\n");
+    assert!(ok(&["--config", &path], &[]).mdns);
+}
+
+#[test]
+fn durations_layer_like_every_other_setting() {
+    let (_dir, path) = file("anti_entropy_interval = \"1m\"\ntombstone_ttl = \"30d\"\n");
+    let config = ok(&["--config", &path], &[]);
+    assert_eq!(config.anti_entropy_interval, Duration::from_secs(60));
+    assert_eq!(config.tombstone_ttl, Duration::from_secs(30 * 86_400));
+    let vars = [("CAVE_ANTI_ENTROPY_INTERVAL", "30s")];
+    let config = ok(&["--config", &path], &vars);
+    assert_eq!(config.anti_entropy_interval, Duration::from_secs(30));
+    assert_eq!(
+        config.tombstone_ttl,
+        Duration::from_secs(30 * 86_400),
+        "a key set by no later layer keeps the file's value"
+    );
+    let config = ok(&["--config", &path, "--anti-entropy-interval", "500ms"], &vars);
+    assert_eq!(config.anti_entropy_interval, Duration::from_millis(500));
+    // Zero is allowed where it means "no tolerance" or "do not wait".
+    let config = ok(&["--max-clock-drift", "0s", "--discovery-window", "0ms"], &[]);
+    assert_eq!(
+        (config.max_clock_drift, config.discovery_window),
+        (Duration::ZERO, Duration::ZERO)
+    );
+    let config = ok(
+        &[],
+        &[("CAVE_DISCOVERY_WINDOW", "2h"), ("CAVE_MAX_CLOCK_DRIFT", "250 ms")],
+    );
+    assert_eq!(config.discovery_window, Duration::from_secs(7200));
+    assert_eq!(config.max_clock_drift, Duration::from_millis(250));
+}
+
+#[test]
+fn durations_take_a_unit_and_print_back_the_same_way() {
+    for (text, duration) in [
+        ("500ms", Duration::from_millis(500)),
+        ("10s", Duration::from_secs(10)),
+        ("5m", Duration::from_secs(300)),
+        ("2h", Duration::from_secs(7200)),
+        ("7d", Duration::from_secs(7 * 86_400)),
+        ("0s", Duration::ZERO),
+        ("1500ms", Duration::from_millis(1500)),
+        ("90s", Duration::from_secs(90)),
+    ] {
+        assert_eq!(parse_duration(text), Ok(duration), "{text}");
+        assert_eq!(format_duration(duration), text);
+    }
+    assert_eq!(parse_duration(" 10 s "), Ok(Duration::from_secs(10)));
+    assert_eq!(parse_duration("60m"), Ok(Duration::from_secs(3600)));
+    assert_eq!(format_duration(Duration::from_secs(3600)), "1h");
+    assert_eq!(parse_duration("36500d"), Ok(MAX_DURATION));
+    assert!(parse_duration("10").unwrap_err().contains("no unit"));
+    for bad in [
+        "",
+        "s",
+        "-1s",
+        "1.5s",
+        "10S",
+        "10sec",
+        "1w",
+        "5M",
+        "10 s s",
+        "36501d",
+        "99999999999999999999ms",
+    ] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn advertised_addresses_are_reachable_ones() {
+    let config = ok(&[], &[]);
+    assert_eq!(config.advertise_grpc(), "127.0.0.1:2000");
+    assert_eq!(config.advertise_http(), "127.0.0.1:2001");
+    let config = ok(&["--grpc-addr", "[::1]:7000", "--http-addr", "10.1.2.3:7001"], &[]);
+    assert_eq!(config.advertise_grpc(), "[::1]:7000");
+    assert_eq!(config.advertise_http(), "10.1.2.3:7001");
+    // Unspecified IPs are replaced by this host's name.
+    let config = ok(&["--mode", "prod", "--grpc-addr", "[::]:7000"], &[]);
+    let host = hostname();
+    assert!(!host.is_empty() && !host.contains(char::is_whitespace), "{host:?}");
+    assert_eq!(config.advertise_grpc(), format!("{host}:7000"));
+    assert_eq!(config.advertise_http(), format!("{host}:2001"));
+    // An advertised address wins as given.
+    let config = ok(&["--mode", "prod", "--advertise-addr", "node1.example:2000"], &[]);
+    assert_eq!(config.advertise_addr.as_deref(), Some("node1.example:2000"));
+    assert_eq!(config.advertise_grpc(), "node1.example:2000");
+    let config = ok(&[], &[("CAVE_ADVERTISE_ADDR", " [fd00::1]:2000 ")]);
+    assert_eq!(config.advertise_grpc(), "[fd00::1]:2000");
+    // An empty flag undoes the file's setting.
+    let (_dir, path) = file("advertise_addr = \"10.0.0.1:2000\"\n");
+    assert_eq!(ok(&["--config", &path], &[]).advertise_grpc(), "10.0.0.1:2000");
+    assert_eq!(
+        ok(&["--config", &path, "--advertise-addr", ""], &[]).advertise_addr,
+        None
+    );
+}
+
+#[test]
+fn prod_mode_binds_every_interface_unless_an_address_is_given() {
+    let config = ok(&["--mode", "prod"], &[]);
+    assert_eq!(config.http_addr, "0.0.0.0:2001".parse().unwrap());
+    assert_eq!(config.grpc_addr, "0.0.0.0:2000".parse().unwrap());
+    let config = ok(&["--mode", "prod", "--http-addr", "127.0.0.1:9001"], &[]);
+    assert_eq!(config.http_addr, "127.0.0.1:9001".parse().unwrap());
+    assert_eq!(config.grpc_addr, "0.0.0.0:2000".parse().unwrap());
+    // The default follows the *final* mode, whichever layer set it.
+    let (_dir, path) = file("mode = \"dev\"\n");
+    let config = ok(&["--config", &path], &[("CAVE_MODE", "prod")]);
+    assert_eq!(
+        (config.mode, config.http_addr.ip()),
+        (Mode::Prod, Mode::Prod.default_bind_ip())
+    );
+    let config = ok(&["serve", "--mode", "dev"], &[("CAVE_MODE", "prod")]);
+    assert_eq!(config.http_addr, "127.0.0.1:2001".parse().unwrap());
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let (_dir, path) =
+        file("http_addr = \"127.0.0.1:1\"\nmax_value_bytes = 1024\npeers = [\"file:1\"]\nlog_level = \"warn\"\n");
+    let all = [
+        ("CAVE_HTTP_ADDR", "127.0.0.1:2"),
+        ("CAVE_MAX_VALUE_BYTES", "2KiB"),
+        ("CAVE_PEERS", "env:1,env:2"),
+    ];
+    let flags = [
+        "--config",
+        &path,
+        "--http-addr",
+        "127.0.0.1:3",
+        "--max-value-bytes",
+        "3072",
+        "--peers",
+        "flag:1",
+    ];
+
+    let config = ok(&["--config", &path], &[]);
+    assert_eq!(config.http_addr.port(), 1);
+    assert_eq!(config.max_value_bytes, 1024);
+    assert_eq!(config.peers, ["file:1"]);
+    assert_eq!(config.log_level, "warn");
+
+    let config = ok(&["--config", &path], &all);
+    assert_eq!(config.http_addr.port(), 2);
+    assert_eq!(config.max_value_bytes, 2048);
+    assert_eq!(config.peers, ["env:1", "env:2"]);
+    assert_eq!(
+        config.log_level, "warn",
+        "a key set by no later layer keeps the file's value"
+    );
+
+    let config = ok(&flags, &all);
+    assert_eq!(config.http_addr.port(), 3);
+    assert_eq!(config.max_value_bytes, 3072);
+    assert_eq!(config.peers, ["flag:1"]);
+}
+
+#[test]
+fn config_file_comes_from_cave_config_unless_the_flag_names_one() {
+    let (_a, first) = file("grpc_addr = \"127.0.0.1:11\"\n");
+    let (_b, second) = file("grpc_addr = \"127.0.0.1:12\"\n");
+    assert_eq!(ok(&[], &[("CAVE_CONFIG", &first)]).grpc_addr.port(), 11);
+    assert_eq!(
+        ok(&["--config", &second], &[("CAVE_CONFIG", &first)]).grpc_addr.port(),
+        12
+    );
+}
+
+#[test]
+fn empty_and_unrelated_environment_variables_are_ignored() {
+    let vars = [
+        ("CAVE_CLUSTER_KEY", ""),
+        ("CAVE_PORT", "tcp://10.0.0.1:2001"),
+        ("CAVE_SERVICE_HOST", "x"),
+    ];
+    assert_eq!(ok(&[], &vars), Config::default());
+    // An empty flag is explicit, though: no peers.
+    let (_dir, path) = file("peers = \"a:1\"\n");
+    assert!(ok(&["--config", &path, "--peers", ""], &[]).peers.is_empty());
+}
+
+#[test]
+fn every_value_parses_from_every_source() {
+    let (_dir, path) = file(&format!(
+        "mode = \"prod\"\ndata_dir = \"/var/lib/cave\"\ncluster_key = \"{KEY}\"\ndurability = \"fsync\"\n\
+         max_request_bytes = \"1 GiB\"\nlog_level = \"warn,cave=debug\"\n"
+    ));
+    let config = ok(&["--config", &path], &[]);
+    assert_eq!(config.mode, Mode::Prod);
+    assert_eq!(config.data_dir, PathBuf::from("/var/lib/cave"));
+    assert_eq!(config.cluster_key, Some(MasterKey::from_base64(KEY).unwrap()));
+    assert_eq!(config.durability, Durability::Fsync);
+    assert_eq!(config.max_request_bytes, 1 << 30);
+    assert_eq!(config.log_level, "warn,cave=debug");
+    let config = ok(
+        &[
+            "--durability",
+            "fsync",
+            "--cluster-key",
+            KEY,
+            "--peers",
+            "a.example:2000, [::1]:2000,",
+        ],
+        &[],
+    );
+    assert_eq!(config.durability, Durability::Fsync);
+    assert!(config.cluster_key.is_some());
+    assert_eq!(config.peers, ["a.example:2000", "[::1]:2000"]);
+    let config = ok(
+        &[],
+        &[
+            ("CAVE_DURABILITY", "fsync"),
+            ("CAVE_MODE", "Prod"),
+            ("CAVE_DATA_DIR", "/d"),
+        ],
+    );
+    assert_eq!(
+        (config.durability, config.mode, config.data_dir),
+        (Durability::Fsync, Mode::Prod, "/d".into())
+    );
+}
+
+#[test]
+fn sizes_take_binary_suffixes_only() {
+    assert_eq!(parse_size("65536"), Ok(65536));
+    assert_eq!(parse_size("64KiB"), Ok(65536));
+    assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+    assert_eq!(parse_size("2 gib"), Ok(2 << 30));
+    assert_eq!(parse_size("10B"), Ok(10));
+    for bad in ["", "MiB", "1MB", "1.5MiB", "-1", "1 TiB", "99999999999999999999"] {
+        assert!(parse_size(bad).is_err(), "{bad}");
+    }
+    assert_eq!(format_size(1 << 20), "1MiB");
+    assert_eq!(format_size(64 << 20), "64MiB");
+    assert_eq!(format_size(1000), "1000");
+}
+
+#[test]
+fn redacted_lists_every_field() {
+    let json = ok(&["--peers", "a:1"], &[]).redacted();
+    let object = json.as_object().unwrap();
+    assert_eq!(
+        object.keys().map(String::as_str).collect::<BTreeSet<_>>(),
+        KEYS.iter().copied().collect()
+    );
+    assert_eq!(json["mode"], "dev");
+    assert_eq!(json["http_addr"], "127.0.0.1:2001");
+    assert_eq!(json["durability"], "normal");
+    assert_eq!(json["max_value_bytes"], 1_048_576);
+    assert_eq!(json["peers"], serde_json::json!(["a:1"]));
+    assert_eq!(json["advertise_addr"], serde_json::Value::Null);
+    assert_eq!(json["mdns"], false);
+    assert_eq!(json["discovery_window"], "3s");
+    assert_eq!(json["anti_entropy_interval"], "10s");
+    assert_eq!(json["max_clock_drift"], "1s");
+    assert_eq!(json["tombstone_ttl"], "7d");
+    let json = ok(
+        &[
+            "--advertise-addr",
+            "n1:2000",
+            "--mode",
+            "prod",
+            "--max-clock-drift",
+            "1500ms",
+        ],
+        &[],
+    )
+    .redacted();
+    assert_eq!(json["advertise_addr"], "n1:2000");
+    assert_eq!(json["mdns"], true);
+    assert_eq!(json["max_clock_drift"], "1500ms");
+}
+
+#[test]
+fn help_lists_every_parameter_with_its_default_and_version_and_keygen_are_commands() {
+    let Command::Print(help) = parse(["cave", "--help"], &[]).unwrap() else {
+        panic!("help is printed")
+    };
+    for key in KEYS.iter().chain(&["config"]) {
+        assert!(help.contains(&flag_name(key)), "{key} missing from help:\n{help}");
+        assert!(
+            help.contains(&env_name(key)),
+            "{key}'s variable missing from help:\n{help}"
+        );
+    }
+    assert!(help.contains("[default: 1MiB]"), "{help}");
+    assert!(
+        help.contains("[default: 127.0.0.1:2001 in dev mode, 0.0.0.0:2001 in prod]"),
+        "{help}"
+    );
+    assert!(help.contains("[default: 10s]"), "{help}");
+    assert!(help.contains("[default: 7d]"), "{help}");
+    assert!(help.contains("[default: false in dev mode, true in prod]"), "{help}");
+    assert!(help.contains("Durations are a whole number with a unit"), "{help}");
+    assert!(help.contains("keygen"));
+    let Command::Print(help) = parse(["cave", "serve", "--help"], &[]).unwrap() else {
+        panic!()
+    };
+    assert!(help.contains("[default: ./cave-data]"), "{help}");
+    let Command::Print(version) = parse(["cave", "--version"], &[]).unwrap() else {
+        panic!()
+    };
+    assert!(version.contains(env!("CARGO_PKG_VERSION")));
+    // keygen works whatever the environment holds.
+    assert_eq!(
+        parse(["cave", "keygen"], &env(&[("CAVE_MODE", "bad")])).unwrap(),
+        Command::Keygen
+    );
+    assert!(parse(["cave", "--mode", "prod", "keygen"], &[]).is_err());
+}
+
+#[test]
+fn healthcheck_probes_the_http_addr_a_node_would_use_on_loopback() {
+    let probe = |args: &[&str], vars: &[(&str, &str)]| {
+        let args = ["cave", "healthcheck"].iter().chain(args);
+        match parse(args, &env(vars)) {
+            Ok(Command::Healthcheck(probe)) => Ok(probe),
+            Ok(other) => panic!("{other:?}"),
+            Err(err) => Err(err.to_string()),
+        }
+    };
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let default = probe(&[], &[]).unwrap();
+    assert_eq!(default.addr, local(2001));
+    assert_eq!(default.timeout, DEFAULT_HEALTHCHECK_TIMEOUT);
+    // A prod node binds 0.0.0.0, which is probed on loopback; the flag wins over the environment.
+    assert_eq!(probe(&[], &[("CAVE_MODE", "prod")]).unwrap().addr, local(2001));
+    assert_eq!(
+        probe(&[], &[("CAVE_HTTP_ADDR", "0.0.0.0:7001")]).unwrap().addr,
+        local(7001)
+    );
+    let flag = probe(
+        &["--http-addr", "127.0.0.2:7002"],
+        &[("CAVE_HTTP_ADDR", "0.0.0.0:7001")],
+    );
+    assert_eq!(flag.unwrap().addr, "127.0.0.2:7002".parse().unwrap());
+    assert_eq!(
+        probe(&["--http-addr", "[::]:7003"], &[]).unwrap().addr,
+        "[::1]:7003".parse().unwrap()
+    );
+    let (_dir, path) = file("http_addr = \"0.0.0.0:7004\"\n");
+    assert_eq!(probe(&["--config", &path], &[]).unwrap().addr, local(7004));
+    assert_eq!(probe(&[], &[("CAVE_CONFIG", &path)]).unwrap().addr, local(7004));
+    let timeout = probe(&["--timeout", "250ms"], &[]).unwrap().timeout;
+    assert_eq!(timeout, Duration::from_millis(250));
+    // Settings the check does not use cannot fail it; the ones it uses are validated as for a node.
+    assert!(probe(&[], &[("CAVE_LOG_LEVEL", "loud"), ("CAVE_CLUSTER_KEY", "short")]).is_ok());
+    assert!(probe(&["--http-addr", "nope"], &[])
+        .unwrap_err()
+        .contains("--http-addr"));
+    assert!(probe(&["--http-addr", "127.0.0.1:0"], &[])
+        .unwrap_err()
+        .contains("port 0"));
+    assert!(probe(&["--timeout", "0s"], &[]).unwrap_err().contains("--timeout"));
+    assert!(probe(&["--timeout", "5"], &[]).unwrap_err().contains("no unit"));
+    assert!(probe(&["--peers", "a:1"], &[]).is_err());
+}
+
+#[test]
+fn the_example_file_lists_every_key_with_its_default() {
+    let example = include_str!("../../cave.example.toml");
+    let mut uncommented = String::new();
+    for key in KEYS {
+        let prefix = format!("# {key} = ");
+        let line = example.lines().find(|l| l.starts_with(&prefix));
+        let line = line.unwrap_or_else(|| panic!("cave.example.toml lacks a `{prefix}...` line"));
+        // The keys whose default is "none" show an example value instead.
+        if !["cluster_key", "advertise_addr"].contains(key) {
+            uncommented.push_str(&line[2..]);
+            uncommented.push('\n');
+        }
+    }
+    let (_dir, path) = file(&uncommented);
+    assert_eq!(ok(&["--config", &path], &[]), Config::default());
+}

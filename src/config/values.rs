@@ -1,0 +1,277 @@
+//! The parsers and validators of single setting values, the same whichever layer a value comes from, and
+//! the formatting of sizes and durations.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use figment::value::Value;
+
+use super::cli::enum_name;
+use super::MAX_DURATION;
+use crate::error::Result;
+use crate::secrets::MasterKey;
+
+/// What kind of value this is, for messages that must not quote the value itself.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::String(..) => "a string",
+        Value::Char(..) => "a character",
+        Value::Bool(..) => "a boolean",
+        Value::Num(..) => "a number",
+        Value::Empty(..) => "an empty value",
+        Value::Dict(..) => "a table",
+        Value::Array(..) => "an array",
+    }
+}
+
+fn as_text(value: &Value) -> std::result::Result<&str, String> {
+    value
+        .as_str()
+        .ok_or_else(|| format!("expected a string, found {}", kind(value)))
+}
+
+pub(super) fn parse_enum<E: ValueEnum>(value: &Value) -> std::result::Result<E, String> {
+    let text = as_text(value)?.trim();
+    E::from_str(text, true).map_err(|_| {
+        let names: Vec<String> = E::value_variants().iter().map(enum_name).collect();
+        format!("`{text}` is not one of {}", names.join(", "))
+    })
+}
+
+pub(super) fn parse_addr(value: &Value) -> std::result::Result<SocketAddr, String> {
+    let text = as_text(value)?.trim();
+    text.parse()
+        .map_err(|_| format!("`{text}` is not an IP address with a port, such as 127.0.0.1:2001 or [::1]:2001"))
+}
+
+/// `true` or `false`: a TOML boolean, or that word in any case (flags, environment, file).
+pub(super) fn parse_bool(value: &Value) -> std::result::Result<bool, String> {
+    if let Value::Bool(_, flag) = value {
+        return Ok(*flag);
+    }
+    let text = as_text(value).map_err(|_| format!("expected true or false, found {}", kind(value)))?;
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("`{}` is not true or false", text.trim())),
+    }
+}
+
+pub(super) fn parse_dir(value: &Value) -> std::result::Result<PathBuf, String> {
+    let text = as_text(value)?;
+    if text.trim().is_empty() {
+        return Err("must not be empty".into());
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// Peers as a comma-separated string (flags, environment, file) or an array of strings (file). Empty items
+/// are skipped so that a trailing comma or an empty value (no peers) is harmless.
+pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let items: Vec<String> = match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| as_text(item).map(str::to_string))
+            .collect::<Result<_, _>>()?,
+        other => as_text(other)?.split(',').map(str::to_string).collect(),
+    };
+    let mut peers = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+        validate_peer(item)?;
+        if seen.insert(item) {
+            peers.push(item.to_string());
+        }
+    }
+    Ok(peers)
+}
+
+/// A peer is `host:port`: a non-empty host name or IPv4 address, or a bracketed IPv6 address, and a port in
+/// 1..=65535. Resolution is left to connection time, where a name may legitimately not resolve yet.
+fn validate_peer(peer: &str) -> std::result::Result<(), String> {
+    let bad = |why: &str| format!("`{peer}` is not HOST:PORT ({why})");
+    let (host, port) = peer.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    if let Some(inner) = host.strip_prefix('[') {
+        let ip = inner.strip_suffix(']').ok_or_else(|| bad("unclosed `[`"))?;
+        ip.parse::<std::net::Ipv6Addr>()
+            .map_err(|_| bad("not an IPv6 address in brackets"))?;
+    } else if host.contains(':') {
+        return Err(bad("an IPv6 address must be in brackets, as in [::1]:2000"));
+    } else if host
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control() || "/[]@?#".contains(c))
+    {
+        return Err(bad("invalid character in the host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p >= 1 && port.bytes().all(|b| b.is_ascii_digit()) => Ok(()),
+        _ => Err(bad("the port must be a number from 1 to 65535")),
+    }
+}
+
+/// A peer address (see [`validate_peer`]) that is not an unspecified IP, which no peer could connect to.
+/// Empty means unset, so that an empty flag can undo the file's setting.
+pub(super) fn parse_advertise_addr(value: &Value) -> std::result::Result<Option<String>, String> {
+    let text = as_text(value)?.trim();
+    if text.is_empty() {
+        return Ok(None);
+    }
+    validate_peer(text)?;
+    if text.parse::<SocketAddr>().is_ok_and(|addr| addr.ip().is_unspecified()) {
+        return Err(format!(
+            "`{text}` is not HOST:PORT that peers can connect to (an unspecified IP); give this node's name or IP"
+        ));
+    }
+    Ok(Some(text.to_string()))
+}
+
+/// The key's own messages never quote it, and neither does this.
+pub(super) fn parse_key(value: &Value) -> std::result::Result<MasterKey, String> {
+    let text = as_text(value)?;
+    MasterKey::from_base64(text).map_err(|err| format!("{err} (generate one with `cave keygen`)"))
+}
+
+pub(super) fn parse_size_value(value: &Value) -> std::result::Result<usize, String> {
+    match value {
+        Value::Num(_, num) => num
+            .to_u128_lossy()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| "expected a whole, non-negative number of bytes".to_string()),
+        other => parse_size(as_text(other)?),
+    }
+}
+
+/// Bytes, optionally suffixed with `B`, `KiB`, `MiB` or `GiB` (case-insensitive, space allowed). Decimal
+/// suffixes (`KB`, `MB`) are refused rather than guessed: people mean either.
+pub fn parse_size(text: &str) -> std::result::Result<usize, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(digits);
+    if number.is_empty() {
+        return Err(format!(
+            "`{text}` is not a size: expected bytes, optionally with a KiB, MiB or GiB suffix"
+        ));
+    }
+    let unit: u64 = match suffix.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kib" => 1 << 10,
+        "mib" => 1 << 20,
+        "gib" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit: use bytes or a KiB, MiB or GiB suffix"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| format!("`{text}` is too large"))
+}
+
+/// The shortest exact form of a size (`1MiB` for 1048576), for help texts.
+pub fn format_size(bytes: usize) -> String {
+    for (shift, name) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
+        if bytes >= 1 << shift && bytes.trailing_zeros() >= shift {
+            return format!("{}{name}", bytes >> shift);
+        }
+    }
+    bytes.to_string()
+}
+
+/// A duration as a string (a bare TOML number has no unit, and is refused like a bare number anywhere).
+pub(super) fn parse_duration_value(value: &Value) -> std::result::Result<Duration, String> {
+    match value {
+        Value::Num(..) => {
+            Err("a bare number has no unit: write a string such as \"10s\" (units ms, s, m, h, d)".into())
+        }
+        other => parse_duration(as_text(other)?),
+    }
+}
+
+/// A whole number with a unit: `ms`, `s`, `m`, `h` or `d` (`500ms`, `10s`, `7d`; a space before the unit is
+/// allowed). A bare number is refused rather than guessed: seconds and milliseconds are both common.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let millis_per_unit: u64 = match unit.trim_start() {
+        _ if number.is_empty() => {
+            return Err(format!(
+                "`{text}` is not a duration: expected a whole number with a unit ms, s, m, h or d, such as 10s"
+            ))
+        }
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "" => {
+            return Err(format!(
+                "`{text}` has no unit: write {text}s for seconds, or use ms, m, h or d"
+            ))
+        }
+        _ => {
+            return Err(format!(
+                "`{text}` has an unknown unit: use a whole number with ms, s, m, h or d, such as 500ms or 10s"
+            ))
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(millis_per_unit))
+        .map(Duration::from_millis)
+        .filter(|duration| *duration <= MAX_DURATION)
+        .ok_or_else(|| format!("`{text}` is too long: at most {}", format_duration(MAX_DURATION)))
+}
+
+/// The shortest exact form of a duration in the syntax of [`parse_duration`] (`7d` for a week, `0s` for
+/// zero). A duration that is not a whole number of milliseconds, which no setting can hold, is written in
+/// `Debug` form.
+pub fn format_duration(duration: Duration) -> String {
+    if !duration.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{duration:?}");
+    }
+    let millis = duration.as_millis();
+    if millis == 0 {
+        return "0s".to_string();
+    }
+    for (per, unit) in [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")] {
+        if millis.is_multiple_of(per) {
+            return format!("{}{unit}", millis / per);
+        }
+    }
+    format!("{millis}ms")
+}
+
+/// A filter as `tracing_subscriber` reads it, with one extra rule: a bare word must be a level. The library
+/// reads any bare word as a target name with every level enabled, so `debgu` would silently mean "only
+/// logs of a target called debgu", i.e. no logs at all. Write `target=trace` to filter by target.
+pub(super) fn parse_log_level(value: &Value) -> std::result::Result<String, String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let text = as_text(value)?.trim();
+    if text.is_empty() {
+        return Err("must not be empty".into());
+    }
+    for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains(['=', '[']) && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            return Err(format!(
+                "`{directive}` is not a level ({}); to filter by target write `{directive}=LEVEL`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(text)
+        .map_err(|err| format!("`{text}` is not a log filter: {err}"))?;
+    Ok(text.to_string())
+}
