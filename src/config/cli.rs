@@ -157,7 +157,7 @@ pub struct HealthcheckArgs {
     /// TOML file of settings whose http_addr to probe [default: none] [env: CAVE_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Address of the node's REST API; an unspecified IP (0.0.0.0, [::]) is probed on loopback
+    /// Address of the node's REST API; an unspecified IP (`0.0.0.0`, `[::]`) is probed on loopback
     /// [default: 127.0.0.1:2001] [env: CAVE_HTTP_ADDR]
     #[arg(long, value_name = "IP:PORT")]
     pub http_addr: Option<String>,

@@ -4,8 +4,8 @@
 //! # Why one writer
 //! Every write needs to read the key's current version (to stamp `max(now, current + 1)` and to check
 //! `?cas=`) and then persist. Doing that from many request tasks at once would need a lock held across the
-//! disk commit, which serialises commits one by one. Instead every request sends a [`Command`] to a single
-//! writer task ([`writer`]). The writer drains whatever has queued up, evaluates the commands in arrival
+//! disk commit, which serialises commits one by one. Instead every request sends a `Command` to a single
+//! writer task (`writer`). The writer drains whatever has queued up, evaluates the commands in arrival
 //! order against the committed state plus the not-yet-committed effects of earlier commands in the same
 //! group, commits the whole group in **one** storage transaction (group commit), and only then publishes the
 //! new entries to readers and answers the callers. So:

@@ -5,7 +5,7 @@
 //! sent as the single field of a `Frame` through the unary `Deliver` RPC. The receiver opens the frame
 //! *before* decoding anything: a frame sealed under another key, garbage, or a message of another cluster is
 //! rejected, logged and counted, and nothing of it reaches the replication core. Generated protobuf types
-//! stay in this module; [`convert`] is the one place they meet domain types.
+//! stay in this module; `convert` is the one place they meet domain types.
 
 mod client;
 mod convert;
