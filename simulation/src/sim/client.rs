@@ -1,0 +1,112 @@
+//! The client workload: random writes, concurrent bursts on one key, deletes racing writes, batches.
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use super::events::Ev;
+use super::Sim;
+use crate::node::{Cmd, Op};
+use crate::trace::Tag;
+
+impl Sim {
+    pub(super) fn next_value(&mut self, slot: usize) -> String {
+        self.value_seq += 1;
+        let mut v = format!("n{slot}.{}", self.value_seq);
+        if self.params.big_values > 0.0 && self.work.gen_bool(self.params.big_values) {
+            let len = self.work.gen_range(1_024..6_144);
+            v.extend(std::iter::repeat_n('x', len));
+        }
+        v
+    }
+
+    fn pick_key(&mut self, hot: bool) -> String {
+        let p = &self.params;
+        if hot || (p.hot_keys > 0 && self.work.gen_bool(p.hot_ratio)) {
+            format!("hot/{}", self.work.gen_range(0..p.hot_keys.max(1)))
+        } else {
+            format!("cold/{}", self.work.gen_range(0..p.cold_keys.max(1)))
+        }
+    }
+
+    fn random_op(&mut self, slot: usize) -> Op {
+        let key = self.pick_key(false);
+        if self.work.gen_bool(self.params.delete_ratio) {
+            Op::Delete { key }
+        } else {
+            let value = self.next_value(slot);
+            Op::Put { key, value }
+        }
+    }
+
+    /// Issue a client write on `slot`.
+    pub(super) fn write(&mut self, slot: usize, ops: Vec<Op>) {
+        self.trace.event(Tag::Client, self.now, slot);
+        for op in &ops {
+            match op {
+                Op::Put { key, value } => {
+                    self.trace.u64(1);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(value.as_bytes()));
+                }
+                Op::Delete { key } => {
+                    self.trace.u64(2);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                }
+            }
+        }
+        self.submit(slot, Cmd::Write(ops));
+    }
+
+    pub(super) fn client(&mut self) {
+        if !self.workload {
+            return;
+        }
+        let serving: Vec<usize> = self.nodes.iter().filter(|n| n.serving()).map(|n| n.slot).collect();
+        let serving: Vec<usize> = match &self.script {
+            // The scripts' victim must not write keys that would make it hold recent entries only it has.
+            Some(s) if s.away_since.is_some() => serving.into_iter().filter(|&n| n != s.victim).collect(),
+            _ => serving,
+        };
+        if !serving.is_empty() {
+            let p = self.params.clone();
+            let r: f64 = self.work.gen();
+            if r < p.burst_ratio && serving.len() >= 2 {
+                // Concurrent writers on one key, at the same instant.
+                let key = self.pick_key(true);
+                let k = self.work.gen_range(2..=serving.len().min(4));
+                let writers: Vec<usize> = serving.choose_multiple(&mut self.work, k).copied().collect();
+                for slot in writers {
+                    let value = self.next_value(slot);
+                    self.write(
+                        slot,
+                        vec![Op::Put {
+                            key: key.clone(),
+                            value,
+                        }],
+                    );
+                }
+            } else if r < p.burst_ratio + p.race_ratio && serving.len() >= 2 {
+                // A delete racing a write.
+                let hot = self.work.gen_bool(0.5);
+                let key = self.pick_key(hot);
+                let pair: Vec<usize> = serving.choose_multiple(&mut self.work, 2).copied().collect();
+                self.write(pair[0], vec![Op::Delete { key: key.clone() }]);
+                let value = self.next_value(pair[1]);
+                self.write(pair[1], vec![Op::Put { key, value }]);
+            } else if r < p.burst_ratio + p.race_ratio + p.batch_ratio {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                let n = self.work.gen_range(2..=8);
+                let ops = (0..n).map(|_| self.random_op(slot)).collect();
+                self.write(slot, ops);
+            } else {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                let op = self.random_op(slot);
+                self.write(slot, vec![op]);
+            }
+        }
+        let mean = 1_000.0 / self.params.ops_per_sec;
+        let u: f64 = self.work.gen();
+        let gap = (-(1.0 - u).ln() * mean) as u64;
+        self.at(self.now + gap, Ev::Client);
+    }
+}

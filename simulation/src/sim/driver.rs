@@ -1,0 +1,216 @@
+//! The part of `cave::cluster` (the tokio driver): ticks, purge timers, carrying out the core's effects, and
+//! the messages between nodes.
+
+use cave::crdt::{Entry, NodeId};
+use cave::replication::{CoreEvent, Destination, Effects, Message};
+
+use super::events::Ev;
+use super::{show, Sim, LAST_SYNC_WRITE_INTERVAL_MS, PURGE_INTERVAL_MS, TICK_MS};
+use crate::history::Excuse;
+use crate::node::{Cmd, Origin};
+use crate::trace::Tag;
+
+impl Sim {
+    pub(super) fn is_current(&self, slot: usize, generation: u64) -> bool {
+        let node = &self.nodes[slot];
+        node.generation == generation && node.run.is_some()
+    }
+
+    pub(super) fn tick(&mut self, slot: usize, generation: u64) {
+        if !self.is_current(slot, generation) {
+            return;
+        }
+        let local = self.local(slot);
+        self.trace.event(Tag::Tick, self.now, slot);
+        let node = &mut self.nodes[slot];
+        let run = node.run.as_mut().expect("current");
+        let fx = run.core.on_tick(local, &node.state);
+        // `Driver::remember_sync`.
+        if let Some(synced) = run.core.last_sync_ms() {
+            let written = run.last_sync_written;
+            let skip =
+                synced <= written || synced.saturating_sub(written) < LAST_SYNC_WRITE_INTERVAL_MS && written != 0;
+            if !skip {
+                run.last_sync_written = synced;
+                node.persisted_last_sync = Some(synced);
+            }
+        }
+        self.carry_out(slot, fx);
+        self.stats.cluster_ms += TICK_MS;
+        self.at(self.now + TICK_MS, Ev::Tick(slot, generation));
+    }
+
+    pub(super) fn purge_timer(&mut self, slot: usize, generation: u64) {
+        if !self.is_current(slot, generation) {
+            return;
+        }
+        let local = self.local(slot);
+        let horizon = self.nodes[slot]
+            .run
+            .as_ref()
+            .expect("current")
+            .core
+            .purge_horizon(local);
+        self.submit(slot, Cmd::Purge(horizon));
+        let interval = (self.params.ttl_ms / 10).clamp(PURGE_INTERVAL_MS.0, PURGE_INTERVAL_MS.1);
+        self.at(self.now + interval, Ev::PurgeTimer(slot, generation));
+    }
+
+    /// `Driver::carry_out`: sends go to the network, persists and forgets to the writer.
+    pub(super) fn carry_out(&mut self, slot: usize, fx: Effects) {
+        let Effects {
+            sends,
+            persist,
+            forget,
+            events,
+        } = fx;
+        let mut purge_after = None;
+        if !forget.is_empty() {
+            let local = self.local(slot);
+            self.trace.event(Tag::Forget, self.now, slot);
+            for e in &forget {
+                self.trace.entry(e);
+                if self.opts.watch.as_deref() == Some(e.key.as_str()) {
+                    eprintln!(
+                        "{:>10.3} [{}] n{slot} forgets {}",
+                        self.now as f64 / 1e3,
+                        e.key,
+                        show(e)
+                    );
+                }
+                self.history.excuse(e, Excuse::Forgotten, slot, self.now);
+            }
+            self.stats.forgotten += forget.len() as u64;
+            let n = forget.len();
+            self.log(|| format!("n{slot} forgets {n} entries (pull-first)"));
+            let tombstones = forget.into_iter().map(|e| Entry::tombstone(e.key, e.version)).collect();
+            self.submit(slot, Cmd::Merge(tombstones, Origin::Forget));
+            purge_after = Some(
+                self.nodes[slot]
+                    .run
+                    .as_ref()
+                    .expect("running")
+                    .core
+                    .purge_horizon(local),
+            );
+        }
+        for (to, msg) in sends {
+            self.send(slot, to, msg);
+        }
+        if !persist.is_empty() {
+            self.submit(slot, Cmd::Merge(persist, Origin::Replicated));
+        }
+        if let Some(horizon) = purge_after {
+            self.submit(slot, Cmd::Purge(horizon));
+        }
+        for ev in events {
+            match ev {
+                CoreEvent::AntiEntropyDone { .. } => self.stats.ae_rounds += 1,
+                CoreEvent::AntiEntropyTimedOut { .. } => self.stats.ae_timeouts += 1,
+                CoreEvent::ClockDriftRejected { entries, .. } => self.stats.clock_rejections += entries as u64,
+                CoreEvent::Peer(_) => {}
+            }
+        }
+    }
+
+    fn send(&mut self, from: usize, dest: Destination, msg: Message) {
+        let node = &self.nodes[from];
+        let addr = match &dest {
+            Destination::Node(id) => node
+                .run
+                .as_ref()
+                .and_then(|r| r.core.address_of(*id))
+                .map(str::to_string),
+            Destination::Addr(a) => Some(a.clone()),
+        };
+        let from_id = node.id;
+        self.stats.sent += 1;
+        let Some(to) = addr.and_then(|a| self.addrs.get(&a).copied()) else {
+            self.stats.dropped += 1;
+            return;
+        };
+        let copies = self.net.send(from, to, self.now);
+        if copies.is_empty() {
+            self.stats.dropped += 1;
+            self.trace.event(Tag::Drop, self.now, from);
+            self.trace.u64(to as u64);
+            return;
+        }
+        self.stats.duplicated += copies.len() as u64 - 1;
+        let last = copies.len() - 1;
+        let mut msg = Some(msg);
+        for (i, at) in copies.into_iter().enumerate() {
+            let msg = if i == last {
+                msg.take().expect("once")
+            } else {
+                msg.clone().expect("kept")
+            };
+            self.at(at, Ev::Deliver { from, from_id, to, msg });
+        }
+    }
+
+    pub(super) fn deliver(&mut self, from: usize, from_id: NodeId, to: usize, msg: Message) {
+        if self.net.blocked(from, to, self.now) || self.nodes[to].run.is_none() {
+            self.stats.dropped += 1;
+            self.trace.event(Tag::Drop, self.now, from);
+            self.trace.u64(to as u64);
+            return;
+        }
+        self.stats.delivered += 1;
+        self.trace.event(Tag::Deliver, self.now, to);
+        self.trace.u64(from as u64);
+        self.trace.message(&msg);
+        if self.opts.verbose {
+            self.log(|| format!("n{from} -> n{to} {}", msg.kind()));
+        }
+        if let Some(key) = &self.opts.watch {
+            let about: Vec<String> = match &msg {
+                Message::Delta { entries } | Message::AeEntries { entries, .. } | Message::AePush { entries, .. } => {
+                    entries.iter().filter(|e| e.key == *key).map(show).collect()
+                }
+                Message::AeVersions { versions, .. } => versions
+                    .iter()
+                    .filter(|(k, _)| k == key)
+                    .map(|(_, v)| format!("has {v}"))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let wants = matches!(&msg, Message::AeEntries { want, .. } if want.contains(key));
+            if !about.is_empty() || wants {
+                let kind = msg.kind();
+                let held = self.nodes[to].state.get(key).map(show);
+                eprintln!(
+                    "{:>10.3} [{key}] n{from} -> n{to} {kind}: {}{} (n{to} holds {})",
+                    self.now as f64 / 1e3,
+                    about.join(", "),
+                    if wants { " + wants it" } else { "" },
+                    held.unwrap_or_else(|| "nothing".into())
+                );
+            }
+        }
+        let local = self.local(to);
+        let carried: Vec<Entry> = match (&msg, self.opts.verbose) {
+            (
+                Message::Delta { entries } | Message::AeEntries { entries, .. } | Message::AePush { entries, .. },
+                true,
+            ) => entries.clone(),
+            _ => Vec::new(),
+        };
+        let node = &mut self.nodes[to];
+        let run = node.run.as_mut().expect("checked");
+        let fx = run.core.on_message(local, from_id, msg, &node.state);
+        // Diagnostics (verbose only): expired tombstones that supersede what the node holds.
+        let horizon = run.core.purge_horizon(local);
+        for e in carried
+            .iter()
+            .filter(|e| e.deleted && e.version.hlc < horizon && !fx.persist.contains(e))
+        {
+            let held = self.nodes[to].state.get(&e.key).filter(|h| h.version < e.version);
+            if let Some(held) = held {
+                let (key, version, held) = (&e.key, e.version, held.version);
+                self.log(|| format!("n{to} gets expired tombstone {key} {version} from n{from}, holds older {held}"));
+            }
+        }
+        self.carry_out(to, fx);
+    }
+}
