@@ -13,7 +13,7 @@
 //!   [`Durability::Fsync`] also a crash of the process or machine.
 //!
 //! [`SqliteStore`] is the production store; [`MemoryStore`] serves tests and the simulation. Both pass the
-//! same test suite (`suite.rs`).
+//! same test suite (`suite/`).
 
 mod memory;
 mod sqlite;

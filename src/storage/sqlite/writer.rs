@@ -1,0 +1,296 @@
+//! The writer connection: appends to the log, sweeps that fold it into `kv` by key range, and the hard bound
+//! on the WAL. See "A write log in front of the table" in the module docs of [`super`].
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sqlx::{Connection, SqliteConnection};
+use tokio::sync::Mutex;
+
+use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
+use super::sql::{
+    append_for, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SAMPLE_KEYS_SQL, SWEEP_BOUND_SQL, TRIM_LOG_SQL,
+};
+use super::{StoreTuning, BUSY_TIMEOUT};
+use crate::crdt::Entry;
+use crate::error::Result;
+
+/// Keys sampled per slice's worth of appended rows: enough to place the ends of a sweep's key ranges within a
+/// few percent of the quantile they aim at.
+const SAMPLES_PER_SLICE: usize = 64;
+/// Most key ranges one sweep is cut into. See [`Writer::start_sweep`].
+const MAX_RANGES: usize = 16;
+/// A sweep folds one range every `compact_slice_rows / SLICE_GAP_DIVISOR` rows appended, so it is done while
+/// the log grows by about a quarter of what the sweep folds.
+const SLICE_GAP_DIVISOR: usize = 4;
+
+/// A compaction in progress: folds the log rows up to `bound` into `kv`, one key range per transaction (see
+/// "Sweeps" in the module docs).
+#[derive(Debug)]
+pub(super) struct Sweep {
+    /// The newest `seq` this sweep folds; rows appended since belong to the next sweep.
+    bound: i64,
+    /// Start of the next range to fold (`""`: from the first key on).
+    next: String,
+    /// Ends of the ranges after `next`, ascending; past the last of them, the final range is unbounded.
+    pub(super) ends: VecDeque<String>,
+}
+
+/// The writer connection and what it knows about the log.
+pub(super) struct Writer {
+    pub(super) conn: SqliteConnection,
+    /// Rows in `log`: counted at open, then kept up to date by every append and compaction.
+    pub(super) log_rows: usize,
+    /// Every [`Writer::sample_every`]-th key appended since the current sweep started (or the last one ended):
+    /// where the next sweep cuts its ranges.
+    samples: Vec<String>,
+    /// Rows appended so far, to pick the samples.
+    appended: u64,
+    sample_every: u64,
+    pub(super) sweep: Option<Sweep>,
+    /// Rows appended since the sweep's last slice: a slice is due every [`Writer::slice_gap`] of them.
+    credit: usize,
+    /// Set by the checkpointer while it catches up with the WAL to start it over: slices wait meanwhile, so
+    /// that only small appends land in the WAL while it copies.
+    pub(super) hold: Arc<AtomicBool>,
+    /// The WAL file, whose size the writer checks against [`StoreTuning::wal_limit_bytes`] after each apply.
+    wal: PathBuf,
+}
+
+impl Writer {
+    /// The writer for `conn`, with the count and key samples of what the log already holds.
+    pub(super) async fn open(mut conn: SqliteConnection, wal: PathBuf, tuning: &StoreTuning) -> Result<Writer> {
+        let log_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
+            .fetch_one(&mut conn)
+            .await?;
+        let sample_every = (tuning.compact_slice_rows / SAMPLES_PER_SLICE).max(1) as u64;
+        let samples: Vec<String> = sqlx::query_scalar(SAMPLE_KEYS_SQL)
+            .bind(sample_every as i64)
+            .fetch_all(&mut conn)
+            .await?;
+        Ok(Writer {
+            conn,
+            log_rows: log_rows as usize,
+            samples,
+            appended: 0,
+            sample_every,
+            sweep: None,
+            credit: 0,
+            hold: Arc::new(AtomicBool::new(false)),
+            wal,
+        })
+    }
+
+    /// Append `entries` to the log in one transaction.
+    pub(super) async fn append(&mut self, entries: &[Entry]) -> Result<()> {
+        // All pieces in one transaction: a failure anywhere rolls back the whole batch (the transaction
+        // rolls back when dropped on the error path).
+        let mut tx = self.conn.begin().await?;
+        let mut rest = entries;
+        for size in pieces(entries.len()) {
+            let (piece, tail) = rest.split_at(size);
+            rest = tail;
+            let mut query = sqlx::query(append_for(size));
+            for e in piece {
+                query = query
+                    .bind(e.key.as_str())
+                    .bind(&e.value[..])
+                    .bind(e.content_type.as_str())
+                    .bind(e.secret)
+                    .bind(e.deleted)
+                    .bind(e.version.hlc as i64)
+                    .bind(e.version.node.0 as i64);
+            }
+            query.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        self.log_rows += entries.len();
+        for e in entries {
+            if self.appended.is_multiple_of(self.sample_every) {
+                self.samples.push(e.key.clone());
+            }
+            self.appended += 1;
+        }
+        Ok(())
+    }
+
+    /// Start a sweep over everything in the log now, cut into about `log_rows / slice_rows` key ranges at
+    /// quantiles of the sampled keys. `false` if the log is empty.
+    async fn start_sweep(&mut self, tuning: &StoreTuning) -> Result<bool> {
+        let bound: Option<i64> = sqlx::query_scalar(SWEEP_BOUND_SQL).fetch_one(&mut self.conn).await?;
+        let Some(bound) = bound else {
+            self.log_rows = 0;
+            self.samples.clear();
+            return Ok(false);
+        };
+        let mut samples = std::mem::take(&mut self.samples);
+        samples.sort_unstable();
+        // Each range scans the log up to the bound (it has no index on the key), so a sweep costs a scan per
+        // range: capped, so that an unusually long log (a huge batch) does not cost a scan per slice's worth.
+        let ranges = self.log_rows.div_ceil(tuning.compact_slice_rows).clamp(1, MAX_RANGES);
+        let mut ends: VecDeque<String> = VecDeque::with_capacity(ranges);
+        for i in 1..ranges {
+            let Some(end) = samples.get(i * samples.len() / ranges) else {
+                break;
+            };
+            if ends.back().is_none_or(|last| last < end) && !end.is_empty() {
+                ends.push_back(end.clone());
+            }
+        }
+        self.sweep = Some(Sweep {
+            bound,
+            next: String::new(),
+            ends,
+        });
+        Ok(true)
+    }
+
+    /// Fold the next range of the sweep in progress, in one transaction; the last range also drops every log
+    /// row the sweep folded. Returns whether the sweep is complete.
+    async fn sweep_slice(&mut self) -> Result<bool> {
+        let started = Instant::now();
+        let Some(sweep) = self.sweep.as_ref() else {
+            return Ok(true);
+        };
+        let mut tx = self.conn.begin().await?;
+        let last = match sweep.ends.front() {
+            Some(end) => {
+                sqlx::query(COMPACT_RANGE_SQL)
+                    .bind(sweep.bound)
+                    .bind(sweep.next.as_str())
+                    .bind(end.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                None
+            }
+            None => {
+                sqlx::query(COMPACT_FROM_SQL)
+                    .bind(sweep.bound)
+                    .bind(sweep.next.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                let trimmed = sqlx::query(TRIM_LOG_SQL)
+                    .bind(sweep.bound)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected() as usize;
+                Some(trimmed)
+            }
+        };
+        tx.commit().await?;
+        let sweep = self.sweep.as_mut().expect("checked above");
+        let done = match last {
+            Some(trimmed) => {
+                self.log_rows = self.log_rows.saturating_sub(trimmed);
+                self.sweep = None;
+                true
+            }
+            None => {
+                sweep.next = sweep.ends.pop_front().expect("a range that is not the last has an end");
+                false
+            }
+        };
+        tracing::debug!(
+            left = self.log_rows,
+            done,
+            elapsed = ?started.elapsed(),
+            "compacted a key range of the storage log"
+        );
+        Ok(done)
+    }
+
+    /// Rows appended between two slices of a sweep.
+    fn slice_gap(tuning: &StoreTuning) -> usize {
+        (tuning.compact_slice_rows / SLICE_GAP_DIVISOR).max(1)
+    }
+
+    /// The compaction an apply of `appended` rows pays for: start a sweep once the log holds
+    /// `compact_threshold_rows`, then fold one range every [`Writer::slice_gap`] rows appended. An apply folds
+    /// one range per gap of its own rows, at least one: a batch larger than the gap folds several (the sweep
+    /// must outpace the appends), and credit saved up while the checkpointer held slices off is spent one
+    /// range per apply rather than all at once.
+    pub(super) async fn compact_due(&mut self, tuning: &StoreTuning, appended: usize) -> Result<()> {
+        let gap = Writer::slice_gap(tuning);
+        // The checkpointer's hold is short; past twice the threshold the log matters more than the WAL.
+        if self.hold.load(Ordering::Acquire) && self.log_rows < tuning.compact_threshold_rows.saturating_mul(2) {
+            if self.sweep.is_some() {
+                self.credit = self.credit.saturating_add(appended).min(2 * gap);
+            }
+            return Ok(());
+        }
+        if self.sweep.is_none() {
+            if self.log_rows < tuning.compact_threshold_rows || !self.start_sweep(tuning).await? {
+                return Ok(());
+            }
+            // The first range right away.
+            self.credit = gap;
+        } else {
+            self.credit = self.credit.saturating_add(appended);
+        }
+        let mut slices = appended.div_ceil(gap).max(1);
+        while self.credit >= gap && slices > 0 {
+            slices -= 1;
+            // On an error the credit stays: the next apply retries the same range.
+            if self.sweep_slice().await? {
+                self.credit = 0;
+            } else {
+                self.credit -= gap;
+            }
+        }
+        Ok(())
+    }
+
+    /// The hard bound on the WAL: once the file holds [`StoreTuning::wal_limit_bytes`] (the checkpointer did
+    /// not get it to start over, because readers kept using it or the checkpointer fell behind), a `TRUNCATE`
+    /// checkpoint right here, which waits (`busy_timeout`) for those readers.
+    pub(super) async fn bound_wal(&mut self, tuning: &StoreTuning) -> Result<()> {
+        // A plain stat: `tokio::fs` would hand it to the blocking pool, a thread switch on every apply for a
+        // syscall that takes a microsecond.
+        let wal_bytes = match std::fs::metadata(&self.wal) {
+            Ok(meta) => meta.len(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(err.into()),
+        };
+        if wal_bytes < tuning.wal_limit_bytes {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let truncate = loop {
+            let truncate = Checkpoint::run(&mut self.conn, CHECKPOINT_TRUNCATE).await?;
+            // -1 frames: the checkpointer is in a passive checkpoint, and SQLite does not wait for the
+            // checkpoint lock. That one ends soon, and the checkpointer runs at most a few more before it needs
+            // the writer lock, which this apply holds.
+            if truncate.frames >= 0 || started.elapsed() >= BUSY_TIMEOUT {
+                break truncate;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        };
+        if truncate.busy {
+            tracing::warn!(
+                wal_bytes,
+                elapsed = ?started.elapsed(),
+                "the storage WAL is past its limit and readers keep it from being truncated"
+            );
+        } else {
+            tracing::info!(wal_bytes, elapsed = ?started.elapsed(), "truncated the storage WAL at its limit");
+        }
+        Ok(())
+    }
+
+    /// Fold the whole log into `kv`: finish the sweep in progress, then sweep what is left.
+    pub(super) async fn compact_all(&mut self, tuning: &StoreTuning) -> Result<()> {
+        loop {
+            if self.sweep.is_none() && !self.start_sweep(tuning).await? {
+                return Ok(());
+            }
+            while !self.sweep_slice().await? {}
+            self.credit = 0;
+        }
+    }
+}
+
+/// The writer behind its lock, shared with the checkpointer task (which holds it only weakly).
+pub(super) type SharedWriter = Arc<Mutex<Option<Writer>>>;

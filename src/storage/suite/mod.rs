@@ -1,0 +1,193 @@
+//! The one test suite every [`Store`] must pass.
+//!
+//! Each check is an async function over `&dyn Store`; [`for_each_store!`] instantiates it as a test for
+//! [`MemoryStore`] (module `memory`) and for [`SqliteStore`] in a temporary directory, twice: with the default
+//! tuning (module `sqlite`: in these small tests every entry stays in the write log, so reads merge it) and
+//! compacting after nearly every apply in tiny key ranges (module `sqlite_compacting`: entries move into `kv`
+//! part way, a batch's keys split between ranges). So the stores cannot drift apart, and neither can the
+//! SQLite store's two places for an entry. Checks that only make sense for one store are in modules of their own.
+//!
+//! Versions deliberately include values at and above 2^63: SQLite stores the `u64`s as bit-cast `i64`s, and
+//! a signed comparison would order those before small versions.
+
+mod basic;
+mod checkpointer;
+mod compaction;
+mod memory_only;
+mod merge;
+mod restart;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use proptest::prelude::*;
+use sqlx::ConnectOptions;
+
+use super::{Durability, SqliteStore, Store, StoreTuning};
+use crate::crdt::{Entry, NodeId, Version};
+use basic::{
+    an_empty_batch_changes_nothing, close_makes_every_call_unavailable, concurrent_batches_all_persist,
+    purge_removes_only_old_tombstones, round_trip, scan_matches_exactly_the_prefix, size_grows_with_the_data,
+};
+use merge::{
+    a_batch_larger_than_a_chunk_merges_like_the_model, an_older_version_never_overwrites_a_newer_one,
+    duplicate_keys_in_one_batch_merge_in_order, equal_versions_resolve_like_precedence,
+    versions_with_the_high_bit_set_order_as_unsigned,
+};
+
+const HIGH: u64 = 1 << 63;
+
+fn v(hlc: u64, node: u64) -> Version {
+    Version::new(hlc, NodeId(node))
+}
+
+fn value(key: &str, value: &[u8], version: Version) -> Entry {
+    Entry::value(key, value.to_vec(), version)
+}
+
+/// The state a store must end in after `batches`: every entry folded in with [`Entry::merge`].
+fn model<'a>(batches: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<String, Entry> {
+    let mut state: BTreeMap<String, Entry> = BTreeMap::new();
+    for entry in batches {
+        let merged = match state.remove(&entry.key) {
+            Some(current) => current.merge(entry.clone()),
+            None => entry.clone(),
+        };
+        state.insert(entry.key.clone(), merged);
+    }
+    state
+}
+
+async fn open_sqlite(dir: &Path) -> SqliteStore {
+    SqliteStore::open(&dir.join("cave.db"), Durability::Normal)
+        .await
+        .unwrap()
+}
+
+/// Compaction only when asked for (`compact`, `purge_tombstones`, `close`): the log keeps what is applied.
+const NEVER_COMPACT: StoreTuning = StoreTuning {
+    compact_threshold_rows: usize::MAX,
+    compact_slice_rows: 3,
+    ..StoreTuning::DEFAULT
+};
+
+/// Compaction after almost every apply, in key ranges that cut batches apart.
+const ALWAYS_COMPACT: StoreTuning = StoreTuning {
+    compact_threshold_rows: 4,
+    compact_slice_rows: 3,
+    ..StoreTuning::DEFAULT
+};
+
+async fn open_sqlite_with(dir: &Path, tuning: StoreTuning) -> SqliteStore {
+    SqliteStore::open_with(&dir.join("cave.db"), Durability::Normal, tuning)
+        .await
+        .unwrap()
+}
+
+/// Apply `batch` and check the count `apply` returns: at least the `changes` the batch makes, at most its
+/// size (see [`Store::apply`]).
+async fn apply_changing(store: &dyn Store, batch: &[Entry], changes: usize) {
+    let written = store.apply(batch).await.unwrap();
+    assert!(
+        (changes..=batch.len()).contains(&written),
+        "{written} written, {changes} changes expected: {batch:?}"
+    );
+}
+
+/// `load`, `get` of every key (and of a missing one) and `scan` all agree with `expected`.
+async fn holds_the_merge(
+    store: &dyn Store,
+    expected: &BTreeMap<String, Entry>,
+) -> std::result::Result<(), TestCaseError> {
+    let all: Vec<Entry> = expected.values().cloned().collect();
+    prop_assert_eq!(store.load().await.unwrap(), all.clone());
+    prop_assert_eq!(store.scan("").await.unwrap(), all.clone());
+    for (key, entry) in expected {
+        let got = store.get(key).await.unwrap();
+        prop_assert_eq!(got.as_ref(), Some(entry), "get {}", key);
+    }
+    prop_assert_eq!(store.get("missing").await.unwrap(), None);
+    let under_a: Vec<Entry> = all.into_iter().filter(|e| e.key.starts_with("a/")).collect();
+    prop_assert_eq!(store.scan("a/").await.unwrap(), under_a);
+    Ok(())
+}
+
+/// A second connection to the store's file, as an operator's `sqlite3` shell would have.
+async fn side_connection(path: &Path) -> sqlx::SqliteConnection {
+    sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(path)
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Every read of `store` agrees with `expected`.
+async fn reads_agree(store: &SqliteStore, expected: &BTreeMap<String, Entry>) {
+    let result = holds_the_merge(store, expected).await;
+    assert!(result.is_ok(), "{result:?}");
+}
+
+/// Batch `i` of a sustained write load: 32 entries with 100-byte values over 2000 keys, some tombstones.
+fn load_batch(i: u64) -> Vec<Entry> {
+    (0..32u64)
+        .map(|j| {
+            let n = i * 32 + j;
+            let key = format!("load/{:04}", (n * 7919) % 2000);
+            let version = v(n + 1, if n.is_multiple_of(2) { 1 } else { HIGH });
+            if n.is_multiple_of(13) {
+                Entry::tombstone(key, version)
+            } else {
+                value(&key, &[n as u8; 100], version)
+            }
+        })
+        .collect()
+}
+
+macro_rules! for_each_store {
+    ($($check:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    super::$check(&crate::storage::MemoryStore::new()).await;
+                }
+            )*
+        }
+
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    super::$check(&super::open_sqlite(dir.path()).await).await;
+                }
+            )*
+        }
+
+        mod sqlite_compacting {
+            $(
+                #[tokio::test]
+                async fn $check() {
+                    let dir = tempfile::tempdir().unwrap();
+                    let store = super::open_sqlite_with(dir.path(), super::ALWAYS_COMPACT).await;
+                    super::$check(&store).await;
+                }
+            )*
+        }
+    };
+}
+
+for_each_store!(
+    round_trip,
+    an_empty_batch_changes_nothing,
+    an_older_version_never_overwrites_a_newer_one,
+    equal_versions_resolve_like_precedence,
+    versions_with_the_high_bit_set_order_as_unsigned,
+    duplicate_keys_in_one_batch_merge_in_order,
+    a_batch_larger_than_a_chunk_merges_like_the_model,
+    scan_matches_exactly_the_prefix,
+    purge_removes_only_old_tombstones,
+    size_grows_with_the_data,
+    concurrent_batches_all_persist,
+    close_makes_every_call_unavailable,
+);
