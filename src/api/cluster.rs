@@ -1,5 +1,7 @@
 //! `GET /api/v1/cluster/nodes`: every node this one knows, itself first.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::Json;
 use serde_json::{json, Value};
@@ -9,7 +11,7 @@ use crate::cluster::NodeView;
 
 /// The node list: id, addresses, status (`self`, alive, suspect, dead, left), milliseconds since last seen
 /// and estimated clock skew. A node that does not replicate lists only itself.
-pub async fn nodes(State(app): State<AppState>) -> Json<Vec<NodeView>> {
+pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
     Json(match &app.cluster {
         Some(cluster) => cluster.nodes(),
         None => vec![NodeView {

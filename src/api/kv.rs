@@ -1,6 +1,8 @@
 //! `/api/v1/kv/{key}`: single keys (GET/PUT/POST/DELETE) and, with a trailing slash, folders (listing,
 //! recursive listing, tree, recursive delete).
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
@@ -37,7 +39,7 @@ fn target(uri: &Uri) -> Result<Target> {
 }
 
 /// GET (and HEAD): a value, or a folder listing.
-pub async fn get(State(app): State<AppState>, uri: Uri, params: Params, headers: HeaderMap) -> Result<Response> {
+pub async fn get(State(app): State<Arc<AppState>>, uri: Uri, params: Params, headers: HeaderMap) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => read_key(&app, &key, &params, &headers),
         Target::Folder(prefix) => list(&app, &prefix, &params),
@@ -129,7 +131,7 @@ fn build_tree(prefix: &str, entries: &[crate::crdt::Entry]) -> Value {
 
 /// PUT and POST: store the raw body.
 pub async fn put(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     uri: Uri,
     params: Params,
     headers: HeaderMap,
@@ -160,7 +162,7 @@ pub async fn put(
 }
 
 /// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`.
-pub async fn delete(State(app): State<AppState>, uri: Uri, params: Params) -> Result<Response> {
+pub async fn delete(State(app): State<Arc<AppState>>, uri: Uri, params: Params) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => {
             let op = Op::Delete {

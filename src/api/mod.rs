@@ -83,5 +83,5 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
-        .with_state(state)
+        .with_state(Arc::new(state))
 }

@@ -24,7 +24,7 @@ use crate::telemetry::dashboard;
 use crate::telemetry::logs::{self, LogQuery, LogRecord};
 
 /// `GET /api/v1/perf/metrics`: the Prometheus text exposition of this node's metrics.
-pub async fn metrics(State(app): State<AppState>) -> Response {
+pub async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     (
         [(CONTENT_TYPE, HeaderValue::from_static(metrics::CONTENT_TYPE))],
         app.metrics.render(),

@@ -5,6 +5,8 @@
 //! none does (a failed `cas` or an invalid op rejects the whole batch). Results come back one per op, in
 //! request order; a `get` sees the writes of earlier ops in the same batch.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::HeaderMap;
@@ -71,7 +73,11 @@ struct QueryResult {
 }
 
 /// The handler.
-pub async fn query(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<serde_json::Value>> {
+pub async fn query(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>> {
     let body = read_body(&headers, body, app.config.max_request_bytes).await?;
     let ops: Vec<QueryOp> =
         serde_json::from_slice(&body).map_err(|e| Error::invalid(format!("malformed query JSON: {e}")))?;

@@ -1,5 +1,7 @@
 //! `/api/v1/system/*`, `/healthz`, `/readyz`.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use crate::error::Result;
 
 /// Node identity and state. Never the environment, never key material (the cluster id is a one-way
 /// fingerprint of the cluster key). `peers` lists the other known members with their status.
-pub async fn info(State(app): State<AppState>) -> Result<Json<Value>> {
+pub async fn info(State(app): State<Arc<AppState>>) -> Result<Json<Value>> {
     let stats = app.db.stats();
     let db_size = app.db.size_bytes().await.unwrap_or(0);
     Ok(Json(json!({
@@ -31,7 +33,7 @@ pub async fn info(State(app): State<AppState>) -> Result<Json<Value>> {
 }
 
 /// The effective configuration, secrets redacted.
-pub async fn config(State(app): State<AppState>) -> Json<Value> {
+pub async fn config(State(app): State<Arc<AppState>>) -> Json<Value> {
     Json(app.config.redacted())
 }
 
@@ -43,7 +45,7 @@ pub async fn healthz() -> Json<Value> {
 /// Readiness: storage is open (the router only runs once it is) and, for a cluster member, the first
 /// anti-entropy round is done (or there was nobody to sync with): a load balancer should not send reads to
 /// a node that has not caught up yet.
-pub async fn readyz(State(app): State<AppState>) -> Response {
+pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     match &app.cluster {
         Some(cluster) if !cluster.synced() => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "syncing"}))).into_response()

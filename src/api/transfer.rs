@@ -5,6 +5,8 @@
 //! the node has, so importing an old export never clobbers newer data, and importing twice is harmless.
 //! The import is validated completely before anything is applied: one bad line rejects the whole file.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
@@ -23,7 +25,7 @@ use crate::key;
 const EXPORT_CHUNK_ENTRIES: usize = 1024;
 
 /// Stream the export, `?prefix=` optionally narrowing it to a folder.
-pub async fn export(State(app): State<AppState>, params: Params) -> Result<Response> {
+pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<Response> {
     let prefix = match params.get("prefix") {
         None | Some("") => String::new(),
         Some(p) => {
@@ -65,7 +67,11 @@ pub async fn export(State(app): State<AppState>, params: Params) -> Result<Respo
 }
 
 /// Merge an NDJSON export.
-pub async fn import(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Result<Json<serde_json::Value>> {
+pub async fn import(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<serde_json::Value>> {
     let body = read_body(&headers, body, app.config.max_request_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|_| Error::invalid("import is not valid UTF-8"))?;
     let mut entries = Vec::new();

@@ -6,6 +6,8 @@
 //! re-read what it cares about. The prefix is a folder: `app/db` matches `app/db` and `app/db/...`, not
 //! `app/dbx`; an empty prefix matches everything.
 
+use std::sync::Arc;
+
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -26,7 +28,7 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 
 /// The handler.
 pub async fn watch(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     uri: Uri,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let raw = path_after(uri.path(), "/api/v1/watch")?;
