@@ -50,7 +50,8 @@
 //!   read transaction, so in one snapshot (a fold committing between the two queries could otherwise move a
 //!   row out of the log after `kv` was read), and merge them in Rust with [`Entry::merge`]. The log part is a
 //!   scan of the log (no key index), which holds about 1.25 times the threshold at most (twice while the
-//!   checkpointer holds sweeps off, below); these reads are not on the hot path (the database layer serves reads from memory and calls `load` once at start-up).
+//!   checkpointer holds sweeps off, below); these reads are not on the hot path (the database layer serves
+//!   reads from memory and calls `load` once at start-up).
 //! - **Tombstone purge** first compacts fully, under the writer lock. Otherwise a tombstone still in the log
 //!   could hide an older live row in `kv`: purging one but not the other would resurrect the value.
 //!
@@ -89,8 +90,9 @@
 //!   [`Durability::Normal`] (`synchronous=NORMAL`) commits are not fsynced; a checkpoint that has anything to
 //!   copy fsyncs the WAL first (and the database file once it has copied everything), so commits reach the
 //!   disk at the next checkpoint, within about `checkpoint_interval` unless a reader pins the WAL (before:
-//!   whenever the WAL next reached 1000 pages, which at a low write rate could take minutes). Under [`Durability::Fsync`] every commit is fsynced anyway. The WAL starts over only after
-//!   a checkpoint has copied and fsynced all of it (and SQLite syncs the new WAL header then), so no frame is
+//!   whenever the WAL next reached 1000 pages, which at a low write rate could take minutes). Under
+//!   [`Durability::Fsync`] every commit is fsynced anyway. The WAL starts over only after a checkpoint has
+//!   copied and fsynced all of it (and SQLite syncs the new WAL header then), so no frame is
 //!   overwritten before its page is durable in the database file.
 //!
 //! # Crash safety
