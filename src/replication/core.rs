@@ -1,4 +1,5 @@
-//! [`Core`]: the replication state machine of one node. See the module docs of `replication`.
+//! [`Core`]: the replication state machine of one node. See the module docs of `replication`. Its
+//! anti-entropy rounds are in the sibling module `anti_entropy`.
 
 use std::collections::HashMap;
 
@@ -6,9 +7,9 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
+use super::anti_entropy::Round;
 use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
-use crate::crdt::digest::{BUCKETS_PER_GROUP, GROUPS};
 use crate::crdt::hlc::{from_physical_ms, physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
@@ -105,31 +106,21 @@ pub struct Effects {
 }
 
 impl Effects {
-    fn send(&mut self, to: NodeId, msg: Message) {
+    pub(super) fn send(&mut self, to: NodeId, msg: Message) {
         self.sends.push((Destination::Node(to), msg));
     }
-}
-
-/// An anti-entropy round this node started.
-#[derive(Debug, Clone)]
-struct Round {
-    peer: NodeId,
-    started_ms: u64,
-    repaired: usize,
-    /// The peer's authority, from its root reply.
-    peer_authority: u8,
 }
 
 /// The replication state machine. Driven by [`Core::on_local_commit`], [`Core::on_message`] and
 /// [`Core::on_tick`]; it returns [`Effects`] and never performs I/O itself.
 pub struct Core {
-    cfg: CoreConfig,
-    membership: Membership,
+    pub(super) cfg: CoreConfig,
+    pub(super) membership: Membership,
     seeds: Vec<String>,
-    rng: StdRng,
+    pub(super) rng: StdRng,
     next_gossip_ms: u64,
-    next_anti_entropy_ms: u64,
-    rounds: HashMap<u64, Round>,
+    pub(super) next_anti_entropy_ms: u64,
+    pub(super) rounds: HashMap<u64, Round>,
     /// Local time of the last anti-entropy round this node completed with a peer (either side).
     last_sync_ms: Option<u64>,
     /// Restarted with a last sync older than the tombstone TTL, and not synced since (see [`Core::authority`]).
@@ -200,7 +191,7 @@ impl Core {
     }
 
     /// Whether this node defers to a peer of `peer_authority` over old entries.
-    fn defers_to(&self, now_ms: u64, peer_authority: u8) -> bool {
+    pub(super) fn defers_to(&self, now_ms: u64, peer_authority: u8) -> bool {
         let mine = self.authority(now_ms);
         mine > 0 && mine < peer_authority
     }
@@ -287,18 +278,7 @@ impl Core {
         }
         fx.events
             .extend(self.membership.tick(now_ms).into_iter().map(CoreEvent::Peer));
-        let timeout = self.cfg.anti_entropy_timeout_ms;
-        let mut expired: Vec<(u64, NodeId)> = self
-            .rounds
-            .iter()
-            .filter(|(_, r)| now_ms.saturating_sub(r.started_ms) > timeout)
-            .map(|(s, r)| (*s, r.peer))
-            .collect();
-        expired.sort();
-        for (session, peer) in expired {
-            self.rounds.remove(&session);
-            fx.events.push(CoreEvent::AntiEntropyTimedOut { peer });
-        }
+        self.expire_rounds(now_ms, &mut fx);
         if now_ms >= self.next_anti_entropy_ms {
             // Jitter (0.5x to 1.5x) keeps the nodes of a cluster from synchronising their rounds.
             let interval = self.cfg.anti_entropy_interval_ms;
@@ -306,31 +286,6 @@ impl Core {
             self.start_anti_entropy(now_ms, state, &mut fx);
         }
         fx
-    }
-
-    /// Start an anti-entropy round with a random alive member now (also used by tests and benchmarks).
-    pub fn start_anti_entropy(&mut self, now_ms: u64, state: &LwwMap, fx: &mut Effects) -> Option<NodeId> {
-        let alive: Vec<NodeId> = self.membership.alive().map(|m| m.record.id).collect();
-        let peer = *alive.choose(&mut self.rng)?;
-        let session = self.rng.gen::<u64>();
-        self.rounds.insert(
-            session,
-            Round {
-                peer,
-                started_ms: now_ms,
-                repaired: 0,
-                peer_authority: 0,
-            },
-        );
-        fx.send(
-            peer,
-            Message::AeRoot {
-                session,
-                root: state.digest().root(),
-                authority: self.authority(now_ms),
-            },
-        );
-        Some(peer)
     }
 
     fn gossip(&mut self, now_ms: u64, fx: &mut Effects) {
@@ -362,6 +317,37 @@ impl Core {
         }
     }
 
+    /// Merge a peer's [`Message::Gossip`] into the member list, and answer it if asked to.
+    fn on_gossip(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        records: Vec<PeerRecord>,
+        reply: bool,
+        their_now: u64,
+        fx: &mut Effects,
+    ) {
+        let changes = self.membership.merge(records, now_ms);
+        // A node that never synced (new, or restarted) syncs as soon as it sees a live member,
+        // instead of waiting a whole anti-entropy interval.
+        if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
+            self.next_anti_entropy_ms = self.next_anti_entropy_ms.min(now_ms);
+        }
+        fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
+        self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
+        if reply {
+            let records = self.membership.records();
+            fx.send(
+                from,
+                Message::Gossip {
+                    records,
+                    reply: false,
+                    now_ms,
+                },
+            );
+        }
+    }
+
     /// A message from `from` arrived at local time `now_ms`.
     pub fn on_message(&mut self, now_ms: u64, from: NodeId, msg: Message, state: &LwwMap) -> Effects {
         let mut fx = Effects::default();
@@ -378,231 +364,31 @@ impl Core {
                 records,
                 reply,
                 now_ms: their_now,
-            } => {
-                let changes = self.membership.merge(records, now_ms);
-                // A node that never synced (new, or restarted) syncs as soon as it sees a live member,
-                // instead of waiting a whole anti-entropy interval.
-                if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
-                    self.next_anti_entropy_ms = self.next_anti_entropy_ms.min(now_ms);
-                }
-                fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
-                self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
-                if reply {
-                    let records = self.membership.records();
-                    fx.send(
-                        from,
-                        Message::Gossip {
-                            records,
-                            reply: false,
-                            now_ms,
-                        },
-                    );
-                }
-            }
-            Message::AeRoot { session, root, .. } => {
-                let authority = self.authority(now_ms);
-                let groups = (root != state.digest().root()).then(|| state.digest().groups().to_vec());
-                if groups.is_none() {
-                    self.synced(now_ms);
-                }
-                fx.send(
-                    from,
-                    Message::AeRootReply {
-                        session,
-                        groups,
-                        authority,
-                    },
-                );
-            }
+            } => self.on_gossip(now_ms, from, records, reply, their_now, &mut fx),
+            Message::AeRoot { session, root, .. } => self.on_ae_root(now_ms, from, session, root, state, &mut fx),
             Message::AeRootReply {
                 session,
                 groups,
                 authority,
-            } => {
-                if !self.round_with(session, from) {
-                    return fx;
-                }
-                if let Some(round) = self.rounds.get_mut(&session) {
-                    round.peer_authority = authority;
-                }
-                match groups {
-                    None => self.finish(session, now_ms, true, &mut fx),
-                    Some(theirs) => {
-                        let mine = state.digest().groups();
-                        let differing: Vec<u8> = (0..GROUPS)
-                            .filter(|&g| theirs.get(g) != Some(&mine[g]))
-                            .map(|g| g as u8)
-                            .collect();
-                        if differing.is_empty() {
-                            self.finish(session, now_ms, true, &mut fx);
-                        } else {
-                            fx.send(
-                                from,
-                                Message::AeGroups {
-                                    session,
-                                    groups: differing,
-                                },
-                            );
-                        }
-                    }
-                }
-            }
-            Message::AeGroups { session, groups } => {
-                let mut buckets = Vec::new();
-                for &g in &groups {
-                    let first = g as usize * BUCKETS_PER_GROUP;
-                    for (i, &digest) in state.digest().group_buckets(g).iter().enumerate() {
-                        if digest != 0 {
-                            buckets.push(((first + i) as u16, digest));
-                        }
-                    }
-                }
-                fx.send(
-                    from,
-                    Message::AeBuckets {
-                        session,
-                        groups,
-                        buckets,
-                    },
-                );
-            }
+            } => self.on_ae_root_reply(now_ms, from, session, groups, authority, state, &mut fx),
+            Message::AeGroups { session, groups } => self.on_ae_groups(from, session, groups, state, &mut fx),
             Message::AeBuckets {
                 session,
                 groups,
                 buckets,
-            } => {
-                if !self.round_with(session, from) {
-                    return fx;
-                }
-                let theirs: HashMap<u16, u128> = buckets.into_iter().collect();
-                let mut differing = Vec::new();
-                for &g in &groups {
-                    let first = g as usize * BUCKETS_PER_GROUP;
-                    for (i, &mine) in state.digest().group_buckets(g).iter().enumerate() {
-                        if self.cfg.faults.skip_last_bucket && i == BUCKETS_PER_GROUP - 1 {
-                            continue; // test-only fault injection, see `Faults`
-                        }
-                        let bucket = (first + i) as u16;
-                        // Bucket digests travel truncated to 64 bits (see `Message::AeBuckets`).
-                        if theirs.get(&bucket).copied().unwrap_or(0) as u64 != mine as u64 {
-                            differing.push(bucket);
-                        }
-                    }
-                }
-                let versions = differing
-                    .iter()
-                    .flat_map(|&b| state.bucket_entries(b).map(|e| (e.key.clone(), e.version)))
-                    .collect();
-                fx.send(
-                    from,
-                    Message::AeVersions {
-                        session,
-                        buckets: differing,
-                        versions,
-                        authority: self.authority(now_ms),
-                    },
-                );
-            }
+            } => self.on_ae_buckets(now_ms, from, session, groups, buckets, state, &mut fx),
             Message::AeVersions {
                 session,
                 buckets,
                 versions,
                 authority,
-            } => {
-                let defer = self.defers_to(now_ms, authority);
-                let theirs: HashMap<String, Version> = versions.into_iter().collect();
-                let mut newer_here = Vec::new();
-                for &b in &buckets {
-                    for e in state.bucket_entries(b) {
-                        if theirs.get(&e.key).is_none_or(|v| e.version > *v) && !self.is_forgetting(e) {
-                            newer_here.push(e.clone());
-                        }
-                    }
-                }
-                let mut want: Vec<String> = theirs
-                    .into_iter()
-                    .filter(|(k, v)| state.get(k).is_none_or(|e| *v > e.version))
-                    .map(|(k, _)| k)
-                    .collect();
-                want.sort();
-                newer_here.sort_by(|a, b| a.key.cmp(&b.key));
-                if defer {
-                    let horizon = self.purge_horizon(now_ms);
-                    let (old, keep): (Vec<Entry>, Vec<Entry>) =
-                        newer_here.into_iter().partition(|e| e.version.hlc < horizon);
-                    fx.forget.extend(old);
-                    newer_here = keep;
-                }
-                // Big repairs travel in parts; the `want` list rides on the last one, which ends the round.
-                let parts: Vec<&[Entry]> = chunks(&newer_here, self.cfg.max_message_bytes).collect();
-                let n = parts.len().max(1);
-                for i in 0..n {
-                    let entries = parts.get(i).map_or_else(Vec::new, |p| p.to_vec());
-                    let last = i + 1 == n;
-                    let want = if last { std::mem::take(&mut want) } else { Vec::new() };
-                    fx.send(
-                        from,
-                        Message::AeEntries {
-                            session,
-                            entries,
-                            want,
-                            last,
-                        },
-                    );
-                }
-                // A node that deferred has not received the peer's newer entries yet (they come in the
-                // `AePush`): it stays stale until a round of its own completes.
-                if !defer {
-                    self.synced(now_ms);
-                }
-                // We just compared everything with this peer: starting a round of our own right away (both
-                // nodes of a fresh pair would) would repeat the work. Push ours back by half an interval.
-                let later = now_ms + self.cfg.anti_entropy_interval_ms / 2;
-                self.next_anti_entropy_ms = self.next_anti_entropy_ms.max(later);
-            }
+            } => self.on_ae_versions(now_ms, from, session, buckets, versions, authority, state, &mut fx),
             Message::AeEntries {
                 session,
                 entries,
                 want,
                 last,
-            } => {
-                if !self.round_with(session, from) {
-                    return fx;
-                }
-                if let Some(round) = self.rounds.get_mut(&session) {
-                    round.repaired += entries.len() + want.len();
-                }
-                let defer = self
-                    .rounds
-                    .get(&session)
-                    .is_some_and(|r| self.defers_to(now_ms, r.peer_authority));
-                self.accept(now_ms, from, entries, state, &mut fx);
-                let mut wanted: Vec<Entry> = want
-                    .iter()
-                    .filter_map(|k| state.get(k).filter(|e| !self.is_forgetting(e)).cloned())
-                    .collect();
-                if defer {
-                    // The peer lacks these or holds older versions. Old ones are the peer's to decide: drop
-                    // them here; if the peer does hold a version, the next round brings it back.
-                    let horizon = self.purge_horizon(now_ms);
-                    let (old, keep): (Vec<Entry>, Vec<Entry>) =
-                        wanted.into_iter().partition(|e| e.version.hlc < horizon);
-                    fx.forget.extend(old);
-                    wanted = keep;
-                }
-                for part in chunks(&wanted, self.cfg.max_message_bytes) {
-                    fx.send(
-                        from,
-                        Message::AePush {
-                            session,
-                            entries: part.to_vec(),
-                        },
-                    );
-                }
-                if last {
-                    self.finish(session, now_ms, false, &mut fx);
-                }
-            }
+            } => self.on_ae_entries(now_ms, from, session, entries, want, last, state, &mut fx),
             Message::AePush { entries, .. } => self.accept(now_ms, from, entries, state, &mut fx),
         }
         self.forgetting
@@ -610,30 +396,14 @@ impl Core {
         fx
     }
 
-    fn is_forgetting(&self, e: &Entry) -> bool {
+    pub(super) fn is_forgetting(&self, e: &Entry) -> bool {
         self.forgetting.get(&e.key).is_some_and(|v| *v == e.version)
     }
 
     /// A round completed (on either side).
-    fn synced(&mut self, now_ms: u64) {
+    pub(super) fn synced(&mut self, now_ms: u64) {
         self.last_sync_ms = Some(now_ms);
         self.restarted_stale = false;
-    }
-
-    /// Whether `session` is a round we started with `from`.
-    fn round_with(&self, session: u64, from: NodeId) -> bool {
-        self.rounds.get(&session).is_some_and(|r| r.peer == from)
-    }
-
-    fn finish(&mut self, session: u64, now_ms: u64, in_sync: bool, fx: &mut Effects) {
-        if let Some(round) = self.rounds.remove(&session) {
-            self.synced(now_ms);
-            fx.events.push(CoreEvent::AntiEntropyDone {
-                peer: round.peer,
-                repaired: round.repaired,
-                in_sync,
-            });
-        }
     }
 
     /// Take in entries from a peer, holding back those stamped too far ahead of our clock: a node with a
@@ -642,7 +412,7 @@ impl Core {
     ///
     /// Tombstones older than the purge horizon are dropped too: they are garbage every node purges, and
     /// taking them back in would only make purged and unpurged nodes trade them forever.
-    fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, state: &LwwMap, fx: &mut Effects) {
+    pub(super) fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, state: &LwwMap, fx: &mut Effects) {
         let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
         let purge = self.purge_horizon(now_ms);
         let mut future = 0;
@@ -668,7 +438,7 @@ impl Core {
 }
 
 /// Split entries into runs of at most `max_bytes` of payload (at least one entry each).
-fn chunks(entries: &[Entry], max_bytes: usize) -> impl Iterator<Item = &[Entry]> {
+pub(super) fn chunks(entries: &[Entry], max_bytes: usize) -> impl Iterator<Item = &[Entry]> {
     let mut rest = entries;
     std::iter::from_fn(move || {
         if rest.is_empty() {

@@ -26,6 +26,7 @@
 //!   comes back through anti-entropy once local time has caught up. A bad clock cannot pin a key into the
 //!   future, and nothing is lost.
 
+mod anti_entropy;
 mod core;
 pub mod membership;
 pub mod message;
