@@ -116,7 +116,6 @@ impl Cluster {
     {
         let me = db.node_id();
         let clock = db.hlc().clone();
-        let now_ms = || clock.time_ms();
         let cluster_id = opts.key.cluster_id();
         let codec = Codec::new(opts.key.sealer(TRANSPORT_DOMAIN), cluster_id.clone(), me);
         let transport = Arc::new(Transport::new(codec.clone(), opts.dialer.clone()));
@@ -133,7 +132,7 @@ impl Cluster {
                 tracing::error!(error = %e, "replication server stopped");
             }
         });
-        let started = now_ms();
+        let started = clock.time_ms();
         let record = PeerRecord {
             id: me,
             grpc_addr: opts.advertise_grpc.clone(),
