@@ -87,7 +87,7 @@ fn main() -> ExitCode {
             let note = if rotated { "" } else { " (not in the rotation)" };
             println!("  {:<18}{}{note}", sc.name(), sc.describe());
         }
-        println!("real-transport scenarios (--real; seed S runs number S % 5 unless --scenario is given):");
+        println!("real-transport scenarios (--real; seed S runs number S % 6 unless --scenario is given):");
         for sc in real::Scenario::ALL {
             println!("  {:<18}{} nodes", sc.name(), sc.nodes());
         }
@@ -256,7 +256,8 @@ fn run_real(cli: &Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let scenario_of = |seed: u64| fixed.unwrap_or(real::Scenario::ALL[(seed % 5) as usize]);
+    let scenario_of =
+        |seed: u64| fixed.unwrap_or(real::Scenario::ALL[(seed % real::Scenario::ALL.len() as u64) as usize]);
     let jobs = cli
         .jobs
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -64,3 +64,8 @@ fn without_keep_alives_or_redial_black_holed_connections_are_caught() {
         .expect_err("black-holed connections must keep the cluster from converging");
     assert!(failure.contains("no convergence"), "{failure}");
 }
+
+#[test]
+fn a_node_joining_a_loaded_cluster_catches_up() {
+    converges(Scenario::Join, 6);
+}

@@ -58,16 +58,20 @@ pub enum Scenario {
     SkewFlapping,
     /// Five nodes split into random halves every second.
     Splits,
+    /// A fourth node joins a loaded three-node cluster during writes (catching up over anti-entropy), and is
+    /// cut off from one of them for a while.
+    Join,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Partition,
         Scenario::OneWay,
         Scenario::CrashRestart,
         Scenario::SkewFlapping,
         Scenario::Splits,
+        Scenario::Join,
     ];
 
     /// Its command-line name.
@@ -78,6 +82,7 @@ impl Scenario {
             Scenario::CrashRestart => "crash-restart",
             Scenario::SkewFlapping => "skew-flapping",
             Scenario::Splits => "splits",
+            Scenario::Join => "join",
         }
     }
 
@@ -86,12 +91,20 @@ impl Scenario {
         Scenario::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Cluster size.
+    /// Cluster size (at the end).
     pub fn nodes(self) -> usize {
         match self {
-            Scenario::SkewFlapping => 4,
+            Scenario::SkewFlapping | Scenario::Join => 4,
             Scenario::Splits => 5,
             _ => 3,
+        }
+    }
+
+    /// Nodes started at the beginning; the others join during the run.
+    pub fn initial_nodes(self) -> usize {
+        match self {
+            Scenario::Join => 3,
+            n => n.nodes(),
         }
     }
 
@@ -104,9 +117,11 @@ impl Scenario {
     }
 }
 
-/// A request from the client to the simulation driver: turmoil crashes and restarts hosts from outside.
+/// A request from the client to the simulation driver: turmoil starts, crashes and restarts hosts from
+/// outside.
 #[derive(Debug, Clone)]
 pub(crate) enum Control {
+    Start(String),
     Crash(String),
     Restart(String),
 }
@@ -132,24 +147,32 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
         .build();
     let key = MasterKey::generate();
     let names: Vec<String> = (0..scenario.nodes()).map(host_name).collect();
+    let mut specs = Vec::new();
     for (i, name) in names.iter().enumerate() {
         let skew = scenario.max_skew_ms();
-        let spec = Rc::new(HostSpec {
+        specs.push(Rc::new(HostSpec {
             name: name.clone(),
             id: NodeId(rng.gen()),
             disk: MemoryStore::new(),
             key: key.clone(),
-            // Everyone knows node0 only: the others are learned from gossip.
-            seeds: if i == 0 {
-                Vec::new()
-            } else {
-                vec![format!("{}:{GRPC_PORT}", names[0])]
+            // Every node is given one seed only (node1 for everyone, node0 for node1 itself): the others are
+            // learned from gossip.
+            seeds: match i {
+                1 => vec![format!("{}:{GRPC_PORT}", names[0])],
+                _ if names.len() > 1 => vec![format!("{}:{GRPC_PORT}", names[1])],
+                _ => Vec::new(),
             },
             skew_ms: if skew == 0 { 0 } else { rng.gen_range(-skew..=skew) },
             anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
             fault,
-        });
-        sim.host(name.as_str(), move || host::run(spec.clone()));
+        }));
+    }
+    let start = |sim: &mut turmoil::Sim, spec: &Rc<HostSpec>| {
+        let spec = spec.clone();
+        sim.host(spec.name.clone().as_str(), move || host::run(spec.clone()));
+    };
+    for spec in &specs[..scenario.initial_nodes()] {
+        start(&mut sim, spec);
     }
     let controls: Rc<RefCell<Vec<Control>>> = Rc::default();
     let report: Rc<RefCell<Option<Report>>> = Rc::default();
@@ -160,6 +183,10 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
         let done = sim.step().map_err(|e| fail(e.to_string()))?;
         for control in controls.borrow_mut().drain(..) {
             match control {
+                Control::Start(host) => match specs.iter().find(|s| s.name == host) {
+                    Some(spec) => start(&mut sim, spec),
+                    None => return Err(fail(format!("no host {host} to start"))),
+                },
                 Control::Crash(host) => sim.crash(host.as_str()),
                 Control::Restart(host) => sim.bounce(host.as_str()),
             }

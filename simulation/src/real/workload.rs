@@ -83,14 +83,18 @@ pub(super) async fn client(
     controls: Rc<RefCell<Vec<Control>>>,
     report: Rc<RefCell<Option<super::Report>>>,
 ) -> turmoil::Result {
-    wait_for_membership(&names, FORMATION_LIMIT)
+    let started = Rc::new(Cell::new(scenario.initial_nodes()));
+    wait_for_membership(&names[..started.get()], FORMATION_LIMIT)
         .await
         .map_err(|e| format!("cluster did not form: {e}"))?;
     let attempts: Rc<RefCell<Vec<Attempt>>> = Rc::default();
+    if scenario == Scenario::Join {
+        bulk_load(&names[0], &attempts).await?;
+    }
     let seq = Rc::new(Cell::new(0u64));
     let deadline = Instant::now() + FAULT_PHASE;
-    let writers = (0..WRITERS).map(|w| writer(seed, w, &names, deadline, attempts.clone(), seq.clone()));
-    let chaos = chaos(scenario, seed, &names, controls.clone());
+    let writers = (0..WRITERS).map(|w| writer(seed, w, &names, &started, deadline, attempts.clone(), seq.clone()));
+    let chaos = chaos(scenario, seed, &names, &started, controls.clone());
     futures::future::join(futures::future::join_all(writers), chaos).await;
     // How far apart the faults drove the nodes: keys on which they disagree right before healing.
     let diverged = divergence(&names).await;
@@ -117,17 +121,52 @@ pub(super) async fn client(
     Ok(())
 }
 
+/// Keys the join scenario loads before the joiner starts, so that it has something to catch up with.
+const BULK_KEYS: usize = 2_000;
+/// Puts per `POST /api/v1/query` batch of the bulk load.
+const BULK_BATCH: usize = 200;
+
+/// Load [`BULK_KEYS`] keys through `node` in atomic batches, recording each as an acknowledged write.
+async fn bulk_load(node: &str, attempts: &Rc<RefCell<Vec<Attempt>>>) -> Result<(), String> {
+    for batch in 0..BULK_KEYS / BULK_BATCH {
+        let ops: Vec<Value> = (0..BULK_BATCH)
+            .map(|i| {
+                let n = batch * BULK_BATCH + i;
+                serde_json::json!({"key": format!("bulk/{n:05}"), "verb": "put", "value": format!("b{n}")})
+            })
+            .collect();
+        let body = Bytes::from(serde_json::to_vec(&ops).map_err(|e| e.to_string())?);
+        let (status, answer) = request(node, HTTP_PORT, "POST", "/api/v1/query", body).await?;
+        if status != 200 {
+            return Err(format!("bulk load batch {batch}: status {status}"));
+        }
+        let results: Vec<Value> = serde_json::from_slice(&answer).map_err(|e| format!("bulk load answer: {e}"))?;
+        for (op, result) in ops.iter().zip(&results) {
+            let version = result["version"].as_str().and_then(parse_version);
+            attempts.borrow_mut().push(Attempt {
+                key: op["key"].as_str().unwrap_or_default().to_string(),
+                op: Op::Put(op["value"].as_str().unwrap_or_default().to_string()),
+                node: node.to_string(),
+                answer: version.map_or(Answer::Unknown, Answer::Acked),
+            });
+        }
+    }
+    Ok(())
+}
+
 async fn writer(
     seed: u64,
     w: u64,
     names: &[String],
+    started: &Cell<usize>,
     deadline: Instant,
     attempts: Rc<RefCell<Vec<Attempt>>>,
     seq: Rc<Cell<u64>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (0x5752_4954 + w));
     while Instant::now() < deadline {
-        let node = names[rng.gen_range(0..names.len())].clone();
+        // Writes go to every node started so far.
+        let node = names[rng.gen_range(0..started.get())].clone();
         let key = format!("sim/k{}", rng.gen_range(0..KEYS));
         seq.set(seq.get() + 1);
         let op = if rng.gen_bool(0.75) {
@@ -158,7 +197,13 @@ async fn writer(
 
 /// The scenario's faults, over [`FAULT_PHASE`]; the links are all repaired afterwards (one-way cuts too:
 /// `repair` clears both directions).
-async fn chaos(scenario: Scenario, seed: u64, names: &[String], controls: Rc<RefCell<Vec<Control>>>) {
+async fn chaos(
+    scenario: Scenario,
+    seed: u64,
+    names: &[String],
+    started: &Cell<usize>,
+    controls: Rc<RefCell<Vec<Control>>>,
+) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5000);
     let at = |secs: u64| sleep(Duration::from_secs(secs));
     let n = names.len();
@@ -199,6 +244,22 @@ async fn chaos(scenario: Scenario, seed: u64, names: &[String], controls: Rc<Ref
                 }
                 sleep(Duration::from_millis(500)).await;
             }
+        }
+        Scenario::Join => {
+            at(2).await;
+            let joiner = &names[started.get()];
+            controls.borrow_mut().push(Control::Start(joiner.clone()));
+            // Clients learn of it once it answers; until then writes to it would only fail.
+            while request(joiner, HTTP_PORT, "GET", "/healthz", Bytes::new())
+                .await
+                .is_err()
+            {
+                sleep(POLL).await;
+            }
+            started.set(started.get() + 1);
+            at(3).await;
+            let cut = &names[rng.gen_range(0..started.get() - 1)];
+            turmoil::partition(joiner.as_str(), cut.as_str());
         }
         Scenario::Splits => {
             let end = Instant::now() + FAULT_PHASE;
