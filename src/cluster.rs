@@ -35,6 +35,8 @@ use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
 
 /// How often the core is ticked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+/// How long a stopping node waits for its peers to take the messages still queued for them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Messages received but not yet handled before the gRPC service pushes back on senders.
 const INBOX_MESSAGES: usize = 4096;
 /// File in the data directory holding the time (ms) of the last completed anti-entropy round.
@@ -280,7 +282,6 @@ impl Driver {
         mut stop: watch::Receiver<bool>,
         discovery_deadline: tokio::time::Instant,
     ) {
-        let me = self.db.node_id();
         let mut tick = tokio::time::interval(TICK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(self.purge_interval);
@@ -288,11 +289,12 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = stop.changed() => {
+                    // Deltas of the last local commits may still be queued: take them first, then say
+                    // goodbye, and give the peers a bounded moment to receive both.
+                    self.broadcast_local(None, &mut events);
                     let fx = self.core.lock().leave(self.now_ms());
                     self.carry_out(fx);
-                    // Give the leave gossip a moment to go out; it is a courtesy, not a requirement.
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    self.transport.close();
+                    self.transport.close(SHUTDOWN_GRACE).await;
                     return;
                 }
                 Some((from, msg)) = inbox.recv() => {
@@ -303,27 +305,7 @@ impl Driver {
                     self.carry_out(fx);
                 }
                 change = events.recv() => match change {
-                    Ok(entry) => {
-                        // Broadcast what this node wrote, except tombstones older than the purge horizon:
-                        // those are the same-version tombstones of a pull-first `forget`, local cleanup
-                        // that must not delete anything elsewhere.
-                        let horizon = self.core.lock().purge_horizon(self.now_ms());
-                        let ours = |e: &Entry| e.version.node == me && !(e.deleted && e.version.hlc < horizon);
-                        let mut batch = Vec::new();
-                        if ours(&entry) {
-                            batch.push((*entry).clone());
-                        }
-                        // Coalesce everything already committed into one delta per peer.
-                        while let Ok(entry) = events.try_recv() {
-                            if ours(&entry) {
-                                batch.push((*entry).clone());
-                            }
-                        }
-                        if !batch.is_empty() {
-                            let fx = self.core.lock().on_local_commit(&batch);
-                            self.carry_out(fx);
-                        }
-                    }
+                    Ok(entry) => self.broadcast_local(Some(entry), &mut events),
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "replication fell behind local writes; anti-entropy will repair");
                     }
@@ -346,6 +328,25 @@ impl Driver {
                     }
                 }
             }
+        }
+    }
+
+    /// Broadcast what this node wrote (`first`, then everything already committed, coalesced into one
+    /// delta per peer), except tombstones older than the purge horizon: those are the same-version
+    /// tombstones of a pull-first `forget`, local cleanup that must not delete anything elsewhere.
+    fn broadcast_local(&self, first: Option<Arc<Entry>>, events: &mut broadcast::Receiver<Arc<Entry>>) {
+        let me = self.db.node_id();
+        let horizon = self.core.lock().purge_horizon(self.now_ms());
+        let ours = |e: &Entry| e.version.node == me && !(e.deleted && e.version.hlc < horizon);
+        let batch: Vec<Entry> = first
+            .into_iter()
+            .chain(std::iter::from_fn(|| events.try_recv().ok()))
+            .filter(|e| ours(e))
+            .map(|e| (*e).clone())
+            .collect();
+        if !batch.is_empty() {
+            let fx = self.core.lock().on_local_commit(&batch);
+            self.carry_out(fx);
         }
     }
 

@@ -12,8 +12,8 @@ fn converges(scenario: Scenario, seed: u64) {
                 "too few writes were acknowledged to prove anything: {report:?}"
             );
             // Partitions must have driven the nodes apart, or convergence proves nothing. (Crashed nodes
-            // are back and repaired by the time the faults are healed.)
-            if scenario != Scenario::CrashRestart {
+            // are back and repaired by the time the faults are healed; a node that left is gone.)
+            if ![Scenario::CrashRestart, Scenario::Leave].contains(&scenario) {
                 assert!(
                     report.diverged_keys > 0,
                     "the faults did not separate the nodes: {report:?}"
@@ -68,4 +68,9 @@ fn without_keep_alives_or_redial_black_holed_connections_are_caught() {
 #[test]
 fn a_node_joining_a_loaded_cluster_catches_up() {
     converges(Scenario::Join, 6);
+}
+
+#[test]
+fn what_a_leaving_node_acknowledged_survives_it() {
+    converges(Scenario::Leave, 7);
 }

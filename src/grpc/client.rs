@@ -13,6 +13,7 @@ use std::time::Duration;
 use futures::stream::{FuturesUnordered, StreamExt};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 use super::pb::replication_client::ReplicationClient;
@@ -93,6 +94,8 @@ pub struct Transport {
     codec: Codec,
     dialer: Dialer,
     peers: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
+    /// The peers' sender tasks, awaited by [`Transport::close`].
+    tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Counters.
     pub stats: Arc<TransportStats>,
 }
@@ -104,6 +107,7 @@ impl Transport {
             codec,
             dialer,
             peers: Mutex::new(HashMap::new()),
+            tasks: Mutex::new(Vec::new()),
             stats: Arc::default(),
         }
     }
@@ -118,8 +122,11 @@ impl Transport {
             match peers.get(addr) {
                 Some(tx) if !tx.is_closed() => tx.clone(),
                 _ => match spawn_peer(addr, &self.dialer, self.stats.clone()) {
-                    Some(tx) => {
+                    Some((tx, task)) => {
                         peers.insert(addr.to_string(), tx.clone());
+                        let mut tasks = self.tasks.lock();
+                        tasks.retain(|t| !t.is_finished());
+                        tasks.push(task);
                         tx
                     }
                     None => {
@@ -141,13 +148,26 @@ impl Transport {
         }
     }
 
-    /// Stop every peer task (their queues are dropped).
-    pub fn close(&self) {
+    /// Stop taking messages and let every peer task deliver what its queue still holds, for at most
+    /// `grace`: a node shutting down hands its last deltas over rather than leave anti-entropy to find them
+    /// (which it cannot if the node never comes back). Deliveries still under way after `grace` are
+    /// abandoned.
+    pub async fn close(&self, grace: Duration) {
+        // Dropping the senders ends each task once its queue is empty.
         self.peers.lock().clear();
+        let tasks = std::mem::take(&mut *self.tasks.lock());
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!(?grace, "peers did not take every queued message before shutdown");
+        }
     }
 }
 
-fn spawn_peer(addr: &str, dialer: &Dialer, stats: Arc<TransportStats>) -> Option<mpsc::Sender<Vec<u8>>> {
+fn spawn_peer(
+    addr: &str,
+    dialer: &Dialer,
+    stats: Arc<TransportStats>,
+) -> Option<(mpsc::Sender<Vec<u8>>, JoinHandle<()>)> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| tracing::warn!(%addr, error = %e, "bad peer address"))
         .ok()?
@@ -169,7 +189,7 @@ fn spawn_peer(addr: &str, dialer: &Dialer, stats: Arc<TransportStats>) -> Option
     let mut client = dial();
     let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE_FRAMES);
     let addr = addr.to_string();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         // Deliveries are pipelined over the one HTTP/2 connection: waiting for each answer before sending the
         // next would cap a peer at one frame per round trip and let a burst of commits queue up as lag.
         // Order does not matter (every message is a merge or idempotent).
@@ -220,5 +240,5 @@ fn spawn_peer(addr: &str, dialer: &Dialer, stats: Arc<TransportStats>) -> Option
         }
         while in_flight.next().await.is_some() {}
     });
-    Some(tx)
+    Some((tx, task))
 }

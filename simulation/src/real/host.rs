@@ -17,6 +17,7 @@ use cave::crdt::{Hlc, NodeId, TimeSource};
 use cave::node::Node;
 use cave::secrets::MasterKey;
 use cave::storage::MemoryStore;
+use tokio::sync::Notify;
 
 use super::net::{dialer, incoming, HttpListener, TransportFault};
 
@@ -44,6 +45,8 @@ pub struct HostSpec {
     pub anti_entropy_interval: Duration,
     /// A weakened transport, or `None` for production's.
     pub fault: Option<TransportFault>,
+    /// Notified to shut the node down gracefully, as SIGTERM does `cave serve`.
+    pub stop: Arc<Notify>,
 }
 
 /// The host's clock: turmoil's simulated time since the epoch, plus the host's skew.
@@ -83,7 +86,8 @@ fn config(spec: &HostSpec) -> Config {
     }
 }
 
-/// Run the node until the host crashes (it never returns otherwise).
+/// Run the node until the host crashes, or until [`HostSpec::stop`] is notified: then shut down the way
+/// `cave::node::serve_with` does (stop taking requests, leave the cluster, drain the writer).
 pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
     let clock = Arc::new(SimClock {
         skew_ms: spec.skew_ms,
@@ -97,6 +101,15 @@ pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
         .start_cluster_on(incoming(grpc), format!("{}:{GRPC_PORT}", spec.name), dialer(spec.fault))
         .await?;
     let http = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, HTTP_PORT)).await?;
-    axum::serve(HttpListener(http), node.router_with(Some(cluster))).await?;
+    let (stop, db) = (spec.stop.clone(), node.db.clone());
+    let shutdown = async move {
+        stop.notified().await;
+        db.begin_shutdown();
+    };
+    axum::serve(HttpListener(http), node.router_with(Some(cluster.clone())))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    cluster.stop().await;
+    node.close().await?;
     Ok(())
 }

@@ -29,12 +29,14 @@ mod workload;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use cave::crdt::NodeId;
 use cave::secrets::MasterKey;
 use cave::storage::MemoryStore;
 use rand::{Rng, SeedableRng};
+use tokio::sync::Notify;
 
 use host::{HostSpec, GRPC_PORT};
 pub use net::TransportFault;
@@ -61,17 +63,21 @@ pub enum Scenario {
     /// A fourth node joins a loaded three-node cluster during writes (catching up over anti-entropy), and is
     /// cut off from one of them for a while.
     Join,
+    /// One of four nodes shuts down gracefully in the middle of the writes and never comes back: what it
+    /// acknowledged must survive on the others.
+    Leave,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Partition,
         Scenario::OneWay,
         Scenario::CrashRestart,
         Scenario::SkewFlapping,
         Scenario::Splits,
         Scenario::Join,
+        Scenario::Leave,
     ];
 
     /// Its command-line name.
@@ -83,6 +89,7 @@ impl Scenario {
             Scenario::SkewFlapping => "skew-flapping",
             Scenario::Splits => "splits",
             Scenario::Join => "join",
+            Scenario::Leave => "leave",
         }
     }
 
@@ -94,7 +101,7 @@ impl Scenario {
     /// Cluster size (at the end).
     pub fn nodes(self) -> usize {
         match self {
-            Scenario::SkewFlapping | Scenario::Join => 4,
+            Scenario::SkewFlapping | Scenario::Join | Scenario::Leave => 4,
             Scenario::Splits => 5,
             _ => 3,
         }
@@ -122,6 +129,8 @@ impl Scenario {
 #[derive(Debug, Clone)]
 pub(crate) enum Control {
     Start(String),
+    /// A graceful shutdown (the node leaves the cluster).
+    Stop(String),
     Crash(String),
     Restart(String),
 }
@@ -165,6 +174,7 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
             skew_ms: if skew == 0 { 0 } else { rng.gen_range(-skew..=skew) },
             anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
             fault,
+            stop: Arc::new(Notify::new()),
         }));
     }
     let start = |sim: &mut turmoil::Sim, spec: &Rc<HostSpec>| {
@@ -186,6 +196,10 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
                 Control::Start(host) => match specs.iter().find(|s| s.name == host) {
                     Some(spec) => start(&mut sim, spec),
                     None => return Err(fail(format!("no host {host} to start"))),
+                },
+                Control::Stop(host) => match specs.iter().find(|s| s.name == host) {
+                    Some(spec) => spec.stop.notify_one(),
+                    None => return Err(fail(format!("no host {host} to stop"))),
                 },
                 Control::Crash(host) => sim.crash(host.as_str()),
                 Control::Restart(host) => sim.bounce(host.as_str()),

@@ -83,8 +83,10 @@ pub(super) async fn client(
     controls: Rc<RefCell<Vec<Control>>>,
     report: Rc<RefCell<Option<super::Report>>>,
 ) -> turmoil::Result {
-    let started = Rc::new(Cell::new(scenario.initial_nodes()));
-    wait_for_membership(&names[..started.get()], FORMATION_LIMIT)
+    // The nodes that are up and members: writers pick among them, and the final checks cover them.
+    let active = Rc::new(RefCell::new(names[..scenario.initial_nodes()].to_vec()));
+    let initial = active.borrow().clone();
+    wait_for_membership(&initial, FORMATION_LIMIT)
         .await
         .map_err(|e| format!("cluster did not form: {e}"))?;
     let attempts: Rc<RefCell<Vec<Attempt>>> = Rc::default();
@@ -93,10 +95,11 @@ pub(super) async fn client(
     }
     let seq = Rc::new(Cell::new(0u64));
     let deadline = Instant::now() + FAULT_PHASE;
-    let writers = (0..WRITERS).map(|w| writer(seed, w, &names, &started, deadline, attempts.clone(), seq.clone()));
-    let chaos = chaos(scenario, seed, &names, &started, controls.clone());
+    let writers = (0..WRITERS).map(|w| writer(seed, w, &active, deadline, attempts.clone(), seq.clone()));
+    let chaos = chaos(scenario, seed, &names, &active, controls.clone());
     futures::future::join(futures::future::join_all(writers), chaos).await;
     // How far apart the faults drove the nodes: keys on which they disagree right before healing.
+    let names = active.borrow().clone();
     let diverged = divergence(&names).await;
     // Heal: every link repaired (the crash scenario restarted its victims itself).
     repair_all(&names);
@@ -157,16 +160,17 @@ async fn bulk_load(node: &str, attempts: &Rc<RefCell<Vec<Attempt>>>) -> Result<(
 async fn writer(
     seed: u64,
     w: u64,
-    names: &[String],
-    started: &Cell<usize>,
+    active: &RefCell<Vec<String>>,
     deadline: Instant,
     attempts: Rc<RefCell<Vec<Attempt>>>,
     seq: Rc<Cell<u64>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ (0x5752_4954 + w));
     while Instant::now() < deadline {
-        // Writes go to every node started so far.
-        let node = names[rng.gen_range(0..started.get())].clone();
+        let node = {
+            let active = active.borrow();
+            active[rng.gen_range(0..active.len())].clone()
+        };
         let key = format!("sim/k{}", rng.gen_range(0..KEYS));
         seq.set(seq.get() + 1);
         let op = if rng.gen_bool(0.75) {
@@ -201,7 +205,7 @@ async fn chaos(
     scenario: Scenario,
     seed: u64,
     names: &[String],
-    started: &Cell<usize>,
+    active: &RefCell<Vec<String>>,
     controls: Rc<RefCell<Vec<Control>>>,
 ) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xC4A0_5000);
@@ -247,19 +251,38 @@ async fn chaos(
         }
         Scenario::Join => {
             at(2).await;
-            let joiner = &names[started.get()];
+            let joiner = names[active.borrow().len()].clone();
             controls.borrow_mut().push(Control::Start(joiner.clone()));
             // Clients learn of it once it answers; until then writes to it would only fail.
-            while request(joiner, HTTP_PORT, "GET", "/healthz", Bytes::new())
+            while request(&joiner, HTTP_PORT, "GET", "/healthz", Bytes::new())
                 .await
                 .is_err()
             {
                 sleep(POLL).await;
             }
-            started.set(started.get() + 1);
+            let cut = {
+                let mut active = active.borrow_mut();
+                let cut = active[rng.gen_range(0..active.len())].clone();
+                active.push(joiner.clone());
+                cut
+            };
             at(3).await;
-            let cut = &names[rng.gen_range(0..started.get() - 1)];
             turmoil::partition(joiner.as_str(), cut.as_str());
+        }
+        Scenario::Leave => {
+            let (leaver, reached) = {
+                let active = active.borrow();
+                let (a, b) = distinct_pair(&mut rng, active.len());
+                (active[a].clone(), active[b].clone())
+            };
+            // Its deltas reach only one of the three others; anti-entropy has to spread them after it left.
+            at(6).await;
+            for other in names.iter().filter(|n| **n != leaver && **n != reached) {
+                turmoil::partition(leaver.as_str(), other.as_str());
+            }
+            at(4).await;
+            active.borrow_mut().retain(|n| *n != leaver);
+            controls.borrow_mut().push(Control::Stop(leaver));
         }
         Scenario::Splits => {
             let end = Instant::now() + FAULT_PHASE;
