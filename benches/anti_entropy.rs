@@ -70,6 +70,7 @@ async fn member(db: Db, metrics: Arc<Metrics>, key: &MasterKey, seeds: Vec<Strin
         mdns: false,
         data_dir: None,
         dialer: Default::default(),
+        shutdown_drain: Duration::from_secs(5),
     };
     let cluster = Cluster::start(db.clone(), opts, listener).await.unwrap();
     (Member { db, metrics, cluster }, addr)

@@ -11,7 +11,7 @@
 //! the HTTP API only takes the core's lock (for the node list).
 
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
 pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 /// How long a stopping node waits for its peers to take the messages still queued for them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+/// While draining, how often another round is started if none has completed.
+const DRAIN_RETRY: Duration = Duration::from_secs(1);
 /// Messages received but not yet handled before the gRPC service pushes back on senders.
 const INBOX_MESSAGES: usize = 4096;
 /// File in the data directory holding the time (ms) of the last completed anti-entropy round.
@@ -69,6 +71,8 @@ pub struct ClusterOptions {
     pub data_dir: Option<PathBuf>,
     /// How to connect to peers (TCP, or the simulation's network).
     pub dialer: Dialer,
+    /// How long a stopping node tries to complete an anti-entropy round before it leaves anyway.
+    pub shutdown_drain: Duration,
 }
 
 /// One row of `GET /api/v1/cluster/nodes`.
@@ -96,6 +100,8 @@ pub struct Cluster {
     cluster_id: String,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// The gRPC server: stopped last, because a node leaving still needs its peers' answers to drain.
+    server: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
     /// Frames rejected by the gRPC service (wrong key, garbage, other cluster).
     pub rejected_frames: Arc<AtomicU64>,
     synced: watch::Receiver<bool>,
@@ -125,7 +131,7 @@ impl Cluster {
         let rejected = Arc::new(AtomicU64::new(0));
         let (stop, stop_rx) = watch::channel(false);
         let service = ReplicationService::new(codec, inbox_tx, rejected.clone(), db.metrics().clone());
-        let mut server_stop = stop_rx.clone();
+        let (server_stop_tx, mut server_stop) = watch::channel(false);
         let server = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = server_stop.wait_for(|s| *s).await;
@@ -176,11 +182,14 @@ impl Cluster {
             data_dir: opts.data_dir,
             last_sync_written: AtomicU64::new(0),
             purge_interval,
+            drain_since_ms: AtomicU64::new(u64::MAX),
+            drained: AtomicBool::new(false),
+            shutdown_drain: opts.shutdown_drain,
         };
         let events = driver.db.subscribe();
         let deadline = tokio::time::Instant::now() + opts.discovery_window;
         let task = tokio::spawn(driver.run(inbox, events, stop_rx, deadline));
-        let mut tasks = vec![server, task];
+        let mut tasks = vec![task];
         if let Some((mdns, mut found)) = mdns {
             let core = core.clone();
             let mut stop = stop.subscribe();
@@ -203,6 +212,7 @@ impl Cluster {
             cluster_id,
             stop,
             tasks: Mutex::new(tasks),
+            server: Mutex::new(Some((server_stop_tx, server))),
             rejected_frames: rejected,
             synced,
             clock,
@@ -250,11 +260,17 @@ impl Cluster {
         out
     }
 
-    /// Leave the cluster (a last gossip saying so) and stop the tasks.
+    /// Leave the cluster and stop the tasks: the driver first (it drains, then gossips that it leaves; see
+    /// `Driver::run`), the gRPC server last.
     pub async fn stop(&self) {
         self.stop.send_replace(true);
         let tasks = std::mem::take(&mut *self.tasks.lock());
         for task in tasks {
+            let _ = task.await;
+        }
+        let server = self.server.lock().take();
+        if let Some((stop, task)) = server {
+            stop.send_replace(true);
             let _ = task.await;
         }
     }
@@ -268,6 +284,11 @@ struct Driver {
     data_dir: Option<PathBuf>,
     last_sync_written: AtomicU64,
     purge_interval: Duration,
+    /// While leaving: when the drain began (ms, the core's clock), and whether a round started since then
+    /// has completed. `u64::MAX` when not leaving.
+    drain_since_ms: AtomicU64,
+    drained: AtomicBool,
+    shutdown_drain: Duration,
 }
 
 impl Driver {
@@ -286,16 +307,40 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut purge = tokio::time::interval(self.purge_interval);
         purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Set when told to stop: leave once drained, or at this deadline.
+        let mut draining: Option<tokio::time::Instant> = None;
+        let mut drain_round_at = tokio::time::Instant::now();
         loop {
+            if let Some(deadline) = draining {
+                let drained = self.drained.load(Ordering::Acquire);
+                if drained || tokio::time::Instant::now() >= deadline || !self.any_alive() {
+                    if !drained {
+                        tracing::warn!(
+                            limit = ?self.shutdown_drain,
+                            "leaving without a completed anti-entropy round: writes no peer has seen may be \
+                             lost if this node does not come back"
+                        );
+                    }
+                    return self.leave().await;
+                }
+            }
             tokio::select! {
-                _ = stop.changed() => {
-                    // Deltas of the last local commits may still be queued: take them first, then say
-                    // goodbye, and give the peers a bounded moment to receive both.
+                _ = stop.changed(), if draining.is_none() => {
+                    // The API takes no more writes. Broadcast the last local commits, then make sure some
+                    // peer holds everything this node holds: an anti-entropy round started from now on that
+                    // completes proves it (deltas alone may have been lost to a partition).
                     self.broadcast_local(None, &mut events);
-                    let fx = self.core.lock().leave(self.now_ms());
-                    self.carry_out(fx);
-                    self.transport.close(SHUTDOWN_GRACE).await;
-                    return;
+                    // Only members that look alive are asked: waiting for suspect or dead ones would hold
+                    // up every stop of the last node of a cluster for nothing. A retry on the ticks below
+                    // picks another alive member if a round gets no answer.
+                    self.drain_since_ms.store(self.now_ms(), Ordering::Release);
+                    if self.shutdown_drain.is_zero() || !self.any_alive() {
+                        return self.leave().await;
+                    }
+                    tracing::debug!("stopping: handing this node's writes to a peer before leaving");
+                    self.start_drain_round();
+                    drain_round_at = tokio::time::Instant::now();
+                    draining = Some(drain_round_at + self.shutdown_drain);
                 }
                 Some((from, msg)) = inbox.recv() => {
                     if let Message::Delta { entries } = &msg {
@@ -315,6 +360,12 @@ impl Driver {
                 _ = tick.tick() => {
                     let fx = self.db.with_state(|state| self.core.lock().on_tick(self.now_ms(), state));
                     self.carry_out(fx);
+                    // While draining, a round that timed out or went to a peer that cannot answer should
+                    // not hold the leave up to the deadline: try again, with whoever is alive.
+                    if draining.is_some() && drain_round_at.elapsed() >= DRAIN_RETRY {
+                        drain_round_at = tokio::time::Instant::now();
+                        self.start_drain_round();
+                    }
                     self.report_peers();
                     self.remember_sync();
                     // Nobody found within the discovery window: this is the first node of its cluster, and
@@ -329,6 +380,28 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Whether any member looks alive.
+    fn any_alive(&self) -> bool {
+        self.core.lock().membership().alive().next().is_some()
+    }
+
+    /// Start an anti-entropy round with an alive peer for the drain, if there is one.
+    fn start_drain_round(&self) {
+        let now = self.now_ms();
+        let mut fx = Effects::default();
+        self.db
+            .with_state(|state| self.core.lock().start_anti_entropy(now, state, &mut fx));
+        self.carry_out(fx);
+    }
+
+    /// Say goodbye (a last gossip saying so) and give the peers a bounded moment to take what is still
+    /// queued for them.
+    async fn leave(&self) {
+        let fx = self.core.lock().leave(self.now_ms());
+        self.carry_out(fx);
+        self.transport.close(SHUTDOWN_GRACE).await;
     }
 
     /// Broadcast what this node wrote (`first`, then everything already committed, coalesced into one
@@ -425,7 +498,11 @@ impl Driver {
                     peer,
                     repaired,
                     in_sync,
+                    started_ms,
                 } => {
+                    if started_ms >= self.drain_since_ms.load(Ordering::Acquire) {
+                        self.drained.store(true, Ordering::Release);
+                    }
                     tracing::debug!(%peer, repaired, in_sync, "anti-entropy round done");
                     self.db.metrics().anti_entropy_round(RoundResult::Ok);
                     self.db.metrics().anti_entropy_repaired(repaired as u64);

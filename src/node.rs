@@ -203,6 +203,7 @@ impl Node {
             mdns: self.config.mdns,
             data_dir: self.data_dir.clone(),
             dialer,
+            shutdown_drain: self.config.shutdown_drain,
         };
         Ok(Arc::new(Cluster::start_on(self.db.clone(), options, incoming).await?))
     }

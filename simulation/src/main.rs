@@ -224,6 +224,14 @@ fn main() -> ExitCode {
 
 /// `--real`: real-transport scenarios, one turmoil simulation per seed, on `--jobs` threads.
 fn run_real(cli: &Cli) -> ExitCode {
+    // The nodes log through `tracing`: RUST_LOG=cave=debug shows what each of them did (turmoil's span
+    // names the host).
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let fixed = match cli.scenario.as_str() {
         "all" => None,
         name => match real::Scenario::parse(name) {

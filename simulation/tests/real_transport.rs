@@ -62,7 +62,11 @@ fn without_keep_alives_redialing_still_recovers() {
 fn without_keep_alives_or_redial_black_holed_connections_are_caught() {
     let failure = run(Scenario::Partition, 11, Some(TransportFault::NoKeepAliveNoRedial))
         .expect_err("black-holed connections must keep the cluster from converging");
-    assert!(failure.contains("no convergence"), "{failure}");
+    // The nodes stay apart: they neither see each other alive nor agree.
+    assert!(
+        failure.contains("no convergence") || failure.contains("membership views disagree"),
+        "{failure}"
+    );
 }
 
 #[test]
@@ -73,4 +77,24 @@ fn a_node_joining_a_loaded_cluster_catches_up() {
 #[test]
 fn what_a_leaving_node_acknowledged_survives_it() {
     converges(Scenario::Leave, 7);
+}
+
+/// The leaving node's drain is what hands over the writes its lost deltas carried: without it, they vanish.
+/// (Not on every seed: these runs are not bit-for-bit, and some of those writes may still reach a peer while
+/// the transport empties its queues; about 7 seeds in 10 fail, so at least one of six does.)
+#[test]
+fn a_node_leaving_without_a_drain_loses_writes_and_it_is_caught() {
+    let failures: Vec<String> = (3..9)
+        .filter_map(|seed| run(Scenario::Leave, seed, Some(TransportFault::NoDrain)).err())
+        .collect();
+    assert!(
+        !failures.is_empty(),
+        "writes only the leaving node held must be lost without the drain"
+    );
+    for failure in &failures {
+        assert!(
+            failure.contains("vanished") || failure.contains("no write explains"),
+            "{failure}"
+        );
+    }
 }

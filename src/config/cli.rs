@@ -220,6 +220,9 @@ pub struct ServeArgs {
     /// Age at which tombstones (deleted keys) are purged
     #[arg(long, value_name = "DURATION")]
     pub tombstone_ttl: Option<String>,
+    /// How long a stopping node tries to hand its writes to a peer before leaving (0s: leave at once)
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_drain: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -268,6 +271,7 @@ fn help_default(key: &str) -> String {
         "anti_entropy_interval" => format_duration(dev.anti_entropy_interval),
         "max_clock_drift" => format_duration(dev.max_clock_drift),
         "tombstone_ttl" => format_duration(dev.tombstone_ttl),
+        "shutdown_drain" => format_duration(dev.shutdown_drain),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }

@@ -73,6 +73,7 @@ struct Raw {
     anti_entropy_interval: Option<Value>,
     max_clock_drift: Option<Value>,
     tombstone_ttl: Option<Value>,
+    shutdown_drain: Option<Value>,
     log_level: Option<Value>,
 }
 
@@ -151,6 +152,7 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         )?,
         max_clock_drift: duration("max_clock_drift", raw.max_clock_drift, defaults.max_clock_drift)?,
         tombstone_ttl: nonzero("tombstone_ttl", raw.tombstone_ttl, defaults.tombstone_ttl)?,
+        shutdown_drain: duration("shutdown_drain", raw.shutdown_drain, defaults.shutdown_drain)?,
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
@@ -224,6 +226,7 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("anti_entropy_interval", args.anti_entropy_interval.clone()),
         ("max_clock_drift", args.max_clock_drift.clone()),
         ("tombstone_ttl", args.tombstone_ttl.clone()),
+        ("shutdown_drain", args.shutdown_drain.clone()),
         ("log_level", args.log_level.clone()),
     ];
     let values = given

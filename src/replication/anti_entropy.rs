@@ -326,6 +326,7 @@ impl Core {
                 peer: round.peer,
                 repaired: round.repaired,
                 in_sync,
+                started_ms: round.started_ms,
             });
         }
     }

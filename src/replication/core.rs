@@ -81,11 +81,14 @@ pub enum CoreEvent {
     Peer(StatusChange),
     /// Entries from `from` were stamped too far in the future and were not applied.
     ClockDriftRejected { from: NodeId, entries: usize },
-    /// An anti-entropy round this node started ended; `repaired` counts entries exchanged both ways.
+    /// An anti-entropy round this node started at `started_ms` ended; `repaired` counts entries exchanged
+    /// both ways. Once it ends, the peer holds everything this node held when it started (or newer), except
+    /// what the pull-first rule keeps back: the entries pushed to it are in `sends` of the same effects.
     AntiEntropyDone {
         peer: NodeId,
         repaired: usize,
         in_sync: bool,
+        started_ms: u64,
     },
     /// An anti-entropy round was abandoned (the peer did not answer in time).
     AntiEntropyTimedOut { peer: NodeId },

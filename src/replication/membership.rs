@@ -142,7 +142,15 @@ impl Membership {
     /// What we gossip: ourselves and every member not known to be dead or gone.
     pub fn records(&self) -> Vec<PeerRecord> {
         let mut out = vec![self.me.clone()];
-        out.extend(self.reachable().map(|m| m.record.clone()));
+        // Members that left travel too (until they are forgotten): a member tells only the members it knows
+        // that it leaves, and the others would otherwise wait for its heartbeat to time out. Dead members do
+        // not: their records would read as alive.
+        out.extend(
+            self.members
+                .values()
+                .filter(|m| matches!(m.status, Status::Alive | Status::Suspect | Status::Left))
+                .map(|m| m.record.clone()),
+        );
         out
     }
 
@@ -313,5 +321,20 @@ mod tests {
             }]
         );
         assert_eq!(m.reachable().count(), 0);
+    }
+
+    #[test]
+    fn a_leave_travels_to_members_the_leaver_did_not_know() {
+        // 2 leaves and tells 1, the only member it knew; 3 hears of it from 1's gossip.
+        let mut one = Membership::new(rec(1, 1, 0), T);
+        one.merge(vec![rec(2, 1, 1)], 0);
+        let mut leaving = rec(2, 1, 2);
+        leaving.left = true;
+        one.merge(vec![leaving], 1);
+        let mut three = Membership::new(rec(3, 1, 0), T);
+        three.merge(vec![rec(2, 1, 1)], 0);
+        three.merge(one.records(), 2);
+        assert_eq!(three.get(NodeId(2)).map(|m| m.status), Some(Status::Left));
+        assert_eq!(three.get(NodeId(1)).map(|m| m.status), Some(Status::Alive));
     }
 }

@@ -82,6 +82,11 @@ fn config(spec: &HostSpec) -> Config {
         discovery_window: Duration::from_secs(2),
         cluster_key: Some(spec.key.clone()),
         anti_entropy_interval: spec.anti_entropy_interval,
+        shutdown_drain: if spec.fault == Some(TransportFault::NoDrain) {
+            Duration::ZERO
+        } else {
+            cave::config::DEFAULT_SHUTDOWN_DRAIN
+        },
         ..Config::default()
     }
 }

@@ -42,7 +42,7 @@ use host::{HostSpec, GRPC_PORT};
 pub use net::TransportFault;
 pub use workload::Report;
 
-/// Anti-entropy interval of the simulated nodes (production default: 10 s).
+/// Anti-entropy interval of the simulated nodes in most scenarios (production default: 10 s).
 pub const ANTI_ENTROPY_INTERVAL: Duration = Duration::from_secs(1);
 /// Simulated time a run may take before it is declared failed.
 const SIMULATION_LIMIT: Duration = Duration::from_secs(600);
@@ -115,6 +115,15 @@ impl Scenario {
         }
     }
 
+    /// Mean anti-entropy interval: [`ANTI_ENTROPY_INTERVAL`], except where the scenario needs production's
+    /// (so that a round does not happen to repair what the scenario wants the drain to hand over).
+    fn anti_entropy_interval(self) -> Duration {
+        match self {
+            Scenario::Leave => cave::config::DEFAULT_ANTI_ENTROPY_INTERVAL,
+            _ => ANTI_ENTROPY_INTERVAL,
+        }
+    }
+
     /// Largest clock skew (either direction), in ms.
     fn max_skew_ms(self) -> i64 {
         match self {
@@ -172,7 +181,7 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
                 _ => Vec::new(),
             },
             skew_ms: if skew == 0 { 0 } else { rng.gen_range(-skew..=skew) },
-            anti_entropy_interval: ANTI_ENTROPY_INTERVAL,
+            anti_entropy_interval: scenario.anti_entropy_interval(),
             fault,
             stop: Arc::new(Notify::new()),
         }));

@@ -57,7 +57,10 @@ pub fn incoming(listener: turmoil::net::TcpListener) -> impl Stream<Item = io::R
 /// A dialer connecting over the simulated network (names resolve through turmoil's DNS), with the
 /// production endpoint settings, or with `fault`.
 pub fn dialer(fault: Option<TransportFault>) -> cave::grpc::Dialer {
-    let keep_alive = fault.is_none();
+    let keep_alive = !matches!(
+        fault,
+        Some(TransportFault::NoKeepAlive | TransportFault::NoKeepAliveNoRedial)
+    );
     let dialer = cave::grpc::Dialer::new(move |endpoint| {
         let endpoint = if keep_alive {
             endpoint
@@ -78,7 +81,7 @@ pub fn dialer(fault: Option<TransportFault>) -> cave::grpc::Dialer {
     dialer.redial(fault != Some(TransportFault::NoKeepAliveNoRedial))
 }
 
-/// A deliberately weakened transport, to see what its safeguards are for.
+/// A deliberately weakened transport or leave path, to see what its safeguards are for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TransportFault {
     /// HTTP/2 keep-alives off (DESIGN.md section 11's pitfall). Black-holed connections are still
@@ -87,17 +90,25 @@ pub enum TransportFault {
     /// Keep-alives off and no redial: requests on a connection a partition black-holed time out forever
     /// after the partition heals. Runs with partitions must fail.
     NoKeepAliveNoRedial,
+    /// `shutdown_drain = 0s`: a stopping node leaves without handing what it holds to a peer. The `leave`
+    /// scenario must fail: writes only the leaving node had seen vanish with it.
+    NoDrain,
 }
 
 impl TransportFault {
     /// Every fault.
-    pub const ALL: [TransportFault; 2] = [TransportFault::NoKeepAlive, TransportFault::NoKeepAliveNoRedial];
+    pub const ALL: [TransportFault; 3] = [
+        TransportFault::NoKeepAlive,
+        TransportFault::NoKeepAliveNoRedial,
+        TransportFault::NoDrain,
+    ];
 
     /// Its command-line name.
     pub fn name(self) -> &'static str {
         match self {
             TransportFault::NoKeepAlive => "no-keep-alive",
             TransportFault::NoKeepAliveNoRedial => "no-keep-alive-no-redial",
+            TransportFault::NoDrain => "no-drain",
         }
     }
 

@@ -12,12 +12,14 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 use tokio::time::{sleep, Instant};
 
-use super::host::HTTP_PORT;
+use super::host::{GRPC_PORT, HTTP_PORT};
 use super::net::request;
 use super::{Control, Scenario};
 
 /// Keys written (a small hot set, so that writers collide).
 const KEYS: u64 = 24;
+/// Share of writes to a fresh key of their own.
+const UNIQUE_SHARE: f64 = 0.2;
 /// Concurrent writers.
 const WRITERS: u64 = 3;
 /// How long writers write (and faults happen).
@@ -86,7 +88,7 @@ pub(super) async fn client(
     // The nodes that are up and members: writers pick among them, and the final checks cover them.
     let active = Rc::new(RefCell::new(names[..scenario.initial_nodes()].to_vec()));
     let initial = active.borrow().clone();
-    wait_for_membership(&initial, FORMATION_LIMIT)
+    wait_for_membership(&initial, &[], FORMATION_LIMIT)
         .await
         .map_err(|e| format!("cluster did not form: {e}"))?;
     let attempts: Rc<RefCell<Vec<Attempt>>> = Rc::default();
@@ -99,21 +101,24 @@ pub(super) async fn client(
     let chaos = chaos(scenario, seed, &names, &active, controls.clone());
     futures::future::join(futures::future::join_all(writers), chaos).await;
     // How far apart the faults drove the nodes: keys on which they disagree right before healing.
-    let names = active.borrow().clone();
-    let diverged = divergence(&names).await;
+    let live = active.borrow().clone();
+    let departed: Vec<String> = names.iter().filter(|n| !live.contains(n)).cloned().collect();
+    let diverged = divergence(&live).await;
     // Heal: every link repaired (the crash scenario restarted its victims itself).
     repair_all(&names);
     let healed = Instant::now();
-    let exported = wait_for_agreement(&names, CONVERGENCE_LIMIT)
-        .await
-        .map_err(|e| format!("no convergence {CONVERGENCE_LIMIT:?} after healing: {e}"))?;
-    wait_for_membership(&names, CONVERGENCE_LIMIT)
+    // Departed nodes first have to be gone: until a node has left, what it alone holds is not expected
+    // elsewhere (it is still handing it over).
+    wait_for_membership(&live, &departed, CONVERGENCE_LIMIT)
         .await
         .map_err(|e| format!("membership views disagree after healing: {e}"))?;
+    let exported = wait_for_agreement(&live, CONVERGENCE_LIMIT)
+        .await
+        .map_err(|e| format!("no convergence {CONVERGENCE_LIMIT:?} after healing: {e}"))?;
     let attempts = attempts.take();
     check(&exported, &attempts)?;
     *report.borrow_mut() = Some(super::Report {
-        nodes: names.len(),
+        nodes: live.len(),
         acked: attempts.iter().filter(|a| matches!(a.answer, Answer::Acked(_))).count() as u64,
         unknown: attempts.iter().filter(|a| matches!(a.answer, Answer::Unknown)).count() as u64,
         keys: exported.len(),
@@ -171,12 +176,18 @@ async fn writer(
             let active = active.borrow();
             active[rng.gen_range(0..active.len())].clone()
         };
-        let key = format!("sim/k{}", rng.gen_range(0..KEYS));
         seq.set(seq.get() + 1);
-        let op = if rng.gen_bool(0.75) {
-            Op::Put(format!("v{}-w{w}", seq.get()))
+        // Most writes collide on the hot keys; some create a key nobody writes again, so that a lost
+        // acknowledged write cannot hide behind a later one.
+        let (key, op) = if rng.gen_bool(UNIQUE_SHARE) {
+            (format!("sim/u{}", seq.get()), Op::Put(format!("v{}-w{w}", seq.get())))
+        } else if rng.gen_bool(0.75) {
+            (
+                format!("sim/k{}", rng.gen_range(0..KEYS)),
+                Op::Put(format!("v{}-w{w}", seq.get())),
+            )
         } else {
-            Op::Delete
+            (format!("sim/k{}", rng.gen_range(0..KEYS)), Op::Delete)
         };
         let path = format!("/api/v1/kv/{key}");
         let result = match &op {
@@ -270,17 +281,20 @@ async fn chaos(
             turmoil::partition(joiner.as_str(), cut.as_str());
         }
         Scenario::Leave => {
-            let (leaver, reached) = {
+            let leaver = {
                 let active = active.borrow();
-                let (a, b) = distinct_pair(&mut rng, active.len());
-                (active[a].clone(), active[b].clone())
+                active[rng.gen_range(0..active.len())].clone()
             };
-            // Its deltas reach only one of the three others; anti-entropy has to spread them after it left.
-            at(6).await;
-            for other in names.iter().filter(|n| **n != leaver && **n != reached) {
+            // Cut off from everyone while it keeps taking writes: its deltas are lost, only anti-entropy
+            // can hand those writes over. Soon after it is reachable again (before the next periodic round
+            // is due) it is told to stop, for good: its drain has to do it.
+            at(4).await;
+            for other in names.iter().filter(|n| **n != leaver) {
                 turmoil::partition(leaver.as_str(), other.as_str());
             }
-            at(4).await;
+            at(10).await;
+            repair_all(names);
+            at(2).await;
             active.borrow_mut().retain(|n| *n != leaver);
             controls.borrow_mut().push(Control::Stop(leaver));
         }
@@ -394,18 +408,17 @@ fn describe_difference(a: &str, ea: &Exported, b: &str, eb: &Exported) -> String
     )
 }
 
-/// Poll until every node lists every other node as alive.
-async fn wait_for_membership(names: &[String], limit: Duration) -> Result<(), String> {
+/// Poll until every node in `names` lists every other one as alive, and each of `departed` as left.
+async fn wait_for_membership(names: &[String], departed: &[String], limit: Duration) -> Result<(), String> {
     let deadline = Instant::now() + limit;
     let mut last = String::new();
     'poll: while Instant::now() < deadline {
         for node in names {
-            let alive = match request(node, HTTP_PORT, "GET", "/api/v1/cluster/nodes", Bytes::new()).await {
+            let rows = match request(node, HTTP_PORT, "GET", "/api/v1/cluster/nodes", Bytes::new()).await {
                 Ok((200, body)) => serde_json::from_slice::<Value>(&body)
                     .ok()
                     .and_then(|v| v.as_array().cloned())
-                    .map(|rows| rows.iter().filter(|r| r["status"] == "alive").count())
-                    .unwrap_or(0),
+                    .unwrap_or_default(),
                 Ok((status, _)) => {
                     last = format!("{node}: nodes status {status}");
                     sleep(POLL).await;
@@ -417,8 +430,25 @@ async fn wait_for_membership(names: &[String], limit: Duration) -> Result<(), St
                     continue 'poll;
                 }
             };
-            if alive != names.len() - 1 {
-                last = format!("{node} sees {alive} of {} peers alive", names.len() - 1);
+            let alive = rows.iter().filter(|r| r["status"] == "alive").count();
+            let status_of = |name: &str| {
+                rows.iter()
+                    .find(|r| r["grpc_addr"].as_str() == Some(&format!("{name}:{GRPC_PORT}")))
+                    .and_then(|r| r["status"].as_str())
+                    .unwrap_or("unknown")
+                    .to_string()
+            };
+            let not_left: Vec<String> = departed
+                .iter()
+                .map(|d| (d, status_of(d)))
+                .filter(|(_, status)| status != "left")
+                .map(|(d, status)| format!("{d} {status}"))
+                .collect();
+            if alive != names.len() - 1 || !not_left.is_empty() {
+                last = format!(
+                    "{node} sees {alive} of {} peers alive; departed but not left: {not_left:?}",
+                    names.len() - 1
+                );
                 sleep(POLL).await;
                 continue 'poll;
             }
