@@ -23,6 +23,7 @@
 //! Runs are seeded (turmoil's network randomness, the workload, the faults) and replay closely, but not
 //! bit-for-bit: tokio's scheduler and hash maps inside the libraries are not seeded.
 
+mod check;
 pub mod host;
 pub mod net;
 mod workload;
