@@ -26,7 +26,6 @@ pub(super) enum Step {
 pub(super) struct Script {
     pub(super) victim: usize,
     pub(super) away_since: Option<u64>,
-    pub(super) last_delete: u64,
     pub(super) deletes_left: usize,
     pub(super) isolation: Option<usize>,
 }
@@ -97,7 +96,6 @@ impl Sim {
                 );
                 let now = self.now;
                 let script = self.script.as_mut().expect("script");
-                script.last_delete = now;
                 script.deletes_left -= 1;
                 if script.deletes_left == 0 {
                     let away = script.away_since.expect("away");
