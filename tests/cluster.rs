@@ -262,3 +262,54 @@ async fn a_node_with_the_wrong_key_gets_nothing_and_gives_nothing() {
     a.node.stop().await;
     stranger.node.stop().await;
 }
+
+/// A secret written on one node is readable (`?secret=true`) on the others, and no node stores or exports its
+/// plaintext: it travels and rests sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_replicates_sealed_and_opens_on_every_node() {
+    const PLAINTEXT: &str = "hunter2-replicated-plaintext";
+    const MARKER: &str = "plain-marker-value";
+    let key = MasterKey::generate();
+    let (a, b, c) = three(&key).await;
+    a.node.put_secret("app/db/password", PLAINTEXT).await;
+    a.node.put("app/db/host", MARKER).await;
+    for m in [&b, &c] {
+        eventually(&format!("the secret opens on {}", m.node.base), || async {
+            m.node.get("app/db/password?secret=true").await.as_deref() == Some(PLAINTEXT.as_bytes())
+        })
+        .await;
+        eventually(&format!("the marker is on {}", m.node.base), || async {
+            m.node.get("app/db/host").await.as_deref() == Some(MARKER.as_bytes())
+        })
+        .await;
+        let export = m.node.text("/api/v1/export").await;
+        assert!(
+            !export.contains(PLAINTEXT),
+            "the export of {} shows the plaintext",
+            m.node.base
+        );
+    }
+    let dirs = [&b, &c].map(|m| m.node.data_dir());
+    let mut keep = Vec::new(); // the temporary directories, until they are scanned
+    for Member { node, _dir } in [a, b, c] {
+        node.stop().await;
+        keep.push(_dir);
+    }
+    for dir in dirs {
+        let mut marker_seen = false;
+        for file in common::files_below(&dir) {
+            let bytes = std::fs::read(&file).unwrap();
+            assert!(
+                !common::contains_bytes(&bytes, PLAINTEXT.as_bytes()),
+                "{} holds the plaintext",
+                file.display()
+            );
+            marker_seen |= common::contains_bytes(&bytes, MARKER.as_bytes());
+        }
+        assert!(
+            marker_seen,
+            "no stored value found under {}: the scan proves nothing",
+            dir.display()
+        );
+    }
+}
