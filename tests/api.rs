@@ -1064,20 +1064,7 @@ async fn secrets_are_sealed_everywhere_but_an_opened_read() {
 
     let data_dir = node.data_dir();
     node.stop().await;
-    let mut marker_seen = false;
-    for file in common::files_below(&data_dir) {
-        let bytes = std::fs::read(&file).unwrap();
-        assert!(
-            !common::contains_bytes(&bytes, PLAINTEXT.as_bytes()),
-            "{} holds the plaintext",
-            file.display()
-        );
-        marker_seen |= common::contains_bytes(&bytes, marker.as_bytes());
-    }
-    assert!(
-        marker_seen,
-        "the scan found no stored value at all, so it proves nothing"
-    );
+    common::assert_no_plaintext_below(&data_dir, PLAINTEXT, marker);
 }
 
 // ---------------------------------------------------------------------------------------------------------

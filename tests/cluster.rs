@@ -296,20 +296,6 @@ async fn a_secret_replicates_sealed_and_opens_on_every_node() {
         keep.push(_dir);
     }
     for dir in dirs {
-        let mut marker_seen = false;
-        for file in common::files_below(&dir) {
-            let bytes = std::fs::read(&file).unwrap();
-            assert!(
-                !common::contains_bytes(&bytes, PLAINTEXT.as_bytes()),
-                "{} holds the plaintext",
-                file.display()
-            );
-            marker_seen |= common::contains_bytes(&bytes, MARKER.as_bytes());
-        }
-        assert!(
-            marker_seen,
-            "no stored value found under {}: the scan proves nothing",
-            dir.display()
-        );
+        common::assert_no_plaintext_below(&dir, PLAINTEXT, MARKER);
     }
 }

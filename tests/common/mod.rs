@@ -424,3 +424,23 @@ pub fn files_below(dir: &Path) -> Vec<PathBuf> {
 pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
+
+/// Assert that no file below `dir` holds `plaintext`, and that the scan saw stored data at all: some file
+/// holds `marker`, a plain value written alongside (otherwise the scan would prove nothing).
+pub fn assert_no_plaintext_below(dir: &Path, plaintext: &str, marker: &str) {
+    let mut marker_seen = false;
+    for file in files_below(dir) {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains_bytes(&bytes, plaintext.as_bytes()),
+            "{} holds the plaintext",
+            file.display()
+        );
+        marker_seen |= contains_bytes(&bytes, marker.as_bytes());
+    }
+    assert!(
+        marker_seen,
+        "no stored value found under {}: the scan proves nothing",
+        dir.display()
+    );
+}
