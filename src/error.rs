@@ -35,6 +35,18 @@ pub enum Error {
     /// The node cannot serve right now (shutting down, storage closed); retrying later may work.
     #[error("{0}")]
     Unavailable(String),
+    /// The disk is full: nothing of the request was stored. Writes succeed again once space is freed.
+    #[error("{0}")]
+    StorageFull(String),
+    /// This node's clock is too far from the cluster's to order writes: it refuses them until it is back.
+    #[error("{0}")]
+    ClockSkew(String),
+    /// The request body has a media type the route does not take.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// The request names a host this node does not serve (DNS rebinding, a misrouted request).
+    #[error("{0}")]
+    MisdirectedRequest(String),
     /// Stored or received data failed an integrity check.
     #[error("{0}")]
     Corrupt(String),
@@ -58,6 +70,10 @@ impl Error {
             Error::PreconditionFailed(_) => "precondition_failed",
             Error::TooLarge(_) => "too_large",
             Error::Unavailable(_) => "unavailable",
+            Error::StorageFull(_) => "insufficient_storage",
+            Error::ClockSkew(_) => "clock_skew",
+            Error::UnsupportedMediaType(_) => "unsupported_media_type",
+            Error::MisdirectedRequest(_) => "misdirected_request",
             Error::Corrupt(_) => "corrupt",
             Error::Internal(_) => "internal",
         }

@@ -86,7 +86,9 @@ pub fn status(err: &Error) -> tonic::Status {
         Error::Conflict(_) => Code::Aborted,
         Error::PreconditionFailed(_) => Code::FailedPrecondition,
         Error::TooLarge(_) => Code::ResourceExhausted,
-        Error::Unavailable(_) => Code::Unavailable,
+        Error::Unavailable(_) | Error::ClockSkew(_) => Code::Unavailable,
+        Error::StorageFull(_) => Code::ResourceExhausted,
+        Error::UnsupportedMediaType(_) | Error::MisdirectedRequest(_) => Code::InvalidArgument,
         Error::Corrupt(_) => Code::DataLoss,
         Error::Internal(_) => Code::Internal,
     };
