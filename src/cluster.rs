@@ -25,7 +25,7 @@ use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
 use crate::crdt::{Entry, Hlc, NodeId};
-use crate::db::Db;
+use crate::db::{Change, Db};
 use crate::discovery::Mdns;
 use crate::error::Result;
 use crate::grpc::{self, Codec, Dialer, ReplicationService, Transport};
@@ -299,7 +299,7 @@ impl Driver {
     async fn run(
         self,
         mut inbox: mpsc::Receiver<(NodeId, Message)>,
-        mut events: broadcast::Receiver<Arc<Entry>>,
+        mut events: broadcast::Receiver<Arc<Change>>,
         mut stop: watch::Receiver<bool>,
         discovery_deadline: tokio::time::Instant,
     ) {
@@ -407,16 +407,21 @@ impl Driver {
     /// Broadcast what this node wrote (`first`, then everything already committed, coalesced into one
     /// delta per peer), except tombstones older than the purge horizon: those are the same-version
     /// tombstones of a pull-first `forget`, local cleanup that must not delete anything elsewhere.
-    fn broadcast_local(&self, first: Option<Arc<Entry>>, events: &mut broadcast::Receiver<Arc<Entry>>) {
+    ///
+    /// An event past the stream's value budget carries no value and is resolved against the map (one read
+    /// lock for the batch). Such a change that a newer one replaced meanwhile resolves to nothing and is not
+    /// sent, and nothing is lost: if the newer change is this node's, its own event (later in the stream)
+    /// sends it; if it came from a peer, it supersedes ours everywhere, and that peer sends it. If the
+    /// driver lags (misses events), anti-entropy repairs what the deltas did not carry.
+    fn broadcast_local(&self, first: Option<Arc<Change>>, events: &mut broadcast::Receiver<Arc<Change>>) {
         let me = self.db.node_id();
         let horizon = self.core.lock().purge_horizon(self.now_ms());
-        let ours = |e: &Entry| e.version.node == me && !(e.deleted && e.version.hlc < horizon);
-        let batch: Vec<Entry> = first
+        let changes: Vec<Arc<Change>> = first
             .into_iter()
             .chain(std::iter::from_fn(|| events.try_recv().ok()))
-            .filter(|e| ours(e))
-            .map(|e| (*e).clone())
+            .filter(|c| c.version.node == me && !(c.deleted && c.version.hlc < horizon))
             .collect();
+        let batch: Vec<Entry> = self.db.resolve_all(changes.iter().map(|c| &**c));
         if !batch.is_empty() {
             let fx = self.core.lock().on_local_commit(&batch);
             self.carry_out(fx);

@@ -952,10 +952,6 @@ async fn a_malformed_import_names_the_line_and_applies_nothing() {
             "line 2",
         ),
         (
-            r#"{"key":"_system/x","value":"x","version":"1001-00000000000000a1"}"#,
-            "line 2",
-        ),
-        (
             &format!(r#"{{"key":"imp/s","value":"{PLAINTEXT}","secret":true,"version":"1001-00000000000000a1"}}"#),
             "line 2: a secret's value must be a sealed envelope",
         ),

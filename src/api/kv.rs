@@ -1,5 +1,11 @@
 //! `/api/v1/kv/{key}`: single keys (GET/PUT/POST/DELETE) and, with a trailing slash, folders (listing,
 //! recursive listing, tree, recursive delete).
+//!
+//! A recursive listing or tree answers at most [`MAX_LISTING_ENTRIES`] keys at once: the body is built in
+//! memory, and an unbounded one (the root of a million keys is ~150 MB of JSON) would let a few requests
+//! exhaust it. Past the bound the request is refused (413) with how to page: `?limit=N&after=KEY` answers up
+//! to N keys after KEY, wrapped as `{"entries": [...], "next": KEY|null}` (or `{"tree": {...}, "next": ...}`),
+//! where `next` is the `after` of the following page. Without `limit` small answers keep their plain shape.
 
 use std::sync::Arc;
 
@@ -19,6 +25,9 @@ use crate::key;
 
 const ROUTE: &str = "/api/v1/kv";
 
+/// Most keys a recursive listing or tree answers in one response (the bound of `?limit=`).
+pub const MAX_LISTING_ENTRIES: usize = 10_000;
+
 /// What a request path names: one key, or a folder (trailing slash; `""` is the root).
 enum Target {
     Key(String),
@@ -31,7 +40,7 @@ fn target(uri: &Uri) -> Result<Target> {
         return Ok(Target::Folder(String::new()));
     }
     if let Some(folder) = path.strip_suffix('/') {
-        key::validate_prefix(folder)?;
+        key::validate_folder(folder)?;
         return Ok(Target::Folder(key::folder_prefix(folder)));
     }
     key::validate(&path)?;
@@ -85,22 +94,81 @@ fn read_key(app: &AppState, key: &str, params: &Params, headers: &HeaderMap) -> 
 fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
     let recurse = params.flag("recurse")?;
     let tree = params.flag("tree")?;
+    let page = page_params(params)?;
     if tree || recurse {
-        let entries = app.db.scan(prefix);
-        if entries.is_empty() && !prefix.is_empty() {
-            return Err(Error::NotFound("no keys under this prefix".into()));
-        }
-        if tree {
-            return Ok(Json(build_tree(prefix, &entries)).into_response());
-        }
-        let metas: Vec<EntryMeta> = entries.iter().map(EntryMeta::from).collect();
-        return Ok(Json(metas).into_response());
+        return Ok(match page {
+            None => {
+                let entries = app.db.page(prefix, None, MAX_LISTING_ENTRIES + 1, false);
+                if entries.len() > MAX_LISTING_ENTRIES {
+                    return Err(Error::TooLarge(format!(
+                        "the listing holds more than {MAX_LISTING_ENTRIES} keys; page it with ?limit=N (at most \
+                         {MAX_LISTING_ENTRIES}) and then ?after= the \"next\" key of each answer"
+                    )));
+                }
+                if entries.is_empty() && !prefix.is_empty() {
+                    return Err(Error::NotFound("no keys under this prefix".into()));
+                }
+                if tree {
+                    Json(build_tree(prefix, &entries)).into_response()
+                } else {
+                    Json(metas(&entries)).into_response()
+                }
+            }
+            Some((limit, after)) => {
+                let mut entries = app.db.page(prefix, after, limit + 1, false);
+                if entries.is_empty() && !prefix.is_empty() && after.is_none() {
+                    return Err(Error::NotFound("no keys under this prefix".into()));
+                }
+                let more = entries.len() > limit;
+                entries.truncate(limit);
+                let next = if more {
+                    entries.last().map(|e| e.key.as_str())
+                } else {
+                    None
+                };
+                if tree {
+                    Json(json!({"tree": build_tree(prefix, &entries), "next": next})).into_response()
+                } else {
+                    Json(json!({"entries": metas(&entries), "next": next})).into_response()
+                }
+            }
+        });
+    }
+    if page.is_some() {
+        return Err(Error::invalid(
+            "limit and after page a ?recurse=true or ?tree=true listing",
+        ));
     }
     let children = app.db.children(prefix);
     if children.is_empty() && !prefix.is_empty() {
         return Err(Error::NotFound("no keys under this prefix".into()));
     }
     Ok(Json(children).into_response())
+}
+
+/// `?limit=&after=`: `None` when neither is given. `after` alone pages with the largest limit.
+fn page_params(params: &Params) -> Result<Option<(usize, Option<&str>)>> {
+    let after = params.get("after");
+    let limit = match params.get("limit") {
+        None if after.is_none() => return Ok(None),
+        None => MAX_LISTING_ENTRIES,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_LISTING_ENTRIES).contains(&n) => n,
+            _ => {
+                return Err(Error::invalid(format!(
+                    "limit must be a number from 1 to {MAX_LISTING_ENTRIES}, got {text:?}"
+                )))
+            }
+        },
+    };
+    if let Some(after) = after {
+        key::validate_prefix(after).map_err(|e| Error::invalid(format!("after: {e}")))?;
+    }
+    Ok(Some((limit, after)))
+}
+
+fn metas(entries: &[crate::crdt::Entry]) -> Vec<EntryMeta> {
+    entries.iter().map(EntryMeta::from).collect()
 }
 
 /// Nest entries below `prefix` as JSON objects: folders as `"name/": {...}`, keys as `"name": {metadata}`.

@@ -1,7 +1,10 @@
 //! `GET /api/v1/export` and `POST /api/v1/import`: NDJSON of entries with their versions.
 //!
 //! An export is every entry (tombstones included, so that deletes travel too) as one [`EntryJson`] per
-//! line; secrets stay sealed. An import *merges by version*: an entry is applied only if it supersedes what
+//! line; secrets stay sealed; keys reserved for Cave are left out (they replicate between nodes, they do not
+//! leave through the client API). It walks the key space in chunks, each a seek from the last key of the
+//! one before under a short read lock, so an export is linear in its size and writers wait at most for one
+//! chunk. An import *merges by version*: an entry is applied only if it supersedes what
 //! the node has, so importing an old export never clobbers newer data, and importing twice is harmless.
 //! The import is validated completely before anything is applied: one bad line rejects the whole file.
 
@@ -30,7 +33,7 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
         None | Some("") => String::new(),
         Some(p) => {
             let folder = p.strip_suffix('/').unwrap_or(p);
-            key::validate_prefix(folder)?;
+            key::validate_folder(folder)?;
             key::folder_prefix(folder)
         }
     };
@@ -41,7 +44,7 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
         let prefix = prefix.clone();
         async move {
             let after = cursor?;
-            let page = db.page(&prefix, after.as_deref(), EXPORT_CHUNK_ENTRIES);
+            let page = db.page(&prefix, after.as_deref(), EXPORT_CHUNK_ENTRIES, true);
             if page.is_empty() {
                 return None;
             }
@@ -83,7 +86,8 @@ pub async fn import(
         let parsed: EntryJson =
             serde_json::from_str(line).map_err(|e| Error::invalid(format!("import line {line_no}: {e}")))?;
         let entry = parsed.into_entry().map_err(|e| match e {
-            Error::InvalidInput(m) | Error::Forbidden(m) => Error::InvalidInput(format!("import line {line_no}: {m}")),
+            Error::InvalidInput(m) => Error::InvalidInput(format!("import line {line_no}: {m}")),
+            Error::Forbidden(m) => Error::Forbidden(format!("import line {line_no}: {m}")),
             other => other,
         })?;
         if entry.value.len() > app.config.max_value_bytes {

@@ -2,9 +2,13 @@
 //!
 //! The stream opens with a `ready` event (subscribed: every later change will be delivered), then one event
 //! per committed change, local or replicated: `put` or `delete`, data being the entry as JSON (secrets stay
-//! sealed). A watcher too slow to keep up gets a `lagged` event saying how many changes it missed; it should
-//! re-read what it cares about. The prefix is a folder: `app/db` matches `app/db` and `app/db/...`, not
-//! `app/dbx`; an empty prefix matches everything.
+//! sealed). The entry is read when the event is sent, not when it was committed, so that a watcher that
+//! does not read holds no values (see the `db` module docs): a change that a newer one replaced before the
+//! watcher got to it is skipped, and the newer one follows. A watcher more than
+//! [`EVENT_BUFFER`](crate::db::EVENT_BUFFER) changes behind gets a `lagged` event saying how many it missed;
+//! it should re-read what it cares about. The prefix is a folder: `app/db` matches `app/db` and
+//! `app/db/...`, not `app/dbx`; an empty prefix matches everything except the keys reserved for Cave, and a
+//! prefix inside the reserved folder is refused (403).
 
 use std::sync::Arc;
 
@@ -33,18 +37,24 @@ pub async fn watch(
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let raw = path_after(uri.path(), "/api/v1/watch")?;
     let folder = raw.strip_suffix('/').unwrap_or(&raw).to_string();
-    key::validate_prefix(&folder)?;
+    key::validate_folder(&folder)?;
     // Subscribe before answering, so nothing committed after the `ready` event is missed.
     let changes = BroadcastStream::new(app.db.subscribe());
     // Counted in `cave_watch_subscribers` for as long as the stream (which owns the guard) lives.
     let subscriber = app.metrics.watch_subscriber();
     let below = key::folder_prefix(&folder);
+    let db = app.db.clone();
     let events = changes.filter_map(move |change| {
         let _counted = &subscriber;
         let event = match change {
-            Ok(entry) if folder.is_empty() || entry.key == folder || entry.key.starts_with(&below) => {
-                let kind = if entry.deleted { "delete" } else { "put" };
-                Event::default().event(kind).json_data(EntryJson::from(&*entry)).ok()
+            Ok(change)
+                if !key::is_reserved(&change.key)
+                    && (folder.is_empty() || change.key == folder || change.key.starts_with(&below)) =>
+            {
+                db.resolve(&change).and_then(|entry| {
+                    let kind = if entry.deleted { "delete" } else { "put" };
+                    Event::default().event(kind).json_data(EntryJson::from(&entry)).ok()
+                })
             }
             Ok(_) => None,
             Err(BroadcastStreamRecvError::Lagged(missed)) => Some(

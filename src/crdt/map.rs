@@ -120,6 +120,26 @@ impl LwwMap {
             .map(|(_, e)| e)
     }
 
+    /// Entries whose key starts with `prefix` and is strictly after `after` (every one if `None`), in key
+    /// order. A seek, not a scan: a walk over the key space in pages costs its size once, whatever the page.
+    pub fn range_after<'a>(&'a self, prefix: &'a str, after: Option<&'a str>) -> impl Iterator<Item = &'a Entry> + 'a {
+        self.range_from(prefix, after.map_or(Bound::Unbounded, Bound::Excluded))
+    }
+
+    /// Entries whose key starts with `prefix`, from `lower` on (a bound below the prefix starts at the
+    /// prefix), in key order.
+    pub fn range_from<'a>(&'a self, prefix: &'a str, lower: Bound<&'a str>) -> impl Iterator<Item = &'a Entry> + 'a {
+        let lower = match lower {
+            Bound::Included(k) | Bound::Excluded(k) if k < prefix => Bound::Included(prefix),
+            Bound::Unbounded => Bound::Included(prefix),
+            bound => bound,
+        };
+        self.entries
+            .range::<str, _>((lower, Bound::Unbounded))
+            .take_while(move |(k, _)| k.starts_with(prefix))
+            .map(|(_, e)| e)
+    }
+
     /// Direct children of the folder whose keys start with `prefix` (`""` for the root, else ending in
     /// `/`): live keys as themselves, deeper paths as their folder ending in `/`, each once, in order.
     ///
@@ -234,6 +254,27 @@ mod tests {
             b.bucket_entries(bucket).map(|e| e.version).collect::<Vec<_>>(),
             vec![v(3)]
         );
+    }
+
+    #[test]
+    fn range_after_starts_after_the_cursor_and_stays_in_the_prefix() {
+        let mut map = LwwMap::new();
+        for (i, k) in ["a", "b/1", "b/2", "b/3", "b0", "c"].iter().enumerate() {
+            map.merge(Entry::value(*k, "v", v(i as u64 + 1)));
+        }
+        let keys = |prefix, after| {
+            map.range_after(prefix, after)
+                .map(|e| e.key.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(keys("", None), ["a", "b/1", "b/2", "b/3", "b0", "c"]);
+        assert_eq!(keys("", Some("b/2")), ["b/3", "b0", "c"]);
+        assert_eq!(keys("b/", None), ["b/1", "b/2", "b/3"]);
+        assert_eq!(keys("b/", Some("b/1")), ["b/2", "b/3"]);
+        // A cursor before the prefix starts at the prefix, one past it yields nothing.
+        assert_eq!(keys("b/", Some("a")), ["b/1", "b/2", "b/3"]);
+        assert!(keys("b/", Some("b/3")).is_empty());
+        assert!(keys("b/", Some("c")).is_empty());
     }
 
     #[test]

@@ -18,9 +18,35 @@
 //! The whole key space lives in the [`LwwMap`] (the store is loaded once at open). Reads and listings take a
 //! short read lock and never wait for the disk or the writer. The price is that the data set must fit in
 //! memory, like Redis and etcd's index; for the configuration-and-secrets workloads Cave targets that holds.
+//!
+//! # Why change events hold values only within a budget
+//! The change stream ([`Db::subscribe`]) is a broadcast ring of [`EVENT_BUFFER`] events shared by every
+//! subscriber, and an event stays in it until every subscriber has read it or it is overwritten. If events
+//! always carried their values, one watcher that never reads would keep the last 16,384 values alive (16 GiB
+//! of 1 MiB values). So the values that events hold, all events together, are bounded by
+//! [`EVENT_VALUE_BUDGET_BYTES`]: a [`Change`] published while the budget has room carries its entry (and
+//! gives its bytes back when the ring drops it); past the budget it names only what changed (key, version,
+//! tombstone or not: at most [`MAX_KEY_BYTES`](crate::key::MAX_KEY_BYTES) plus a few dozen bytes), which
+//! bounds the whole ring at the budget plus about 17 MiB. Subscribers that keep up hold the budget only for
+//! moments, so events carry their values; one that stops reading fills it and the later events go by
+//! reference.
+//!
+//! A subscriber turns an event into its entry with [`Db::resolve`]. For an event by reference that reads the
+//! map, which is updated before the event is sent, so it holds that version or a newer one. If a newer one
+//! replaced it meanwhile, the event resolves to nothing and is skipped: the newer change has its own event
+//! later in the stream. Such a subscriber may miss intermediate values of a key that changes faster than it
+//! reads, never the latest. Tombstones hold no bytes, so delete events always carry themselves. A subscriber
+//! that falls more than [`EVENT_BUFFER`] events behind is told how many it missed (`Lagged`) and must
+//! resynchronise by reading the state.
+//!
+//! # Client reads and reserved keys
+//! The listing helpers ([`Db::children`], [`Db::page`]) serve the client API and pass over the keys reserved
+//! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
 mod writer;
 
+use std::ops::Bound;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -29,14 +55,76 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
+use crate::key;
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::storage::Store;
 
 /// Commands that may wait in the writer's queue before callers are pushed back.
 const WRITER_QUEUE_COMMANDS: usize = 8192;
-/// Change events buffered per watcher before a slow watcher is told it lagged.
-const EVENT_BUFFER: usize = 16_384;
+/// Change events kept for subscribers (one ring shared by all) before a slow one is told it lagged.
+pub const EVENT_BUFFER: usize = 16_384;
+/// Most value bytes that change events waiting in the ring hold, all together; past it events carry only
+/// key and version (see the module docs).
+pub const EVENT_VALUE_BUDGET_BYTES: usize = 64 << 20;
+
+/// One committed change on the change stream: the key and the version it moved to, with the entry itself
+/// while the stream's value budget has room. [`Db::resolve`] gives the entry either way.
+#[derive(Debug)]
+pub struct Change {
+    /// The key that changed.
+    pub key: String,
+    /// The version it moved to (a newer one may have replaced it since).
+    pub version: Version,
+    /// Whether the change wrote a tombstone.
+    pub deleted: bool,
+    held: Option<Held>,
+}
+
+/// The rest of a change's entry, counted in the value budget until dropped.
+#[derive(Debug)]
+struct Held {
+    value: Bytes,
+    content_type: String,
+    secret: bool,
+    budget: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.budget.fetch_sub(self.value.len(), Ordering::AcqRel);
+    }
+}
+
+impl Change {
+    /// The event for `entry`: holding it if `budget` (bytes held by events so far) has room for its value.
+    fn new(entry: Entry, budget: &Arc<AtomicUsize>) -> Change {
+        let size = entry.value.len();
+        let fits = budget.fetch_add(size, Ordering::AcqRel) + size <= EVENT_VALUE_BUDGET_BYTES;
+        let held = if fits {
+            Some(Held {
+                value: entry.value,
+                content_type: entry.content_type,
+                secret: entry.secret,
+                budget: budget.clone(),
+            })
+        } else {
+            budget.fetch_sub(size, Ordering::AcqRel);
+            None
+        };
+        Change {
+            key: entry.key,
+            version: entry.version,
+            deleted: entry.deleted,
+            held,
+        }
+    }
+
+    /// Whether the event carries its entry (rather than only naming it).
+    pub fn holds_entry(&self) -> bool {
+        self.held.is_some()
+    }
+}
 
 /// One operation of an atomic write (a single PUT is a one-op write; `POST /api/v1/query` sends several).
 #[derive(Debug, Clone)]
@@ -53,7 +141,8 @@ pub enum Op {
     },
     /// Write a tombstone.
     Delete { key: String, cas: Option<Version> },
-    /// Tombstone every live key starting with `prefix` (a folder prefix ending in `/`).
+    /// Tombstone every live key starting with `prefix` (a folder prefix ending in `/`), except keys
+    /// reserved for Cave: this is a client operation.
     DeletePrefix { prefix: String },
 }
 
@@ -99,7 +188,9 @@ struct Shared {
     state: RwLock<LwwMap>,
     store: Arc<dyn Store>,
     commands: mpsc::Sender<writer::Command>,
-    events: broadcast::Sender<Arc<Entry>>,
+    events: broadcast::Sender<Arc<Change>>,
+    /// Value bytes held by change events not yet dropped from the ring (see [`EVENT_VALUE_BUDGET_BYTES`]).
+    event_bytes: Arc<AtomicUsize>,
     sealer: Sealer,
     metrics: Arc<Metrics>,
     /// Becomes `true` when the node starts shutting down: long-lived readers (watch streams) end then.
@@ -130,6 +221,7 @@ impl Db {
             store,
             commands,
             events,
+            event_bytes: Arc::default(),
             sealer,
             metrics,
             closing: tokio::sync::watch::Sender::new(false),
@@ -176,32 +268,44 @@ impl Db {
         f(&self.shared.state.read())
     }
 
-    /// Direct children of a folder prefix (`""` or ending in `/`); see [`LwwMap::children`].
+    /// Direct children of a folder prefix (`""` or ending in `/`), for a client; see [`LwwMap::children`].
+    /// Reserved keys are not listed.
     pub fn children(&self, prefix: &str) -> Vec<String> {
-        self.shared.state.read().children(prefix)
+        let mut children = self.shared.state.read().children(prefix);
+        if prefix.is_empty() {
+            children.retain(|child| !key::is_reserved(child.strip_suffix('/').unwrap_or(child)));
+        }
+        children
     }
 
-    /// Live entries under `prefix`, in key order.
-    pub fn scan(&self, prefix: &str) -> Vec<Entry> {
-        self.shared
-            .state
-            .read()
-            .range_prefix(prefix)
-            .filter(|e| !e.deleted)
-            .cloned()
-            .collect()
-    }
-
-    /// Up to `limit` entries (tombstones included) under `prefix` with keys strictly after `after`, in key
-    /// order. Lets exports walk a large key space in chunks without holding the lock for long.
-    pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<Entry> {
+    /// Up to `limit` entries under `prefix` with keys strictly after `after`, in key order, for a client:
+    /// tombstones only if `tombstones`, reserved keys passed over. It seeks to `after` (and past the reserved
+    /// range), so walking a key space page by page costs its size once, and each page holds the read lock
+    /// only for its own entries.
+    pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize, tombstones: bool) -> Vec<Entry> {
         let state = self.shared.state.read();
-        state
-            .range_prefix(prefix)
-            .skip_while(|e| after.is_some_and(|a| e.key.as_str() <= a))
-            .take(limit)
-            .cloned()
-            .collect()
+        let mut out = Vec::with_capacity(limit.min(1024));
+        let mut from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        loop {
+            let mut reserved = false;
+            for entry in state.range_from(prefix, from) {
+                if entry.key.starts_with(key::SYSTEM_PREFIX) {
+                    reserved = true;
+                    break;
+                }
+                if (entry.deleted && !tombstones) || key::is_reserved(&entry.key) {
+                    continue;
+                }
+                if out.len() == limit {
+                    return out;
+                }
+                out.push(entry.clone());
+            }
+            if !reserved {
+                return out;
+            }
+            from = Bound::Included(key::SYSTEM_END);
+        }
     }
 
     /// Counts of the in-memory state.
@@ -254,9 +358,29 @@ impl Db {
         self.call(|reply| writer::Command::Purge { before_hlc, reply }).await?
     }
 
-    /// Every committed change (local or merged), as it becomes visible to readers.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Entry>> {
+    /// Every committed change (local or merged), in commit order, once it is visible to readers. Events
+    /// carry no values: see the module docs and [`Db::resolve`].
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.shared.events.subscribe()
+    }
+
+    /// The entry `change` wrote: the one it holds, else the map's if that still has exactly this version
+    /// (for a delete whose tombstone was purged since, the tombstone itself). `None` when a newer change
+    /// replaced it; that change has its own event, later in the stream.
+    pub fn resolve(&self, change: &Change) -> Option<Entry> {
+        held_entry(change).or_else(|| resolve_in(&self.shared.state.read(), change))
+    }
+
+    /// [`Db::resolve`] for many changes, reading the map (if at all) under one read lock; changes that
+    /// resolve to nothing are left out.
+    pub fn resolve_all<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Entry> {
+        let mut state = None;
+        changes
+            .into_iter()
+            .filter_map(|c| {
+                held_entry(c).or_else(|| resolve_in(state.get_or_insert_with(|| self.shared.state.read()), c))
+            })
+            .collect()
     }
 
     /// Tell long-lived readers (watch streams) that the node is shutting down, so that they end and let a
@@ -312,6 +436,33 @@ impl WeakDb {
     /// The database, if it still exists.
     pub fn upgrade(&self) -> Option<Db> {
         self.0.upgrade().map(|shared| Db { shared })
+    }
+}
+
+/// Publish committed entries on the change stream, in order (the writer calls this after the map took them).
+fn publish(shared: &Shared, entries: Vec<Entry>) {
+    for entry in entries {
+        // No subscribers is fine: nobody is watching (and the dropped event gives its bytes back).
+        let _ = shared.events.send(Arc::new(Change::new(entry, &shared.event_bytes)));
+    }
+}
+
+fn held_entry(change: &Change) -> Option<Entry> {
+    change.held.as_ref().map(|held| Entry {
+        key: change.key.clone(),
+        value: held.value.clone(),
+        content_type: held.content_type.clone(),
+        secret: held.secret,
+        deleted: change.deleted,
+        version: change.version,
+    })
+}
+
+fn resolve_in(state: &LwwMap, change: &Change) -> Option<Entry> {
+    match state.get(&change.key) {
+        Some(e) if e.version == change.version && e.deleted == change.deleted => Some(e.clone()),
+        None if change.deleted => Some(Entry::tombstone(change.key.clone(), change.version)),
+        _ => None,
     }
 }
 

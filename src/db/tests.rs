@@ -218,10 +218,129 @@ async fn watchers_see_every_committed_change_in_order() {
     .unwrap();
     let got: Vec<(String, bool)> = [events.recv().await, events.recv().await, events.recv().await]
         .into_iter()
-        .map(|e| e.unwrap())
+        .map(|e| {
+            db.resolve(&e.unwrap())
+                .expect("within the budget an event holds its entry")
+        })
         .map(|e| (String::from_utf8_lossy(&e.value).into_owned(), e.deleted))
         .collect();
     assert_eq!(got, vec![("1".into(), false), ("2".into(), false), ("".into(), true)]);
+}
+
+fn big_put(key: &str, bytes: usize) -> Op {
+    Op::Put {
+        key: key.into(),
+        value: Bytes::from(vec![b'x'; bytes]),
+        content_type: "text/plain".into(),
+        secret: false,
+        cas: None,
+    }
+}
+
+#[tokio::test]
+async fn events_an_idle_subscriber_holds_stay_within_the_value_budget() {
+    let db = open().await;
+    let mut idle = db.subscribe();
+    // Three times the budget in values, one key overwritten: what the ring holds must not grow with it.
+    let value_bytes = 1 << 20;
+    let writes = 3 * EVENT_VALUE_BUDGET_BYTES / value_bytes;
+    for _ in 0..writes {
+        db.write(vec![big_put("big", value_bytes)]).await.unwrap();
+    }
+    let held = db.shared.event_bytes.load(Ordering::Acquire);
+    assert!(held <= EVENT_VALUE_BUDGET_BYTES, "events hold {held} bytes");
+    // Events past the budget name the change only; the superseded ones resolve to nothing and the last one
+    // to the current entry.
+    let mut by_reference = 0;
+    let mut resolved = Vec::new();
+    for _ in 0..writes {
+        let change = idle.recv().await.unwrap();
+        by_reference += usize::from(!change.holds_entry());
+        if let Some(entry) = db.resolve(&change) {
+            resolved.push(entry.version);
+        }
+    }
+    assert!(
+        by_reference >= writes - EVENT_VALUE_BUDGET_BYTES / value_bytes,
+        "{by_reference}"
+    );
+    let last = db.get("big").unwrap().version;
+    assert_eq!(resolved.last(), Some(&last));
+    assert_eq!(
+        resolved.len(),
+        writes - by_reference + 1,
+        "held events and the current one resolve"
+    );
+    // Once read (and so dropped from the ring), the bytes are given back.
+    assert_eq!(db.shared.event_bytes.load(Ordering::Acquire), 0);
+}
+
+#[tokio::test]
+async fn a_delete_event_resolves_after_its_tombstone_was_purged() {
+    let db = open().await;
+    db.write(vec![put("k", "v")]).await.unwrap();
+    let mut events = db.subscribe();
+    let tomb = written(
+        db.write(vec![Op::Delete {
+            key: "k".into(),
+            cas: None,
+        }])
+        .await
+        .unwrap(),
+    );
+    db.purge_tombstones(tomb.version.hlc + 1).await.unwrap();
+    let change = events.recv().await.unwrap();
+    assert_eq!(db.resolve(&change), Some(tomb));
+}
+
+#[tokio::test]
+async fn a_subscriber_past_the_ring_is_told_it_lagged() {
+    let db = open().await;
+    let mut events = db.subscribe();
+    let ops: Vec<Op> = (0..EVENT_BUFFER + 10).map(|i| put(&format!("k{i}"), "v")).collect();
+    db.write(ops).await.unwrap();
+    assert!(matches!(
+        events.recv().await,
+        Err(broadcast::error::RecvError::Lagged(10))
+    ));
+}
+
+#[tokio::test]
+async fn client_pages_seek_and_pass_over_reserved_keys() {
+    let db = open().await;
+    let mut remote = Vec::new();
+    for (i, key) in ["_system", "_system.x", "_system/a", "_system/b/c", "_system0", "a", "z"]
+        .iter()
+        .enumerate()
+    {
+        remote.push(Entry::value(*key, "v", Version::new(100 + i as u64, NodeId(9))));
+    }
+    db.merge(remote).await.unwrap();
+    db.write(vec![Op::Delete {
+        key: "a".into(),
+        cas: None,
+    }])
+    .await
+    .unwrap();
+    let keys = |after: Option<&str>, limit, tombstones| {
+        db.page("", after, limit, tombstones)
+            .into_iter()
+            .map(|e| e.key)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(keys(None, 10, true), ["_system.x", "_system0", "a", "z"]);
+    assert_eq!(keys(None, 10, false), ["_system.x", "_system0", "z"]);
+    assert_eq!(keys(None, 1, true), ["_system.x"]);
+    assert_eq!(keys(Some("_system.x"), 1, true), ["_system0"]);
+    assert_eq!(keys(Some("_system/a"), 10, true), ["_system0", "a", "z"]);
+    assert_eq!(keys(Some("z"), 10, true), Vec::<String>::new());
+    assert_eq!(db.children(""), ["_system.x", "_system0", "z"]);
+    // A prefix delete (the client's recursive delete) spares reserved keys.
+    db.write(vec![Op::DeletePrefix { prefix: String::new() }])
+        .await
+        .unwrap();
+    assert!(db.get("_system/a").is_some() && db.get("_system").is_some());
+    assert!(db.get("z").is_none());
 }
 
 #[tokio::test]

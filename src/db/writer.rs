@@ -6,9 +6,10 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Op, Outcome, Shared};
+use super::{publish, Op, Outcome, Shared};
 use crate::crdt::{Entry, Version};
 use crate::error::{Error, Result};
+use crate::key;
 
 /// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
 /// latency a single huge batch adds to everyone else's writes.
@@ -222,13 +223,14 @@ impl Group {
                         .state
                         .read()
                         .range_prefix(&prefix)
+                        .filter(|e| !key::is_reserved(&e.key))
                         .map(|e| e.key.clone())
                         .collect();
                     keys.extend(
                         self.overlay
                             .keys()
                             .chain(local.keys())
-                            .filter(|k| k.starts_with(&prefix))
+                            .filter(|k| k.starts_with(&prefix) && !key::is_reserved(k))
                             .cloned(),
                     );
                     keys.sort();
@@ -300,10 +302,7 @@ impl Group {
                         state.merge(entry);
                     }
                 }
-                for change in changes {
-                    // No subscribers is fine: nobody is watching.
-                    let _ = shared.events.send(Arc::new(change));
-                }
+                publish(shared, changes);
                 for p in pending {
                     match p {
                         Pending::Write(reply, result) => drop(reply.send(result)),
