@@ -1,0 +1,192 @@
+//! Export of a large key space, and what it does to writes meanwhile.
+//!
+//! One node in this process (SQLite storage, HTTP on loopback) is filled with KEYS keys (default 1,000,000,
+//! 100-byte values, through `POST /api/v1/query` batches). The program then
+//! 1. exports everything alone (`GET /api/v1/export`, read to the end) and prints the rate,
+//! 2. measures PUT latency without an export: paced writers for as long as the export took,
+//! 3. exports again while the same paced writers run, taking the PUT latencies of that window only,
+//!    and prints both latency figures side by side (same run, same machine load).
+//!
+//! Run: `cargo bench --bench export` (env KEYS to change the size, WRITERS and PUT_INTERVAL_MS the load).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cave::config::Config;
+use futures::StreamExt;
+use parking_lot::Mutex;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((p * sorted.len() as f64) as usize).min(sorted.len() - 1)]
+}
+
+/// Export everything; (lines, bytes, elapsed).
+async fn export(client: &reqwest::Client, base: &str) -> (usize, usize, Duration) {
+    let started = Instant::now();
+    let response = client.get(format!("{base}/api/v1/export")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut stream = response.bytes_stream();
+    let (mut lines, mut bytes) = (0, 0);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.unwrap();
+        bytes += chunk.len();
+        lines += chunk.iter().filter(|b| **b == b'\n').count();
+    }
+    (lines, bytes, started.elapsed())
+}
+
+/// Paced writers (each one PUT every `interval`) until `done`; the latency of every PUT, in ms.
+fn writers(
+    client: &reqwest::Client,
+    base: &str,
+    count: usize,
+    interval: Duration,
+    done: &Arc<AtomicBool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<Vec<f64>>>) {
+    let latencies = Arc::new(Mutex::new(Vec::new()));
+    let tasks = (0..count)
+        .map(|w| {
+            let (client, base, done, latencies) = (client.clone(), base.to_string(), done.clone(), latencies.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut i = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let started = Instant::now();
+                    let response = client
+                        .put(format!("{base}/api/v1/kv/load/{w}/{}", i % 1000))
+                        .body(vec![b'w'; 100])
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(response.status(), 200);
+                    latencies.lock().push(started.elapsed().as_secs_f64() * 1e3);
+                    i += 1;
+                }
+            })
+        })
+        .collect();
+    (tasks, latencies)
+}
+
+async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>, latencies: Arc<Mutex<Vec<f64>>>) -> Vec<f64> {
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut all = std::mem::take(&mut *latencies.lock());
+    all.sort_by(f64::total_cmp);
+    all
+}
+
+#[tokio::main]
+async fn main() {
+    let keys: usize = env_or("KEYS", 1_000_000);
+    let writer_count: usize = env_or("WRITERS", 4);
+    let interval = Duration::from_millis(env_or("PUT_INTERVAL_MS", 5));
+    let dir = tempfile::tempdir().unwrap();
+    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", http.local_addr().unwrap());
+    let config = Config {
+        data_dir: dir.path().join("data"),
+        http_addr: http.local_addr().unwrap(),
+        log_level: "warn".into(),
+        ..Config::default()
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let node = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        cave::node::serve(config, http, shutdown).await.unwrap();
+    });
+    let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let started = Instant::now();
+    let value = "v".repeat(100);
+    for batch in (0..keys).collect::<Vec<_>>().chunks(10_000) {
+        let ops: Vec<serde_json::Value> = batch
+            .iter()
+            .map(|i| serde_json::json!({"key": format!("bench/{:02}/k{i:07}", i % 97), "verb": "set", "value": value}))
+            .collect();
+        let response = client
+            .post(format!("{base}/api/v1/query"))
+            .json(&ops)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    }
+    println!("filled {keys} keys in {:.1} s", started.elapsed().as_secs_f64());
+
+    // 1. Export alone.
+    let (lines, bytes, alone) = export(&client, &base).await;
+    assert!(lines >= keys, "export had {lines} lines for {keys} keys");
+    println!(
+        "export alone: {lines} entries, {} MB in {:.2} s = {:.0} entries/s",
+        bytes >> 20,
+        alone.as_secs_f64(),
+        lines as f64 / alone.as_secs_f64()
+    );
+
+    // 2. PUT latency without an export, for as long as the export took (at least 5 s).
+    let window = alone.max(Duration::from_secs(5));
+    let done = Arc::new(AtomicBool::new(false));
+    let (tasks, latencies) = writers(&client, &base, writer_count, interval, &done);
+    tokio::time::sleep(window).await;
+    done.store(true, Ordering::Relaxed);
+    let quiet = finish(tasks, latencies).await;
+
+    // 3. The same writers during an export (repeated until the window is as long as step 2's).
+    let done = Arc::new(AtomicBool::new(false));
+    let (tasks, latencies) = writers(&client, &base, writer_count, interval, &done);
+    let busy_started = Instant::now();
+    let mut exports = Vec::new();
+    while busy_started.elapsed() < window {
+        exports.push(export(&client, &base).await);
+    }
+    done.store(true, Ordering::Relaxed);
+    let busy = finish(tasks, latencies).await;
+    let mut rates: Vec<f64> = exports
+        .iter()
+        .map(|(lines, _, took)| *lines as f64 / took.as_secs_f64())
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    println!(
+        "export under writes: {} exports, median {:.0} entries/s (slowest {:.0})",
+        rates.len(),
+        pct(&rates, 0.5),
+        rates[0]
+    );
+
+    let rate = writer_count as f64 * 1000.0 / interval.as_millis() as f64;
+    println!("PUT latency, {writer_count} paced writers (~{rate:.0} PUT/s):");
+    println!(
+        "  without export: {} PUTs, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        quiet.len(),
+        pct(&quiet, 0.50),
+        pct(&quiet, 0.99),
+        quiet.last().copied().unwrap_or(f64::NAN)
+    );
+    println!(
+        "  during export:  {} PUTs, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        busy.len(),
+        pct(&busy, 0.50),
+        pct(&busy, 0.99),
+        busy.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("  p99 ratio: {:.2}x", pct(&busy, 0.99) / pct(&quiet, 0.99));
+    let _ = stop.send(());
+    node.await.unwrap();
+}
