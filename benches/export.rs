@@ -3,11 +3,12 @@
 //! One node in this process (SQLite storage, HTTP on loopback) is filled with KEYS keys (default 1,000,000,
 //! 100-byte values, through `POST /api/v1/query` batches). The program then
 //! 1. exports everything alone (`GET /api/v1/export`, read to the end) and prints the rate,
-//! 2. measures PUT latency without an export: paced writers for as long as the export took,
-//! 3. exports again while the same paced writers run, taking the PUT latencies of that window only,
-//!    and prints both latency figures side by side (same run, same machine load).
+//! 2. starts paced writers and alternates, ROUNDS times, a quiet window as long as that export with an
+//!    export; each PUT's latency counts as "without export" or "during export" by when it started. The
+//!    alternation exposes both sets to the same drift in machine load (other jobs share the cores).
 //!
-//! Run: `cargo bench --bench export` (env KEYS to change the size, WRITERS and PUT_INTERVAL_MS the load).
+//! Run: `cargo bench --bench export` (env KEYS to change the size, ROUNDS, WRITERS and PUT_INTERVAL_MS the
+//! load).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -43,24 +44,34 @@ async fn export(client: &reqwest::Client, base: &str) -> (usize, usize, Duration
     (lines, bytes, started.elapsed())
 }
 
-/// Paced writers (each one PUT every `interval`) until `done`; the latency of every PUT, in ms.
+/// Latencies (ms) of PUTs started without an export running, and of those started during one.
+#[derive(Default)]
+struct Latencies {
+    quiet: Vec<f64>,
+    busy: Vec<f64>,
+}
+
+/// Paced writers (each one PUT every `interval`) until `done`, filing each latency by `exporting`.
 fn writers(
     client: &reqwest::Client,
     base: &str,
     count: usize,
     interval: Duration,
     done: &Arc<AtomicBool>,
-) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<Vec<f64>>>) {
-    let latencies = Arc::new(Mutex::new(Vec::new()));
+    exporting: &Arc<AtomicBool>,
+) -> (Vec<tokio::task::JoinHandle<()>>, Arc<Mutex<Latencies>>) {
+    let latencies = Arc::new(Mutex::new(Latencies::default()));
     let tasks = (0..count)
         .map(|w| {
             let (client, base, done, latencies) = (client.clone(), base.to_string(), done.clone(), latencies.clone());
+            let exporting = exporting.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut i = 0u64;
                 while !done.load(Ordering::Relaxed) {
                     tick.tick().await;
+                    let busy = exporting.load(Ordering::Relaxed);
                     let started = Instant::now();
                     let response = client
                         .put(format!("{base}/api/v1/kv/load/{w}/{}", i % 1000))
@@ -69,7 +80,13 @@ fn writers(
                         .await
                         .unwrap();
                     assert_eq!(response.status(), 200);
-                    latencies.lock().push(started.elapsed().as_secs_f64() * 1e3);
+                    let ms = started.elapsed().as_secs_f64() * 1e3;
+                    let mut latencies = latencies.lock();
+                    if busy {
+                        latencies.busy.push(ms);
+                    } else {
+                        latencies.quiet.push(ms);
+                    }
                     i += 1;
                 }
             })
@@ -78,18 +95,20 @@ fn writers(
     (tasks, latencies)
 }
 
-async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>, latencies: Arc<Mutex<Vec<f64>>>) -> Vec<f64> {
+async fn finish(tasks: Vec<tokio::task::JoinHandle<()>>, latencies: Arc<Mutex<Latencies>>) -> (Vec<f64>, Vec<f64>) {
     for task in tasks {
         task.await.unwrap();
     }
-    let mut all = std::mem::take(&mut *latencies.lock());
-    all.sort_by(f64::total_cmp);
-    all
+    let Latencies { mut quiet, mut busy } = std::mem::take(&mut *latencies.lock());
+    quiet.sort_by(f64::total_cmp);
+    busy.sort_by(f64::total_cmp);
+    (quiet, busy)
 }
 
 #[tokio::main]
 async fn main() {
     let keys: usize = env_or("KEYS", 1_000_000);
+    let rounds: usize = env_or("ROUNDS", 5);
     let writer_count: usize = env_or("WRITERS", 4);
     let interval = Duration::from_millis(env_or("PUT_INTERVAL_MS", 5));
     let dir = tempfile::tempdir().unwrap();
@@ -140,24 +159,20 @@ async fn main() {
         lines as f64 / alone.as_secs_f64()
     );
 
-    // 2. PUT latency without an export, for as long as the export took (at least 5 s).
-    let window = alone.max(Duration::from_secs(5));
-    let done = Arc::new(AtomicBool::new(false));
-    let (tasks, latencies) = writers(&client, &base, writer_count, interval, &done);
+    // 2. Quiet windows and exports in turn, under the same paced writers.
+    let window = alone.max(Duration::from_secs(1));
+    let (done, exporting) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (tasks, latencies) = writers(&client, &base, writer_count, interval, &done, &exporting);
+    let mut exports = Vec::new();
+    for _ in 0..rounds {
+        tokio::time::sleep(window).await;
+        exporting.store(true, Ordering::Relaxed);
+        exports.push(export(&client, &base).await);
+        exporting.store(false, Ordering::Relaxed);
+    }
     tokio::time::sleep(window).await;
     done.store(true, Ordering::Relaxed);
-    let quiet = finish(tasks, latencies).await;
-
-    // 3. The same writers during an export (repeated until the window is as long as step 2's).
-    let done = Arc::new(AtomicBool::new(false));
-    let (tasks, latencies) = writers(&client, &base, writer_count, interval, &done);
-    let busy_started = Instant::now();
-    let mut exports = Vec::new();
-    while busy_started.elapsed() < window {
-        exports.push(export(&client, &base).await);
-    }
-    done.store(true, Ordering::Relaxed);
-    let busy = finish(tasks, latencies).await;
+    let (quiet, busy) = finish(tasks, latencies).await;
     let mut rates: Vec<f64> = exports
         .iter()
         .map(|(lines, _, took)| *lines as f64 / took.as_secs_f64())

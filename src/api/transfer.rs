@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::key;
 
 /// Entries read under one lock while streaming an export.
-const EXPORT_CHUNK_ENTRIES: usize = 1024;
+const EXPORT_CHUNK_ENTRIES: usize = 512;
 
 /// Stream the export, `?prefix=` optionally narrowing it to a folder.
 pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<Response> {
@@ -44,6 +44,10 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
         let prefix = prefix.clone();
         async move {
             let after = cursor?;
+            // Each chunk is CPU work (copy, serialise) and hyper asks for the next as soon as the socket
+            // takes the last: without a yield a long export runs chunk after chunk on one worker thread,
+            // and the requests queued behind it (writes) wait.
+            tokio::task::yield_now().await;
             let page = db.page(&prefix, after.as_deref(), EXPORT_CHUNK_ENTRIES, true);
             if page.is_empty() {
                 return None;
