@@ -303,6 +303,33 @@ async fn a_root_watch_passes_over_reserved_changes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_watcher_that_falls_behind_is_told_it_lagged() {
+    let node = Node::start().await;
+    let response = node.client.get(node.url("/api/v1/watch/lag")).send().await.unwrap();
+    let mut stream = response.bytes_stream();
+    let mut text = String::new();
+    read_events_until(&mut stream, &mut text, "event: ready").await;
+    // Far more than the ring (16,384 events) plus what the socket buffers take (4 KiB events) while the
+    // test does not read: the subscription falls behind. One value shared by all entries keeps the test's
+    // own memory small.
+    let value = bytes::Bytes::from(vec![b'v'; 4096]);
+    let ops: Vec<Op> = (0..24_000)
+        .map(|i| Op::Put {
+            key: format!("lag/k{i:05}"),
+            value: value.clone(),
+            content_type: "text/plain".into(),
+            secret: false,
+            cas: None,
+        })
+        .collect();
+    node.db.write(ops).await.unwrap();
+    read_events_until(&mut stream, &mut text, "event: lagged").await;
+    let lagged = text.split("event: lagged").nth(1).unwrap();
+    assert!(lagged.trim_start().starts_with("data: {\"missed\":"), "{lagged:.80}");
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn recursive_listings_past_the_bound_are_refused_and_page_instead() {
     let node = Node::start().await;
     let ops: Vec<Op> = (0..MAX_LISTING_ENTRIES + 5)
