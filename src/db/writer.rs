@@ -1,6 +1,7 @@
 //! The writer task: evaluates commands in order and commits them in groups (see the module docs of `db`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -289,6 +290,8 @@ impl Group {
                 Ok(_) => shared.metrics.commit(batch.len(), started.elapsed()),
                 Err(_) => shared.metrics.commit_failed(),
             }
+            let full = matches!(committed, Err(Error::StorageFull(_)));
+            shared.storage_full.store(full, Ordering::Release);
             committed
         };
         match committed {

@@ -451,6 +451,42 @@ impl SqliteStore {
         Ok((journal_mode, synchronous, busy_timeout, autocheckpoint))
     }
 
+    /// Pages in the database file, as the writer sees it.
+    #[cfg(test)]
+    pub(super) async fn page_count(&self) -> Result<u64> {
+        let mut writer = self.writer.lock().await;
+        let conn = &mut writer.as_mut().ok_or_else(closed)?.conn;
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&mut *conn).await?;
+        Ok(pages as u64)
+    }
+
+    /// Limit the database file to `pages` pages on the writer connection: past it, writes fail with
+    /// `SQLITE_FULL`, as on a full disk.
+    #[cfg(test)]
+    pub(super) async fn set_max_page_count(&self, pages: u64) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        let conn = &mut writer.as_mut().ok_or_else(closed)?.conn;
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA max_page_count = {pages}")))
+            .execute(&mut *conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Make the writer's next `failures` commits fail the way a COMMIT on a full disk does: SQLite rolls the
+    /// transaction back itself and the COMMIT returns an error.
+    #[cfg(test)]
+    pub(super) async fn fail_commits(&self, failures: usize) -> Result<()> {
+        let mut writer = self.writer.lock().await;
+        let conn = &mut writer.as_mut().ok_or_else(closed)?.conn;
+        let mut left = failures;
+        conn.lock_handle().await?.set_commit_hook(move || {
+            let refuse = left > 0;
+            left = left.saturating_sub(1);
+            !refuse
+        });
+        Ok(())
+    }
+
     /// Ranges the sweep in progress has left to fold, counting the one it folds next (`None`: no sweep).
     #[cfg(test)]
     pub(super) async fn sweep_ranges_left(&self) -> Option<usize> {
@@ -555,17 +591,21 @@ impl Store for SqliteStore {
         let mut writer = self.writer.lock().await;
         let mut writer = writer.take().ok_or_else(closed)?;
         self.closed.store(true, Ordering::Release);
-        // Leave an empty log behind. If this fails the rows stay in the log, which the next open merges.
-        let compaction = writer.compact_all(&self.tuning).await;
+        // Leave an empty log behind. If this fails (a full disk) the rows stay in the log, which the next open
+        // merges: everything committed is safe either way, so the failure does not fail the close.
+        if let Err(err) = writer.compact_all(&self.tuning).await {
+            tracing::warn!(error = %err, "compacting the storage log on close failed; the next open merges it");
+        }
         // Readers first: a checkpoint cannot truncate the WAL past a snapshot a reader still uses.
         self.readers.close().await;
-        // Fold the WAL into the main file so that the database is a single self-contained file at rest.
-        let checkpoint = sqlx::query(CHECKPOINT_TRUNCATE).execute(&mut writer.conn).await;
+        // Fold the WAL into the main file so that the database is a single self-contained file at rest. If it
+        // fails, the committed frames stay in the WAL, from which the next open recovers them.
+        if let Err(err) = sqlx::query(CHECKPOINT_TRUNCATE).execute(&mut writer.conn).await {
+            tracing::warn!(error = %err, "checkpointing the storage WAL on close failed; the next open recovers it");
+        }
         let closing = writer.conn.close().await;
         // Every connection of this store is closed now: its descriptor of the file can go too.
         drop(self.db_file.lock().unwrap_or_else(|e| e.into_inner()).take());
-        compaction?;
-        checkpoint?;
         closing?;
         Ok(())
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
@@ -84,11 +84,63 @@ impl Writer {
         })
     }
 
-    /// Append `entries` to the log in one transaction.
+    /// Start a write transaction with a plain `BEGIN`, never a savepoint: if the connection were still inside
+    /// a transaction, `BEGIN` fails instead of nesting this one in it (where its COMMIT would commit nothing).
+    /// That can only be one whose ROLLBACK failed; it is rolled back, and `BEGIN` tried once more.
+    async fn begin(&mut self) -> Result<()> {
+        if sqlx::query("BEGIN").execute(&mut self.conn).await.is_ok() {
+            return Ok(());
+        }
+        self.rollback().await;
+        sqlx::query("BEGIN").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// End the transaction of a failed step. SQLite may have rolled it back already (it may on `SQLITE_FULL`
+    /// or `SQLITE_IOERR`, and always when a COMMIT fails); then `ROLLBACK` fails harmlessly, which is why its
+    /// error is only logged. We do not use sqlx's `Transaction` for this: it counts the depth itself, and a
+    /// ROLLBACK that fails because SQLite already rolled back leaves its count at one, so that every later
+    /// `begin` opens a savepoint instead of a transaction and, after the next failure, a savepoint inside a
+    /// transaction that never ends: commits acknowledged that no other connection sees and a restart loses.
+    async fn rollback(&mut self) {
+        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            tracing::debug!(error = %err, "rollback after a failed storage transaction");
+        }
+    }
+
+    /// `COMMIT`, or on failure roll back, so that nothing of the transaction stays open.
+    async fn commit_or_rollback(&mut self, body: Result<()>) -> Result<()> {
+        let committed = match body {
+            Ok(()) => sqlx::query("COMMIT")
+                .execute(&mut self.conn)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Err(err) => Err(err),
+        };
+        if committed.is_err() {
+            self.rollback().await;
+        }
+        committed
+    }
+
+    /// Append `entries` to the log in one transaction: all of them or, on any failure, none.
     pub(super) async fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        // All pieces in one transaction: a failure anywhere rolls back the whole batch (the transaction
-        // rolls back when dropped on the error path).
-        let mut tx = self.conn.begin().await?;
+        self.begin().await?;
+        let appended = self.append_pieces(entries).await;
+        self.commit_or_rollback(appended).await?;
+        self.log_rows += entries.len();
+        for e in entries {
+            if self.appended.is_multiple_of(self.sample_every) {
+                self.samples.push(e.key.clone());
+            }
+            self.appended += 1;
+        }
+        Ok(())
+    }
+
+    /// The inserts of [`Writer::append`], inside its transaction.
+    async fn append_pieces(&mut self, entries: &[Entry]) -> Result<()> {
         let mut rest = entries;
         for size in pieces(entries.len()) {
             let (piece, tail) = rest.split_at(size);
@@ -104,15 +156,7 @@ impl Writer {
                     .bind(e.version.hlc as i64)
                     .bind(e.version.node.0 as i64);
             }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        self.log_rows += entries.len();
-        for e in entries {
-            if self.appended.is_multiple_of(self.sample_every) {
-                self.samples.push(e.key.clone());
-            }
-            self.appended += 1;
+            query.execute(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -155,32 +199,17 @@ impl Writer {
         let Some(sweep) = self.sweep.as_ref() else {
             return Ok(true);
         };
-        let mut tx = self.conn.begin().await?;
-        let last = match sweep.ends.front() {
-            Some(end) => {
-                sqlx::query(COMPACT_RANGE_SQL)
-                    .bind(sweep.bound)
-                    .bind(sweep.next.as_str())
-                    .bind(end.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                None
-            }
-            None => {
-                sqlx::query(COMPACT_FROM_SQL)
-                    .bind(sweep.bound)
-                    .bind(sweep.next.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let trimmed = sqlx::query(TRIM_LOG_SQL)
-                    .bind(sweep.bound)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as usize;
-                Some(trimmed)
+        let (bound, next, end) = (sweep.bound, sweep.next.clone(), sweep.ends.front().cloned());
+        self.begin().await?;
+        let folded = self.fold_range(bound, &next, end.as_deref()).await;
+        let last = match folded {
+            Ok(last) => last,
+            Err(err) => {
+                self.rollback().await;
+                return Err(err);
             }
         };
-        tx.commit().await?;
+        self.commit_or_rollback(Ok(())).await?;
         let sweep = self.sweep.as_mut().expect("checked above");
         let done = match last {
             Some(trimmed) => {
@@ -200,6 +229,36 @@ impl Writer {
             "compacted a key range of the storage log"
         );
         Ok(done)
+    }
+
+    /// The statements of one range of a sweep, inside its transaction: fold the log rows up to `bound` with
+    /// keys from `next` to `end` into `kv`; for the last range (`end` is `None`), also drop every log row up to
+    /// `bound`, and return how many.
+    async fn fold_range(&mut self, bound: i64, next: &str, end: Option<&str>) -> Result<Option<usize>> {
+        match end {
+            Some(end) => {
+                sqlx::query(COMPACT_RANGE_SQL)
+                    .bind(bound)
+                    .bind(next)
+                    .bind(end)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(None)
+            }
+            None => {
+                sqlx::query(COMPACT_FROM_SQL)
+                    .bind(bound)
+                    .bind(next)
+                    .execute(&mut self.conn)
+                    .await?;
+                let trimmed = sqlx::query(TRIM_LOG_SQL)
+                    .bind(bound)
+                    .execute(&mut self.conn)
+                    .await?
+                    .rows_affected() as usize;
+                Ok(Some(trimmed))
+            }
+        }
     }
 
     /// Rows appended between two slices of a sweep.

@@ -13,6 +13,7 @@
 mod basic;
 mod checkpointer;
 mod compaction;
+mod full;
 mod memory_only;
 mod merge;
 mod restart;
