@@ -244,3 +244,190 @@ async fn a_full_disk_never_loses_an_acknowledged_write_normal() {
 async fn a_full_disk_never_loses_an_acknowledged_write_fsync() {
     a_full_disk_never_loses_an_acknowledged_write("fsync").await;
 }
+
+/// A config for a node on `data_dir` with the dev defaults.
+fn config_in(data_dir: &Path) -> cave::config::Config {
+    cave::config::Config {
+        data_dir: data_dir.to_path_buf(),
+        ..cave::config::Config::default()
+    }
+}
+
+/// Open a node on `data_dir`, write `key` (sealed as a secret if `secret`), close it.
+async fn seed(data_dir: &Path, key: &str, secret: bool) {
+    let node = cave::node::Node::open(config_in(data_dir)).await.unwrap();
+    let value = if secret {
+        node.db.seal(b"s3cret")
+    } else {
+        bytes::Bytes::from_static(b"v")
+    };
+    let put = cave::db::Op::Put {
+        key: key.to_string(),
+        value,
+        content_type: "text/plain".to_string(),
+        secret,
+        cas: None,
+    };
+    node.db.write(vec![put]).await.unwrap();
+    node.close().await.unwrap();
+}
+
+/// `Node::open` on `data_dir` fails, naming each of `needles`.
+async fn refused(config: cave::config::Config, needles: &[&str]) {
+    let message = match cave::node::Node::open(config).await {
+        Ok(node) => {
+            let _ = node.close().await;
+            panic!("the node started");
+        }
+        Err(err) => err.to_string(),
+    };
+    for needle in needles {
+        assert!(message.contains(needle), "{needle:?} not in: {message}");
+    }
+}
+
+async fn keys(config: cave::config::Config) -> usize {
+    let node = cave::node::Node::open(config).await.unwrap();
+    let keys = node.db.stats().keys;
+    node.close().await.unwrap();
+    keys
+}
+
+#[tokio::test]
+async fn a_used_data_dir_without_its_database_refuses_to_start() {
+    for empty in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        seed(&data, "k", false).await;
+        let db = data.join("cave.db");
+        if empty {
+            std::fs::write(&db, b"").unwrap();
+        } else {
+            std::fs::remove_file(&db).unwrap();
+        }
+        let state = if empty { "is empty" } else { "is missing" };
+        refused(config_in(&data), &[db.to_str().unwrap(), state, "--allow-empty-start"]).await;
+        let allowed = cave::config::Config {
+            allow_empty_start: true,
+            ..config_in(&data)
+        };
+        assert_eq!(keys(allowed).await, 0, "started empty, as asked");
+        assert_eq!(keys(config_in(&data)).await, 0, "and from then on without the flag");
+    }
+}
+
+#[tokio::test]
+async fn a_fresh_data_dir_starts_and_a_used_one_keeps_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    seed(&data, "k", false).await;
+    assert_eq!(keys(config_in(&data)).await, 1);
+}
+
+#[tokio::test]
+async fn a_missing_key_file_with_sealed_secrets_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    seed(&data, "plain", false).await;
+    // No secrets yet: a lost key costs nothing, and a new one is made.
+    std::fs::remove_file(data.join("node.key")).unwrap();
+    assert_eq!(keys(config_in(&data)).await, 1);
+    assert!(data.join("node.key").exists());
+
+    seed(&data, "secret", true).await;
+    std::fs::remove_file(data.join("node.key")).unwrap();
+    let key_file = data.join("node.key");
+    refused(
+        config_in(&data),
+        &[key_file.to_str().unwrap(), "1 secrets", "--allow-empty-start"],
+    )
+    .await;
+    assert!(!key_file.exists(), "a refused start makes no key");
+    let allowed = cave::config::Config {
+        allow_empty_start: true,
+        ..config_in(&data)
+    };
+    assert_eq!(keys(allowed).await, 2);
+    assert!(key_file.exists(), "the new key is kept");
+}
+
+#[tokio::test]
+async fn a_read_only_database_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    seed(&data, "k", false).await;
+    let db = data.join("cave.db");
+    // Root may write any file whatever its mode: a read-only bind mount of the file makes it unwritable.
+    let Some(_mount) = ReadOnlyBind::mount(&db, "a_read_only_database_refuses_to_start") else {
+        return;
+    };
+    refused(config_in(&data), &[db.to_str().unwrap(), "not writable"]).await;
+}
+
+/// `path` bind-mounted read-only over itself, unmounted when dropped.
+struct ReadOnlyBind {
+    target: CString,
+}
+
+impl ReadOnlyBind {
+    fn mount(path: &Path, test: &str) -> Option<ReadOnlyBind> {
+        let target = CString::new(path.as_os_str().as_bytes()).unwrap();
+        // SAFETY: mount(2) with valid NUL-terminated strings; a bind mount, then its remount read-only.
+        let bound = unsafe {
+            libc::mount(
+                target.as_ptr(),
+                target.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        let mounted = bound == 0 && {
+            let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+            // SAFETY: as above.
+            unsafe {
+                libc::mount(
+                    std::ptr::null(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                ) == 0
+            }
+        };
+        let bind = ReadOnlyBind { target };
+        if mounted {
+            return Some(bind);
+        }
+        let why = std::io::Error::last_os_error();
+        drop(bind);
+        if std::env::var("CAVE_REQUIRE_TOOLS").as_deref() == Ok("1") {
+            panic!("CAVE_REQUIRE_TOOLS=1 but a read-only bind mount failed (run as root): {why}");
+        }
+        eprintln!("skipped {test}: cannot bind-mount a file read-only ({why}); run as root");
+        None
+    }
+}
+
+impl Drop for ReadOnlyBind {
+    fn drop(&mut self) {
+        // SAFETY: umount2(2) of the mount made above (a no-op error if it was never made).
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn removing_lock_does_not_let_a_second_process_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let first = Cave::start(&data, &[]).await;
+    std::fs::remove_file(data.join("LOCK")).unwrap();
+    let mut second = common::child::launch(&data, common::child::free_port(), &[]);
+    let (status, log) = second.wait_exit().await;
+    assert!(
+        status.code().is_some_and(|c| c != 0),
+        "the second process must fail: {status}\n{log}"
+    );
+    assert!(log.contains("is in use by another Cave process"), "{log}");
+    first.stop().await;
+}
