@@ -26,6 +26,12 @@ const MAX_RANGES: usize = 16;
 /// A sweep folds one range every `compact_slice_rows / SLICE_GAP_DIVISOR` rows appended, so it is done while
 /// the log grows by about a quarter of what the sweep folds.
 const SLICE_GAP_DIVISOR: usize = 4;
+/// Most free pages one step of reclaiming gives back to the file system (4 MiB of 4 KiB pages): moving a page
+/// writes it to the WAL, so this bounds the stall of the `apply` that takes the step.
+const VACUUM_STEP_PAGES: u64 = 1024;
+/// Free space is given back once free pages are more than `1 / RECLAIM_FRACTION` of the file: below that,
+/// the next appends reuse them anyway, and shrinking only to grow again would cost writes for nothing.
+const RECLAIM_FRACTION: u64 = 8;
 
 /// A compaction in progress: folds the log rows up to `bound` into `kv`, one key range per transaction (see
 /// "Sweeps" in the module docs).
@@ -33,6 +39,8 @@ const SLICE_GAP_DIVISOR: usize = 4;
 pub(super) struct Sweep {
     /// The newest `seq` this sweep folds; rows appended since belong to the next sweep.
     bound: i64,
+    /// Bytes of the rows up to `bound` (the log's bytes when the sweep started): dropped with them.
+    bytes: u64,
     /// Start of the next range to fold (`""`: from the first key on).
     next: String,
     /// Ends of the ranges after `next`, ascending; past the last of them, the final range is unbounded.
@@ -44,6 +52,10 @@ pub(super) struct Writer {
     pub(super) conn: SqliteConnection,
     /// Rows in `log`: counted at open, then kept up to date by every append and compaction.
     pub(super) log_rows: usize,
+    /// Bytes of the keys and values in `log`, kept like `log_rows`.
+    pub(super) log_bytes: u64,
+    /// A sweep or a purge freed pages since the last check: see [`Writer::reclaim`].
+    reclaim_due: bool,
     /// Every [`Writer::sample_every`]-th key appended since the current sweep started (or the last one ended):
     /// where the next sweep cuts its ranges.
     samples: Vec<String>,
@@ -63,9 +75,10 @@ pub(super) struct Writer {
 impl Writer {
     /// The writer for `conn`, with the count and key samples of what the log already holds.
     pub(super) async fn open(mut conn: SqliteConnection, wal: PathBuf, tuning: &StoreTuning) -> Result<Writer> {
-        let log_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
-            .fetch_one(&mut conn)
-            .await?;
+        let (log_rows, log_bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM log")
+                .fetch_one(&mut conn)
+                .await?;
         let sample_every = (tuning.compact_slice_rows / SAMPLES_PER_SLICE).max(1) as u64;
         let samples: Vec<String> = sqlx::query_scalar(SAMPLE_KEYS_SQL)
             .bind(sample_every as i64)
@@ -74,6 +87,8 @@ impl Writer {
         Ok(Writer {
             conn,
             log_rows: log_rows as usize,
+            log_bytes: log_bytes as u64,
+            reclaim_due: true,
             samples,
             appended: 0,
             sample_every,
@@ -130,6 +145,10 @@ impl Writer {
         let appended = self.append_pieces(entries).await;
         self.commit_or_rollback(appended).await?;
         self.log_rows += entries.len();
+        self.log_bytes += entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum::<u64>();
         for e in entries {
             if self.appended.is_multiple_of(self.sample_every) {
                 self.samples.push(e.key.clone());
@@ -167,6 +186,7 @@ impl Writer {
         let bound: Option<i64> = sqlx::query_scalar(SWEEP_BOUND_SQL).fetch_one(&mut self.conn).await?;
         let Some(bound) = bound else {
             self.log_rows = 0;
+            self.log_bytes = 0;
             self.samples.clear();
             return Ok(false);
         };
@@ -186,6 +206,7 @@ impl Writer {
         }
         self.sweep = Some(Sweep {
             bound,
+            bytes: self.log_bytes,
             next: String::new(),
             ends,
         });
@@ -214,7 +235,9 @@ impl Writer {
         let done = match last {
             Some(trimmed) => {
                 self.log_rows = self.log_rows.saturating_sub(trimmed);
+                self.log_bytes = self.log_bytes.saturating_sub(sweep.bytes);
                 self.sweep = None;
+                self.reclaim_due = true;
                 true
             }
             None => {
@@ -271,23 +294,36 @@ impl Writer {
     /// one range per gap of its own rows, at least one: a batch larger than the gap folds several (the sweep
     /// must outpace the appends), and credit saved up while the checkpointer held slices off is spent one
     /// range per apply rather than all at once.
+    ///
+    /// The log is bounded in bytes too: a sweep also starts once it holds
+    /// [`StoreTuning::compact_threshold_bytes`], and past twice that a range is folded on every apply, whatever
+    /// the credit (large values make few rows, which would otherwise pace the sweep far too slowly).
     pub(super) async fn compact_due(&mut self, tuning: &StoreTuning, appended: usize) -> Result<()> {
         let gap = Writer::slice_gap(tuning);
+        let over_bytes = self.log_bytes >= tuning.compact_threshold_bytes.saturating_mul(2);
         // The checkpointer's hold is short; past twice the threshold the log matters more than the WAL.
-        if self.hold.load(Ordering::Acquire) && self.log_rows < tuning.compact_threshold_rows.saturating_mul(2) {
+        if self.hold.load(Ordering::Acquire)
+            && self.log_rows < tuning.compact_threshold_rows.saturating_mul(2)
+            && !over_bytes
+        {
             if self.sweep.is_some() {
                 self.credit = self.credit.saturating_add(appended).min(2 * gap);
             }
             return Ok(());
         }
         if self.sweep.is_none() {
-            if self.log_rows < tuning.compact_threshold_rows || !self.start_sweep(tuning).await? {
+            let due =
+                self.log_rows >= tuning.compact_threshold_rows || self.log_bytes >= tuning.compact_threshold_bytes;
+            if !due || !self.start_sweep(tuning).await? {
                 return Ok(());
             }
             // The first range right away.
             self.credit = gap;
         } else {
             self.credit = self.credit.saturating_add(appended);
+            if over_bytes {
+                self.credit = self.credit.max(gap);
+            }
         }
         let mut slices = appended.div_ceil(gap).max(1);
         while self.credit >= gap && slices > 0 {
@@ -339,6 +375,43 @@ impl Writer {
         Ok(())
     }
 
+    /// Note that pages may have been freed (a purge deleted rows), for the next [`Writer::reclaim`].
+    pub(super) fn freed_pages(&mut self) {
+        self.reclaim_due = true;
+    }
+
+    /// Give free pages back to the file system (`auto_vacuum=INCREMENTAL`, set at open): once a sweep or a
+    /// purge has freed more than `1 / RECLAIM_FRACTION` of the file, at most `max_pages` per call (`None`:
+    /// all). Without it the file keeps its largest size for good: pages freed by folding the log are reused
+    /// by later appends, but never returned. Not held off by the checkpointer's catch-up, unlike sweeps: under
+    /// a steady load of large values the catch-up runs much of the time, and the file matters more than the
+    /// one step's pages in the WAL.
+    pub(super) async fn reclaim(&mut self, max_pages: Option<u64>) -> Result<()> {
+        if !self.reclaim_due {
+            return Ok(());
+        }
+        let (free, total): (i64, i64) =
+            sqlx::query_as("SELECT freelist_count, page_count FROM pragma_freelist_count(), pragma_page_count()")
+                .fetch_one(&mut self.conn)
+                .await?;
+        let (free, total) = (free as u64, total as u64);
+        if free == 0 || (max_pages.is_some() && free * RECLAIM_FRACTION <= total) {
+            self.reclaim_due = false;
+            return Ok(());
+        }
+        let pages = max_pages.map_or(free, |max| free.min(max));
+        let started = Instant::now();
+        // An integer formatted into the statement: PRAGMA arguments cannot be bound.
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({pages})")))
+            .execute(&mut self.conn)
+            .await?;
+        tracing::debug!(pages, free, total, elapsed = ?started.elapsed(), "gave free storage pages back");
+        Ok(())
+    }
+
+    /// The pages-per-step bound of [`Writer::reclaim`] on the write path.
+    pub(super) const VACUUM_STEP: Option<u64> = Some(VACUUM_STEP_PAGES);
+
     /// Fold the whole log into `kv`: finish the sweep in progress, then sweep what is left.
     pub(super) async fn compact_all(&mut self, tuning: &StoreTuning) -> Result<()> {
         loop {
@@ -348,6 +421,40 @@ impl Writer {
             while !self.sweep_slice().await? {}
             self.credit = 0;
         }
+    }
+}
+
+/// Switch the database to `auto_vacuum=INCREMENTAL`, so that [`Writer::reclaim`] can give free pages back. A
+/// new database takes the mode at once; one created before needs a `VACUUM`, a rebuild of the whole file
+/// (which briefly needs room for a second copy). If that fails, for want of space say, the store works on
+/// without reclaiming, and the next open tries again.
+pub(super) async fn enable_incremental_vacuum(conn: &mut sqlx::SqliteConnection) {
+    const INCREMENTAL: i64 = 2;
+    let result: Result<()> = async {
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?;
+        if mode == INCREMENTAL {
+            return Ok(());
+        }
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut *conn)
+            .await?;
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(&mut *conn)
+            .await?;
+        let started = std::time::Instant::now();
+        if tables > 0 {
+            tracing::info!("rebuilding the database once (VACUUM) so that it can give free space back");
+        }
+        // Even a new, empty database needs it in WAL mode: setting the journal mode has written its header.
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        if tables > 0 {
+            tracing::info!(elapsed = ?started.elapsed(), "rebuilt the database");
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "cannot switch the database to incremental vacuum; free space stays in the file");
     }
 }
 
