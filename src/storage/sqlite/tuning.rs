@@ -34,7 +34,7 @@ pub struct StoreTuning {
     /// folds a range; one range is folded every quarter of this many rows appended. At least 1.
     pub compact_slice_rows: usize,
     /// How often the checkpointer task runs a passive checkpoint of the WAL into the database file. Under
-    /// [`Durability::Normal`] that is also when commits reach the disk (the checkpoint fsyncs the WAL first).
+    /// [`Durability::Normal`](crate::storage::Durability::Normal) that is also when commits reach the disk (the checkpoint fsyncs the WAL first).
     pub checkpoint_interval: Duration,
     /// When the WAL holds at least this many bytes, the checkpointer catches up with it completely, holding
     /// the writer off for the last few pages, so that the next commit starts the WAL over from its beginning.
