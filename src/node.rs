@@ -418,7 +418,8 @@ fn create_private_dir(dir: &Path) -> Result<()> {
 /// The locks that keep a second process off the data directory (see "The directory lock" in the module
 /// docs), held until dropped.
 struct DirLock {
-    _dir: std::fs::File,
+    /// The directory opened as a file (Unix only: elsewhere a directory cannot be opened like this).
+    _dir: Option<std::fs::File>,
     _file: std::fs::File,
 }
 
@@ -432,9 +433,14 @@ impl DirLock {
             .write(true)
             .open(&path)
             .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        let dir_file =
-            std::fs::File::open(dir).map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", dir.display())))?;
-        lock(&dir_file, dir, dir)?;
+        let dir_file = if cfg!(unix) {
+            let opened = std::fs::File::open(dir);
+            let dir_file = opened.map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", dir.display())))?;
+            lock(&dir_file, dir, dir)?;
+            Some(dir_file)
+        } else {
+            None
+        };
         lock(&file, &path, dir)?;
         Ok(DirLock {
             _dir: dir_file,
