@@ -286,12 +286,20 @@ impl Group {
         } else {
             let started = Instant::now();
             let committed = shared.store.apply(&batch).await;
+            // `storage_full` is set by a full disk and cleared only by a commit that succeeds: another failure
+            // says nothing about space.
             match &committed {
-                Ok(_) => shared.metrics.commit(batch.len(), started.elapsed()),
-                Err(_) => shared.metrics.commit_failed(),
+                Ok(_) => {
+                    shared.metrics.commit(batch.len(), started.elapsed());
+                    shared.storage_full.store(false, Ordering::Release);
+                }
+                Err(err) => {
+                    shared.metrics.commit_failed();
+                    if matches!(err, Error::StorageFull(_)) {
+                        shared.storage_full.store(true, Ordering::Release);
+                    }
+                }
             }
-            let full = matches!(committed, Err(Error::StorageFull(_)));
-            shared.storage_full.store(full, Ordering::Release);
             committed
         };
         match committed {

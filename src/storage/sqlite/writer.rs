@@ -101,7 +101,8 @@ impl Writer {
 
     /// Start a write transaction with a plain `BEGIN`, never a savepoint: if the connection were still inside
     /// a transaction, `BEGIN` fails instead of nesting this one in it (where its COMMIT would commit nothing).
-    /// That can only be one whose ROLLBACK failed; it is rolled back, and `BEGIN` tried once more.
+    /// That can only be one whose ROLLBACK failed, or one whose step was cancelled (its future dropped) half
+    /// way; it is rolled back, and `BEGIN` tried once more.
     async fn begin(&mut self) -> Result<()> {
         if sqlx::query("BEGIN").execute(&mut self.conn).await.is_ok() {
             return Ok(());
