@@ -92,19 +92,20 @@ impl Node {
         let db_path = dir.join(DB_FILE);
         check_database(&dir, &db_path, config.allow_empty_start)?;
         let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
-        let key_file = match (&config.cluster_key, config.mode) {
-            (Some(_), _) => None,
-            (None, Mode::Prod) => Some(dir.join(CLUSTER_KEY_FILE)),
-            (None, Mode::Dev) => Some(dir.join(NODE_KEY_FILE)),
-        };
-        let (master, new_key_file) = match (&config.cluster_key, &key_file) {
-            (Some(key), _) => (key.clone(), None),
-            (None, Some(path)) => match read_key(path)? {
-                Some(key) => (key, None),
-                // Written only once the database is known to hold no secret the new key could not open.
-                None => (MasterKey::generate(), Some(path.clone())),
-            },
-            (None, None) => unreachable!("a key file is chosen whenever no key is configured"),
+        let (master, new_key_file) = match &config.cluster_key {
+            Some(key) => (key.clone(), None),
+            None => {
+                let name = match config.mode {
+                    Mode::Prod => CLUSTER_KEY_FILE,
+                    Mode::Dev => NODE_KEY_FILE,
+                };
+                let path = dir.join(name);
+                match read_key(&path)? {
+                    Some(key) => (key, None),
+                    // Written only once the database is known to hold no secret the new key could not open.
+                    None => (MasterKey::generate(), Some(path)),
+                }
+            }
         };
         let store = SqliteStore::open(&db_path, config.durability).await?;
         let allow_empty_start = config.allow_empty_start;
@@ -120,20 +121,10 @@ impl Node {
         let size_path = db_path.clone();
         let node = Node::assemble(config, parts, move || disk_bytes(&size_path)).await?;
         if let Some(path) = new_key_file {
-            let sealed = node
-                .db
-                .with_state(|map| map.iter().filter(|e| e.secret && !e.deleted).count());
-            if sealed > 0 && !allow_empty_start {
+            if let Err(err) = adopt_new_key(&node, &master, &path, &db_path, allow_empty_start, mode) {
                 let _ = node.close().await;
-                return Err(Error::Corrupt(format!(
-                    "key file {} is missing, but {} holds {sealed} secrets sealed under it: restore the file \
-                     from a backup, or start with --allow-empty-start to make a new key (those secrets then \
-                     stay unreadable)",
-                    path.display(),
-                    db_path.display()
-                )));
+                return Err(err);
             }
-            write_new_key(&master, &path, mode)?;
         }
         let stats = node.db.stats();
         tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");
@@ -332,6 +323,30 @@ pub async fn serve_with(
 /// replaced by the host name so that peers on other machines can reach it.
 fn advertise(configured: Option<&str>, bound: SocketAddr) -> String {
     configured.map_or_else(|| crate::config::advertised(bound), str::to_string)
+}
+
+/// Keep the key `Node::open` made because its key file was missing: written to `path`, unless the database
+/// (at `db_path`) holds secrets sealed under the lost key and `allow_empty_start` is off.
+fn adopt_new_key(
+    node: &Node,
+    key: &MasterKey,
+    path: &Path,
+    db_path: &Path,
+    allow_empty_start: bool,
+    mode: Mode,
+) -> Result<()> {
+    let sealed = node
+        .db
+        .with_state(|map| map.iter().filter(|e| e.secret && !e.deleted).count());
+    if sealed > 0 && !allow_empty_start {
+        return Err(Error::Corrupt(format!(
+            "key file {} is missing, but {} holds {sealed} secrets sealed under it: restore the file from a \
+             backup, or start with --allow-empty-start to make a new key (those secrets then stay unreadable)",
+            path.display(),
+            db_path.display()
+        )));
+    }
+    write_new_key(key, path, mode)
 }
 
 /// The key in the key file at `path`, `None` if there is no such file.
