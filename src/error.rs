@@ -90,11 +90,21 @@ impl Error {
     }
 }
 
+/// SQLite's result code for a full disk (`SQLITE_FULL`; it has no extended codes, so the extended code is 13
+/// too).
+const SQLITE_FULL: &str = "13";
+
 impl From<sqlx::Error> for Error {
     fn from(err: sqlx::Error) -> Self {
         match err {
             sqlx::Error::PoolClosed | sqlx::Error::PoolTimedOut => {
                 Error::Unavailable(format!("storage unavailable: {err}"))
+            }
+            sqlx::Error::Database(ref db) if db.code().as_deref() == Some(SQLITE_FULL) => {
+                Error::StorageFull(format!("storage is full: {err}"))
+            }
+            sqlx::Error::Io(ref io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                Error::StorageFull(format!("storage is full: {err}"))
             }
             // sqlx never puts bound parameters (our values) into its messages, so this is safe to show.
             other => Error::Internal(format!("storage error: {other}")),
@@ -110,6 +120,9 @@ impl From<sqlx::migrate::MigrateError> for Error {
 
 impl From<std::io::Error> for Error {
     fn from(err: std::io::Error) -> Self {
+        if err.kind() == std::io::ErrorKind::StorageFull {
+            return Error::StorageFull(format!("storage is full: {err}"));
+        }
         Error::Internal(format!("I/O error: {err}"))
     }
 }

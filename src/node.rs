@@ -2,12 +2,27 @@
 //! stop, and shuts down gracefully.
 //!
 //! # Lifecycle
-//! 1. [`Node::open`]: create/lock the data directory, load or create the node id and key material, open
-//!    the store (running migrations) and load it into memory.
+//! 1. [`Node::open`]: create/lock the data directory, check that it has not lost state it had (see
+//!    "Damaged data directories"), load or create the node id and key material, open the store (running
+//!    migrations) and load it into memory.
 //! 2. [`serve`]: accept HTTP connections on a listener the caller bound (port 0 in tests).
 //! 3. Shutdown (the `shutdown` future resolves, e.g. on SIGINT/SIGTERM): stop accepting, let in-flight
 //!    requests finish (their writes commit and are acknowledged), then let the writer drain its queue, close
 //!    the store (checkpointing the WAL) and release the directory lock.
+//!
+//! # The directory lock
+//! `LOCK` is locked (`flock`) for the life of the process, and so is the data directory itself, opened as a
+//! file. `LOCK` can be deleted while held, and a second process would then create and lock a new one; the
+//! directory cannot be replaced while it holds the node's files, so its lock still refuses that process.
+//!
+//! # Damaged data directories
+//! `node.id` is written on the first start, before the database. So a directory with `node.id` but a missing
+//! or empty `cave.db` has lost its data (a bad restore, a deleted file): serving would present an empty node
+//! under the old identity, which then replicates the emptiness as if it were new. A missing key file (the dev
+//! `node.key`, or the `cluster.key` a prod node made) while the database holds sealed secrets would silently
+//! become a new key that cannot open them. A `cave.db` this process cannot write would pass every check and
+//! fail every write. In each case the node refuses to start and names the file; `allow_empty_start` starts the
+//! first two anyway (the key file is then made anew).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -55,7 +70,7 @@ pub struct Node {
     /// The data directory (none for a node over a given store).
     data_dir: Option<PathBuf>,
     /// Keeps the data directory locked for this process.
-    _lock: Option<std::fs::File>,
+    _lock: Option<DirLock>,
 }
 
 /// What [`Node::open`] and [`Node::from_store`] gather before assembling a node.
@@ -65,7 +80,7 @@ struct Parts {
     hlc: Arc<Hlc>,
     master: MasterKey,
     data_dir: Option<PathBuf>,
-    lock: Option<std::fs::File>,
+    lock: Option<DirLock>,
 }
 
 impl Node {
@@ -73,24 +88,44 @@ impl Node {
     pub async fn open(config: Config) -> Result<Node> {
         let dir = config.data_dir.clone();
         create_private_dir(&dir)?;
-        let lock = lock_dir(&dir)?;
-        let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
-        let master = match (&config.cluster_key, config.mode) {
-            (Some(key), _) => key.clone(),
-            (None, Mode::Prod) => load_or_create_cluster_key(&dir.join(CLUSTER_KEY_FILE))?,
-            (None, Mode::Dev) => MasterKey::load_or_create(&dir.join(NODE_KEY_FILE))?,
-        };
-        let store = SqliteStore::open(&dir.join(DB_FILE), config.durability).await?;
+        let lock = DirLock::take(&dir)?;
         let db_path = dir.join(DB_FILE);
+        check_database(&dir, &db_path, config.allow_empty_start)?;
+        let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
+        let (master, new_key_file) = match &config.cluster_key {
+            Some(key) => (key.clone(), None),
+            None => {
+                let name = match config.mode {
+                    Mode::Prod => CLUSTER_KEY_FILE,
+                    Mode::Dev => NODE_KEY_FILE,
+                };
+                let path = dir.join(name);
+                match read_key(&path)? {
+                    Some(key) => (key, None),
+                    // Written only once the database is known to hold no secret the new key could not open.
+                    None => (MasterKey::generate(), Some(path)),
+                }
+            }
+        };
+        let store = SqliteStore::open(&db_path, config.durability).await?;
+        let allow_empty_start = config.allow_empty_start;
+        let mode = config.mode;
         let parts = Parts {
             store: Arc::new(store),
             node_id,
             hlc: Arc::new(Hlc::system()),
-            master,
+            master: master.clone(),
             data_dir: Some(dir.clone()),
             lock: Some(lock),
         };
-        let node = Node::assemble(config, parts, move || disk_bytes(&db_path)).await?;
+        let size_path = db_path.clone();
+        let node = Node::assemble(config, parts, move || disk_bytes(&size_path)).await?;
+        if let Some(path) = new_key_file {
+            if let Err(err) = adopt_new_key(&node, &master, &path, &db_path, allow_empty_start, mode) {
+                let _ = node.close().await;
+                return Err(err);
+            }
+        }
         let stats = node.db.stats();
         tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");
         Ok(node)
@@ -290,13 +325,48 @@ fn advertise(configured: Option<&str>, bound: SocketAddr) -> String {
     configured.map_or_else(|| crate::config::advertised(bound), str::to_string)
 }
 
-/// The cluster key of a prod node without a configured one: read from the data directory, or created for a
-/// new cluster. A new key is printed once, as the join token the other nodes need.
-fn load_or_create_cluster_key(path: &Path) -> Result<MasterKey> {
-    if path.exists() {
-        return MasterKey::load_or_create(path);
+/// Keep the key `Node::open` made because its key file was missing: written to `path`, unless the database
+/// (at `db_path`) holds secrets sealed under the lost key and `allow_empty_start` is off.
+fn adopt_new_key(
+    node: &Node,
+    key: &MasterKey,
+    path: &Path,
+    db_path: &Path,
+    allow_empty_start: bool,
+    mode: Mode,
+) -> Result<()> {
+    let sealed = node
+        .db
+        .with_state(|map| map.iter().filter(|e| e.secret && !e.deleted).count());
+    if sealed > 0 && !allow_empty_start {
+        return Err(Error::Corrupt(format!(
+            "key file {} is missing, but {} holds {sealed} secrets sealed under it: restore the file from a \
+             backup, or start with --allow-empty-start to make a new key (those secrets then stay unreadable)",
+            path.display(),
+            db_path.display()
+        )));
     }
-    let key = MasterKey::load_or_create(path)?;
+    write_new_key(key, path, mode)
+}
+
+/// The key in the key file at `path`, `None` if there is no such file.
+fn read_key(path: &Path) -> Result<Option<MasterKey>> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => MasterKey::from_base64(&text)
+            .map(Some)
+            .map_err(|e| Error::Corrupt(format!("key file {} is unreadable: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::internal(format!("cannot read key file {}: {e}", path.display()))),
+    }
+}
+
+/// Write a newly made key to `path` (mode 0600). The cluster key of a prod node without a configured one
+/// belongs to a new cluster: it is printed once, as the join token the other nodes need.
+fn write_new_key(key: &MasterKey, path: &Path, mode: Mode) -> Result<()> {
+    key.write_new(path)?;
+    if mode == Mode::Dev {
+        return Ok(());
+    }
     println!(
         "Created a new cluster {id}. To add nodes, give them this cluster key (join token), e.g. as \
          CAVE_CLUSTER_KEY; it is stored in {path} (mode 0600) and not shown again:\n{token}",
@@ -304,7 +374,38 @@ fn load_or_create_cluster_key(path: &Path) -> Result<MasterKey> {
         path = path.display(),
         token = key.to_base64()
     );
-    Ok(key)
+    Ok(())
+}
+
+/// Refuse a data directory whose database is gone while its identity is not (unless `allow_empty_start`),
+/// and a database this process cannot write. See "Damaged data directories" in the module docs.
+fn check_database(dir: &Path, db_path: &Path, allow_empty_start: bool) -> Result<()> {
+    let used = dir.join(NODE_ID_FILE).exists();
+    let db_bytes = match std::fs::metadata(db_path) {
+        Ok(meta) => Some(meta.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(Error::Unavailable(format!("cannot read {}: {e}", db_path.display()))),
+    };
+    if used && !allow_empty_start && db_bytes.unwrap_or(0) == 0 {
+        let state = if db_bytes.is_some() { "empty" } else { "missing" };
+        return Err(Error::Corrupt(format!(
+            "database {} is {state}, but this data_dir has been used ({} exists): restore the database from a \
+             backup, or start with --allow-empty-start to serve an empty one (peers then fill it in)",
+            db_path.display(),
+            dir.join(NODE_ID_FILE).display()
+        )));
+    }
+    if db_bytes.is_some() {
+        // SQLite would open a file it cannot write read-only, and every write would fail.
+        std::fs::OpenOptions::new().write(true).open(db_path).map_err(|e| {
+            Error::Unavailable(format!(
+                "database {} is not writable by this process ({e}): make it writable (file mode, owner, a \
+                 read-only mount or the immutable attribute)",
+                db_path.display()
+            ))
+        })?;
+    }
+    Ok(())
 }
 
 /// Bytes of the SQLite file and its WAL, read synchronously (two `stat`s) for the metrics scrape: the
@@ -329,17 +430,44 @@ fn create_private_dir(dir: &Path) -> Result<()> {
         .map_err(|e| Error::Unavailable(format!("cannot create data_dir {}: {e}", dir.display())))
 }
 
-/// Two processes on one data directory would corrupt each other's view; refuse the second.
-fn lock_dir(dir: &Path) -> Result<std::fs::File> {
-    let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+/// The locks that keep a second process off the data directory (see "The directory lock" in the module
+/// docs), held until dropped.
+struct DirLock {
+    /// The directory opened as a file (Unix only: elsewhere a directory cannot be opened like this).
+    _dir: Option<std::fs::File>,
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Two processes on one data directory would diverge under one node id; refuse the second.
+    fn take(dir: &Path) -> Result<DirLock> {
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+        let dir_file = if cfg!(unix) {
+            let opened = std::fs::File::open(dir);
+            let dir_file = opened.map_err(|e| Error::Unavailable(format!("cannot open {}: {e}", dir.display())))?;
+            lock(&dir_file, dir, dir)?;
+            Some(dir_file)
+        } else {
+            None
+        };
+        lock(&file, &path, dir)?;
+        Ok(DirLock {
+            _dir: dir_file,
+            _file: file,
+        })
+    }
+}
+
+/// An exclusive `flock` on `file` (which is `path`, in data directory `dir`), without waiting.
+fn lock(file: &std::fs::File, path: &Path, dir: &Path) -> Result<()> {
     match file.try_lock() {
-        Ok(()) => Ok(file),
+        Ok(()) => Ok(()),
         Err(std::fs::TryLockError::WouldBlock) => Err(Error::Unavailable(format!(
             "data_dir {} is in use by another Cave process",
             dir.display()

@@ -42,10 +42,14 @@ pub async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Readiness: storage is open (the router only runs once it is) and, for a cluster member, the first
+/// Readiness: storage is open (the router only runs once it is) and takes writes (the last commit did not
+/// fail on a full disk: `storage_full` until one succeeds again), and, for a cluster member, the first
 /// anti-entropy round is done (or there was nobody to sync with): a load balancer should not send reads to
 /// a node that has not caught up yet.
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.db.storage_full() {
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "storage_full"}))).into_response();
+    }
     match &app.cluster {
         Some(cluster) if !cluster.synced() => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "syncing"}))).into_response()

@@ -205,6 +205,10 @@ pub struct ServeArgs {
     /// normal survives a process crash; fsync also a power loss, at a cost per commit
     #[arg(long, value_enum, value_name = "normal|fsync", hide_possible_values = true)]
     pub durability: Option<Durability>,
+    /// Start although the database (or, with sealed secrets, the key file) of a used data dir is missing;
+    /// --allow-empty-start alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub allow_empty_start: Option<String>,
     /// Largest value of one key
     #[arg(long, value_name = "SIZE")]
     pub max_value_bytes: Option<String>,
@@ -266,6 +270,7 @@ fn help_default(key: &str) -> String {
         "mdns" => format!("{} in dev mode, {} in prod", dev.mdns, Mode::Prod.default_mdns()),
         "discovery_window" => format_duration(dev.discovery_window),
         "durability" => enum_name(&dev.durability),
+        "allow_empty_start" => dev.allow_empty_start.to_string(),
         "max_value_bytes" => format_size(dev.max_value_bytes),
         "max_request_bytes" => format_size(dev.max_request_bytes),
         "anti_entropy_interval" => format_duration(dev.anti_entropy_interval),

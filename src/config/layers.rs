@@ -68,6 +68,7 @@ struct Raw {
     discovery_window: Option<Value>,
     cluster_key: Option<Value>,
     durability: Option<Value>,
+    allow_empty_start: Option<Value>,
     max_value_bytes: Option<Value>,
     max_request_bytes: Option<Value>,
     anti_entropy_interval: Option<Value>,
@@ -143,6 +144,9 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         durability: fields
             .parse("durability", raw.durability, parse_enum::<Durability>)?
             .unwrap_or(defaults.durability),
+        allow_empty_start: fields
+            .parse("allow_empty_start", raw.allow_empty_start, parse_bool)?
+            .unwrap_or(defaults.allow_empty_start),
         max_value_bytes,
         max_request_bytes,
         anti_entropy_interval: nonzero(
@@ -221,6 +225,7 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("discovery_window", args.discovery_window.clone()),
         ("cluster_key", args.cluster_key.clone()),
         ("durability", args.durability.as_ref().map(enum_name)),
+        ("allow_empty_start", args.allow_empty_start.clone()),
         ("max_value_bytes", args.max_value_bytes.clone()),
         ("max_request_bytes", args.max_request_bytes.clone()),
         ("anti_entropy_interval", args.anti_entropy_interval.clone()),

@@ -84,6 +84,7 @@ pub const KEYS: &[&str] = &[
     "discovery_window",
     "cluster_key",
     "durability",
+    "allow_empty_start",
     "max_value_bytes",
     "max_request_bytes",
     "anti_entropy_interval",
@@ -168,6 +169,11 @@ pub struct Config {
     pub cluster_key: Option<MasterKey>,
     /// How hard a commit tries to reach the disk before a write is acknowledged.
     pub durability: Durability,
+    /// Start even though the data directory has lost state it had: its database is missing or empty while
+    /// `node.id` exists, or the key file (`node.key`, or `cluster.key` of a prod node without a configured
+    /// key) is missing while the database holds sealed secrets. Off: such a node refuses to start, naming the
+    /// file, rather than serve an empty database or make a new key that cannot open the old secrets.
+    pub allow_empty_start: bool,
     /// Largest value a single key may hold; bounds memory per entry and replication message size.
     pub max_value_bytes: usize,
     /// Largest body of `POST /api/v1/query` and `/api/v1/import`, which carry many values at once; at least
@@ -201,6 +207,7 @@ impl Default for Config {
             discovery_window: DEFAULT_DISCOVERY_WINDOW,
             cluster_key: None,
             durability: Durability::default(),
+            allow_empty_start: false,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
@@ -263,6 +270,7 @@ impl Config {
             "discovery_window": format_duration(self.discovery_window),
             "cluster_key": self.cluster_key.as_ref().map(|_| "<redacted>"),
             "durability": self.durability,
+            "allow_empty_start": self.allow_empty_start,
             "max_value_bytes": self.max_value_bytes,
             "max_request_bytes": self.max_request_bytes,
             "anti_entropy_interval": format_duration(self.anti_entropy_interval),

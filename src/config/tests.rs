@@ -45,6 +45,7 @@ fn no_settings_means_the_dev_defaults() {
     assert!(config.peers.is_empty());
     assert_eq!(config.cluster_key, None);
     assert_eq!(config.durability, Durability::Normal);
+    assert!(!config.allow_empty_start);
     assert_eq!(config.max_value_bytes, 1_048_576);
     assert_eq!(config.max_request_bytes, 64 * 1_048_576);
     assert_eq!(config.log_level, "info");
@@ -55,6 +56,19 @@ fn no_settings_means_the_dev_defaults() {
     assert_eq!(config.max_clock_drift, Duration::from_secs(1));
     assert_eq!(config.tombstone_ttl, Duration::from_secs(7 * 24 * 3600));
     assert_eq!(ok(&["serve"], &[]), config);
+}
+
+#[test]
+fn allow_empty_start_comes_from_every_layer() {
+    assert!(
+        ok(&["--allow-empty-start"], &[]).allow_empty_start,
+        "the flag alone means true"
+    );
+    assert!(!ok(&["--allow-empty-start=false"], &[]).allow_empty_start);
+    assert!(ok(&[], &[("CAVE_ALLOW_EMPTY_START", "true")]).allow_empty_start);
+    let (_dir, path) = file("allow_empty_start = true\n");
+    assert!(ok(&["--config", &path], &[]).allow_empty_start);
+    assert!(!ok(&["--config", &path, "--allow-empty-start", "false"], &[]).allow_empty_start);
 }
 
 #[test]

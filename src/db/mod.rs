@@ -46,7 +46,7 @@
 mod writer;
 
 use std::ops::Bound;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -195,6 +195,8 @@ struct Shared {
     metrics: Arc<Metrics>,
     /// Becomes `true` when the node starts shutting down: long-lived readers (watch streams) end then.
     closing: tokio::sync::watch::Sender<bool>,
+    /// The last commit failed because the disk is full; the next one that succeeds clears it.
+    storage_full: AtomicBool,
 }
 
 impl Db {
@@ -225,6 +227,7 @@ impl Db {
             sealer,
             metrics,
             closing: tokio::sync::watch::Sender::new(false),
+            storage_full: AtomicBool::new(false),
         });
         tokio::spawn(writer::run(shared.clone(), queue));
         Ok(Db { shared })
@@ -387,6 +390,11 @@ impl Db {
     /// graceful shutdown complete. Writes keep working until [`Db::close`].
     pub fn begin_shutdown(&self) {
         self.shared.closing.send_replace(true);
+    }
+
+    /// Whether the last commit failed for want of disk space (writes answer 507 until one succeeds again).
+    pub fn storage_full(&self) -> bool {
+        self.shared.storage_full.load(Ordering::Acquire)
     }
 
     /// Resolves once [`Db::begin_shutdown`] (or [`Db::close`]) was called.

@@ -432,3 +432,29 @@ async fn a_failed_commit_is_reported_and_never_visible() {
     db.write(vec![put("k", "new")]).await.unwrap();
     assert_eq!(db.get("k").unwrap().value, "new");
 }
+
+#[tokio::test]
+async fn a_full_disk_fails_the_whole_group_and_is_reported_until_a_commit_succeeds() {
+    let store = MemoryStore::new();
+    let db = open_with(Arc::new(store.clone())).await;
+    db.write(vec![put("k", "old")]).await.unwrap();
+    store.set_full(true);
+    let mut events = db.subscribe();
+    // Concurrent writes, committed in one or more groups: every one of them fails, none is visible.
+    let writes = (0..8).map(|i| {
+        let db = db.clone();
+        async move { db.write(vec![put(&format!("k{}", i % 2), "new")]).await }
+    });
+    for result in futures::future::join_all(writes).await {
+        assert!(matches!(result, Err(Error::StorageFull(_))), "{result:?}");
+    }
+    assert!(db.storage_full());
+    assert_eq!(db.get("k").unwrap().value, "old");
+    assert!(db.get("k1").is_none());
+    assert!(events.try_recv().is_err());
+    store.set_full(false);
+    db.write(vec![put("k", "new")]).await.unwrap();
+    assert!(!db.storage_full());
+    assert_eq!(db.get("k").unwrap().value, "new");
+    assert_eq!(store.reopen().get("k").await.unwrap().unwrap().value, "new");
+}

@@ -1,6 +1,7 @@
 //! The writer task: evaluates commands in order and commits them in groups (see the module docs of `db`).
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -287,9 +288,19 @@ impl Group {
         } else {
             let started = Instant::now();
             let committed = shared.store.apply(&batch).await;
+            // `storage_full` is set by a full disk and cleared only by a commit that succeeds: another failure
+            // says nothing about space.
             match &committed {
-                Ok(_) => shared.metrics.commit(batch.len(), started.elapsed()),
-                Err(_) => shared.metrics.commit_failed(),
+                Ok(_) => {
+                    shared.metrics.commit(batch.len(), started.elapsed());
+                    shared.storage_full.store(false, Ordering::Release);
+                }
+                Err(err) => {
+                    shared.metrics.commit_failed();
+                    if matches!(err, Error::StorageFull(_)) {
+                        shared.storage_full.store(true, Ordering::Release);
+                    }
+                }
             }
             committed
         };

@@ -35,6 +35,9 @@ struct Data {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     data: Arc<RwLock<Data>>,
+    /// Set by [`MemoryStore::set_full`]: the "disk" has no room, so `apply` fails. Shared with reopened stores,
+    /// like the disk.
+    full: Arc<AtomicBool>,
     /// Per open store rather than per disk, so that closing a crashed node's store does not close the store
     /// its restarted incarnation reopened.
     closed: Arc<AtomicBool>,
@@ -54,8 +57,15 @@ impl MemoryStore {
     pub fn reopen(&self) -> MemoryStore {
         MemoryStore {
             data: Arc::clone(&self.data),
+            full: Arc::clone(&self.full),
             closed: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    /// Model a full disk (`true`) or one with room again (`false`): while full, every `apply` fails with
+    /// [`Error::StorageFull`] and stores nothing, as a batch the SQLite store cannot commit does.
+    pub fn set_full(&self, full: bool) {
+        self.full.store(full, Ordering::Release);
     }
 
     fn check_open(&self) -> Result<()> {
@@ -94,6 +104,9 @@ impl Store for MemoryStore {
         let mut data = self.data.write();
         // Checked under the lock so that a batch either completes before `close` or is refused.
         self.check_open()?;
+        if self.full.load(Ordering::Acquire) && !entries.is_empty() {
+            return Err(Error::StorageFull("storage is full (simulated)".to_string()));
+        }
         let Data { entries: stored, bytes } = &mut *data;
         let mut changed = 0;
         for entry in entries {

@@ -9,6 +9,9 @@
 //!   never lets an entry of lower precedence replace a stored one, so replaying an old batch, an old import
 //!   or a duplicate delta is harmless.
 //! - **Atomic batches.** One `apply` call commits all of its entries or none.
+//! - **Failures leave no trace.** An `apply` that fails stored nothing and leaves the store usable: the next
+//!   one commits as if the failed one had never been tried. A full disk fails it with
+//!   [`crate::Error::StorageFull`]; once there is room again, `apply` succeeds again.
 //! - **Durable acknowledgement.** When `apply` returns `Ok`, the batch survives a clean restart, and with
 //!   [`Durability::Fsync`] also a crash of the process or machine.
 //!

@@ -444,3 +444,5 @@ pub fn assert_no_plaintext_below(dir: &Path, plaintext: &str, marker: &str) {
         dir.display()
     );
 }
+
+pub mod child;

@@ -92,6 +92,14 @@ fn every_bad_value_names_its_parameter() {
         ),
         (&[], &[("CAVE_MDNS", "1")], &["mdns", "CAVE_MDNS", "true or false"]),
         (
+            &["--allow-empty-start=yes"],
+            &[],
+            &[
+                "allow_empty_start (--allow-empty-start / CAVE_ALLOW_EMPTY_START)",
+                "true or false",
+            ],
+        ),
+        (
             &["--advertise-addr", "nohost"],
             &[],
             &["advertise_addr", "--advertise-addr", "no port"],

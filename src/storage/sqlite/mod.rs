@@ -19,7 +19,9 @@
 //!   checkpointed. Appends fill the rightmost pages of one b-tree: a 32-entry batch of small values dirties
 //!   two or three pages.
 //! - **Sweeps** fold the log into `kv`. The append that leaves the log at
-//!   [`StoreTuning::compact_threshold_rows`] starts one: its bound is the log's newest `seq`, and it cuts the
+//!   [`StoreTuning::compact_threshold_rows`] or [`StoreTuning::compact_threshold_bytes`] (of keys and values:
+//!   large values make few rows, and 2,800 overwrites of 700 KiB values to 10 keys once left a 2 GB log)
+//!   starts one: its bound is the log's newest `seq`, and it cuts the
 //!   key space into ranges that each hold about [`StoreTuning::compact_slice_rows`] of the log's rows (at
 //!   quantiles of a sample of the appended keys; at most 16 ranges). Each range is one transaction,
 //!   `INSERT INTO kv SELECT ... FROM log WHERE seq <= bound AND key in range ORDER BY key, seq ON CONFLICT
@@ -54,6 +56,28 @@
 //!   reads from memory and calls `load` once at start-up).
 //! - **Tombstone purge** first compacts fully, under the writer lock. Otherwise a tombstone still in the log
 //!   could hide an older live row in `kv`: purging one but not the other would resurrect the value.
+//!
+//! # Transactions and failures
+//! The writer runs its transactions with plain `BEGIN` / `COMMIT` and, after any failure inside one, an
+//! explicit `ROLLBACK`, rather than through sqlx's `Transaction`. SQLite may roll a transaction back by itself
+//! on an error (it may on `SQLITE_FULL` or `SQLITE_IOERR`, and does when a COMMIT fails); sqlx's own count of
+//! open transactions then stays at one after its ROLLBACK fails, every later `begin` opens a savepoint instead,
+//! and after the next failure everything runs inside a transaction that never commits: "committed" batches
+//! that no other connection sees and a restart loses. Here a `BEGIN` inside a transaction fails rather than
+//! nests, so the next step rolls back whatever a failed ROLLBACK left and starts afresh. `SQLITE_FULL` becomes
+//! [`Error::StorageFull`]: the batch is not stored, and once there is room again the next one is. The inline
+//! compaction, reclaiming and WAL checks after a committed batch only log their failures (see "When" above),
+//! and `close` only logs a failed final fold or checkpoint: what was committed stays in the log or the WAL,
+//! from which the next open reads or recovers it, so a node can shut down cleanly on a full disk.
+//!
+//! # Free space
+//! Folding the log frees its pages; SQLite reuses free pages for later writes but never returns them unless
+//! `auto_vacuum` says so. The store sets `auto_vacuum=INCREMENTAL` at open (a database made without it is
+//! rebuilt once with `VACUUM`; if that fails, for want of room, it works on without, and the next open tries
+//! again). After a sweep or a purge, once free pages exceed an eighth of the file, each `apply` gives back at
+//! most 1024 of them (`PRAGMA incremental_vacuum`, 4 MiB: moving a page writes it to the WAL, so the step
+//! bounds the stall), and `close` gives back all. 300 overwrites of 700 KiB values to 10 keys end with about
+//! 1.6 times the live data in pages (30 times before).
 //!
 //! # Checkpoints
 //! In WAL mode a commit appends pages to the WAL; a checkpoint copies them into the database file, and once
@@ -161,6 +185,9 @@
 
 mod checkpoint;
 mod sql;
+#[cfg(test)]
+mod testing;
+mod tuning;
 mod writer;
 
 use std::fmt;
@@ -183,23 +210,11 @@ use sql::{into_entry, merge_rows, Reads, Row, GET, LOAD, SCAN_FROM, SCAN_RANGE};
 pub(super) use sql::{prefix_successor, PURGE_HIGH_SQL, PURGE_LOW_SQL};
 #[cfg(test)]
 pub(super) use sql::{COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
-use writer::{SharedWriter, Writer};
+pub use tuning::StoreTuning;
+use writer::{enable_incremental_vacuum, SharedWriter, Writer};
 
 /// Schema migrations, embedded at compile time so the binary carries its own schema.
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
-
-/// Default of [`StoreTuning::compact_threshold_rows`]: bounds the log that reads scan and `close` folds. See the
-/// measurements in the module docs.
-pub const COMPACT_THRESHOLD_ROWS: usize = 32_768;
-/// Default of [`StoreTuning::compact_slice_rows`]: bounds the stall of the `apply` that folds a range. See the
-/// measurements in the module docs.
-pub const COMPACT_SLICE_ROWS: usize = 4_096;
-/// Default of [`StoreTuning::checkpoint_interval`].
-pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// Default of [`StoreTuning::wal_restart_bytes`].
-pub const WAL_RESTART_BYTES: u64 = 64 << 20;
-/// Default of [`StoreTuning::wal_limit_bytes`].
-pub const WAL_LIMIT_BYTES: u64 = 256 << 20;
 
 /// How long a connection waits for a lock held by another (SQLite's busy handler).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -208,45 +223,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITER_CACHE_KIB: u64 = 64 * 1024;
 /// Bytes of the database file the writer maps into memory for reading.
 const MMAP_BYTES: u64 = 1 << 30;
-
-/// When the log is compacted and the WAL checkpointed. [`Default`] is what production uses; tests make the
-/// bounds small to exercise them often.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StoreTuning {
-    /// A sweep (a compaction of everything in the log) starts after the append that leaves the log this long.
-    pub compact_threshold_rows: usize,
-    /// About how many log rows one transaction of a sweep folds into `kv` (the sweep cuts the key space into
-    /// ranges of about this many of its rows, at most 16). Bounds the stall of the `apply` that
-    /// folds a range; one range is folded every quarter of this many rows appended. At least 1.
-    pub compact_slice_rows: usize,
-    /// How often the checkpointer task runs a passive checkpoint of the WAL into the database file. Under
-    /// [`Durability::Normal`] that is also when commits reach the disk (the checkpoint fsyncs the WAL first).
-    pub checkpoint_interval: Duration,
-    /// When the WAL holds at least this many bytes, the checkpointer catches up with it completely, holding
-    /// the writer off for the last few pages, so that the next commit starts the WAL over from its beginning.
-    /// An idle store's WAL file is also truncated once it is larger than this.
-    pub wal_restart_bytes: u64,
-    /// Hard bound on the WAL file: an `apply` that leaves it this large runs a `TRUNCATE` checkpoint itself,
-    /// which waits for the readers that keep the WAL from starting over.
-    pub wal_limit_bytes: u64,
-}
-
-impl StoreTuning {
-    /// The production settings, usable in constants (`..StoreTuning::DEFAULT`).
-    pub const DEFAULT: StoreTuning = StoreTuning {
-        compact_threshold_rows: COMPACT_THRESHOLD_ROWS,
-        compact_slice_rows: COMPACT_SLICE_ROWS,
-        checkpoint_interval: CHECKPOINT_INTERVAL,
-        wal_restart_bytes: WAL_RESTART_BYTES,
-        wal_limit_bytes: WAL_LIMIT_BYTES,
-    };
-}
-
-impl Default for StoreTuning {
-    fn default() -> StoreTuning {
-        StoreTuning::DEFAULT
-    }
-}
 
 fn closed() -> Error {
     Error::Unavailable("storage is closed".to_string())
@@ -328,6 +304,7 @@ impl SqliteStore {
             .pragma("mmap_size", MMAP_BYTES.to_string())
             .pragma("wal_autocheckpoint", "0");
         let mut conn = writer_options.create_if_missing(true).connect().await?;
+        enable_incremental_vacuum(&mut conn).await;
         // `run_direct` on the connection itself rather than `run(&mut conn)` through `Acquire`: the generic
         // path makes the future non-`Send` (sqlx's documented workaround for that rustc limitation).
         MIGRATOR.run_direct(None, &mut conn, false).await?;
@@ -436,47 +413,6 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(merge_rows(kv, log))
     }
-
-    /// `(journal_mode, synchronous, busy_timeout, wal_autocheckpoint)` as the writer connection reports them.
-    #[cfg(test)]
-    pub(super) async fn writer_settings(&self) -> Result<(String, i64, i64, i64)> {
-        let mut writer = self.writer.lock().await;
-        let conn = &mut writer.as_mut().ok_or_else(closed)?.conn;
-        let journal_mode = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&mut *conn).await?;
-        let synchronous = sqlx::query_scalar("PRAGMA synchronous").fetch_one(&mut *conn).await?;
-        let busy_timeout = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await?;
-        let autocheckpoint = sqlx::query_scalar("PRAGMA wal_autocheckpoint")
-            .fetch_one(&mut *conn)
-            .await?;
-        Ok((journal_mode, synchronous, busy_timeout, autocheckpoint))
-    }
-
-    /// Ranges the sweep in progress has left to fold, counting the one it folds next (`None`: no sweep).
-    #[cfg(test)]
-    pub(super) async fn sweep_ranges_left(&self) -> Option<usize> {
-        let writer = self.writer.lock().await;
-        let sweep = writer.as_ref()?.sweep.as_ref()?;
-        Some(sweep.ends.len() + 1)
-    }
-
-    /// The checkpointer task, to watch it end (`None` once `close` stopped it).
-    #[cfg(test)]
-    pub(super) fn checkpointer_task(&self) -> Option<tokio::task::AbortHandle> {
-        let checkpointer = self.checkpointer.lock().unwrap();
-        checkpointer.as_ref().map(|c| c.task.abort_handle())
-    }
-
-    /// Rows in the log, counted in SQL; checks that the writer's running count agrees.
-    #[cfg(test)]
-    pub(super) async fn log_rows(&self) -> Result<usize> {
-        let mut writer = self.writer.lock().await;
-        let writer = writer.as_mut().ok_or_else(closed)?;
-        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
-            .fetch_one(&mut writer.conn)
-            .await?;
-        assert_eq!(rows as usize, writer.log_rows, "the running count of log rows drifted");
-        Ok(rows as usize)
-    }
 }
 
 #[async_trait]
@@ -507,6 +443,9 @@ impl Store for SqliteStore {
         if let Err(err) = writer.compact_due(&self.tuning, entries.len()).await {
             tracing::warn!(error = %err, log_rows = writer.log_rows, "compacting the storage log failed; will retry");
         }
+        if let Err(err) = writer.reclaim(Writer::VACUUM_STEP).await {
+            tracing::warn!(error = %err, "giving free storage pages back failed; will retry");
+        }
         if let Err(err) = writer.bound_wal(&self.tuning).await {
             tracing::warn!(error = %err, "checkpointing the storage WAL at its limit failed; will retry");
         }
@@ -529,6 +468,7 @@ impl Store for SqliteStore {
             .bind(before_hlc as i64)
             .fetch_all(&mut writer.conn)
             .await?;
+        writer.freed_pages();
         keys.sort_unstable();
         Ok(keys)
     }
@@ -555,17 +495,25 @@ impl Store for SqliteStore {
         let mut writer = self.writer.lock().await;
         let mut writer = writer.take().ok_or_else(closed)?;
         self.closed.store(true, Ordering::Release);
-        // Leave an empty log behind. If this fails the rows stay in the log, which the next open merges.
-        let compaction = writer.compact_all(&self.tuning).await;
+        // Leave an empty log behind. If this fails (a full disk) the rows stay in the log, which the next open
+        // merges: everything committed is safe either way, so the failure does not fail the close.
+        if let Err(err) = writer.compact_all(&self.tuning).await {
+            tracing::warn!(error = %err, "compacting the storage log on close failed; the next open merges it");
+        }
+        // And no free pages: a cleanly closed file holds the live data only.
+        if let Err(err) = writer.reclaim(None).await {
+            tracing::warn!(error = %err, "giving free storage pages back on close failed");
+        }
         // Readers first: a checkpoint cannot truncate the WAL past a snapshot a reader still uses.
         self.readers.close().await;
-        // Fold the WAL into the main file so that the database is a single self-contained file at rest.
-        let checkpoint = sqlx::query(CHECKPOINT_TRUNCATE).execute(&mut writer.conn).await;
+        // Fold the WAL into the main file so that the database is a single self-contained file at rest. If it
+        // fails, the committed frames stay in the WAL, from which the next open recovers them.
+        if let Err(err) = sqlx::query(CHECKPOINT_TRUNCATE).execute(&mut writer.conn).await {
+            tracing::warn!(error = %err, "checkpointing the storage WAL on close failed; the next open recovers it");
+        }
         let closing = writer.conn.close().await;
         // Every connection of this store is closed now: its descriptor of the file can go too.
         drop(self.db_file.lock().unwrap_or_else(|e| e.into_inner()).take());
-        compaction?;
-        checkpoint?;
         closing?;
         Ok(())
     }

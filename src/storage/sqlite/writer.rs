@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sqlx::{Connection, SqliteConnection};
+use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
@@ -26,6 +26,12 @@ const MAX_RANGES: usize = 16;
 /// A sweep folds one range every `compact_slice_rows / SLICE_GAP_DIVISOR` rows appended, so it is done while
 /// the log grows by about a quarter of what the sweep folds.
 const SLICE_GAP_DIVISOR: usize = 4;
+/// Most free pages one step of reclaiming gives back to the file system (4 MiB of 4 KiB pages): moving a page
+/// writes it to the WAL, so this bounds the stall of the `apply` that takes the step.
+const VACUUM_STEP_PAGES: u64 = 1024;
+/// Free space is given back once free pages are more than `1 / RECLAIM_FRACTION` of the file: below that,
+/// the next appends reuse them anyway, and shrinking only to grow again would cost writes for nothing.
+const RECLAIM_FRACTION: u64 = 8;
 
 /// A compaction in progress: folds the log rows up to `bound` into `kv`, one key range per transaction (see
 /// "Sweeps" in the module docs).
@@ -33,6 +39,8 @@ const SLICE_GAP_DIVISOR: usize = 4;
 pub(super) struct Sweep {
     /// The newest `seq` this sweep folds; rows appended since belong to the next sweep.
     bound: i64,
+    /// Bytes of the rows up to `bound` (the log's bytes when the sweep started): dropped with them.
+    bytes: u64,
     /// Start of the next range to fold (`""`: from the first key on).
     next: String,
     /// Ends of the ranges after `next`, ascending; past the last of them, the final range is unbounded.
@@ -44,6 +52,10 @@ pub(super) struct Writer {
     pub(super) conn: SqliteConnection,
     /// Rows in `log`: counted at open, then kept up to date by every append and compaction.
     pub(super) log_rows: usize,
+    /// Bytes of the keys and values in `log`, kept like `log_rows`.
+    pub(super) log_bytes: u64,
+    /// A sweep or a purge freed pages since the last check: see [`Writer::reclaim`].
+    reclaim_due: bool,
     /// Every [`Writer::sample_every`]-th key appended since the current sweep started (or the last one ended):
     /// where the next sweep cuts its ranges.
     samples: Vec<String>,
@@ -63,9 +75,10 @@ pub(super) struct Writer {
 impl Writer {
     /// The writer for `conn`, with the count and key samples of what the log already holds.
     pub(super) async fn open(mut conn: SqliteConnection, wal: PathBuf, tuning: &StoreTuning) -> Result<Writer> {
-        let log_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log")
-            .fetch_one(&mut conn)
-            .await?;
+        let (log_rows, log_bytes): (i64, i64) =
+            sqlx::query_as("SELECT COUNT(*), COALESCE(SUM(length(CAST(key AS BLOB)) + length(value)), 0) FROM log")
+                .fetch_one(&mut conn)
+                .await?;
         let sample_every = (tuning.compact_slice_rows / SAMPLES_PER_SLICE).max(1) as u64;
         let samples: Vec<String> = sqlx::query_scalar(SAMPLE_KEYS_SQL)
             .bind(sample_every as i64)
@@ -74,6 +87,8 @@ impl Writer {
         Ok(Writer {
             conn,
             log_rows: log_rows as usize,
+            log_bytes: log_bytes as u64,
+            reclaim_due: true,
             samples,
             appended: 0,
             sample_every,
@@ -84,11 +99,68 @@ impl Writer {
         })
     }
 
-    /// Append `entries` to the log in one transaction.
+    /// Start a write transaction with a plain `BEGIN`, never a savepoint: if the connection were still inside
+    /// a transaction, `BEGIN` fails instead of nesting this one in it (where its COMMIT would commit nothing).
+    /// That can only be one whose ROLLBACK failed, or one whose step was cancelled (its future dropped) half
+    /// way; it is rolled back, and `BEGIN` tried once more.
+    async fn begin(&mut self) -> Result<()> {
+        if sqlx::query("BEGIN").execute(&mut self.conn).await.is_ok() {
+            return Ok(());
+        }
+        self.rollback().await;
+        sqlx::query("BEGIN").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
+    /// End the transaction of a failed step. SQLite may have rolled it back already (it may on `SQLITE_FULL`
+    /// or `SQLITE_IOERR`, and always when a COMMIT fails); then `ROLLBACK` fails harmlessly, which is why its
+    /// error is only logged. We do not use sqlx's `Transaction` for this: it counts the depth itself, and a
+    /// ROLLBACK that fails because SQLite already rolled back leaves its count at one, so that every later
+    /// `begin` opens a savepoint instead of a transaction and, after the next failure, a savepoint inside a
+    /// transaction that never ends: commits acknowledged that no other connection sees and a restart loses.
+    async fn rollback(&mut self) {
+        if let Err(err) = sqlx::query("ROLLBACK").execute(&mut self.conn).await {
+            tracing::debug!(error = %err, "rollback after a failed storage transaction");
+        }
+    }
+
+    /// `COMMIT`, or on failure roll back, so that nothing of the transaction stays open.
+    async fn commit_or_rollback(&mut self, body: Result<()>) -> Result<()> {
+        let committed = match body {
+            Ok(()) => sqlx::query("COMMIT")
+                .execute(&mut self.conn)
+                .await
+                .map(drop)
+                .map_err(Into::into),
+            Err(err) => Err(err),
+        };
+        if committed.is_err() {
+            self.rollback().await;
+        }
+        committed
+    }
+
+    /// Append `entries` to the log in one transaction: all of them or, on any failure, none.
     pub(super) async fn append(&mut self, entries: &[Entry]) -> Result<()> {
-        // All pieces in one transaction: a failure anywhere rolls back the whole batch (the transaction
-        // rolls back when dropped on the error path).
-        let mut tx = self.conn.begin().await?;
+        self.begin().await?;
+        let appended = self.append_pieces(entries).await;
+        self.commit_or_rollback(appended).await?;
+        self.log_rows += entries.len();
+        self.log_bytes += entries
+            .iter()
+            .map(|e| (e.key.len() + e.value.len()) as u64)
+            .sum::<u64>();
+        for e in entries {
+            if self.appended.is_multiple_of(self.sample_every) {
+                self.samples.push(e.key.clone());
+            }
+            self.appended += 1;
+        }
+        Ok(())
+    }
+
+    /// The inserts of [`Writer::append`], inside its transaction.
+    async fn append_pieces(&mut self, entries: &[Entry]) -> Result<()> {
         let mut rest = entries;
         for size in pieces(entries.len()) {
             let (piece, tail) = rest.split_at(size);
@@ -104,15 +176,7 @@ impl Writer {
                     .bind(e.version.hlc as i64)
                     .bind(e.version.node.0 as i64);
             }
-            query.execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        self.log_rows += entries.len();
-        for e in entries {
-            if self.appended.is_multiple_of(self.sample_every) {
-                self.samples.push(e.key.clone());
-            }
-            self.appended += 1;
+            query.execute(&mut self.conn).await?;
         }
         Ok(())
     }
@@ -123,6 +187,7 @@ impl Writer {
         let bound: Option<i64> = sqlx::query_scalar(SWEEP_BOUND_SQL).fetch_one(&mut self.conn).await?;
         let Some(bound) = bound else {
             self.log_rows = 0;
+            self.log_bytes = 0;
             self.samples.clear();
             return Ok(false);
         };
@@ -142,6 +207,7 @@ impl Writer {
         }
         self.sweep = Some(Sweep {
             bound,
+            bytes: self.log_bytes,
             next: String::new(),
             ends,
         });
@@ -155,37 +221,24 @@ impl Writer {
         let Some(sweep) = self.sweep.as_ref() else {
             return Ok(true);
         };
-        let mut tx = self.conn.begin().await?;
-        let last = match sweep.ends.front() {
-            Some(end) => {
-                sqlx::query(COMPACT_RANGE_SQL)
-                    .bind(sweep.bound)
-                    .bind(sweep.next.as_str())
-                    .bind(end.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                None
-            }
-            None => {
-                sqlx::query(COMPACT_FROM_SQL)
-                    .bind(sweep.bound)
-                    .bind(sweep.next.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                let trimmed = sqlx::query(TRIM_LOG_SQL)
-                    .bind(sweep.bound)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected() as usize;
-                Some(trimmed)
+        let (bound, next, end) = (sweep.bound, sweep.next.clone(), sweep.ends.front().cloned());
+        self.begin().await?;
+        let folded = self.fold_range(bound, &next, end.as_deref()).await;
+        let last = match folded {
+            Ok(last) => last,
+            Err(err) => {
+                self.rollback().await;
+                return Err(err);
             }
         };
-        tx.commit().await?;
+        self.commit_or_rollback(Ok(())).await?;
         let sweep = self.sweep.as_mut().expect("checked above");
         let done = match last {
             Some(trimmed) => {
                 self.log_rows = self.log_rows.saturating_sub(trimmed);
+                self.log_bytes = self.log_bytes.saturating_sub(sweep.bytes);
                 self.sweep = None;
+                self.reclaim_due = true;
                 true
             }
             None => {
@@ -202,6 +255,36 @@ impl Writer {
         Ok(done)
     }
 
+    /// The statements of one range of a sweep, inside its transaction: fold the log rows up to `bound` with
+    /// keys from `next` to `end` into `kv`; for the last range (`end` is `None`), also drop every log row up to
+    /// `bound`, and return how many.
+    async fn fold_range(&mut self, bound: i64, next: &str, end: Option<&str>) -> Result<Option<usize>> {
+        match end {
+            Some(end) => {
+                sqlx::query(COMPACT_RANGE_SQL)
+                    .bind(bound)
+                    .bind(next)
+                    .bind(end)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(None)
+            }
+            None => {
+                sqlx::query(COMPACT_FROM_SQL)
+                    .bind(bound)
+                    .bind(next)
+                    .execute(&mut self.conn)
+                    .await?;
+                let trimmed = sqlx::query(TRIM_LOG_SQL)
+                    .bind(bound)
+                    .execute(&mut self.conn)
+                    .await?
+                    .rows_affected() as usize;
+                Ok(Some(trimmed))
+            }
+        }
+    }
+
     /// Rows appended between two slices of a sweep.
     fn slice_gap(tuning: &StoreTuning) -> usize {
         (tuning.compact_slice_rows / SLICE_GAP_DIVISOR).max(1)
@@ -212,23 +295,36 @@ impl Writer {
     /// one range per gap of its own rows, at least one: a batch larger than the gap folds several (the sweep
     /// must outpace the appends), and credit saved up while the checkpointer held slices off is spent one
     /// range per apply rather than all at once.
+    ///
+    /// The log is bounded in bytes too: a sweep also starts once it holds
+    /// [`StoreTuning::compact_threshold_bytes`], and past twice that a range is folded on every apply, whatever
+    /// the credit (large values make few rows, which would otherwise pace the sweep far too slowly).
     pub(super) async fn compact_due(&mut self, tuning: &StoreTuning, appended: usize) -> Result<()> {
         let gap = Writer::slice_gap(tuning);
+        let over_bytes = self.log_bytes >= tuning.compact_threshold_bytes.saturating_mul(2);
         // The checkpointer's hold is short; past twice the threshold the log matters more than the WAL.
-        if self.hold.load(Ordering::Acquire) && self.log_rows < tuning.compact_threshold_rows.saturating_mul(2) {
+        if self.hold.load(Ordering::Acquire)
+            && self.log_rows < tuning.compact_threshold_rows.saturating_mul(2)
+            && !over_bytes
+        {
             if self.sweep.is_some() {
                 self.credit = self.credit.saturating_add(appended).min(2 * gap);
             }
             return Ok(());
         }
         if self.sweep.is_none() {
-            if self.log_rows < tuning.compact_threshold_rows || !self.start_sweep(tuning).await? {
+            let due =
+                self.log_rows >= tuning.compact_threshold_rows || self.log_bytes >= tuning.compact_threshold_bytes;
+            if !due || !self.start_sweep(tuning).await? {
                 return Ok(());
             }
             // The first range right away.
             self.credit = gap;
         } else {
             self.credit = self.credit.saturating_add(appended);
+            if over_bytes {
+                self.credit = self.credit.max(gap);
+            }
         }
         let mut slices = appended.div_ceil(gap).max(1);
         while self.credit >= gap && slices > 0 {
@@ -280,6 +376,43 @@ impl Writer {
         Ok(())
     }
 
+    /// Note that pages may have been freed (a purge deleted rows), for the next [`Writer::reclaim`].
+    pub(super) fn freed_pages(&mut self) {
+        self.reclaim_due = true;
+    }
+
+    /// Give free pages back to the file system (`auto_vacuum=INCREMENTAL`, set at open): once a sweep or a
+    /// purge has freed more than `1 / RECLAIM_FRACTION` of the file, at most `max_pages` per call (`None`:
+    /// all). Without it the file keeps its largest size for good: pages freed by folding the log are reused
+    /// by later appends, but never returned. Not held off by the checkpointer's catch-up, unlike sweeps: under
+    /// a steady load of large values the catch-up runs much of the time, and the file matters more than the
+    /// one step's pages in the WAL.
+    pub(super) async fn reclaim(&mut self, max_pages: Option<u64>) -> Result<()> {
+        if !self.reclaim_due {
+            return Ok(());
+        }
+        let (free, total): (i64, i64) =
+            sqlx::query_as("SELECT freelist_count, page_count FROM pragma_freelist_count(), pragma_page_count()")
+                .fetch_one(&mut self.conn)
+                .await?;
+        let (free, total) = (free as u64, total as u64);
+        if free == 0 || (max_pages.is_some() && free * RECLAIM_FRACTION <= total) {
+            self.reclaim_due = false;
+            return Ok(());
+        }
+        let pages = max_pages.map_or(free, |max| free.min(max));
+        let started = Instant::now();
+        // An integer formatted into the statement: PRAGMA arguments cannot be bound.
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA incremental_vacuum({pages})")))
+            .execute(&mut self.conn)
+            .await?;
+        tracing::debug!(pages, free, total, elapsed = ?started.elapsed(), "gave free storage pages back");
+        Ok(())
+    }
+
+    /// The pages-per-step bound of [`Writer::reclaim`] on the write path.
+    pub(super) const VACUUM_STEP: Option<u64> = Some(VACUUM_STEP_PAGES);
+
     /// Fold the whole log into `kv`: finish the sweep in progress, then sweep what is left.
     pub(super) async fn compact_all(&mut self, tuning: &StoreTuning) -> Result<()> {
         loop {
@@ -289,6 +422,40 @@ impl Writer {
             while !self.sweep_slice().await? {}
             self.credit = 0;
         }
+    }
+}
+
+/// Switch the database to `auto_vacuum=INCREMENTAL`, so that [`Writer::reclaim`] can give free pages back. A
+/// new database takes the mode at once; one created before needs a `VACUUM`, a rebuild of the whole file
+/// (which briefly needs room for a second copy). If that fails, for want of space say, the store works on
+/// without reclaiming, and the next open tries again.
+pub(super) async fn enable_incremental_vacuum(conn: &mut sqlx::SqliteConnection) {
+    const INCREMENTAL: i64 = 2;
+    let result: Result<()> = async {
+        let mode: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&mut *conn).await?;
+        if mode == INCREMENTAL {
+            return Ok(());
+        }
+        sqlx::query("PRAGMA auto_vacuum = INCREMENTAL")
+            .execute(&mut *conn)
+            .await?;
+        let tables: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sqlite_master")
+            .fetch_one(&mut *conn)
+            .await?;
+        let started = std::time::Instant::now();
+        if tables > 0 {
+            tracing::info!("rebuilding the database once (VACUUM) so that it can give free space back");
+        }
+        // Even a new, empty database needs it in WAL mode: setting the journal mode has written its header.
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        if tables > 0 {
+            tracing::info!(elapsed = ?started.elapsed(), "rebuilt the database");
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "cannot switch the database to incremental vacuum; free space stays in the file");
     }
 }
 

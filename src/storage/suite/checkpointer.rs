@@ -11,6 +11,7 @@ use crate::storage::{Durability, SqliteStore, Store, StoreTuning};
 /// Checkpoints and WAL restarts many times a second, compaction every few batches.
 const BUSY_CHECKPOINTS: StoreTuning = StoreTuning {
     compact_threshold_rows: 200,
+    compact_threshold_bytes: StoreTuning::DEFAULT.compact_threshold_bytes,
     compact_slice_rows: 64,
     checkpoint_interval: std::time::Duration::from_millis(5),
     wal_restart_bytes: 64 << 10,

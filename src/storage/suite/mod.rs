@@ -13,9 +13,11 @@
 mod basic;
 mod checkpointer;
 mod compaction;
+mod full;
 mod memory_only;
 mod merge;
 mod restart;
+mod space;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -67,6 +69,7 @@ async fn open_sqlite(dir: &Path) -> SqliteStore {
 /// Compaction only when asked for (`compact`, `purge_tombstones`, `close`): the log keeps what is applied.
 const NEVER_COMPACT: StoreTuning = StoreTuning {
     compact_threshold_rows: usize::MAX,
+    compact_threshold_bytes: u64::MAX,
     compact_slice_rows: 3,
     ..StoreTuning::DEFAULT
 };

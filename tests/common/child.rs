@@ -1,0 +1,154 @@
+//! The `cave` binary as a child process: start it on a data directory, wait until it answers, signal it,
+//! wait for it to exit, read its log.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a process may take to start answering or to exit.
+pub const DEADLINE: Duration = Duration::from_secs(30);
+const POLL: Duration = Duration::from_millis(10);
+
+/// A running `cave` process. Killed if dropped while still running (a failing test leaves nothing behind).
+pub struct Cave {
+    pub child: Child,
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Cave {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
+    listener.local_addr().unwrap().port()
+}
+
+/// Start `cave` on `data_dir` and `port` without waiting for it.
+pub fn launch(data_dir: &Path, port: u16, extra: &[&str]) -> Cave {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cave"))
+        .env_clear()
+        .args(["--data-dir", data_dir.to_str().unwrap()])
+        .args(["--http-addr", &format!("127.0.0.1:{port}")])
+        .args(["--grpc-addr", "127.0.0.1:0", "--log-level", "info"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cave");
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    Cave {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        log,
+        reader: Some(reader),
+    }
+}
+
+impl Cave {
+    /// Start `cave` and wait until `/healthz` answers. The port is picked free just before; should another
+    /// process grab it in between, the start is retried once on a new port.
+    pub async fn start(data_dir: &Path, extra: &[&str]) -> Cave {
+        let client = super::client();
+        for attempt in 0..2 {
+            let mut cave = launch(data_dir, free_port(), extra);
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Some(status) = cave.child.try_wait().unwrap() {
+                    let log = cave.finish_log();
+                    if attempt == 0 && log.contains("cannot listen on http_addr") {
+                        break; // the port was taken meanwhile: try another
+                    }
+                    panic!("cave exited before it was ready ({status}):\n{log}");
+                }
+                let probe = client
+                    .get(format!("{}/healthz", cave.base))
+                    .timeout(Duration::from_secs(1))
+                    .send()
+                    .await;
+                if probe.is_ok_and(|r| r.status() == 200) {
+                    return cave;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "cave not ready in time:\n{}",
+                    cave.log_text()
+                );
+                tokio::time::sleep(POLL).await;
+            }
+        }
+        panic!("no free port for cave after two attempts");
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped yet.
+        assert_eq!(unsafe { libc::kill(self.pid(), libc::SIGTERM) }, 0);
+    }
+
+    /// `kill -9`: the process gets no chance to flush or close anything.
+    pub fn kill_9(&mut self) {
+        self.child.kill().expect("SIGKILL");
+        let status = self.child.wait().unwrap();
+        assert_eq!(status.code(), None, "killed by a signal, not exited: {status}");
+    }
+
+    /// Wait for the process to exit (polling, with a deadline); returns its status and full log.
+    pub async fn wait_exit(&mut self) -> (ExitStatus, String) {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status, self.finish_log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cave did not exit in time:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// SIGTERM and expect a clean exit with status 0.
+    pub async fn stop(mut self) {
+        self.sigterm();
+        let (status, log) = self.wait_exit().await;
+        assert_eq!(status.code(), Some(0), "{log}");
+        assert!(!log.contains("panicked"), "{log}");
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// The complete log of an exited process (stderr read to its end).
+    pub fn finish_log(&mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log_text()
+    }
+}
