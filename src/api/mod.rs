@@ -11,6 +11,7 @@ mod kv;
 mod origin;
 mod perf;
 mod query;
+pub mod server;
 mod system;
 mod transfer;
 mod ui;
