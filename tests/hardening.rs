@@ -281,3 +281,44 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
     assert!(node.metric("cave_http_connections_refused").await >= 1.0);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn a_rebound_dns_name_can_neither_read_nor_overwrite_a_secret() {
+    let (_dir, node) = start_with(|_| {}).await;
+    node.put_secret("app/token", "s3cret").await;
+    let port = node.addr.port();
+    let evil = format!("evil.example:{port}");
+    let origin = format!("http://evil.example:{port}");
+    let as_evil = |request: reqwest::RequestBuilder| request.header("host", &evil).header("origin", &origin);
+    let overwrite = as_evil(node.client.put(node.kv("app/token?secret=true"))).body("pwned");
+    common::expect_error(
+        overwrite.send().await.unwrap(),
+        421,
+        "misdirected_request",
+        "evil.example",
+    )
+    .await;
+    let read = as_evil(node.client.get(node.kv("app/token?secret=true")));
+    common::expect_error(read.send().await.unwrap(), 421, "misdirected_request", "allowed_hosts").await;
+    let batch = as_evil(node.client.post(node.url("/api/v1/query")))
+        .header("content-type", "application/json")
+        .body(r#"[{"key": "app/token", "verb": "get", "secret": true}]"#);
+    assert_eq!(batch.send().await.unwrap().status(), 421);
+    assert_eq!(node.get("app/token?secret=true").await.as_deref(), Some(&b"s3cret"[..]));
+    // The node's own names still work, from a browser too.
+    let own = node
+        .client
+        .put(node.kv("app/other"))
+        .header("host", format!("localhost:{port}"))
+        .header("origin", format!("http://localhost:{port}"))
+        .body("fine");
+    assert_eq!(own.send().await.unwrap().status(), 200);
+    node.stop().await;
+
+    let (_dir, node) = start_with(|c| c.allowed_hosts = vec!["cave.example.com".into()]).await;
+    let named = node.client.get(node.url("/healthz")).header("host", "cave.example.com");
+    assert_eq!(named.send().await.unwrap().status(), 200);
+    let other = node.client.get(node.url("/healthz")).header("host", "evil.example");
+    assert_eq!(other.send().await.unwrap().status(), 421);
+    node.stop().await;
+}

@@ -335,7 +335,7 @@ pub fn advertised(addr: SocketAddr) -> String {
 
 /// This host's name, read when asked (it can change at run time): the kernel's, else `$HOSTNAME`, else
 /// `localhost`.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     kernel
         .into_iter()
