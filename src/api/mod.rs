@@ -7,6 +7,7 @@
 mod cluster;
 mod encoding;
 pub mod error;
+mod guard;
 mod kv;
 mod origin;
 mod perf;
@@ -84,6 +85,9 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
         .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
+        .layer(axum::middleware::from_fn(guard::head_limits))
+        // Around every other layer, so that whatever answers in plain text is rewritten.
+        .layer(axum::middleware::from_fn(guard::json_errors))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(Arc::new(state))
