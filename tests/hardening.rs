@@ -415,3 +415,49 @@ async fn errors_before_the_handlers_are_json_where_hyper_lets_them_through() {
     assert_eq!(status, 200);
     node.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_finishes_requests_in_flight_and_does_not_wait_for_idle_connections() {
+    let (_dir, node) = start_with(|_| {}).await;
+    let addr = node.addr;
+    // Connected and silent; kept alive after one answer; a watch stream; a write whose body is half sent.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    let mut kept = TcpStream::connect(addr).await.unwrap();
+    kept.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let n = kept.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let mut watch = node.client.get(node.url("/api/v1/watch/")).send().await.unwrap();
+    assert_eq!(watch.status(), 200);
+    let mut writer = TcpStream::connect(addr).await.unwrap();
+    let head = format!("PUT /api/v1/kv/late HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 8\r\n\r\nhalf");
+    writer.write_all(head.as_bytes()).await.unwrap();
+    // Make sure the write's head has reached the handler before the shutdown begins.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let stopped = tokio::spawn(node.stop());
+    // The watch stream ends once the shutdown has begun ...
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Ok(Some(_)) = watch.chunk().await {}
+    });
+    ended.await.expect("the watch stream ends on shutdown");
+    // ... and the write in flight still completes and is acknowledged.
+    writer.write_all(b"done").await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(10), read_until_closed(&mut writer))
+        .await
+        .expect("the write in flight is answered");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // Idle connections are closed rather than waited for.
+    for stream in [&mut silent, &mut kept] {
+        tokio::time::timeout(Duration::from_secs(10), read_until_closed(stream))
+            .await
+            .expect("an idle connection is closed on shutdown");
+    }
+    tokio::time::timeout(Duration::from_secs(20), stopped)
+        .await
+        .expect("the node stops")
+        .unwrap();
+}
