@@ -9,10 +9,10 @@
 //! - **head** (bytes of a request head received, the head not yet complete): closed `header_timeout` after
 //!   the first of those bytes;
 //! - **busy** (a request is being handled or its response streamed, watch streams included): left alone;
-//!   its body must arrive within `body_timeout` of the head ([`TimedBody`]), else reading it fails.
+//!   its body must arrive within `body_timeout` of the head (`TimedBody`), else reading it fails.
 //!
-//! The phases come from two observation points: the connection's reads ([`Watched`]) and the service,
-//! which counts requests in progress from the head until the response body is dropped ([`Guarded`]). A
+//! The phases come from two observation points: the connection's reads (`Watched`) and the service,
+//! which counts requests in progress from the head until the response body is dropped (`Guarded`). A
 //! semaphore caps the connections: one over the cap is accepted and closed at once (counted in
 //! `cave_http_connections_refused`), so that the listener's backlog keeps moving and the cap, set below
 //! the open-files limit, leaves descriptors for SQLite and replication.
@@ -76,7 +76,7 @@ pub fn raise_fd_limit() -> Option<u64> {
     let mut limit = getrlimit(Resource::Nofile);
     if limit.current != limit.maximum {
         limit.current = limit.maximum;
-        if let Err(err) = setrlimit(Resource::Nofile, limit.clone()) {
+        if let Err(err) = setrlimit(Resource::Nofile, limit) {
             tracing::warn!(%err, "cannot raise the open-files limit to the hard limit");
         }
     }
