@@ -70,7 +70,7 @@ impl Limits {
 }
 
 /// Raise the soft limit on open files to the hard limit (many clients need many descriptors) and return
-/// the resulting soft limit, `None` if it is unknown or unlimited.
+/// the resulting soft limit, `None` if it is unlimited.
 pub fn raise_fd_limit() -> Option<u64> {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);

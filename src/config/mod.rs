@@ -75,6 +75,8 @@ pub const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// database, its WAL and shared memory, the read pool), gRPC connections to and from peers, mDNS sockets and
 /// the listeners.
 pub const HTTP_FD_HEADROOM: u64 = 512;
+/// The open-files limit assumed when the process has none: Linux's default ceiling (`fs.nr_open`).
+pub const UNLIMITED_FD_LIMIT: u64 = 1 << 20;
 /// Longest duration any setting accepts (100 years): beyond it, adding the duration to a clock could overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 24 * 3600);
 
@@ -285,11 +287,12 @@ impl Config {
     }
 
     /// The cap on open HTTP connections: `http_max_connections` if set, else the soft limit on open files
-    /// (`fd_limit`, which start-up raises to the hard limit) less [`HTTP_FD_HEADROOM`], and at least 1. Below
-    /// the limit, so that accepting never fails for lack of descriptors, which would stall the accept loop.
+    /// (`fd_limit`, which start-up raises to the hard limit; `None` when unlimited, then Linux's ceiling
+    /// [`UNLIMITED_FD_LIMIT`]) less [`HTTP_FD_HEADROOM`], and at least 1. Below the limit, so that accepting
+    /// never fails for lack of descriptors, which would stall the accept loop.
     pub fn max_connections(&self, fd_limit: Option<u64>) -> usize {
         self.http_max_connections.unwrap_or_else(|| {
-            let limit = fd_limit.unwrap_or(1024);
+            let limit = fd_limit.unwrap_or(UNLIMITED_FD_LIMIT);
             usize::try_from(limit.saturating_sub(HTTP_FD_HEADROOM).max(1)).unwrap_or(usize::MAX)
         })
     }

@@ -518,7 +518,11 @@ fn the_connection_cap_is_derived_from_the_open_files_limit_unless_set() {
         1,
         "a tiny limit still lets one connection in"
     );
-    assert_eq!(config.max_connections(None), 1024 - HTTP_FD_HEADROOM as usize);
+    assert_eq!(
+        config.max_connections(None),
+        (UNLIMITED_FD_LIMIT - HTTP_FD_HEADROOM) as usize,
+        "no limit"
+    );
     let config = Config {
         http_max_connections: Some(42),
         ..Config::default()
