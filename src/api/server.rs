@@ -416,3 +416,63 @@ impl HttpBody for TimedBody {
         self.inner.size_hint()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{Activity, Limits};
+    use crate::metrics::ConnectionTimeout;
+
+    const LIMITS: Limits = Limits {
+        header_timeout: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_secs(1),
+        max_connections: 1,
+    };
+
+    /// How long the watchdog of `activity` takes to fire, after `during` ran alongside it.
+    async fn fires_after(
+        activity: &Activity,
+        during: impl std::future::Future<Output = ()>,
+    ) -> (ConnectionTimeout, Duration) {
+        let started = tokio::time::Instant::now();
+        let expired = activity.expired(LIMITS);
+        let (phase, ()) = tokio::join!(expired, during);
+        (phase, started.elapsed())
+    }
+
+    #[tokio::test]
+    async fn the_watchdog_times_idle_and_head_phases_and_spares_requests_in_progress() {
+        let idle = Activity::new();
+        let (phase, took) = fires_after(&idle, async {}).await;
+        assert_eq!(phase, ConnectionTimeout::Idle);
+        assert!(took >= LIMITS.idle_timeout, "{took:?}");
+
+        // The first byte of a head, after a while idle, starts the shorter header clock.
+        let heading = Activity::new();
+        let (phase, took) = fires_after(&heading, async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            heading.read();
+            heading.read();
+        })
+        .await;
+        assert_eq!(phase, ConnectionTimeout::Header);
+        assert!(
+            took >= Duration::from_millis(150) && took < LIMITS.idle_timeout,
+            "{took:?}"
+        );
+
+        // A request in progress for longer than both timeouts is left alone; idleness counts from its end.
+        let busy = Activity::new();
+        let (phase, took) = fires_after(&busy, async {
+            busy.request_started();
+            busy.read();
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            busy.request_ended();
+        })
+        .await;
+        assert_eq!(phase, ConnectionTimeout::Idle);
+        assert!(took >= Duration::from_millis(800), "{took:?}");
+    }
+}
