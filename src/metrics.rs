@@ -149,6 +149,9 @@ pub struct Metrics {
     commit_duration: Histogram<f64>,
     commit_failures: Counter<u64>,
     watch_subscribers: UpDownCounter<i64>,
+    http_connections: UpDownCounter<i64>,
+    http_connections_refused: Counter<u64>,
+    http_connection_timeouts: Counter<u64>,
     deltas_sent: Counter<u64>,
     deltas_received: Counter<u64>,
     deltas_dropped: Counter<u64>,
@@ -237,6 +240,21 @@ impl Metrics {
             .with_description("Open watch (Server-Sent Events) streams")
             .build();
         watch_subscribers.add(0, &[]);
+        let http_connections = meter
+            .i64_up_down_counter("cave_http_connections")
+            .with_unit("{connection}")
+            .with_description("Open HTTP connections")
+            .build();
+        http_connections.add(0, &[]);
+        let http_connection_timeouts = counter(
+            &meter,
+            "cave_http_connection_timeouts",
+            "{connection}",
+            "HTTP connections closed by the server for a timeout, by phase (idle, header)",
+        );
+        for phase in [ConnectionTimeout::Idle, ConnectionTimeout::Header] {
+            http_connection_timeouts.add(0, &[KeyValue::new("phase", phase.label())]);
+        }
 
         let anti_entropy_rounds = counter(
             &meter,
@@ -298,6 +316,14 @@ impl Metrics {
                 "Group commits the store refused (their writes were rejected)",
             )),
             watch_subscribers,
+            http_connections,
+            http_connections_refused: zeroed(counter(
+                &meter,
+                "cave_http_connections_refused",
+                "{connection}",
+                "HTTP connections closed at once because http_max_connections were open",
+            )),
+            http_connection_timeouts,
             deltas_sent: zeroed(counter(
                 &meter,
                 "cave_deltas_sent",
@@ -408,6 +434,25 @@ impl Metrics {
         }
     }
 
+    /// An HTTP connection opened; it counts as open until the guard is dropped.
+    pub fn http_connection(&self) -> ConnectionGuard {
+        self.http_connections.add(1, &[]);
+        ConnectionGuard {
+            gauge: self.http_connections.clone(),
+        }
+    }
+
+    /// An HTTP connection refused because the connection cap was reached.
+    pub fn http_connection_refused(&self) {
+        self.http_connections_refused.add(1, &[]);
+    }
+
+    /// An HTTP connection closed by the server because it stayed in `phase` too long.
+    pub fn http_connection_timeout(&self, phase: ConnectionTimeout) {
+        self.http_connection_timeouts
+            .add(1, &[KeyValue::new("phase", phase.label())]);
+    }
+
     /// `n` entry versions sent to `peer` (its node id).
     pub fn deltas_sent(&self, peer: &str, n: u64) {
         self.deltas_sent.add(n, &[peer_label(peer)]);
@@ -487,6 +532,36 @@ pub struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.gauge.add(-1, &[]);
+    }
+}
+
+/// Counts one open HTTP connection until dropped.
+#[derive(Debug)]
+pub struct ConnectionGuard {
+    gauge: UpDownCounter<i64>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.gauge.add(-1, &[]);
+    }
+}
+
+/// The phase in which an HTTP connection was closed for taking too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionTimeout {
+    /// No request for `http_idle_timeout`.
+    Idle,
+    /// A request head not complete within `http_header_timeout` of its first byte.
+    Header,
+}
+
+impl ConnectionTimeout {
+    fn label(self) -> &'static str {
+        match self {
+            ConnectionTimeout::Idle => "idle",
+            ConnectionTimeout::Header => "header",
+        }
     }
 }
 

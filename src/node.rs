@@ -306,9 +306,13 @@ pub async fn serve_with(
         shutdown.await;
         db.begin_shutdown();
     };
-    let served = axum::serve(listener, node.router_with(cluster.clone()))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let limits = api::server::Limits::of(&node.config, api::server::raise_fd_limit());
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        // Responses leave in one write; Nagle would only hold back the last segment of a large one.
+        let _ = tcp.set_nodelay(true);
+    });
+    let router = node.router_with(cluster.clone());
+    let served = api::server::serve(listener, router, limits, node.metrics.clone(), shutdown).await;
     tracing::info!("shutting down: draining writes");
     if let Some(cluster) = cluster {
         cluster.stop().await;

@@ -95,6 +95,56 @@ pub fn content_type(headers: &HeaderMap) -> Result<String> {
     Ok(text.to_string())
 }
 
+/// The media types `POST /api/v1/query` takes. A request without `Content-Type` is read as JSON too: it
+/// claims no other type, and scripts often send none.
+pub const QUERY_MEDIA_TYPES: &[&str] = &["application/json"];
+/// The media types `POST /api/v1/import` takes: NDJSON under its common names, and `application/json`, which
+/// tools often use for JSON lines (an export of one entry is a JSON document). No `Content-Type` is taken too.
+pub const IMPORT_MEDIA_TYPES: &[&str] = &["application/x-ndjson", "application/jsonl", "application/json"];
+
+/// Refuse a body whose `Content-Type` is present and not one of `accepted` (compared without case and
+/// parameters such as `charset`), with 415 naming what the route takes.
+pub fn require_media_type(headers: &HeaderMap, accepted: &[&str]) -> Result<()> {
+    let Some(value) = headers.get(CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .ok()
+        .map(|text| text.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match essence {
+        Some(essence) if accepted.contains(&essence.as_str()) => Ok(()),
+        _ => Err(Error::UnsupportedMediaType(format!(
+            "this route takes a body of type {}; send it with that Content-Type",
+            accepted.join(" or ")
+        ))),
+    }
+}
+
+/// An extractor that only checks the request's `Content-Type` against [`QUERY_MEDIA_TYPES`].
+#[derive(Debug, Clone, Copy)]
+pub struct JsonBody;
+
+impl<S: Send + Sync> FromRequestParts<S> for JsonBody {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<JsonBody> {
+        require_media_type(&parts.headers, QUERY_MEDIA_TYPES).map(|()| JsonBody)
+    }
+}
+
+/// An extractor that only checks the request's `Content-Type` against [`IMPORT_MEDIA_TYPES`].
+#[derive(Debug, Clone, Copy)]
+pub struct NdjsonBody;
+
+impl<S: Send + Sync> FromRequestParts<S> for NdjsonBody {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<NdjsonBody> {
+        require_media_type(&parts.headers, IMPORT_MEDIA_TYPES).map(|()| NdjsonBody)
+    }
+}
+
 /// Content types end up in headers: keep them short, printable, one line.
 pub fn validate_content_type(text: &str) -> Result<()> {
     if text.len() > MAX_CONTENT_TYPE_BYTES {

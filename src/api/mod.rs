@@ -7,10 +7,12 @@
 mod cluster;
 mod encoding;
 pub mod error;
+mod guard;
 mod kv;
 mod origin;
 mod perf;
 mod query;
+pub mod server;
 mod system;
 mod transfer;
 mod ui;
@@ -50,6 +52,7 @@ pub struct AppState {
 /// The complete HTTP router of a node.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -81,6 +84,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
+        .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
+        .layer(axum::middleware::from_fn(guard::head_limits))
+        // Around every other layer, so that whatever answers in plain text is rewritten.
+        .layer(axum::middleware::from_fn(guard::json_errors))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(Arc::new(state))

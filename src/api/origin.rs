@@ -1,22 +1,106 @@
-//! Cross-site request refusal: a browser page from another site must not change data in Cave.
+//! Requests from browsers that are not this node's own pages: DNS rebinding and cross-site writes.
 //!
-//! A page on any website can make the browser of an operator who runs Cave send `POST` requests with a
-//! `text/plain` body to `localhost:2001` (no CORS preflight is needed for that), so without a check any site
-//! could write keys, run batches or import data. Browsers label such requests: `Sec-Fetch-Site: cross-site`
-//! (or `same-site` from a sibling subdomain) and an `Origin` naming the other site. Requests that change
-//! something (every method but GET, HEAD and OPTIONS) carrying either mark are refused with 403. Clients
-//! that are not browsers (curl, SDKs, other nodes) send neither header and are not affected; the web UI is
-//! same-origin and passes.
+//! **Host check** ([`allowed_host`], every request). A page on `evil.example` can make its name resolve to
+//! `127.0.0.1` (DNS rebinding); the browser then treats the node as part of that site, sends
+//! `Host: evil.example:2001` and lets the page read the answers, secrets included. Only the `Host` names the
+//! node is known by are answered; any other gets 421. Known are: any IP address (a browser sends an IP as
+//! `Host` only for a page loaded from that IP, which no rebinding can arrange), `localhost` and its
+//! subdomains (browsers resolve them to loopback themselves), this machine's host name (read at start-up),
+//! the hosts of `advertise_addr` and of the advertised HTTP address, and `allowed_hosts` (`*`: any).
+//! A request without `Host` (HTTP/1.0) is not a browser's and passes.
+//!
+//! **Cross-site writes** ([`same_origin_writes`]). A page on any website can make the browser of an operator
+//! who runs Cave send `POST` requests with a `text/plain` body to `localhost:2001` (no CORS preflight is
+//! needed for that), so without a check any site could write keys, run batches or import data. Browsers
+//! label such requests: `Sec-Fetch-Site: cross-site` (or `same-site` from a sibling subdomain) and an
+//! `Origin` naming the other site. Requests that change something (every method but GET, HEAD and OPTIONS)
+//! carrying either mark are refused with 403. Clients that are not browsers (curl, SDKs, other nodes) send
+//! neither header and are not affected; the web UI is same-origin and passes.
 
-use axum::extract::Request;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
+use crate::config::Config;
 use crate::error::Error;
 
-/// The middleware.
+/// The host names a node answers besides IP addresses and `localhost`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHosts {
+    any: bool,
+    names: Vec<String>,
+}
+
+impl AllowedHosts {
+    /// The names `config` and this machine give the node.
+    pub fn of(config: &Config) -> AllowedHosts {
+        let advertised = [config.advertise_http(), config.advertise_grpc()];
+        let names = std::iter::once(crate::config::hostname())
+            .chain(advertised.iter().map(|addr| host_part(addr).to_string()))
+            .chain(config.allowed_hosts.iter().cloned())
+            .map(|name| normalize(&name))
+            .collect();
+        AllowedHosts {
+            any: config.allowed_hosts.iter().any(|h| h == "*"),
+            names,
+        }
+    }
+
+    /// Whether a request with `Host: host` (a port allowed) is for this node.
+    pub fn allows(&self, host: &str) -> bool {
+        let name = normalize(host_part(host));
+        self.any || name == "localhost" || name.ends_with(".localhost") || is_ip(&name) || self.names.contains(&name)
+    }
+}
+
+/// `host` of `host:port`, `[v6]` of `[v6]:port`; the whole text when there is no port.
+fn host_part(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.find(']').map_or(authority, |end| &authority[..=end]);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// Host names compare without case and without a final dot (`localhost.` is `localhost`).
+fn normalize(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn is_ip(name: &str) -> bool {
+    match name.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+        Some(v6) => v6.parse::<Ipv6Addr>().is_ok(),
+        None => name.parse::<IpAddr>().is_ok_and(|ip| ip.is_ipv4()),
+    }
+}
+
+/// The host check: 421 for a `Host` (or, in HTTP/2, an `:authority`) the node is not known by.
+pub async fn allowed_host(State(hosts): State<Arc<AllowedHosts>>, request: Request, next: Next) -> Response {
+    let host = match request.headers().get(HOST) {
+        Some(value) => Some(value.to_str().unwrap_or("")),
+        None => request.uri().authority().map(|a| a.as_str()),
+    };
+    if let Some(host) = host {
+        if !hosts.allows(host) {
+            let shown: String = host.chars().take(100).collect();
+            return Error::MisdirectedRequest(format!(
+                "this node does not serve host `{shown}`; if it should, add the name to allowed_hosts \
+                 (--allowed-hosts)"
+            ))
+            .into_response();
+        }
+    }
+    next.run(request).await
+}
+
+/// The cross-site check.
 pub async fn same_origin_writes(request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(request).await;
@@ -42,6 +126,8 @@ pub async fn same_origin_writes(request: Request, next: Next) -> Response {
 
 #[cfg(test)]
 mod tests {
+    use super::AllowedHosts;
+    use crate::config::Config;
     use axum::body::Body;
     use axum::routing::post;
     use axum::Router;
@@ -91,5 +177,72 @@ mod tests {
             status(&[("host", "localhost:2001"), ("origin", "https://evil.example")], "GET").await,
             200
         );
+    }
+
+    fn hosts(allowed: &[&str]) -> AllowedHosts {
+        AllowedHosts::of(&Config {
+            allowed_hosts: allowed.iter().map(|h| h.to_string()).collect(),
+            advertise_addr: Some("node1.internal:2000".into()),
+            ..Config::default()
+        })
+    }
+
+    #[test]
+    fn only_the_names_of_the_node_are_allowed_hosts() {
+        let allowed = hosts(&["cave.example.com"]);
+        for good in [
+            "localhost",
+            "localhost:2001",
+            "LOCALHOST.:2001",
+            "ui.localhost:2001",
+            "127.0.0.1:2001",
+            "10.1.2.3",
+            "[::1]:2001",
+            "[fd00::5]",
+            "node1.internal:2001",
+            "cave.example.com:443",
+            &crate::config::hostname(),
+        ] {
+            assert!(allowed.allows(good), "{good} should be allowed");
+        }
+        for bad in [
+            "evil.example:2001",
+            "evil.example",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "cave.example.com.evil.example",
+            "",
+            "[::1",
+            "::1",
+        ] {
+            assert!(!allowed.allows(bad), "{bad} should be refused");
+        }
+        assert!(hosts(&["*"]).allows("evil.example:2001"));
+    }
+
+    #[tokio::test]
+    async fn a_foreign_host_gets_421_on_reads_and_writes() {
+        let app = || {
+            Router::new()
+                .route("/w", post(|| async { "ok" }).get(|| async { "ok" }))
+                .layer(axum::middleware::from_fn_with_state(
+                    std::sync::Arc::new(hosts(&[])),
+                    super::allowed_host,
+                ))
+        };
+        for (method, host, want) in [
+            ("GET", Some("evil.example:2001"), 421),
+            ("POST", Some("evil.example:2001"), 421),
+            ("GET", Some("127.0.0.1:2001"), 200),
+            ("POST", Some("localhost:2001"), 200),
+            ("GET", None, 200),
+        ] {
+            let mut req = axum::http::Request::builder().method(method).uri("/w");
+            if let Some(host) = host {
+                req = req.header("host", host);
+            }
+            let response = app().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            assert_eq!(response.status().as_u16(), want, "{method} {host:?}");
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! The body is a JSON array of `{"key", "verb", "value"?, "secret"?, "cas"?, "content_type"?, "encoding"?}`
 //! with verbs `get`, `set` (alias `put`) and `delete`. Either every write of the batch commits, together, or
 //! none does (a failed `cas` or an invalid op rejects the whole batch). Results come back one per op, in
-//! request order; a `get` sees the writes of earlier ops in the same batch.
+//! request order; a `get` sees the writes of earlier ops in the same batch. The body must be sent as
+//! `application/json` (or without a `Content-Type`); a form or text body is refused with 415.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{decode_value, encode_value, validate_content_type, ValueEncoding};
+use super::encoding::{decode_value, encode_value, validate_content_type, JsonBody, ValueEncoding};
 use super::kv::read_body;
 use super::AppState;
 use crate::crdt::{Version, DEFAULT_CONTENT_TYPE};
@@ -75,6 +76,7 @@ struct QueryResult {
 /// The handler.
 pub async fn query(
     State(app): State<Arc<AppState>>,
+    _: JsonBody,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>> {

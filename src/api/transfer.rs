@@ -18,7 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream;
 
-use super::encoding::{EntryJson, Params};
+use super::encoding::{EntryJson, NdjsonBody, Params};
 use super::kv::read_body;
 use super::AppState;
 use crate::error::{Error, Result};
@@ -76,6 +76,7 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
 /// Merge an NDJSON export.
 pub async fn import(
     State(app): State<Arc<AppState>>,
+    _: NdjsonBody,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>> {

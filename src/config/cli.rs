@@ -227,6 +227,21 @@ pub struct ServeArgs {
     /// How long a stopping node tries to hand its writes to a peer before leaving (0s: leave at once)
     #[arg(long, value_name = "DURATION")]
     pub shutdown_drain: Option<String>,
+    /// Close a connection whose request head is not complete this long after its first byte
+    #[arg(long, value_name = "DURATION")]
+    pub http_header_timeout: Option<String>,
+    /// Close a connection that has had no request in progress for this long
+    #[arg(long, value_name = "DURATION")]
+    pub http_idle_timeout: Option<String>,
+    /// Fail a request whose body has not arrived in full this long after its head
+    #[arg(long, value_name = "DURATION")]
+    pub http_body_timeout: Option<String>,
+    /// Most HTTP connections open at once; more are closed at once
+    #[arg(long, value_name = "COUNT")]
+    pub http_max_connections: Option<String>,
+    /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
+    #[arg(long, value_name = "HOST,...")]
+    pub allowed_hosts: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -277,6 +292,11 @@ fn help_default(key: &str) -> String {
         "max_clock_drift" => format_duration(dev.max_clock_drift),
         "tombstone_ttl" => format_duration(dev.tombstone_ttl),
         "shutdown_drain" => format_duration(dev.shutdown_drain),
+        "http_header_timeout" => format_duration(dev.http_header_timeout),
+        "http_idle_timeout" => format_duration(dev.http_idle_timeout),
+        "http_body_timeout" => format_duration(dev.http_body_timeout),
+        "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
+        "allowed_hosts" => "none".to_string(),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }

@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::cli::{enum_name, env_name, flag_name, ServeArgs};
 use super::values::{
-    parse_addr, parse_advertise_addr, parse_bool, parse_dir, parse_duration_value, parse_enum, parse_key,
-    parse_log_level, parse_peers, parse_size_value,
+    parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_dir, parse_duration_value, parse_enum,
+    parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
 };
 use super::{Config, Mode, CONFIG_ENV, KEYS};
 use crate::error::{Error, Result};
@@ -75,6 +75,11 @@ struct Raw {
     max_clock_drift: Option<Value>,
     tombstone_ttl: Option<Value>,
     shutdown_drain: Option<Value>,
+    http_header_timeout: Option<Value>,
+    http_idle_timeout: Option<Value>,
+    http_body_timeout: Option<Value>,
+    http_max_connections: Option<Value>,
+    allowed_hosts: Option<Value>,
     log_level: Option<Value>,
 }
 
@@ -157,6 +162,19 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         max_clock_drift: duration("max_clock_drift", raw.max_clock_drift, defaults.max_clock_drift)?,
         tombstone_ttl: nonzero("tombstone_ttl", raw.tombstone_ttl, defaults.tombstone_ttl)?,
         shutdown_drain: duration("shutdown_drain", raw.shutdown_drain, defaults.shutdown_drain)?,
+        http_header_timeout: nonzero(
+            "http_header_timeout",
+            raw.http_header_timeout,
+            defaults.http_header_timeout,
+        )?,
+        http_idle_timeout: nonzero("http_idle_timeout", raw.http_idle_timeout, defaults.http_idle_timeout)?,
+        http_body_timeout: nonzero("http_body_timeout", raw.http_body_timeout, defaults.http_body_timeout)?,
+        http_max_connections: fields
+            .parse("http_max_connections", raw.http_max_connections, parse_max_connections)?
+            .flatten(),
+        allowed_hosts: fields
+            .parse("allowed_hosts", raw.allowed_hosts, parse_allowed_hosts)?
+            .unwrap_or(defaults.allowed_hosts),
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
@@ -232,6 +250,11 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("max_clock_drift", args.max_clock_drift.clone()),
         ("tombstone_ttl", args.tombstone_ttl.clone()),
         ("shutdown_drain", args.shutdown_drain.clone()),
+        ("http_header_timeout", args.http_header_timeout.clone()),
+        ("http_idle_timeout", args.http_idle_timeout.clone()),
+        ("http_body_timeout", args.http_body_timeout.clone()),
+        ("http_max_connections", args.http_max_connections.clone()),
+        ("allowed_hosts", args.allowed_hosts.clone()),
         ("log_level", args.log_level.clone()),
     ];
     let values = given

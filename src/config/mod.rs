@@ -63,6 +63,20 @@ pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 /// milliseconds; with the 2 s the transport then takes to empty its queues, a stop stays within the 10 s
 /// Docker waits before it kills.
 pub const DEFAULT_SHUTDOWN_DRAIN: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request head once it has sent its first byte: generous for any real
+/// client, short enough that a slowloris trickle cannot hold a connection for long.
+pub const DEFAULT_HTTP_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may stay open without a request: longer than the keep-alive of common clients
+/// (browsers keep idle connections up to a minute or so), so they rarely find one closed under them.
+pub const DEFAULT_HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// How long a request body may take to arrive in full: a 64 MiB import needs about 1 MB/s.
+pub const DEFAULT_HTTP_BODY_TIMEOUT: Duration = Duration::from_secs(60);
+/// File descriptors kept free of HTTP connections when the cap is derived from `RLIMIT_NOFILE`: SQLite (the
+/// database, its WAL and shared memory, the read pool), gRPC connections to and from peers, mDNS sockets and
+/// the listeners.
+pub const HTTP_FD_HEADROOM: u64 = 512;
+/// The open-files limit assumed when the process has none: Linux's default ceiling (`fs.nr_open`).
+pub const UNLIMITED_FD_LIMIT: u64 = 1 << 20;
 /// Longest duration any setting accepts (100 years): beyond it, adding the duration to a clock could overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(36_500 * 24 * 3600);
 
@@ -91,6 +105,11 @@ pub const KEYS: &[&str] = &[
     "max_clock_drift",
     "tombstone_ttl",
     "shutdown_drain",
+    "http_header_timeout",
+    "http_idle_timeout",
+    "http_body_timeout",
+    "http_max_connections",
+    "allowed_hosts",
     "log_level",
 ];
 
@@ -189,6 +208,19 @@ pub struct Config {
     /// How long a stopping node tries to hand what it holds to a peer (an anti-entropy round with an alive
     /// member) before it leaves the cluster. Zero leaves at once.
     pub shutdown_drain: Duration,
+    /// A connection that has sent part of a request head is closed if the head is not complete this long
+    /// after its first byte. Never zero.
+    pub http_header_timeout: Duration,
+    /// A connection with no request in progress is closed after this long. Never zero.
+    pub http_idle_timeout: Duration,
+    /// A request body must arrive in full within this long of its head, or the request fails. Never zero.
+    pub http_body_timeout: Duration,
+    /// Most HTTP connections open at once; more are accepted and closed at once. `None`: derived at start-up
+    /// from the file descriptor limit, see [`Config::max_connections`].
+    pub http_max_connections: Option<usize>,
+    /// Host names (of the `Host` header) the REST API answers besides its own addresses, loopback names and
+    /// this machine's name; `*` answers any. Guards against DNS rebinding.
+    pub allowed_hosts: Vec<String>,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
 }
@@ -214,6 +246,11 @@ impl Default for Config {
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
+            http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
+            http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
+            http_body_timeout: DEFAULT_HTTP_BODY_TIMEOUT,
+            http_max_connections: None,
+            allowed_hosts: Vec::new(),
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
@@ -256,6 +293,17 @@ impl Config {
         advertised(self.http_addr)
     }
 
+    /// The cap on open HTTP connections: `http_max_connections` if set, else the soft limit on open files
+    /// (`fd_limit`, which start-up raises to the hard limit; `None` when unlimited, then Linux's ceiling
+    /// [`UNLIMITED_FD_LIMIT`]) less [`HTTP_FD_HEADROOM`], and at least 1. Below the limit, so that accepting
+    /// never fails for lack of descriptors, which would stall the accept loop.
+    pub fn max_connections(&self, fd_limit: Option<u64>) -> usize {
+        self.http_max_connections.unwrap_or_else(|| {
+            let limit = fd_limit.unwrap_or(UNLIMITED_FD_LIMIT);
+            usize::try_from(limit.saturating_sub(HTTP_FD_HEADROOM).max(1)).unwrap_or(usize::MAX)
+        })
+    }
+
     /// Every field as JSON, the cluster key replaced by `"<redacted>"` (or `null` when unset): safe to
     /// serve from `/api/v1/system/config` and to log. Durations are written as they are configured (`"10s"`).
     pub fn redacted(&self) -> serde_json::Value {
@@ -277,6 +325,11 @@ impl Config {
             "max_clock_drift": format_duration(self.max_clock_drift),
             "tombstone_ttl": format_duration(self.tombstone_ttl),
             "shutdown_drain": format_duration(self.shutdown_drain),
+            "http_header_timeout": format_duration(self.http_header_timeout),
+            "http_idle_timeout": format_duration(self.http_idle_timeout),
+            "http_body_timeout": format_duration(self.http_body_timeout),
+            "http_max_connections": self.http_max_connections,
+            "allowed_hosts": self.allowed_hosts,
             "log_level": self.log_level,
         })
     }
@@ -293,7 +346,7 @@ pub fn advertised(addr: SocketAddr) -> String {
 
 /// This host's name, read when asked (it can change at run time): the kernel's, else `$HOSTNAME`, else
 /// `localhost`.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
     kernel
         .into_iter()

@@ -457,11 +457,89 @@ fn the_example_file_lists_every_key_with_its_default() {
         let line = example.lines().find(|l| l.starts_with(&prefix));
         let line = line.unwrap_or_else(|| panic!("cave.example.toml lacks a `{prefix}...` line"));
         // The keys whose default is "none" show an example value instead.
-        if !["cluster_key", "advertise_addr"].contains(key) {
+        if !["cluster_key", "advertise_addr", "http_max_connections"].contains(key) {
             uncommented.push_str(&line[2..]);
             uncommented.push('\n');
         }
     }
     let (_dir, path) = file(&uncommented);
     assert_eq!(ok(&["--config", &path], &[]), Config::default());
+}
+
+#[test]
+fn http_limits_and_allowed_hosts_parse_from_every_source() {
+    let config = ok(&[], &[]);
+    assert_eq!(config.http_header_timeout, Duration::from_secs(10));
+    assert_eq!(config.http_idle_timeout, Duration::from_secs(75));
+    assert_eq!(config.http_body_timeout, Duration::from_secs(60));
+    assert_eq!(config.http_max_connections, None);
+    assert!(config.allowed_hosts.is_empty());
+    let (_dir, path) = file(
+        "http_header_timeout = \"2s\"\nhttp_max_connections = 500\nallowed_hosts = [\"Cave.Example\", \"[::2]\"]\n",
+    );
+    let config = ok(
+        &["--config", &path, "--http-idle-timeout", "500ms"],
+        &[("CAVE_HTTP_BODY_TIMEOUT", "3s")],
+    );
+    assert_eq!(config.http_header_timeout, Duration::from_secs(2));
+    assert_eq!(config.http_idle_timeout, Duration::from_millis(500));
+    assert_eq!(config.http_body_timeout, Duration::from_secs(3));
+    assert_eq!(config.http_max_connections, Some(500));
+    assert_eq!(config.allowed_hosts, ["cave.example", "[::2]"]);
+    let config = ok(
+        &[
+            "--allowed-hosts",
+            "a.example, *,a.example",
+            "--http-max-connections",
+            "7",
+        ],
+        &[],
+    );
+    assert_eq!(config.allowed_hosts, ["a.example", "*"]);
+    assert_eq!(config.http_max_connections, Some(7));
+    assert_eq!(ok(&["--http-max-connections", ""], &[]).http_max_connections, None);
+
+    let message = err(&["--http-max-connections", "0"], &[]);
+    assert!(
+        message.contains("--http-max-connections") && message.contains("at least 1"),
+        "{message}"
+    );
+    let message = err(&[], &[("CAVE_HTTP_MAX_CONNECTIONS", "many")]);
+    assert!(
+        message.contains("CAVE_HTTP_MAX_CONNECTIONS") && message.contains("whole number"),
+        "{message}"
+    );
+    let message = err(&["--http-header-timeout", "0s"], &[]);
+    assert!(
+        message.contains("http_header_timeout") && message.contains("longer than 0"),
+        "{message}"
+    );
+    let message = err(&["--allowed-hosts", "evil.example:2001"], &[]);
+    assert!(
+        message.contains("--allowed-hosts") && message.contains("port"),
+        "{message}"
+    );
+    let message = err(&["--allowed-hosts", "a/b"], &[]);
+    assert!(message.contains("not a host name"), "{message}");
+}
+
+#[test]
+fn the_connection_cap_is_derived_from_the_open_files_limit_unless_set() {
+    let config = Config::default();
+    assert_eq!(config.max_connections(Some(20_000)), 20_000 - HTTP_FD_HEADROOM as usize);
+    assert_eq!(
+        config.max_connections(Some(100)),
+        1,
+        "a tiny limit still lets one connection in"
+    );
+    assert_eq!(
+        config.max_connections(None),
+        (UNLIMITED_FD_LIMIT - HTTP_FD_HEADROOM) as usize,
+        "no limit"
+    );
+    let config = Config {
+        http_max_connections: Some(42),
+        ..Config::default()
+    };
+    assert_eq!(config.max_connections(Some(20_000)), 42);
 }

@@ -131,6 +131,59 @@ pub(super) fn parse_advertise_addr(value: &Value) -> std::result::Result<Option<
     Ok(Some(text.to_string()))
 }
 
+/// A whole number of connections, at least 1, as a TOML number or a string. Empty means unset (the cap is
+/// then derived from the open-files limit).
+pub(super) fn parse_max_connections(value: &Value) -> std::result::Result<Option<usize>, String> {
+    let parsed = match value {
+        Value::Num(_, num) => num.to_u128_lossy().and_then(|n| usize::try_from(n).ok()),
+        other => {
+            let text = as_text(other)?.trim();
+            if text.is_empty() {
+                return Ok(None);
+            }
+            text.parse::<usize>().ok()
+        }
+    };
+    match parsed {
+        Some(0) => Err("must be at least 1".into()),
+        Some(n) => Ok(Some(n)),
+        None => Err("expected a whole number of connections, such as 10000".into()),
+    }
+}
+
+/// Host names as a comma-separated string or an array of strings: names or IP addresses without a port
+/// (IPv6 in brackets), or `*` for any. Lower-cased, as host names compare without case.
+pub(super) fn parse_allowed_hosts(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let items: Vec<String> = match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| as_text(item).map(str::to_string))
+            .collect::<Result<_, _>>()?,
+        other => as_text(other)?.split(',').map(str::to_string).collect(),
+    };
+    let mut hosts = Vec::new();
+    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+        let host = item.to_ascii_lowercase();
+        let bracketed = host.starts_with('[') && host.ends_with(']');
+        if bracketed {
+            host[1..host.len() - 1]
+                .parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("`{item}` is not an IPv6 address in brackets"))?;
+        } else if host.contains(':') {
+            return Err(format!(
+                "`{item}` has a port or is an IPv6 address without brackets: give the host name alone, as in \
+                 cave.example.com or [fd00::1]"
+            ));
+        } else if host != "*" && !host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b)) {
+            return Err(format!("`{item}` is not a host name"));
+        }
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+    }
+    Ok(hosts)
+}
+
 /// The key's own messages never quote it, and neither does this.
 pub(super) fn parse_key(value: &Value) -> std::result::Result<MasterKey, String> {
     let text = as_text(value)?;

@@ -1,0 +1,150 @@
+//! The outer layers every request passes: limits on the request head, and one JSON shape for every error.
+//!
+//! Handlers report errors through [`crate::Error`], but some answers are written before a handler runs:
+//! axum's extractor rejections (a path that is not UTF-8, a malformed query string) and its method and
+//! route fallbacks answer in plain text. [`json_errors`] rewrites any error response that is not JSON into
+//! `{"error", "code"}`, keeping the status and the message. [`head_limits`] answers a request line or header
+//! block that is larger than any real client sends with 414 or 431, as JSON. What hyper refuses while
+//! parsing (a URI over 64 KiB, a head over its buffer, more than 100 headers, bytes that are not HTTP) it
+//! answers itself with an empty body, before any of this runs; `docs/api.md` lists those cases.
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use http_body_util::BodyExt;
+
+/// Longest request target (path and query) answered: a key of the largest size, percent-encoded throughout,
+/// fits more than twice.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// Largest total of header names and values answered.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Longest plain-text error body carried over into the JSON message; a longer one is replaced by the
+/// status's reason.
+const MAX_ERROR_TEXT_BYTES: usize = 1 << 10;
+
+/// 414 for a request target over [`MAX_URI_BYTES`], 431 for headers over [`MAX_HEADER_BYTES`].
+pub async fn head_limits(request: Request, next: Next) -> Response {
+    let uri_bytes = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_bytes > MAX_URI_BYTES {
+        let message = format!("the request target is {uri_bytes} bytes, the limit is {MAX_URI_BYTES}");
+        return error(StatusCode::URI_TOO_LONG, "uri_too_long", message);
+    }
+    let header_bytes: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len())
+        .sum();
+    if header_bytes > MAX_HEADER_BYTES {
+        let message = format!("the headers are {header_bytes} bytes, the limit is {MAX_HEADER_BYTES}");
+        return error(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "header_fields_too_large",
+            message,
+        );
+    }
+    next.run(request).await
+}
+
+/// Rewrite an error response that is not JSON into the JSON error shape.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = match http_body_util::Limited::new(body, MAX_ERROR_TEXT_BYTES).collect().await {
+        Ok(collected) => String::from_utf8(collected.to_bytes().to_vec()).ok(),
+        Err(_) => None,
+    };
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = text
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| reason.to_string());
+    let body = serde_json::json!({"error": message, "code": code(status)});
+    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+/// The `code` of an error status, matching [`crate::Error::code`] where a category has this status.
+fn code(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::BAD_REQUEST | StatusCode::UNPROCESSABLE_ENTITY => "invalid_input",
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::URI_TOO_LONG => "uri_too_long",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "header_fields_too_large",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
+        StatusCode::SERVICE_UNAVAILABLE => "unavailable",
+        s if s.is_server_error() => "internal",
+        _ => "error",
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    (status, Json(serde_json::json!({"error": message, "code": code}))).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::extract::Path;
+    use axum::http::StatusCode;
+    use axum::routing::get;
+    use axum::Router;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn call(uri: &str, header: Option<(&str, String)>) -> (u16, serde_json::Value) {
+        let app = Router::new()
+            .route("/p/{name}", get(|Path(name): Path<String>| async move { name }))
+            .route(
+                "/plain",
+                get(|| async { (StatusCode::BAD_GATEWAY, "upstream said no") }),
+            )
+            .layer(axum::middleware::from_fn(super::head_limits))
+            .layer(axum::middleware::from_fn(super::json_errors));
+        let mut request = axum::http::Request::builder().uri(uri);
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        let response = app.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+        )
+    }
+
+    #[tokio::test]
+    async fn rejections_and_head_limits_answer_json() {
+        let (status, body) = call("/p/%FF", None).await;
+        assert_eq!((status, body["code"].as_str()), (400, Some("invalid_input")), "{body}");
+        assert!(body["error"].as_str().unwrap().contains("UTF-8"), "{body}");
+        let (status, body) = call("/plain", None).await;
+        assert_eq!((status, &body["error"]), (502, &serde_json::json!("upstream said no")));
+        let (status, body) = call(&format!("/p/{}", "a".repeat(super::MAX_URI_BYTES)), None).await;
+        assert_eq!((status, body["code"].as_str()), (414, Some("uri_too_long")));
+        let big = ("x-big", "b".repeat(super::MAX_HEADER_BYTES));
+        let (status, body) = call("/p/a", Some(big)).await;
+        assert_eq!((status, body["code"].as_str()), (431, Some("header_fields_too_large")));
+        let (status, _) = call("/p/fine", None).await;
+        assert_eq!(status, 200);
+    }
+}
