@@ -454,7 +454,9 @@ fn idle_watcher(addr: SocketAddr) -> std::net::TcpStream {
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream.set_read_timeout(Some(DEADLINE)).unwrap();
     stream
-        .write_all(b"GET /api/v1/watch/ HTTP/1.1\r\nHost: cave\r\nAccept: text/event-stream\r\n\r\n")
+        .write_all(
+            format!("GET /api/v1/watch/ HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").as_bytes(),
+        )
         .unwrap();
     let mut seen = Vec::new();
     let mut buf = [0u8; 1024];
