@@ -52,7 +52,7 @@ struct Cli {
     #[arg(long)]
     list: bool,
     /// Run whole nodes (tonic, axum, tokio) on turmoil's simulated network instead of the core alone; seed
-    /// S runs real scenario number S modulo 5 unless --scenario names one (see --list).
+    /// S runs real scenario number S modulo their number unless --scenario names one (see --list).
     #[arg(long, conflicts_with_all = ["inject_bug", "nodes", "verbose", "watch"])]
     real: bool,
     /// With --real: weaken the transport (no-keep-alive: must still pass; no-keep-alive-no-redial: must fail).

@@ -98,3 +98,25 @@ fn a_node_leaving_without_a_drain_loses_writes_and_it_is_caught() {
         );
     }
 }
+
+/// Issue 15's disk-full finding, on whole nodes: writes to a node whose disk is full are refused with 507
+/// and never show, merges into it fail until there is room, a crash while full loses nothing acknowledged.
+#[test]
+fn full_disks_refuse_writes_and_lose_nothing_acknowledged() {
+    let report = run(Scenario::DiskFull, 8, None).unwrap_or_else(|f| panic!("{f}"));
+    eprintln!("disk-full seed 8: {report:?}");
+    assert!(report.acked > 100, "{report:?}");
+    assert!(report.storage_full > 0, "no write met a full disk: {report:?}");
+}
+
+/// ... and with that finding put back (a commit on a full disk answered as a success), the checker sees
+/// the acknowledged writes vanish once the node that took them restarts.
+#[test]
+fn a_store_that_acknowledges_on_a_full_disk_is_caught() {
+    let failure = run(Scenario::DiskFull, 8, Some(TransportFault::AcksOnFullDisk))
+        .expect_err("writes acknowledged on a full disk and lost by the restart must be caught");
+    assert!(
+        failure.contains("vanished") || failure.contains("no write explains"),
+        "{failure}"
+    );
+}

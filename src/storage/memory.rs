@@ -68,6 +68,11 @@ impl MemoryStore {
         self.full.store(full, Ordering::Release);
     }
 
+    /// Whether [`MemoryStore::set_full`] says the disk is full.
+    pub fn is_full(&self) -> bool {
+        self.full.load(Ordering::Acquire)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             Err(closed())

@@ -15,6 +15,8 @@ pub(super) enum Answer {
     Acked((u64, u64)),
     /// 4xx: definitely not written.
     Refused,
+    /// 507: the node's disk was full, nothing was stored.
+    StorageFull,
     Unknown,
 }
 
@@ -168,8 +170,10 @@ mod tests {
         let attempts = [
             attempt("a", put("1"), Answer::Acked((10, 1))),
             attempt("a", Op::Delete, Answer::Refused),
+            attempt("a", put("y"), Answer::StorageFull),
         ];
         assert!(check(&state(&[("a", (20, 1), true, "")]), &attempts).is_err());
+        assert!(check(&state(&[("a", (20, 1), false, "y")]), &attempts).is_err());
     }
 
     #[test]

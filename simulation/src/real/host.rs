@@ -1,7 +1,7 @@
 //! The software of one simulated host: a whole Cave node (database writer task, cluster driver, tonic
 //! gRPC server and clients, axum HTTP API) over a [`MemoryStore`], on turmoil's network and clock.
 //!
-//! Only three things differ from `cave serve`: sockets come from `turmoil::net` (see [`super::net`]), time
+//! Only three things differ from `cave serve` (the HTTP server is production's, `cave::api::server`): sockets come from `turmoil::net` (see [`super::net`]), time
 //! from the host's simulated clock (plus a fixed skew), and the store is a [`MemoryStore`] "disk" that
 //! outlives the host: a crash drops the runtime with every task and connection, and the restarted
 //! incarnation reopens the disk, holding exactly what was committed.
@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cave::config::{Config, Mode};
+use cave::crdt::Entry;
 use cave::crdt::{Hlc, NodeId, TimeSource};
 use cave::node::Node;
 use cave::secrets::MasterKey;
-use cave::storage::MemoryStore;
+use cave::storage::{MemoryStore, Store};
 use tokio::sync::Notify;
 
 use super::net::{dialer, incoming, HttpListener, TransportFault};
@@ -100,7 +101,13 @@ pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
     });
     let hlc = Arc::new(Hlc::new(clock));
     let config = config(&spec);
-    let node = Node::from_store(config, Arc::new(spec.disk.reopen()), spec.id, hlc).await?;
+    let disk = spec.disk.reopen();
+    let store: Arc<dyn Store> = match spec.fault {
+        Some(TransportFault::AcksOnFullDisk) => Arc::new(AcksOnFullDisk(disk)),
+        _ => Arc::new(disk),
+    };
+    let limits_config = config.clone();
+    let node = Node::from_store(config, store, spec.id, hlc).await?;
     let grpc = turmoil::net::TcpListener::bind((Ipv4Addr::UNSPECIFIED, GRPC_PORT)).await?;
     let cluster = node
         .start_cluster_on(incoming(grpc), format!("{}:{GRPC_PORT}", spec.name), dialer(spec.fault))
@@ -111,10 +118,50 @@ pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
         stop.notified().await;
         db.begin_shutdown();
     };
-    axum::serve(HttpListener(http), node.router_with(Some(cluster.clone())))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    // Production's HTTP server (timeouts, connection cap, graceful close), not `axum::serve`. The open-files
+    // limit of the process running the simulation says nothing about a simulated host: the default cap.
+    let limits = cave::api::server::Limits::of(&limits_config, None);
+    let router = node.router_with(Some(cluster.clone()));
+    cave::api::server::serve(HttpListener(http), router, limits, node.db.metrics().clone(), shutdown).await?;
     cluster.stop().await;
     node.close().await?;
     Ok(())
+}
+
+/// The store of [`TransportFault::AcksOnFullDisk`]: a [`MemoryStore`] whose commits on a full disk report
+/// success and store nothing, as Cave's SQLite store did before it rolled back failed commits.
+struct AcksOnFullDisk(MemoryStore);
+
+#[async_trait::async_trait]
+impl Store for AcksOnFullDisk {
+    async fn load(&self) -> cave::Result<Vec<Entry>> {
+        self.0.load().await
+    }
+
+    async fn get(&self, key: &str) -> cave::Result<Option<Entry>> {
+        self.0.get(key).await
+    }
+
+    async fn scan(&self, prefix: &str) -> cave::Result<Vec<Entry>> {
+        self.0.scan(prefix).await
+    }
+
+    async fn apply(&self, entries: &[Entry]) -> cave::Result<usize> {
+        if self.0.is_full() {
+            return Ok(0);
+        }
+        self.0.apply(entries).await
+    }
+
+    async fn purge_tombstones(&self, before_hlc: u64) -> cave::Result<Vec<String>> {
+        self.0.purge_tombstones(before_hlc).await
+    }
+
+    async fn size_bytes(&self) -> cave::Result<u64> {
+        self.0.size_bytes().await
+    }
+
+    async fn close(&self) -> cave::Result<()> {
+        self.0.close().await
+    }
 }

@@ -17,7 +17,7 @@
 //! - every node holds the same entries (keys, versions, values, tombstones);
 //! - each key holds a version at least as great as every acknowledged write to it, and its content is that
 //!   of the write with that version: the greatest acknowledged one, or a write whose answer was lost;
-//! - no key appears that nobody wrote;
+//! - no key appears that nobody wrote, and no write refused (4xx, or 507 for a full disk) shows;
 //! - every node sees every other node alive.
 //!
 //! Runs are seeded (turmoil's network randomness, the workload, the faults) and replay closely, but not
@@ -67,11 +67,15 @@ pub enum Scenario {
     /// One of four nodes shuts down gracefully in the middle of the writes and never comes back: what it
     /// acknowledged must survive on the others.
     Leave,
+    /// Two of three nodes' disks fill up (every commit fails) for a while, one of them crashes and restarts
+    /// while its disk is still full: writes to them are refused with 507 and must never appear, merges from
+    /// peers fail until there is room, and what was acknowledged survives.
+    DiskFull,
 }
 
 impl Scenario {
     /// Every scenario.
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::Partition,
         Scenario::OneWay,
         Scenario::CrashRestart,
@@ -79,6 +83,7 @@ impl Scenario {
         Scenario::Splits,
         Scenario::Join,
         Scenario::Leave,
+        Scenario::DiskFull,
     ];
 
     /// Its command-line name.
@@ -91,6 +96,7 @@ impl Scenario {
             Scenario::Splits => "splits",
             Scenario::Join => "join",
             Scenario::Leave => "leave",
+            Scenario::DiskFull => "disk-full",
         }
     }
 
@@ -143,6 +149,8 @@ pub(crate) enum Control {
     Stop(String),
     Crash(String),
     Restart(String),
+    /// The host's disk is full (`true`: every commit fails) or has room again (`false`).
+    Fill(String, bool),
 }
 
 /// Host name of node `i`.
@@ -210,6 +218,10 @@ pub fn run(scenario: Scenario, seed: u64, fault: Option<TransportFault>) -> Resu
                 Control::Stop(host) => match specs.iter().find(|s| s.name == host) {
                     Some(spec) => spec.stop.notify_one(),
                     None => return Err(fail(format!("no host {host} to stop"))),
+                },
+                Control::Fill(host, full) => match specs.iter().find(|s| s.name == host) {
+                    Some(spec) => spec.disk.set_full(full),
+                    None => return Err(fail(format!("no host {host} to fill"))),
                 },
                 Control::Crash(host) => sim.crash(host.as_str()),
                 Control::Restart(host) => sim.bounce(host.as_str()),

@@ -93,14 +93,19 @@ pub enum TransportFault {
     /// `shutdown_drain = 0s`: a stopping node leaves without handing what it holds to a peer. The `leave`
     /// scenario must fail: writes only the leaving node had seen vanish with it.
     NoDrain,
+    /// The disk-full bug of issue 15, put back: a store that answers a commit on a full disk as if it had
+    /// succeeded (and stores nothing). The `disk-full` scenario must fail: writes acknowledged by the node
+    /// while its disk was full and it was cut off vanish when it restarts.
+    AcksOnFullDisk,
 }
 
 impl TransportFault {
     /// Every fault.
-    pub const ALL: [TransportFault; 3] = [
+    pub const ALL: [TransportFault; 4] = [
         TransportFault::NoKeepAlive,
         TransportFault::NoKeepAliveNoRedial,
         TransportFault::NoDrain,
+        TransportFault::AcksOnFullDisk,
     ];
 
     /// Its command-line name.
@@ -109,6 +114,7 @@ impl TransportFault {
             TransportFault::NoKeepAlive => "no-keep-alive",
             TransportFault::NoKeepAliveNoRedial => "no-keep-alive-no-redial",
             TransportFault::NoDrain => "no-drain",
+            TransportFault::AcksOnFullDisk => "acks-on-full-disk",
         }
     }
 

@@ -39,8 +39,10 @@ pub struct Report {
     pub nodes: usize,
     /// Writes acknowledged (200).
     pub acked: u64,
-    /// Writes whose outcome the client cannot know (timeout, connection lost, 5xx).
+    /// Writes whose outcome the client cannot know (timeout, connection lost, 5xx but 507).
     pub unknown: u64,
+    /// Writes refused with 507 (insufficient storage): definitely not stored.
+    pub storage_full: u64,
     /// Keys holding an entry at the end.
     pub keys: usize,
     /// Keys on which the nodes disagreed when the faults were healed (evidence that the faults bit).
@@ -96,6 +98,10 @@ pub(super) async fn client(
         nodes: live.len(),
         acked: attempts.iter().filter(|a| matches!(a.answer, Answer::Acked(_))).count() as u64,
         unknown: attempts.iter().filter(|a| matches!(a.answer, Answer::Unknown)).count() as u64,
+        storage_full: attempts
+            .iter()
+            .filter(|a| matches!(a.answer, Answer::StorageFull))
+            .count() as u64,
         keys: exported.len(),
         diverged_keys: diverged,
         converged_secs: healed.elapsed().as_secs_f64(),
@@ -178,6 +184,8 @@ async fn writer(
                 None => Answer::Unknown,
             },
             Ok((status, _)) if (400..500).contains(&status) => Answer::Refused,
+            // A full disk: the node promises that nothing of the write was stored.
+            Ok((507, _)) => Answer::StorageFull,
             _ => Answer::Unknown,
         };
         attempts.borrow_mut().push(Attempt { key, op, node, answer });
@@ -272,6 +280,29 @@ async fn chaos(
             at(2).await;
             active.borrow_mut().retain(|n| *n != leaver);
             controls.borrow_mut().push(Control::Stop(leaver));
+        }
+        Scenario::DiskFull => {
+            let first = rng.gen_range(0..n);
+            let (a, b) = (names[first].clone(), names[(first + 1) % n].clone());
+            let fill = |host: &String, full: bool| controls.borrow_mut().push(Control::Fill(host.clone(), full));
+            at(3).await;
+            fill(&a, true);
+            at(3).await;
+            // Cut off while full, so that whatever it wrongly acknowledged would live nowhere else: its
+            // deltas cannot leave.
+            fill(&b, true);
+            for other in names.iter().filter(|o| **o != b) {
+                turmoil::partition(b.as_str(), other.as_str());
+            }
+            at(3).await;
+            fill(&a, false);
+            // Killed while its disk is full, and restarted on it still full.
+            at(2).await;
+            controls.borrow_mut().push(Control::Crash(b.clone()));
+            at(2).await;
+            controls.borrow_mut().push(Control::Restart(b.clone()));
+            at(2).await;
+            fill(&b, false);
         }
         Scenario::Splits => {
             let end = Instant::now() + FAULT_PHASE;
