@@ -91,6 +91,17 @@ pub async fn import(
                 "import line {line_no}: value exceeds the limit"
             )));
         }
+        // The drift rule of replication: a version this far ahead would drag the clock with it, and every
+        // later write of the key (anywhere) would silently lose to it.
+        let now_ms = app.db.hlc().time_ms();
+        let max_drift_ms = app.config.max_clock_drift.as_millis() as u64;
+        if let Some(ahead_ms) = crate::crdt::hlc::beyond_drift(entry.version.hlc, now_ms, max_drift_ms) {
+            return Err(Error::InvalidInput(format!(
+                "import line {line_no}: version {} is {ahead_ms} ms ahead of this node's clock (more than \
+                 max_clock_drift)",
+                entry.version
+            )));
+        }
         entries.push(entry);
     }
     let received = entries.len();

@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 use super::anti_entropy::Round;
 use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
-use crate::crdt::hlc::{from_physical_ms, physical_ms};
+use crate::crdt::hlc::{beyond_drift, from_physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
 /// Tunables of the core, in milliseconds and counts. Defaults live in [`CoreConfig::default`].
@@ -416,7 +416,6 @@ impl Core {
     /// Tombstones older than the purge horizon are dropped too: they are garbage every node purges, and
     /// taking them back in would only make purged and unpurged nodes trade them forever.
     pub(super) fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, state: &LwwMap, fx: &mut Effects) {
-        let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
         let purge = self.purge_horizon(now_ms);
         let mut future = 0;
         for e in entries {
@@ -428,7 +427,7 @@ impl Core {
                 if let Some(held) = state.get(&e.key).filter(|held| e.supersedes(held)) {
                     fx.forget.push(held.clone());
                 }
-            } else if physical_ms(e.version.hlc) <= horizon {
+            } else if beyond_drift(e.version.hlc, now_ms, self.cfg.max_clock_drift_ms).is_none() {
                 fx.persist.push(e);
             } else {
                 future += 1;

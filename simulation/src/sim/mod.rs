@@ -108,6 +108,8 @@ pub struct Stats {
     pub dropped: u64,
     pub duplicated: u64,
     pub writes_acked: u64,
+    /// Client writes refused by a fenced clock (answered with an error, never acknowledged).
+    pub writes_refused: u64,
     pub writes_lost: u64,
     pub hlc_ties: u64,
     pub crashes: u64,
