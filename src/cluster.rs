@@ -88,8 +88,14 @@ pub struct NodeView {
     pub status: String,
     /// Milliseconds since its heartbeat last advanced, as seen here.
     pub last_seen_ms: u64,
-    /// Its clock minus ours, in ms, from its last direct gossip.
+    /// Its clock minus ours, in ms, estimated from its recent direct gossip.
     pub clock_skew_ms: Option<i64>,
+    /// Its clock minus the cluster's (the median of the members' clocks as seen here), in ms; for this node,
+    /// known once a majority of the cluster could be compared.
+    pub clock_offset_ms: Option<i64>,
+    /// Whether that offset exceeds what a serving node may have (for this node: whether it is fenced and
+    /// refuses writes).
+    pub clock_skewed: bool,
     /// Process start time of the member (ms since the epoch).
     pub incarnation: u64,
 }
@@ -239,6 +245,8 @@ impl Cluster {
         let core = self.core.lock();
         let now = self.clock.time_ms();
         let me = core.membership().me();
+        let clock = core.clock_view();
+        let bound = clock.bound_ms as i64;
         let mut out = vec![NodeView {
             id: me.id.to_string(),
             grpc_addr: me.grpc_addr.clone(),
@@ -246,16 +254,24 @@ impl Cluster {
             status: "self".into(),
             last_seen_ms: 0,
             clock_skew_ms: Some(0),
+            clock_offset_ms: clock.offset_ms,
+            clock_skewed: clock.fenced.is_some(),
             incarnation: me.incarnation,
         }];
-        out.extend(core.membership().members().map(|m| NodeView {
-            id: m.record.id.to_string(),
-            grpc_addr: m.record.grpc_addr.clone(),
-            http_addr: m.record.http_addr.clone(),
-            status: m.status.as_str().into(),
-            last_seen_ms: now.saturating_sub(m.last_progress_ms),
-            clock_skew_ms: m.clock_skew_ms,
-            incarnation: m.record.incarnation,
+        out.extend(core.membership().members().map(|m| {
+            // Relative to the median only once there is one; before that, relative to us.
+            let offset = clock.members.iter().find(|(id, _)| *id == m.record.id).map(|(_, o)| *o);
+            NodeView {
+                id: m.record.id.to_string(),
+                grpc_addr: m.record.grpc_addr.clone(),
+                http_addr: m.record.http_addr.clone(),
+                status: m.status.as_str().into(),
+                last_seen_ms: now.saturating_sub(m.last_progress_ms),
+                clock_skew_ms: m.clock_skew_ms,
+                clock_offset_ms: offset.filter(|_| clock.offset_ms.is_some()),
+                clock_skewed: offset.is_some_and(|o| o.abs() > bound),
+                incarnation: m.record.incarnation,
+            }
         }));
         out
     }
@@ -367,6 +383,7 @@ impl Driver {
                         self.start_drain_round();
                     }
                     self.report_peers();
+                    self.apply_fence();
                     self.remember_sync();
                     // Nobody found within the discovery window: this is the first node of its cluster, and
                     // there is nothing to catch up with.
@@ -494,6 +511,17 @@ impl Driver {
                         self.db.metrics().clock_drift_rejection();
                     }
                 }
+                CoreEvent::ClockFenced { offset_ms } => tracing::error!(
+                    offset_ms,
+                    "this node's clock is off the cluster's by more than max_clock_drift allows: refusing \
+                     writes until it is back (reads go on, marked possibly stale); fix the clock (NTP)"
+                ),
+                CoreEvent::ClockUnfenced { offset_ms } => {
+                    tracing::info!(
+                        offset_ms,
+                        "this node's clock is back within bounds: taking writes again"
+                    )
+                }
                 CoreEvent::AntiEntropyDone {
                     peer,
                     repaired,
@@ -551,6 +579,17 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, "tombstone purge failed"),
             }
         });
+    }
+
+    /// Mirror the core's fence into the clock (which refuses to stamp local writes while fenced) and the
+    /// metrics.
+    fn apply_fence(&self) {
+        let view = self.core.lock().clock_view();
+        self.db.hlc().set_fence(view.fenced);
+        let peers = view.members.iter().map(|(id, o)| (id.to_string(), *o)).collect();
+        self.db
+            .metrics()
+            .set_clock(view.fenced.is_some(), view.offset_ms, peers);
     }
 
     fn report_peers(&self) {

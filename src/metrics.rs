@@ -37,6 +37,9 @@
 //! | `cave_anti_entropy_entries_repaired_total` | counter | |
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
+//! | `cave_clock_fenced` | gauge (0 or 1) | |
+//! | `cave_clock_offset_milliseconds` | gauge | |
+//! | `cave_peer_clock_offset_milliseconds` | gauge | peer |
 //! | `cave_seal_failures_total` | counter | |
 //!
 //! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
@@ -161,8 +164,10 @@ pub struct Metrics {
     state: Arc<RwLock<Option<StateSource>>>,
     /// Route templates seen so far, so a label value is an `Arc` clone rather than a fresh `String`.
     routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    clock: Arc<clock::ClockState>,
     /// Observable gauges stay registered while their handles live.
     _gauges: Vec<ObservableGauge<u64>>,
+    _signed_gauges: Vec<ObservableGauge<i64>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -191,7 +196,10 @@ impl Metrics {
 
         let state: Arc<RwLock<Option<StateSource>>> = Arc::new(RwLock::new(None));
         let peers: Arc<[AtomicU64; 3]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let clock = Arc::new(clock::ClockState::default());
+        let (fenced_gauge, signed_gauges) = clock::gauges(&meter, &clock);
         let gauges = vec![
+            fenced_gauge,
             state_gauge(
                 &meter,
                 &state,
@@ -339,7 +347,9 @@ impl Metrics {
             peers,
             state,
             routes: RwLock::new(HashMap::new()),
+            clock,
             _gauges: gauges,
+            _signed_gauges: signed_gauges,
             registry,
             _provider: provider,
         };
@@ -447,6 +457,12 @@ impl Metrics {
         }
     }
 
+    /// The clock view: fenced or not, this node's offset from the cluster's median (ms), and each member's
+    /// (peer id, ms).
+    pub fn set_clock(&self, fenced: bool, offset_ms: Option<i64>, peers: Vec<(String, i64)>) {
+        self.clock.set(fenced, offset_ms, peers);
+    }
+
     /// One message rejected for clock drift.
     pub fn clock_drift_rejection(&self) {
         self.clock_drift_rejections.add(1, &[]);
@@ -543,5 +559,6 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
+mod clock;
 #[cfg(test)]
 mod tests;

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 use super::AppState;
 use crate::cluster::NodeView;
 
-/// The node list: id, addresses, status (`self`, alive, suspect, dead, left), milliseconds since last seen
-/// and estimated clock skew. A node that does not replicate lists only itself.
+/// The node list: id, addresses, status (`self`, alive, suspect, dead, left), milliseconds since last seen,
+/// estimated clock skew (relative to this node, and relative to the cluster's median clock) and whether that
+/// makes the member skewed (for this node: fenced). A node that does not replicate lists only itself.
 pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
     Json(match &app.cluster {
         Some(cluster) => cluster.nodes(),
@@ -21,6 +22,8 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
             status: "self".into(),
             last_seen_ms: 0,
             clock_skew_ms: Some(0),
+            clock_offset_ms: None,
+            clock_skewed: false,
             incarnation: 0,
         }],
     })

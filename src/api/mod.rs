@@ -50,6 +50,7 @@ pub struct AppState {
 /// The complete HTTP router of a node.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let hlc = state.db.hlc().clone();
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -81,6 +82,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
+        .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(Arc::new(state))

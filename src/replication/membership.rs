@@ -21,6 +21,7 @@
 
 use std::collections::BTreeMap;
 
+use super::clock::ClockSamples;
 use super::message::PeerRecord;
 use crate::crdt::NodeId;
 
@@ -70,8 +71,10 @@ pub struct Member {
     pub status: Status,
     /// Local time (ms) when the record last became newer.
     pub last_progress_ms: u64,
-    /// Estimated `their clock - our clock` in ms, from their last direct gossip.
+    /// Estimated `their clock - our clock` in ms, from their recent direct gossip (see `clock`).
     pub clock_skew_ms: Option<i64>,
+    /// The samples behind the estimate.
+    pub clock_samples: ClockSamples,
 }
 
 /// A change of a member's status (for logs, metrics and events).
@@ -187,6 +190,7 @@ impl Membership {
                             status,
                             last_progress_ms: now_ms,
                             clock_skew_ms: None,
+                            clock_samples: ClockSamples::default(),
                         },
                     );
                     changes.push(StatusChange { id, status });
@@ -196,10 +200,12 @@ impl Membership {
         changes
     }
 
-    /// Record a skew estimate for a member that gossiped to us directly.
-    pub fn observe_clock(&mut self, id: NodeId, skew_ms: i64) {
+    /// Record a clock sample (`their send time - our receive time`, ms) of a member that gossiped to us
+    /// directly, and update its estimate.
+    pub fn observe_clock(&mut self, id: NodeId, sample_ms: i64) {
         if let Some(m) = self.members.get_mut(&id) {
-            m.clock_skew_ms = Some(skew_ms);
+            m.clock_samples.push(sample_ms);
+            m.clock_skew_ms = m.clock_samples.estimate();
         }
     }
 

@@ -108,7 +108,7 @@ impl Sim {
                 CoreEvent::AntiEntropyDone { .. } => self.stats.ae_rounds += 1,
                 CoreEvent::AntiEntropyTimedOut { .. } => self.stats.ae_timeouts += 1,
                 CoreEvent::ClockDriftRejected { entries, .. } => self.stats.clock_rejections += entries as u64,
-                CoreEvent::Peer(_) => {}
+                CoreEvent::Peer(_) | CoreEvent::ClockFenced { .. } | CoreEvent::ClockUnfenced { .. } => {}
             }
         }
     }

@@ -37,6 +37,7 @@ impl Sim {
             max_message_bytes: params.max_message_bytes,
             faults: Faults {
                 skip_last_bucket: opts.bug == Some(Bug::AeSkipLastBucket),
+                no_clock_fence: false,
             },
             ..CoreConfig::default()
         };
