@@ -400,8 +400,28 @@ impl Core {
         if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
             self.next_anti_entropy_ms = self.next_anti_entropy_ms.min(now_ms);
         }
-        fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
         self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
+        // Members just learned of (new, or back) that we have no clock estimate of get a gossip of their own:
+        // their answer is a sample, and the clock can be judged within a round trip instead of waiting for
+        // random gossip to pick each of them.
+        let records = self.membership.records();
+        for change in changes.iter().filter(|c| c.status == Status::Alive && c.id != from) {
+            if self
+                .membership
+                .get(change.id)
+                .is_some_and(|m| m.clock_skew_ms.is_none())
+            {
+                fx.send(
+                    change.id,
+                    Message::Gossip {
+                        records: records.clone(),
+                        reply: true,
+                        now_ms,
+                    },
+                );
+            }
+        }
+        fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
         if reply {
             let records = self.membership.records();
             fx.send(

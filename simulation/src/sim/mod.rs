@@ -121,6 +121,8 @@ pub struct Stats {
     pub ae_rounds: u64,
     pub ae_timeouts: u64,
     pub clock_rejections: u64,
+    /// Times a node's clock was fenced (and reminders while it stayed fenced).
+    pub fences: u64,
     pub episodes: Vec<String>,
 }
 
@@ -216,6 +218,7 @@ pub fn run(opts: &Options) -> Outcome {
         &sim.history,
         settled,
         sim.now - sim.heal_at.unwrap_or(sim.now),
+        sim.params.real_time_order.then_some(sim.cfg.max_clock_drift_ms),
     );
     let mut stats = sim.stats;
     stats.sim_ms = sim.now;

@@ -37,7 +37,7 @@ impl Sim {
             max_message_bytes: params.max_message_bytes,
             faults: Faults {
                 skip_last_bucket: opts.bug == Some(Bug::AeSkipLastBucket),
-                no_clock_fence: false,
+                no_clock_fence: opts.bug == Some(Bug::NoClockFence),
             },
             ..CoreConfig::default()
         };
@@ -49,10 +49,14 @@ impl Sim {
         }
         let mut ids: Vec<u64> = ids.into_iter().collect();
         ids.shuffle(&mut setup);
+        let outlier_sign = match params.outliers {
+            Some(o) if o.either_way && setup.gen_bool(0.5) => -1,
+            _ => 1,
+        };
         let mut nodes = Vec::with_capacity(slots);
         let mut addrs = BTreeMap::new();
         for (slot, &id) in ids.iter().enumerate() {
-            let clock = Clock {
+            let mut clock = Clock {
                 offset_ms: if params.skew_ms > 0 {
                     setup.gen_range(-params.skew_ms..=params.skew_ms)
                 } else {
@@ -64,6 +68,14 @@ impl Sim {
                     0
                 },
             };
+            // The clock scenarios: the last initial slots run off, one offset each.
+            if let Some(o) = params.outliers {
+                let first = initial.saturating_sub(o.offsets_ms.len());
+                if (first..initial).contains(&slot) {
+                    clock.offset_ms = outlier_sign * o.offsets_ms[slot - first];
+                    clock.drift_ppm = outlier_sign * o.drift_ppm;
+                }
+            }
             // Seeds: one to three other nodes (initial nodes only know earlier ones; node 0 knows node 1).
             let pool: Vec<usize> = if slot == 0 {
                 vec![1]
