@@ -83,10 +83,17 @@ impl Sim {
                 (0..slot.min(initial)).collect()
             };
             let k = setup.gen_range(1..=3usize).min(pool.len());
-            let seeds = pool
+            let mut seeds: Vec<String> = pool
                 .choose_multiple(&mut setup, k)
                 .map(|s| format!("n{s}:2000"))
                 .collect();
+            // The clock scenarios are about clocks, not about a cluster that starts as groups unaware of each
+            // other (a node that sees a minority it takes for the whole cluster cannot judge its clock until
+            // the groups meet, and seeds are only contacted often while a node knows nobody): every node
+            // joins through node 0, which starts first.
+            if params.outliers.is_some() && slot > 0 {
+                seeds = vec!["n0:2000".into()];
+            }
             let addr = format!("n{slot}:2000");
             addrs.insert(addr.clone(), slot);
             nodes.push(Node {
@@ -150,6 +157,12 @@ impl Sim {
         let end = self.fault_end;
         for slot in 0..initial {
             let at = rng.gen_range(0..1_000);
+            // The clock scenarios start node 0 first, so that every node meets it (see the seeds).
+            let at = match p.outliers {
+                Some(_) if slot == 0 => 0,
+                Some(_) => at.max(100),
+                None => at,
+            };
             self.at(at, Ev::Start(slot));
         }
         for slot in initial..slots {
