@@ -42,11 +42,7 @@ fn line(key: &str, value: &str, version: &str) -> String {
 
 /// A version `ahead_ms` ahead of now, written by node 1.
 fn version_ahead(ahead_ms: u64) -> String {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
-    format!("{}-0000000000000001", (now_ms + ahead_ms) << 16)
+    format!("{}-0000000000000001", (now_ms() + ahead_ms) << 16)
 }
 
 /// The greatest version there is, or a year ahead: refused with 400 naming the line, nothing applied, and
@@ -85,6 +81,83 @@ async fn an_import_from_the_future_is_refused_naming_its_line() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.json::<Value>().await.unwrap()["applied"], 1);
     node.stop().await;
+}
+
+/// A data directory holding versions from the future (as the old import let in): the node refuses to start,
+/// naming them and the way out; `cave repair-clock` restamps them, keeps the old database, and the node then
+/// starts, serves the values and takes new writes of those keys (before, it started and every later write
+/// was stamped after the far-future version, or not at all).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_holding_versions_from_the_future_refuses_to_start_until_repaired() {
+    use cave::crdt::{hlc::from_physical_ms, Entry, NodeId, Version};
+    use cave::storage::{SqliteStore, Store};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let node = TestNode::start_in(&data, |_| {}).await;
+    node.put("ok", "fine").await;
+    let config = node.config.clone();
+    node.stop().await;
+    let store = SqliteStore::open(&data.join(cave::node::DB_FILE), config.durability)
+        .await
+        .unwrap();
+    let year_ahead = from_physical_ms(now_ms() + 365 * 24 * 3_600_000);
+    store
+        .apply(&[
+            Entry::value("pinned", "p", Version::new(u64::MAX, NodeId(1))),
+            Entry::value("year", "y", Version::new(year_ahead, NodeId(1))),
+        ])
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+
+    let err = match cave::node::Node::open(config.clone()).await {
+        Ok(_) => panic!("a node with versions from the future started"),
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    assert_eq!(err.code(), "clock_skew", "{message}");
+    for needle in [
+        "pinned at 18446744073709551615",
+        "year at",
+        "2 stored version(s)",
+        "cave repair-clock",
+    ] {
+        assert!(message.contains(needle), "{needle:?} in {message}");
+    }
+
+    let repair = |dir: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_cave"))
+            .env_clear()
+            .args(["repair-clock", "--data-dir", dir.to_str().unwrap()])
+            .output()
+            .expect("cave repair-clock")
+    };
+    let out = repair(&data);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("restamped 2 entries") && stdout.contains("pinned was at"),
+        "{stdout}"
+    );
+    assert!(data.join(cave::repair::BACKUP_FILE).exists());
+    let again = repair(&data);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("nothing to repair"));
+
+    let node = TestNode::start_in(&data, |_| {}).await;
+    assert_eq!(node.get("pinned").await.as_deref(), Some(&b"p"[..]));
+    assert_eq!(node.get("year").await.as_deref(), Some(&b"y"[..]));
+    assert_eq!(node.get("ok").await.as_deref(), Some(&b"fine"[..]));
+    node.put("pinned", "later").await;
+    assert_eq!(node.get("pinned").await.as_deref(), Some(&b"later"[..]));
+    node.stop().await;
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 // ------------------------------------------------------------------------------------ real processes
