@@ -413,10 +413,27 @@ async fn fenced_while_skewed(test: &str, shift: &str) {
     assert!(skewed[0]["clock_offset_ms"].as_i64().unwrap().abs() > 25_000, "{nodes}");
     assert!(trio.log(2).contains("refusing writes"), "{}", trio.log(2));
 
-    // Back with a correct clock: serving again, and its writes replicate.
+    // Back with a correct clock: serving again, its writes replicate, and its peers take it for alive (its
+    // new incarnation, from the correct clock, may be lower than the fast one was).
+    let (id, old_incarnation) = (skewed[0]["id"].clone(), skewed[0]["incarnation"].clone());
     trio.stop(2);
     trio.start(2, None);
     trio.until_serving(2).await;
+    trio.until(0, "node 1 sees the restarted node 3 alive", || async {
+        let nodes: Value = trio
+            .client
+            .get(trio.url(0, "/api/v1/cluster/nodes"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        nodes.as_array().unwrap().iter().any(|n| {
+            n["id"] == id && n["status"] == "alive" && n["incarnation"] != old_incarnation && n["clock_skewed"] == false
+        })
+    })
+    .await;
     let (status, body) = trio.put(2, "k", "from-3-fixed").await;
     assert_eq!(status, 200, "{body}");
     trio.until_everywhere("k", "from-3-fixed").await;
