@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -73,31 +72,6 @@ pub struct ClusterOptions {
     pub dialer: Dialer,
     /// How long a stopping node tries to complete an anti-entropy round before it leaves anyway.
     pub shutdown_drain: Duration,
-}
-
-/// One row of `GET /api/v1/cluster/nodes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    /// Node id.
-    pub id: String,
-    /// Replication address.
-    pub grpc_addr: String,
-    /// HTTP address.
-    pub http_addr: String,
-    /// alive, suspect, dead or left (`self` for this node).
-    pub status: String,
-    /// Milliseconds since its heartbeat last advanced, as seen here.
-    pub last_seen_ms: u64,
-    /// Its clock minus ours, in ms, estimated from its recent direct gossip.
-    pub clock_skew_ms: Option<i64>,
-    /// Its clock minus the cluster's (the median of the members' clocks as seen here), in ms; for this node,
-    /// known once a majority of the cluster could be compared.
-    pub clock_offset_ms: Option<i64>,
-    /// Whether that offset exceeds what a serving node may have (for this node: whether it is fenced and
-    /// refuses writes).
-    pub clock_skewed: bool,
-    /// Process start time of the member (ms since the epoch).
-    pub incarnation: u64,
 }
 
 /// A running cluster member.
@@ -240,40 +214,10 @@ impl Cluster {
         self.core.lock().add_seeds(seeds);
     }
 
-    /// Every known node, this one first.
-    pub fn nodes(&self) -> Vec<NodeView> {
-        let core = self.core.lock();
-        let now = self.clock.time_ms();
-        let me = core.membership().me();
-        let clock = core.clock_view();
-        let bound = clock.bound_ms as i64;
-        let mut out = vec![NodeView {
-            id: me.id.to_string(),
-            grpc_addr: me.grpc_addr.clone(),
-            http_addr: me.http_addr.clone(),
-            status: "self".into(),
-            last_seen_ms: 0,
-            clock_skew_ms: Some(0),
-            clock_offset_ms: clock.offset_ms,
-            clock_skewed: clock.fenced.is_some(),
-            incarnation: me.incarnation,
-        }];
-        out.extend(core.membership().members().map(|m| {
-            // Relative to the median only once there is one; before that, relative to us.
-            let offset = clock.members.iter().find(|(id, _)| *id == m.record.id).map(|(_, o)| *o);
-            NodeView {
-                id: m.record.id.to_string(),
-                grpc_addr: m.record.grpc_addr.clone(),
-                http_addr: m.record.http_addr.clone(),
-                status: m.status.as_str().into(),
-                last_seen_ms: now.saturating_sub(m.last_progress_ms),
-                clock_skew_ms: m.clock_skew_ms,
-                clock_offset_ms: offset.filter(|_| clock.offset_ms.is_some()),
-                clock_skewed: offset.is_some_and(|o| o.abs() > bound),
-                incarnation: m.record.incarnation,
-            }
-        }));
-        out
+    /// Run `f` on the replication core and the local time (ms): the node list reads membership and clocks.
+    pub fn with_core<T>(&self, f: impl FnOnce(&Core, u64) -> T) -> T {
+        let now_ms = self.clock.time_ms();
+        f(&self.core.lock(), now_ms)
     }
 
     /// Leave the cluster and stop the tasks: the driver first (it drains, then gossips that it leaves; see

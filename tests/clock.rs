@@ -375,6 +375,16 @@ async fn fenced_while_skewed(test: &str, shift: &str) {
         started.elapsed()
     );
     assert!(body["error"].as_str().unwrap().contains("ms off"), "{body}");
+    // Imports too: a fenced clock can judge no drift rule.
+    let response = trio
+        .client
+        .post(trio.url(2, "/api/v1/import"))
+        .header(CONTENT_TYPE, "application/x-ndjson")
+        .body(format!("{}\n", line("imported", "v", "1-0000000000000001")))
+        .send()
+        .await
+        .unwrap();
+    expect_error(response, 503, "clock_skew", "ms off").await;
 
     // The sequence: the slow case writes on node 1 first, the fast case on node 3 first.
     let (first, second) = if shift.starts_with('-') { (0, 2) } else { (2, 0) };

@@ -175,7 +175,8 @@ fn lost_to_earlier<'a>(history: &'a History, key: &str, found: &Entry, max_drift
     };
     acked
         .into_iter()
-        .filter(|w| w.version < found.version && !history.is_excused(key, w.version))
+        // An imported version is the client's: an old export acknowledged late is meant to lose.
+        .filter(|w| w.version < found.version && !w.imported && !history.is_excused(key, w.version))
         .filter(|w| matches!(w.fate, Fate::Acked(t) if t > won_at + max_drift_ms))
         .collect()
 }

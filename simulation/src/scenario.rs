@@ -334,6 +334,7 @@ fn clocks(base: Params, nodes: (usize, usize), offsets_ms: &'static [i64], drift
         hot_ratio: 0.6,
         burst_ratio: 0.15,
         ops_per_sec: 20.0,
+        import_ratio: 0.05,
         real_time_order: true,
         ..base
     }
@@ -433,6 +434,9 @@ pub struct Params {
     pub isolated_past_ttl: bool,
     /// Clocks off on purpose (see [`Outliers`]).
     pub outliers: Option<Outliers>,
+    /// Share of client operations that are imports of one line (an old export, or a version from the future
+    /// that the drift rule must refuse).
+    pub import_ratio: f64,
     /// Check that no acknowledged write lost to one acknowledged more than `max_clock_drift` earlier in
     /// real time (holds when a majority of clocks agrees; see `check`).
     pub real_time_order: bool,
@@ -473,6 +477,7 @@ impl Default for Params {
             offline_past_ttl: false,
             isolated_past_ttl: false,
             outliers: None,
+            import_ratio: 0.0,
             real_time_order: false,
         }
     }
@@ -491,16 +496,19 @@ pub enum Bug {
     PurgeWithoutRejoin,
     /// The clock fence never closes: an outlier clock keeps stamping writes (`CoreConfig::faults`).
     NoClockFence,
+    /// Imports skip the drift rule: a version from the future is taken in.
+    ImportUnchecked,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 5] = [
+    pub const ALL: [Bug; 6] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
         Bug::PurgeWithoutRejoin,
         Bug::NoClockFence,
+        Bug::ImportUnchecked,
     ];
 
     /// The command-line name.
@@ -511,6 +519,7 @@ impl Bug {
             Bug::AeSkipLastBucket => "ae-skip-last-bucket",
             Bug::PurgeWithoutRejoin => "purge-without-rejoin",
             Bug::NoClockFence => "no-clock-fence",
+            Bug::ImportUnchecked => "import-unchecked",
         }
     }
 
@@ -522,6 +531,7 @@ impl Bug {
             Bug::AeSkipLastBucket => Scenario::Lossy,
             Bug::PurgeWithoutRejoin => Scenario::Purge,
             Bug::NoClockFence => Scenario::ClockFast,
+            Bug::ImportUnchecked => Scenario::ClockNear,
         }
     }
 }

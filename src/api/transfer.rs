@@ -72,6 +72,10 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>> {
+    // A node whose clock is fenced can apply no drift rule with it: it refuses imports as it refuses writes.
+    if let Some(offset_ms) = app.db.hlc().fenced() {
+        return Err(crate::crdt::hlc::fenced_error(offset_ms));
+    }
     let body = read_body(&headers, body, app.config.max_request_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|_| Error::invalid("import is not valid UTF-8"))?;
     let mut entries = Vec::new();

@@ -20,10 +20,10 @@
 //! # The judgement
 //! The cluster's clock is the **median** of the estimates of the alive members and of this node (offset 0).
 //! A median is not moved by one bad clock, so one outlier cannot fence the healthy majority. This node is
-//! an outlier when its own offset from that median exceeds **half** of `max_clock_drift`: then any two nodes
-//! that are not fenced differ by at most `max_clock_drift`, which is exactly what the drift guard tolerates,
-//! so entries between serving nodes are never held back and writes acknowledged more than `max_clock_drift`
-//! apart in real time are ordered as they happened.
+//! an outlier when its own offset from that median exceeds **half** of `max_clock_drift` (never less than
+//! [`MIN_CLOCK_BOUND_MS`]): then any two nodes that are not fenced differ by at most `max_clock_drift`,
+//! which is exactly what the drift guard tolerates, so entries between serving nodes are never held back
+//! and writes acknowledged more than `max_clock_drift` apart in real time are ordered as they happened.
 //!
 //! A judgement needs a strict majority of the reachable cluster (this node, alive and suspect members)
 //! whose clocks agree with the median (within the same bound). Without one (a single node, a partition's
@@ -47,6 +47,9 @@ use std::collections::VecDeque;
 
 /// One-way clock samples kept per member.
 pub const CLOCK_SAMPLES: usize = 5;
+/// The fence bound never goes below this, whatever `max_clock_drift` says (it may be 0): estimates are off
+/// by a message's one-way delay, and a bound below that would fence healthy nodes.
+pub const MIN_CLOCK_BOUND_MS: u64 = 100;
 /// While fenced, the core reminds its driver (a log line) this often.
 pub const FENCE_REMINDER_MS: u64 = 60_000;
 

@@ -179,9 +179,10 @@ impl Core {
     }
 
     /// The largest offset from the cluster's median clock a node may have and keep taking writes: half the
-    /// drift bound, so that any two serving nodes are within `max_clock_drift` of each other.
+    /// drift bound, so that any two serving nodes are within `max_clock_drift` of each other; never below
+    /// [`MIN_CLOCK_BOUND_MS`](super::clock::MIN_CLOCK_BOUND_MS), which estimates cannot resolve.
     pub fn clock_bound_ms(&self) -> u64 {
-        self.cfg.max_clock_drift_ms / 2
+        (self.cfg.max_clock_drift_ms / 2).max(super::clock::MIN_CLOCK_BOUND_MS)
     }
 
     /// `Some(offset from the cluster's clock, ms)` while this node's clock is fenced.

@@ -110,6 +110,8 @@ pub struct Stats {
     pub writes_acked: u64,
     /// Client writes refused by a fenced clock (answered with an error, never acknowledged).
     pub writes_refused: u64,
+    /// Client imports refused by the drift rule (a version from the future).
+    pub imports_refused: u64,
     pub writes_lost: u64,
     pub hlc_ties: u64,
     pub crashes: u64,

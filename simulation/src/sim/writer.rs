@@ -64,6 +64,14 @@ impl Sim {
                         self.stats.writes_refused += 1;
                     }
                 }
+                Cmd::Import(entry) => {
+                    // `Db::merge` of the import handler: kept if it supersedes. Recorded as a client write
+                    // (a losing import counts as overwritten, like a write shadowed in its own group).
+                    let id = self.history.issue(slot, &entry, now);
+                    self.history.writes[id].imported = true;
+                    eval_merge(&run.hlc, &node.state, &mut group, vec![entry], Origin::Replicated, None);
+                    group.writes.push(id);
+                }
                 Cmd::Merge(entries, origin) => {
                     let ties = eval_merge(&run.hlc, &node.state, &mut group, entries, origin, bug);
                     self.stats.hlc_ties += ties;
