@@ -38,8 +38,8 @@
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
 //! | `cave_clock_fenced` | gauge (0 or 1) | |
-//! | `cave_clock_offset_milliseconds` | gauge | |
-//! | `cave_peer_clock_offset_milliseconds` | gauge | peer |
+//! | `cave_clock_offset_seconds` | gauge | |
+//! | `cave_peer_clock_offset_seconds` | gauge | peer |
 //! | `cave_seal_failures_total` | counter | |
 //!
 //! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
@@ -167,7 +167,7 @@ pub struct Metrics {
     clock: Arc<clock::ClockState>,
     /// Observable gauges stay registered while their handles live.
     _gauges: Vec<ObservableGauge<u64>>,
-    _signed_gauges: Vec<ObservableGauge<i64>>,
+    _offset_gauges: Vec<ObservableGauge<f64>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -197,7 +197,7 @@ impl Metrics {
         let state: Arc<RwLock<Option<StateSource>>> = Arc::new(RwLock::new(None));
         let peers: Arc<[AtomicU64; 3]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
         let clock = Arc::new(clock::ClockState::default());
-        let (fenced_gauge, signed_gauges) = clock::gauges(&meter, &clock);
+        let (fenced_gauge, offset_gauges) = clock::gauges(&meter, &clock);
         let gauges = vec![
             fenced_gauge,
             state_gauge(
@@ -349,7 +349,7 @@ impl Metrics {
             routes: RwLock::new(HashMap::new()),
             clock,
             _gauges: gauges,
-            _signed_gauges: signed_gauges,
+            _offset_gauges: offset_gauges,
             registry,
             _provider: provider,
         };

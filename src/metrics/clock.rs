@@ -24,8 +24,9 @@ impl ClockState {
     }
 }
 
-/// Register the gauges (`cave_clock_fenced` and `cave_clock_offset_milliseconds` start at zero).
-pub(super) fn gauges(meter: &Meter, state: &Arc<ClockState>) -> (ObservableGauge<u64>, Vec<ObservableGauge<i64>>) {
+/// Register the gauges (`cave_clock_fenced` and `cave_clock_offset_seconds` start at zero). Offsets are
+/// exported in seconds, Prometheus' base unit (held in milliseconds).
+pub(super) fn gauges(meter: &Meter, state: &Arc<ClockState>) -> (ObservableGauge<u64>, Vec<ObservableGauge<f64>>) {
     let fenced = {
         let state = state.clone();
         meter
@@ -37,24 +38,28 @@ pub(super) fn gauges(meter: &Meter, state: &Arc<ClockState>) -> (ObservableGauge
     let offset = {
         let state = state.clone();
         meter
-            .i64_observable_gauge("cave_clock_offset")
-            .with_unit("ms")
+            .f64_observable_gauge("cave_clock_offset")
+            .with_unit("s")
             .with_description("This node's clock minus the median of its cluster's clocks")
-            .with_callback(move |o| o.observe(state.offset_ms.load(Ordering::Relaxed), &[]))
+            .with_callback(move |o| o.observe(seconds(state.offset_ms.load(Ordering::Relaxed)), &[]))
             .build()
     };
     let peers = {
         let state = state.clone();
         meter
-            .i64_observable_gauge("cave_peer_clock_offset")
-            .with_unit("ms")
+            .f64_observable_gauge("cave_peer_clock_offset")
+            .with_unit("s")
             .with_description("Each member's clock minus the median of the cluster's clocks, as estimated here")
             .with_callback(move |o| {
                 for (peer, offset_ms) in state.peers.read().iter() {
-                    o.observe(*offset_ms, &[KeyValue::new("peer", peer.clone())]);
+                    o.observe(seconds(*offset_ms), &[KeyValue::new("peer", peer.clone())]);
                 }
             })
             .build()
     };
     (fenced, vec![offset, peers])
+}
+
+fn seconds(ms: i64) -> f64 {
+    ms as f64 / 1_000.0
 }
