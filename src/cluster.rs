@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -73,25 +72,6 @@ pub struct ClusterOptions {
     pub dialer: Dialer,
     /// How long a stopping node tries to complete an anti-entropy round before it leaves anyway.
     pub shutdown_drain: Duration,
-}
-
-/// One row of `GET /api/v1/cluster/nodes`.
-#[derive(Debug, Clone, Serialize)]
-pub struct NodeView {
-    /// Node id.
-    pub id: String,
-    /// Replication address.
-    pub grpc_addr: String,
-    /// HTTP address.
-    pub http_addr: String,
-    /// alive, suspect, dead or left (`self` for this node).
-    pub status: String,
-    /// Milliseconds since its heartbeat last advanced, as seen here.
-    pub last_seen_ms: u64,
-    /// Its clock minus ours, in ms, from its last direct gossip.
-    pub clock_skew_ms: Option<i64>,
-    /// Process start time of the member (ms since the epoch).
-    pub incarnation: u64,
 }
 
 /// A running cluster member.
@@ -234,30 +214,10 @@ impl Cluster {
         self.core.lock().add_seeds(seeds);
     }
 
-    /// Every known node, this one first.
-    pub fn nodes(&self) -> Vec<NodeView> {
-        let core = self.core.lock();
-        let now = self.clock.time_ms();
-        let me = core.membership().me();
-        let mut out = vec![NodeView {
-            id: me.id.to_string(),
-            grpc_addr: me.grpc_addr.clone(),
-            http_addr: me.http_addr.clone(),
-            status: "self".into(),
-            last_seen_ms: 0,
-            clock_skew_ms: Some(0),
-            incarnation: me.incarnation,
-        }];
-        out.extend(core.membership().members().map(|m| NodeView {
-            id: m.record.id.to_string(),
-            grpc_addr: m.record.grpc_addr.clone(),
-            http_addr: m.record.http_addr.clone(),
-            status: m.status.as_str().into(),
-            last_seen_ms: now.saturating_sub(m.last_progress_ms),
-            clock_skew_ms: m.clock_skew_ms,
-            incarnation: m.record.incarnation,
-        }));
-        out
+    /// Run `f` on the replication core and the local time (ms): the node list reads membership and clocks.
+    pub fn with_core<T>(&self, f: impl FnOnce(&Core, u64) -> T) -> T {
+        let now_ms = self.clock.time_ms();
+        f(&self.core.lock(), now_ms)
     }
 
     /// Leave the cluster and stop the tasks: the driver first (it drains, then gossips that it leaves; see
@@ -367,6 +327,7 @@ impl Driver {
                         self.start_drain_round();
                     }
                     self.report_peers();
+                    self.apply_fence();
                     self.remember_sync();
                     // Nobody found within the discovery window: this is the first node of its cluster, and
                     // there is nothing to catch up with.
@@ -499,6 +460,17 @@ impl Driver {
                         self.db.metrics().clock_drift_rejection();
                     }
                 }
+                CoreEvent::ClockFenced { offset_ms } => tracing::error!(
+                    offset_ms,
+                    "this node's clock is off the cluster's by more than max_clock_drift allows: refusing \
+                     writes until it is back (reads go on, marked possibly stale); fix the clock (NTP)"
+                ),
+                CoreEvent::ClockUnfenced { offset_ms } => {
+                    tracing::info!(
+                        offset_ms,
+                        "this node's clock is back within bounds: taking writes again"
+                    )
+                }
                 CoreEvent::AntiEntropyDone {
                     peer,
                     repaired,
@@ -556,6 +528,17 @@ impl Driver {
                 Err(e) => tracing::warn!(error = %e, "tombstone purge failed"),
             }
         });
+    }
+
+    /// Mirror the core's fence into the clock (which refuses to stamp local writes while fenced) and the
+    /// metrics.
+    fn apply_fence(&self) {
+        let view = self.core.lock().clock_view();
+        self.db.hlc().set_fence(view.fenced);
+        let peers = view.members.iter().map(|(id, o)| (id.to_string(), *o)).collect();
+        self.db
+            .metrics()
+            .set_clock(view.fenced.is_some(), view.offset_ms, peers);
     }
 
     fn report_peers(&self) {

@@ -23,6 +23,7 @@ pub mod grpc;
 pub mod key;
 pub mod metrics;
 pub mod node;
+pub mod repair;
 pub mod replication;
 pub mod secrets;
 pub mod storage;

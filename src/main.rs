@@ -45,6 +45,20 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::RepairClock(config) => match repair_clock(&config) {
+            Ok(0) => {
+                println!("nothing to repair: no stored version is more than max_clock_drift ahead of the clock");
+                ExitCode::SUCCESS
+            }
+            Ok(n) => {
+                println!(
+                    "restamped {n} entries at the current time; the old database is {}",
+                    config.data_dir.join(cave::repair::BACKUP_FILE).display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err, 1),
+        },
         Command::Serve(config) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
@@ -53,6 +67,16 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `cave repair-clock`: print each restamped entry; returns how many.
+fn repair_clock(config: &cave::config::Config) -> anyhow::Result<usize> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let repaired = runtime.block_on(cave::node::repair_clock(config))?;
+    for f in &repaired {
+        println!("{} was at {} ({} ms ahead)", f.key, f.version, f.ahead_ms);
+    }
+    Ok(repaired.len())
 }
 
 /// Report `err` on one line (its causes joined) without a backtrace: these are operator errors, not bugs.

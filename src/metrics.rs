@@ -37,6 +37,9 @@
 //! | `cave_anti_entropy_entries_repaired_total` | counter | |
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
+//! | `cave_clock_fenced` | gauge (0 or 1) | |
+//! | `cave_clock_offset_seconds` | gauge | |
+//! | `cave_peer_clock_offset_seconds` | gauge | peer |
 //! | `cave_seal_failures_total` | counter | |
 //!
 //! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
@@ -164,8 +167,10 @@ pub struct Metrics {
     state: Arc<RwLock<Option<StateSource>>>,
     /// Route templates seen so far, so a label value is an `Arc` clone rather than a fresh `String`.
     routes: RwLock<HashMap<Box<str>, Arc<str>>>,
+    clock: Arc<clock::ClockState>,
     /// Observable gauges stay registered while their handles live.
     _gauges: Vec<ObservableGauge<u64>>,
+    _offset_gauges: Vec<ObservableGauge<f64>>,
 }
 
 impl fmt::Debug for Metrics {
@@ -194,7 +199,10 @@ impl Metrics {
 
         let state: Arc<RwLock<Option<StateSource>>> = Arc::new(RwLock::new(None));
         let peers: Arc<[AtomicU64; 3]> = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+        let clock = Arc::new(clock::ClockState::default());
+        let (fenced_gauge, offset_gauges) = clock::gauges(&meter, &clock);
         let gauges = vec![
+            fenced_gauge,
             state_gauge(
                 &meter,
                 &state,
@@ -365,7 +373,9 @@ impl Metrics {
             peers,
             state,
             routes: RwLock::new(HashMap::new()),
+            clock,
             _gauges: gauges,
+            _offset_gauges: offset_gauges,
             registry,
             _provider: provider,
         };
@@ -490,6 +500,12 @@ impl Metrics {
         for (slot, value) in self.peers.iter().zip([counts.alive, counts.suspect, counts.dead]) {
             slot.store(value, Ordering::Relaxed);
         }
+    }
+
+    /// The clock view: fenced or not, this node's offset from the cluster's median (ms), and each member's
+    /// (peer id, ms).
+    pub fn set_clock(&self, fenced: bool, offset_ms: Option<i64>, peers: Vec<(String, i64)>) {
+        self.clock.set(fenced, offset_ms, peers);
     }
 
     /// One message rejected for clock drift.
@@ -618,5 +634,6 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
+mod clock;
 #[cfg(test)]
 mod tests;

@@ -58,6 +58,22 @@ pub const DB_FILE: &str = "cave.db";
 /// Held (locked) while a process uses the data directory.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// `cave repair-clock`: with the data directory locked (no node may run on it), restamp the stored entries
+/// more than `max_clock_drift` ahead of the wall clock (see [`crate::repair`]). Returns them.
+pub async fn repair_clock(config: &Config) -> Result<Vec<crate::repair::FarAhead>> {
+    let dir = &config.data_dir;
+    if !dir.exists() {
+        return Err(Error::InvalidInput(format!(
+            "data_dir {} does not exist",
+            dir.display()
+        )));
+    }
+    // Held until the repair is done: no node may open the directory meanwhile.
+    let _lock = DirLock::take(dir)?;
+    let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
+    crate::repair::repair_clock(config, node_id).await
+}
+
 /// An open node: its database and the state handlers share.
 pub struct Node {
     /// The local database.
@@ -125,6 +141,16 @@ impl Node {
                 let _ = node.close().await;
                 return Err(err);
             }
+        }
+        // Versions from the future on disk would drag the clock along (see `repair`): refuse to serve them.
+        let drift_ms = node.config.max_clock_drift.as_millis() as u64;
+        let now_ms = node.db.hlc().time_ms();
+        if let Err(e) = node
+            .db
+            .with_state(|state| crate::repair::check_loaded(state, now_ms, drift_ms))
+        {
+            let _ = node.close().await;
+            return Err(e);
         }
         let stats = node.db.stats();
         tracing::info!(node = %node_id, keys = stats.keys, tombstones = stats.tombstones, data_dir = %dir.display(), "node opened");

@@ -83,7 +83,7 @@ impl Node {
         let entries = keys
             .iter()
             .map(|k| {
-                let hlc = self.db.hlc().tick_after(0);
+                let hlc = self.db.hlc().tick_after(0).unwrap();
                 Entry::value(*k, format!("reserved value of {k}"), Version::new(hlc, NodeId(0x99)))
             })
             .collect();
@@ -552,19 +552,27 @@ async fn reserved_keys_replicate_between_members() {
     let key = cave::secrets::MasterKey::generate();
     let (_a_dir, a, a_cluster, a_addr) = member(&key, vec![]).await;
     // Written before the peer exists: only anti-entropy can bring it over.
-    let foreign = Version::new(a.db.hlc().tick_after(0), NodeId(0x99));
+    let foreign = Version::new(a.db.hlc().tick_after(0).unwrap(), NodeId(0x99));
     a.db.merge(vec![Entry::value("_system/tokens/old", "by anti-entropy", foreign)])
         .await
         .unwrap();
     let (_b_dir, b, b_cluster, _) = member(&key, vec![a_addr]).await;
     let deadline = Instant::now() + DEADLINE;
-    while a_cluster.nodes().iter().filter(|n| n.status == "alive").count() < 1 {
+    let alive = |cluster: &cave::cluster::Cluster| {
+        cluster.with_core(|core, _| {
+            core.membership()
+                .members()
+                .filter(|m| m.status.as_str() == "alive")
+                .count()
+        })
+    };
+    while alive(&a_cluster) < 1 {
         assert!(Instant::now() < deadline, "the members never met");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Written by this node (as Cave's own features will): the change stream hands it to the deltas (or the
     // next round brings it; either way the replication paths carry reserved keys).
-    let local = Version::new(a.db.hlc().tick_after(0), a.db.node_id());
+    let local = Version::new(a.db.hlc().tick_after(0).unwrap(), a.db.node_id());
     a.db.merge(vec![Entry::value("_system/tokens/new", "by delta", local)])
         .await
         .unwrap();

@@ -743,7 +743,8 @@ async fn steps(ui: &Ui<'_>) {
         {"id": "aaaa000000000001", "http_addr": "10.0.0.1:2001", "grpc_addr": "10.0.0.1:2000",
          "status": "self", "last_seen_ms": 0, "clock_skew_ms": 0},
         {"id": "bbbb000000000002", "http_addr": "10.0.0.2:2001", "grpc_addr": "10.0.0.2:2000",
-         "status": "suspect", "last_seen_ms": 20_000, "clock_skew_ms": -12},
+         "status": "suspect", "last_seen_ms": 20_000, "clock_skew_ms": -12,
+         "clock_offset_ms": 30_000, "clock_skewed": true},
         {"id": "cccc000000000003", "http_addr": "10.0.0.3:2001", "grpc_addr": "10.0.0.3:2000",
          "status": "dead", "last_seen_ms": 600_000, "clock_skew_ms": null},
     ]);
@@ -774,7 +775,10 @@ async fn steps(ui: &Ui<'_>) {
         texts[0]
     );
     assert!(
-        texts[1].contains("suspect") && texts[1].contains("20 s ago") && texts[1].contains("-12 ms"),
+        texts[1].contains("suspect")
+            && texts[1].contains("20 s ago")
+            && texts[1].contains("-12 ms")
+            && texts[1].contains("30000 ms skewed"),
         "{}",
         texts[1]
     );
@@ -786,7 +790,10 @@ async fn steps(ui: &Ui<'_>) {
     let classes = ui
         .js("return [...document.querySelectorAll('.node .status')].map(e => e.className);")
         .await;
-    assert_eq!(classes, json!(["status up", "status suspect", "status down"]));
+    assert_eq!(
+        classes,
+        json!(["status up", "status suspect", "status down clock-skewed", "status down"])
+    );
     ui.screenshot("ui-cluster.png").await;
     ui.js("window.__setNodes(503, {error: 'membership is starting', code: 'unavailable'}); return null;")
         .await;

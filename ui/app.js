@@ -725,6 +725,18 @@
     } else {
       row('Last seen', self ? '—' : ago(n.last_seen_ms));
       row('Clock skew', typeof n.clock_skew_ms === 'number' ? n.clock_skew_ms + ' ms' : 'unknown');
+      // Its clock minus the cluster's median; a skewed member (for this node: fenced, refusing writes) is
+      // flagged, so an operator sees which clock to fix.
+      const offset = document.createElement('span');
+      offset.className = 'clock-offset';
+      offset.textContent = typeof n.clock_offset_ms === 'number' ? n.clock_offset_ms + ' ms' : 'unknown';
+      if (n.clock_skewed) {
+        const flag = document.createElement('span');
+        flag.className = 'status down clock-skewed';
+        flag.textContent = self ? 'fenced: refuses writes' : 'skewed';
+        offset.append(' ', flag);
+      }
+      row('Clock vs cluster', offset);
     }
     card.appendChild(dl);
     return card;

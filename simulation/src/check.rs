@@ -5,6 +5,9 @@
 //!    been purged). Broken down: no unacknowledged write is visible; no acknowledged write vanished unless
 //!    superseded; no deleted key came back unless written again later.
 //! 3. Every live node's membership view agrees: it sees exactly the live nodes as alive.
+//! 4. In the clock scenarios (where a majority of the clocks agrees): no acknowledged write lost to a write
+//!    acknowledged earlier in real time by more than `max_clock_drift`. LWW orders by HLC, and HLCs follow
+//!    the wall clocks: this is what a bad clock breaks and the clock fence must prevent.
 //!
 //! Documented exceptions let an acknowledged write disappear, and the history records each case (the
 //! report shows them): a node rejoining pull-first after more than a TTL away drops old entries its peer
@@ -20,7 +23,7 @@ use std::fmt;
 
 use cave::crdt::{Entry, NodeId, Version};
 
-use crate::history::{secs, short, History, Write};
+use crate::history::{secs, short, Fate, History, Write};
 use crate::node::{Life, Node};
 
 /// One broken property.
@@ -163,8 +166,30 @@ fn judge(history: &History, key: &str, found: Option<&Entry>) -> Option<(&'stati
     verdict.map(|(kind, detail)| (kind, detail, mention))
 }
 
-/// Check the settled cluster. `settled` is false when it ran out of time.
-pub fn check(nodes: &[Node], history: &History, settled: bool, quiescence_ms: u64) -> Vec<Violation> {
+/// Rule 4 for one key: the acknowledged writes that lost to `found` although `found` was acknowledged more
+/// than `max_drift_ms` before them (in true, simulated time).
+fn lost_to_earlier<'a>(history: &'a History, key: &str, found: &Entry, max_drift_ms: u64) -> Vec<&'a Write> {
+    let acked: Vec<&Write> = history.acked(key).filter(|w| !w.shadowed).collect();
+    let Some(Fate::Acked(won_at)) = acked.iter().find(|w| w.version == found.version).map(|w| w.fate) else {
+        return Vec::new();
+    };
+    acked
+        .into_iter()
+        // An imported version is the client's: an old export acknowledged late is meant to lose.
+        .filter(|w| w.version < found.version && !w.imported && !history.is_excused(key, w.version))
+        .filter(|w| matches!(w.fate, Fate::Acked(t) if t > won_at + max_drift_ms))
+        .collect()
+}
+
+/// Check the settled cluster. `settled` is false when it ran out of time. `real_time_drift_ms` turns rule 4
+/// on, with that `max_clock_drift`.
+pub fn check(
+    nodes: &[Node],
+    history: &History,
+    settled: bool,
+    quiescence_ms: u64,
+    real_time_drift_ms: Option<u64>,
+) -> Vec<Violation> {
     let live: Vec<&Node> = nodes.iter().filter(|n| n.life == Life::Up).collect();
     let mut out = Vec::new();
     let push = |v: Violation, out: &mut Vec<Violation>| {
@@ -261,6 +286,35 @@ pub fn check(nodes: &[Node], history: &History, settled: bool, quiescence_ms: u6
                 },
                 &mut out,
             );
+        }
+    }
+
+    // 4. Real-time order.
+    if let Some(max_drift_ms) = real_time_drift_ms {
+        for key in &keys {
+            let Some(found) = first.state.get(key) else { continue };
+            let lost = lost_to_earlier(history, key, found, max_drift_ms);
+            if let Some(w) = lost.first() {
+                let won = history.acked(key).find(|w| w.version == found.version);
+                let won_at = won.map(|w| format!("{:?}", w.fate)).unwrap_or_default();
+                let mut mention: Vec<Version> = lost.iter().map(|w| w.version).collect();
+                mention.push(found.version);
+                push(
+                    Violation {
+                        kind: "acknowledged write lost to an earlier one",
+                        key: Some(key.to_string()),
+                        detail: format!(
+                            "holds {} ({won_at}); {} later acknowledged write(s) lost to it, e.g. {} ({:?})",
+                            show(Some(found)),
+                            lost.len(),
+                            show_write(w),
+                            w.fate
+                        ),
+                        history: history.describe(key, HISTORY_LINES, &mention),
+                    },
+                    &mut out,
+                );
+            }
         }
     }
 

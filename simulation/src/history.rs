@@ -31,6 +31,8 @@ pub struct Write {
     /// Overwritten by a later write of the same group commit (a batch writing a key twice): it never
     /// existed on its own in any store.
     pub shadowed: bool,
+    /// An import: its version is the client's, not a clock's (an old export is meant to lose).
+    pub imported: bool,
 }
 
 impl Write {
@@ -82,6 +84,7 @@ impl History {
             issued_ms: now_ms,
             fate: Fate::Pending,
             shadowed: false,
+            imported: false,
         });
         self.by_key.entry(entry.key.clone()).or_default().push(id);
         id

@@ -63,6 +63,9 @@ pub enum Origin {
 pub enum Cmd {
     /// A client write (one operation or an atomic batch).
     Write(Vec<Op>),
+    /// A client import (`POST /api/v1/import`) that passed the drift rule: merged, and acknowledged with
+    /// its group.
+    Import(Entry),
     /// Entries to merge.
     Merge(Vec<Entry>, Origin),
     /// Drop tombstones older than this HLC.
@@ -73,6 +76,7 @@ impl Cmd {
     pub fn weight(&self) -> usize {
         match self {
             Cmd::Write(ops) => ops.len(),
+            Cmd::Import(_) => 1,
             Cmd::Merge(entries, _) => entries.len(),
             Cmd::Purge(_) => 1,
         }

@@ -36,6 +36,19 @@ pub enum Scenario {
     /// A node stays *up* but partitioned away for longer than the tombstone TTL while keys it holds are
     /// deleted and purged. Not in the default rotation: see `docs/simulation.md` (known limitation).
     IsolatedPastTtl,
+    /// One node's clock 30 s ahead of the others' (which agree): it must be fenced.
+    ClockFast,
+    /// One node's clock 30 s behind.
+    ClockSlow,
+    /// One node's clock 5 s off, either way.
+    ClockNear,
+    /// One node's clock drifting away (2 %, either way) from a correct start.
+    ClockDrift,
+    /// Three nodes, two of them 30 s ahead alike: they are the majority, the correct one is fenced.
+    ClockPair,
+    /// Three nodes, two of them ahead by different amounts (5 s and 30 s): no majority agrees on a time,
+    /// nobody is fenced, and writes are ordered by HLC only (the guarantee without a majority).
+    ClockSplit,
 }
 
 impl Scenario {
@@ -56,8 +69,19 @@ impl Scenario {
         Scenario::Chaos,
     ];
 
+    /// The clock scenarios: outside the rotation (they need a majority of agreeing clocks, which the
+    /// rotation's random skews do not give); `simulation/tests/clock.rs` runs them.
+    pub const CLOCKS: [Scenario; 6] = [
+        Scenario::ClockFast,
+        Scenario::ClockSlow,
+        Scenario::ClockNear,
+        Scenario::ClockDrift,
+        Scenario::ClockPair,
+        Scenario::ClockSplit,
+    ];
+
     /// Every scenario, including those outside the rotation.
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 20] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partition,
@@ -72,6 +96,12 @@ impl Scenario {
         Scenario::Large,
         Scenario::Chaos,
         Scenario::IsolatedPastTtl,
+        Scenario::ClockFast,
+        Scenario::ClockSlow,
+        Scenario::ClockNear,
+        Scenario::ClockDrift,
+        Scenario::ClockPair,
+        Scenario::ClockSplit,
     ];
 
     /// The scenario seed `seed` runs when none is named.
@@ -96,6 +126,12 @@ impl Scenario {
             Scenario::Large => "large",
             Scenario::Chaos => "chaos",
             Scenario::IsolatedPastTtl => "isolated-past-ttl",
+            Scenario::ClockFast => "clock-fast",
+            Scenario::ClockSlow => "clock-slow",
+            Scenario::ClockNear => "clock-near",
+            Scenario::ClockDrift => "clock-drift",
+            Scenario::ClockPair => "clock-pair",
+            Scenario::ClockSplit => "clock-split",
         }
     }
 
@@ -116,6 +152,12 @@ impl Scenario {
             Scenario::Large => "30 to 50 nodes, moderate faults",
             Scenario::Chaos => "everything at once, moderately",
             Scenario::IsolatedPastTtl => "a node up but partitioned away past the TTL while its keys are deleted",
+            Scenario::ClockFast => "one clock 30 s ahead of the others: it is fenced",
+            Scenario::ClockSlow => "one clock 30 s behind the others: it is fenced",
+            Scenario::ClockNear => "one clock 5 s off, either way: it is fenced",
+            Scenario::ClockDrift => "one clock drifting away at 2 %: fenced once it is out of bounds",
+            Scenario::ClockPair => "three nodes, two 30 s ahead alike: the correct third is the outlier",
+            Scenario::ClockSplit => "three nodes, two ahead by 5 s and 30 s: no majority, nobody fenced",
         }
     }
 
@@ -261,8 +303,52 @@ impl Scenario {
                 delete_ratio: 0.4,
                 ..base
             },
+            Scenario::ClockFast => clocks(base, (3, 5), &[30_000], 0, false),
+            Scenario::ClockSlow => clocks(base, (3, 5), &[-30_000], 0, false),
+            Scenario::ClockNear => clocks(base, (3, 5), &[5_000], 0, true),
+            Scenario::ClockDrift => clocks(base, (3, 5), &[0], 20_000, true),
+            Scenario::ClockPair => clocks(base, (3, 3), &[30_000, 30_000], 0, false),
+            Scenario::ClockSplit => Params {
+                real_time_order: false,
+                ..clocks(base, (3, 3), &[5_000, 30_000], 0, false)
+            },
         }
     }
+}
+
+/// A clock scenario: the other nodes' clocks agree within 20 ms and do not drift; the outliers are off by
+/// `offsets_ms` (negated for all of them, on half the seeds, when `either_way`) and drift by `drift_ppm`.
+/// Hot keys and bursts make writes of one key on different nodes close in time, which is where a bad
+/// clock misorders them; the real-time order rule of the checker is on.
+fn clocks(base: Params, nodes: (usize, usize), offsets_ms: &'static [i64], drift_ppm: i64, either_way: bool) -> Params {
+    Params {
+        nodes,
+        skew_ms: 20,
+        drift_ppm: 0,
+        outliers: Some(Outliers {
+            offsets_ms,
+            drift_ppm,
+            either_way,
+        }),
+        hot_keys: 4,
+        hot_ratio: 0.6,
+        burst_ratio: 0.15,
+        ops_per_sec: 20.0,
+        import_ratio: 0.05,
+        real_time_order: true,
+        ..base
+    }
+}
+
+/// Nodes whose clocks are off on purpose (the clock scenarios): the last initial slots.
+#[derive(Debug, Clone, Copy)]
+pub struct Outliers {
+    /// The outliers' clock offsets from true time, ms (one per outlier).
+    pub offsets_ms: &'static [i64],
+    /// Their drift, parts per million.
+    pub drift_ppm: i64,
+    /// Whether a seed may flip the sign of all the offsets and the drift.
+    pub either_way: bool,
 }
 
 impl fmt::Display for Scenario {
@@ -346,6 +432,14 @@ pub struct Params {
     pub offline_past_ttl: bool,
     /// Script: one node is partitioned away (but up) for longer than the TTL while keys it holds are deleted.
     pub isolated_past_ttl: bool,
+    /// Clocks off on purpose (see [`Outliers`]).
+    pub outliers: Option<Outliers>,
+    /// Share of client operations that are imports of one line (an old export, or a version from the future
+    /// that the drift rule must refuse).
+    pub import_ratio: f64,
+    /// Check that no acknowledged write lost to one acknowledged more than `max_clock_drift` earlier in
+    /// real time (holds when a majority of clocks agrees; see `check`).
+    pub real_time_order: bool,
 }
 
 impl Default for Params {
@@ -382,6 +476,9 @@ impl Default for Params {
             max_message_bytes: 2 * 1024 * 1024,
             offline_past_ttl: false,
             isolated_past_ttl: false,
+            outliers: None,
+            import_ratio: 0.0,
+            real_time_order: false,
         }
     }
 }
@@ -397,15 +494,21 @@ pub enum Bug {
     AeSkipLastBucket,
     /// A restarted node does not restore its last sync time, so it never rejoins pull-first.
     PurgeWithoutRejoin,
+    /// The clock fence never closes: an outlier clock keeps stamping writes (`CoreConfig::faults`).
+    NoClockFence,
+    /// Imports skip the drift rule: a version from the future is taken in.
+    ImportUnchecked,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 4] = [
+    pub const ALL: [Bug; 6] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
         Bug::PurgeWithoutRejoin,
+        Bug::NoClockFence,
+        Bug::ImportUnchecked,
     ];
 
     /// The command-line name.
@@ -415,6 +518,8 @@ impl Bug {
             Bug::LwwTieArrivalOrder => "lww-tie-arrival-order",
             Bug::AeSkipLastBucket => "ae-skip-last-bucket",
             Bug::PurgeWithoutRejoin => "purge-without-rejoin",
+            Bug::NoClockFence => "no-clock-fence",
+            Bug::ImportUnchecked => "import-unchecked",
         }
     }
 
@@ -425,6 +530,8 @@ impl Bug {
             Bug::LwwTieArrivalOrder => Scenario::Ties,
             Bug::AeSkipLastBucket => Scenario::Lossy,
             Bug::PurgeWithoutRejoin => Scenario::Purge,
+            Bug::NoClockFence => Scenario::ClockFast,
+            Bug::ImportUnchecked => Scenario::ClockNear,
         }
     }
 }

@@ -53,6 +53,7 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
+    let hlc = state.db.hlc().clone();
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -84,6 +85,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
+        .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
         .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
         .layer(axum::middleware::from_fn(guard::head_limits))
         // Around every other layer, so that whatever answers in plain text is rewritten.

@@ -2,14 +2,20 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::crdt::Hlc;
 use crate::error::Result;
+
+/// Header on reads served while this node is fenced for clock skew: it takes no writes, so what it holds
+/// may be behind the cluster.
+pub const STALE_HEADER: &str = "x-cave-stale";
 
 /// Node identity and state. Never the environment, never key material (the cluster id is a one-way
 /// fingerprint of the cluster key). `peers` lists the other known members with their status.
@@ -43,12 +49,17 @@ pub async fn healthz() -> Json<Value> {
 }
 
 /// Readiness: storage is open (the router only runs once it is) and takes writes (the last commit did not
-/// fail on a full disk: `storage_full` until one succeeds again), and, for a cluster member, the first
-/// anti-entropy round is done (or there was nobody to sync with): a load balancer should not send reads to
-/// a node that has not caught up yet.
+/// fail on a full disk: `storage_full` until one succeeds again), the clock is not fenced (a node whose
+/// clock is the outlier of its cluster refuses writes: `{"status": "clock_skew"}`) and, for a cluster
+/// member, the first anti-entropy round is done (or there was nobody to sync with): a load balancer should
+/// not send requests to a node that has not caught up yet.
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.db.storage_full() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "storage_full"}))).into_response();
+    }
+    if let Some(offset_ms) = app.db.hlc().fenced() {
+        let body = json!({"status": "clock_skew", "offset_ms": offset_ms});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     }
     match &app.cluster {
         Some(cluster) if !cluster.synced() => {
@@ -56,4 +67,17 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         }
         _ => Json(json!({"status": "ready"})).into_response(),
     }
+}
+
+/// Middleware: while the clock is fenced, every read (GET, HEAD, and `POST /api/v1/query`) carries
+/// `X-Cave-Stale: clock_skew`.
+pub async fn mark_stale_reads(State(hlc): State<Arc<Hlc>>, request: Request, next: Next) -> Response {
+    let read = matches!(*request.method(), Method::GET | Method::HEAD) || request.uri().path() == "/api/v1/query";
+    let mut response = next.run(request).await;
+    if read && hlc.fenced().is_some() && response.status().is_success() {
+        response
+            .headers_mut()
+            .insert(STALE_HEADER, HeaderValue::from_static("clock_skew"));
+    }
+    response
 }

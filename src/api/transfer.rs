@@ -80,6 +80,10 @@ pub async fn import(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<serde_json::Value>> {
+    // A node whose clock is fenced can apply no drift rule with it: it refuses imports as it refuses writes.
+    if let Some(offset_ms) = app.db.hlc().fenced() {
+        return Err(crate::crdt::hlc::fenced_error(offset_ms));
+    }
     let body = read_body(&headers, body, app.config.max_request_bytes).await?;
     let text = std::str::from_utf8(&body).map_err(|_| Error::invalid("import is not valid UTF-8"))?;
     let mut entries = Vec::new();
@@ -98,6 +102,17 @@ pub async fn import(
         if entry.value.len() > app.config.max_value_bytes {
             return Err(Error::TooLarge(format!(
                 "import line {line_no}: value exceeds the limit"
+            )));
+        }
+        // The drift rule of replication: a version this far ahead would drag the clock with it, and every
+        // later write of the key (anywhere) would silently lose to it.
+        let now_ms = app.db.hlc().time_ms();
+        let max_drift_ms = app.config.max_clock_drift.as_millis() as u64;
+        if let Some(ahead_ms) = crate::crdt::hlc::beyond_drift(entry.version.hlc, now_ms, max_drift_ms) {
+            return Err(Error::InvalidInput(format!(
+                "import line {line_no}: version {} is {ahead_ms} ms ahead of this node's clock (more than \
+                 max_clock_drift)",
+                entry.version
             )));
         }
         entries.push(entry);

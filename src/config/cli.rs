@@ -27,6 +27,8 @@ pub enum Command {
     Keygen,
     /// Probe the `/healthz` endpoint of a node and exit 0 if it answers 200, 1 otherwise.
     Healthcheck(Probe),
+    /// Restamp stored versions too far ahead of the clock in this configuration's data directory, and exit.
+    RepairClock(Config),
     /// `--help` or `--version`: print this text to stdout and exit successfully.
     Print(String),
 }
@@ -63,6 +65,7 @@ where
         // The key generator must work whatever the environment holds, even a broken configuration.
         Some(CliCommand::Keygen) => return Ok(Command::Keygen),
         Some(CliCommand::Healthcheck(args)) => return probe(&args, env).map(Command::Healthcheck),
+        Some(CliCommand::RepairClock(args)) => return resolve(&args, env).map(Command::RepairClock),
         Some(CliCommand::Serve(args)) => *args,
         None => cli.serve,
     };
@@ -148,6 +151,9 @@ pub enum CliCommand {
     Keygen,
     /// Exit 0 if the node on this host answers GET /healthz with 200, 1 if not (for container health checks)
     Healthcheck(HealthcheckArgs),
+    /// With the node stopped: restamp stored versions more than max-clock-drift ahead of the clock at the
+    /// current time (the node refuses to start while there are any), keeping the old database beside it
+    RepairClock(Box<ServeArgs>),
 }
 
 /// Options of `cave healthcheck`. The address is found as a node finds it (flag, environment, config file),

@@ -266,7 +266,7 @@ impl Config {
     {
         match parse(args, env)? {
             Command::Serve(config) => Ok(config),
-            Command::Keygen | Command::Healthcheck(_) | Command::Print(_) => {
+            Command::Keygen | Command::Healthcheck(_) | Command::RepairClock(_) | Command::Print(_) => {
                 Err(Error::invalid("the command line does not describe a node to run"))
             }
         }

@@ -458,3 +458,42 @@ async fn a_full_disk_fails_the_whole_group_and_is_reported_until_a_commit_succee
     assert_eq!(db.get("k").unwrap().value, "new");
     assert_eq!(store.reopen().get("k").await.unwrap().unwrap().value, "new");
 }
+
+/// A key at the greatest version there is cannot be overwritten: the write is an error, never acknowledged
+/// with a version that silently loses (before, the HLC saturated and the "newer" write tied and lost).
+#[tokio::test]
+async fn a_write_that_cannot_get_a_greater_version_is_refused() {
+    let db = open().await;
+    let top = Version::new(u64::MAX, NodeId(9));
+    db.merge(vec![Entry::value("k", "pinned", top)]).await.unwrap();
+    for ops in [
+        vec![put("k", "later")],
+        vec![Op::Delete {
+            key: "k".into(),
+            cas: None,
+        }],
+        vec![put("other", "x")],
+    ] {
+        let err = db.write(ops).await.unwrap_err();
+        assert_eq!(err.code(), "clock_skew", "{err}");
+    }
+    assert_eq!(db.get("k").map(|e| e.version), Some(top));
+    assert_eq!(db.get("other"), None);
+}
+
+/// While the clock is fenced, local writes are refused (reads and merges go on); lifting it resumes them.
+#[tokio::test]
+async fn a_fenced_clock_refuses_local_writes_only() {
+    let db = open().await;
+    db.write(vec![put("k", "v1")]).await.unwrap();
+    db.hlc().set_fence(Some(30_000));
+    let err = db.write(vec![put("k", "v2")]).await.unwrap_err();
+    assert_eq!(err.code(), "clock_skew");
+    assert!(err.to_string().contains("30000 ms"), "{err}");
+    assert_eq!(db.get("k").unwrap().value, Bytes::from("v1"));
+    let remote = Entry::value("r", "remote", Version::new(1 << 16, NodeId(9)));
+    assert_eq!(db.merge(vec![remote.clone()]).await.unwrap(), vec![remote]);
+    db.hlc().set_fence(None);
+    db.write(vec![put("k", "v3")]).await.unwrap();
+    assert_eq!(db.get("k").unwrap().value, Bytes::from("v3"));
+}

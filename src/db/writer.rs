@@ -191,7 +191,7 @@ impl Group {
                     let current = version_of(&local, &key);
                     check_cas_version(current, cas)?;
                     let floor = current.map_or(0, |(v, _)| v.hlc);
-                    let version = Version::new(shared.hlc.tick_after(floor), shared.node);
+                    let version = Version::new(shared.hlc.tick_after(floor)?, shared.node);
                     let entry = Entry {
                         key,
                         value,
@@ -211,7 +211,7 @@ impl Group {
                         // Already deleted: deleting again changes nothing (and must not move the version).
                         Some(e) if e.deleted => e,
                         current => {
-                            let tomb = Entry::tombstone(key, next_version(shared, current.as_ref()));
+                            let tomb = Entry::tombstone(key, next_version(shared, current.as_ref())?);
                             changes.push(tomb.clone());
                             local.insert(tomb.key.clone(), tomb.clone());
                             tomb
@@ -240,7 +240,7 @@ impl Group {
                     for key in keys {
                         let current = lookup(&local, &key);
                         if let Some(current) = current.filter(|e| !e.deleted) {
-                            let tomb = Entry::tombstone(key, next_version(shared, Some(&current)));
+                            let tomb = Entry::tombstone(key, next_version(shared, Some(&current))?);
                             changes.push(tomb.clone());
                             local.insert(tomb.key.clone(), tomb.clone());
                             tombs.push(tomb);
@@ -367,10 +367,11 @@ fn out_of_turn() -> Error {
     Error::internal("writer: command evaluated out of turn")
 }
 
-/// The version of a local write over `current`: `max(now, current.hlc + 1)`, stamped with this node.
-fn next_version(shared: &Shared, current: Option<&Entry>) -> Version {
+/// The version of a local write over `current`: `max(now, current.hlc + 1)`, stamped with this node. Fails
+/// while the clock is fenced or when no greater version exists ([`crate::crdt::Hlc::tick_after`]).
+fn next_version(shared: &Shared, current: Option<&Entry>) -> Result<Version> {
     let floor = current.map_or(0, |e| e.version.hlc);
-    Version::new(shared.hlc.tick_after(floor), shared.node)
+    Ok(Version::new(shared.hlc.tick_after(floor)?, shared.node))
 }
 
 /// `?cas=`: `0` means "only if absent (or deleted)", anything else "only if the live version is exactly this".

@@ -28,6 +28,8 @@ fn counters_exist_before_their_first_event() {
         "cave_watch_subscribers",
         "cave_peers{status=\"alive\"}",
         "cave_peers{status=\"dead\"}",
+        "cave_clock_fenced",
+        "cave_clock_offset_seconds",
     ] {
         assert_eq!(sample(&text, series), Some(0.0), "{series} in:\n{text}");
     }
@@ -117,4 +119,22 @@ fn route_labels_are_bounded() {
     assert_eq!(metrics.routes.read().len(), MAX_ROUTES);
     let text = metrics.render();
     assert!(text.contains("route=\"other\""));
+}
+
+#[test]
+fn the_clock_gauges_say_whether_this_node_is_fenced_and_who_is_skewed() {
+    let metrics = Metrics::new();
+    metrics.set_clock(true, Some(30_000), vec![("00000000000000aa".into(), -12)]);
+    let text = metrics.render();
+    assert_eq!(sample(&text, "cave_clock_fenced"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "cave_clock_offset_seconds"), Some(30.0), "{text}");
+    assert_eq!(
+        sample(&text, "cave_peer_clock_offset_seconds{peer=\"00000000000000aa\"}"),
+        Some(-0.012),
+        "{text}"
+    );
+    metrics.set_clock(false, Some(3), Vec::new());
+    let text = metrics.render();
+    assert_eq!(sample(&text, "cave_clock_fenced"), Some(0.0), "{text}");
+    assert!(!text.contains("cave_peer_clock_offset_seconds{"), "{text}");
 }

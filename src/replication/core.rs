@@ -8,9 +8,10 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use super::anti_entropy::Round;
+use super::clock::{judge, Fence, FenceChange};
 use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
-use crate::crdt::hlc::{from_physical_ms, physical_ms};
+use crate::crdt::hlc::{beyond_drift, from_physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
 /// Tunables of the core, in milliseconds and counts. Defaults live in [`CoreConfig::default`].
@@ -44,6 +45,8 @@ pub struct Faults {
     /// Anti-entropy never compares the last bucket of a group (an off-by-one): differences there are never
     /// repaired.
     pub skip_last_bucket: bool,
+    /// The clock fence never closes: an outlier clock keeps stamping writes.
+    pub no_clock_fence: bool,
 }
 
 impl Default for CoreConfig {
@@ -81,6 +84,11 @@ pub enum CoreEvent {
     Peer(StatusChange),
     /// Entries from `from` were stamped too far in the future and were not applied.
     ClockDriftRejected { from: NodeId, entries: usize },
+    /// This node's clock was found to be the outlier of its cluster (`offset_ms` off the median): local
+    /// writes must be refused. Repeated once a minute while it lasts.
+    ClockFenced { offset_ms: i64 },
+    /// The clock is back within the bound: writes may resume.
+    ClockUnfenced { offset_ms: i64 },
     /// An anti-entropy round this node started at `started_ms` ended; `repaired` counts entries exchanged
     /// both ways. Once it ends, the peer holds everything this node held when it started (or newer), except
     /// what the pull-first rule keeps back: the entries pushed to it are in `sends` of the same effects.
@@ -131,6 +139,22 @@ pub struct Core {
     /// Entries handed to the driver to forget whose removal has not reached the state yet (the driver applies
     /// effects asynchronously): never offered to peers meanwhile.
     forgetting: HashMap<String, Version>,
+    /// Whether this node's clock is fenced (see [`super::clock`]).
+    fence: Fence,
+}
+
+/// This node's view of the cluster's clocks (for the node list and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClockView {
+    /// This node's clock minus the cluster's median, ms (`None` before a majority could judge).
+    pub offset_ms: Option<i64>,
+    /// `Some(offset)` while this node is fenced.
+    pub fenced: Option<i64>,
+    /// The largest offset from the median a serving node may have, ms.
+    pub bound_ms: u64,
+    /// Each member with an estimate: its clock minus the cluster's median (or minus ours while there is no
+    /// median), ms.
+    pub members: Vec<(NodeId, i64)>,
 }
 
 impl Core {
@@ -150,6 +174,46 @@ impl Core {
             last_sync_ms: None,
             restarted_stale: false,
             forgetting: HashMap::new(),
+            fence: Fence::default(),
+        }
+    }
+
+    /// The largest offset from the cluster's median clock a node may have and keep taking writes: half the
+    /// drift bound, so that any two serving nodes are within `max_clock_drift` of each other; never below
+    /// [`MIN_CLOCK_BOUND_MS`](super::clock::MIN_CLOCK_BOUND_MS), which estimates cannot resolve.
+    pub fn clock_bound_ms(&self) -> u64 {
+        (self.cfg.max_clock_drift_ms / 2).max(super::clock::MIN_CLOCK_BOUND_MS)
+    }
+
+    /// `Some(offset from the cluster's clock, ms)` while this node's clock is fenced.
+    pub fn clock_fence(&self) -> Option<i64> {
+        self.fence.fenced()
+    }
+
+    /// This node's view of the cluster's clocks.
+    pub fn clock_view(&self) -> ClockView {
+        let mine = self.fence.offset_ms();
+        ClockView {
+            offset_ms: mine,
+            fenced: self.fence.fenced(),
+            bound_ms: self.clock_bound_ms(),
+            members: self
+                .membership
+                .members()
+                .filter_map(|m| m.clock_skew_ms.map(|skew| (m.record.id, skew + mine.unwrap_or(0))))
+                .collect(),
+        }
+    }
+
+    /// Judge this node's clock against its alive members' and update the fence.
+    fn judge_clock(&mut self, now_ms: u64, fx: &mut Effects) {
+        let estimates: Vec<i64> = self.membership.alive().filter_map(|m| m.clock_skew_ms).collect();
+        let reachable = self.membership.reachable().count();
+        let judgement = judge(&estimates, reachable, self.clock_bound_ms());
+        match self.fence.update(judgement, now_ms, !self.cfg.faults.no_clock_fence) {
+            Some(FenceChange::Fenced { offset_ms }) => fx.events.push(CoreEvent::ClockFenced { offset_ms }),
+            Some(FenceChange::Lifted { offset_ms }) => fx.events.push(CoreEvent::ClockUnfenced { offset_ms }),
+            None => {}
         }
     }
 
@@ -281,6 +345,7 @@ impl Core {
         }
         fx.events
             .extend(self.membership.tick(now_ms).into_iter().map(CoreEvent::Peer));
+        self.judge_clock(now_ms, &mut fx);
         self.expire_rounds(now_ms, &mut fx);
         if now_ms >= self.next_anti_entropy_ms {
             // Jitter (0.5x to 1.5x) keeps the nodes of a cluster from synchronising their rounds.
@@ -336,8 +401,28 @@ impl Core {
         if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
             self.next_anti_entropy_ms = self.next_anti_entropy_ms.min(now_ms);
         }
-        fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
         self.membership.observe_clock(from, their_now as i64 - now_ms as i64);
+        // Members just learned of (new, or back) that we have no clock estimate of get a gossip of their own:
+        // their answer is a sample, and the clock can be judged within a round trip instead of waiting for
+        // random gossip to pick each of them.
+        let records = self.membership.records();
+        for change in changes.iter().filter(|c| c.status == Status::Alive && c.id != from) {
+            if self
+                .membership
+                .get(change.id)
+                .is_some_and(|m| m.clock_skew_ms.is_none())
+            {
+                fx.send(
+                    change.id,
+                    Message::Gossip {
+                        records: records.clone(),
+                        reply: true,
+                        now_ms,
+                    },
+                );
+            }
+        }
+        fx.events.extend(changes.into_iter().map(CoreEvent::Peer));
         if reply {
             let records = self.membership.records();
             fx.send(
@@ -415,8 +500,14 @@ impl Core {
     ///
     /// Tombstones older than the purge horizon are dropped too: they are garbage every node purges, and
     /// taking them back in would only make purged and unpurged nodes trade them forever.
+    ///
+    /// While fenced, "now" for the drift rule is the cluster's clock (ours corrected by the offset): this
+    /// node stamps nothing then, and a slow clock would otherwise hold back every healthy peer's entries.
     pub(super) fn accept(&mut self, now_ms: u64, from: NodeId, entries: Vec<Entry>, state: &LwwMap, fx: &mut Effects) {
-        let horizon = now_ms.saturating_add(self.cfg.max_clock_drift_ms);
+        let reference_ms = match self.fence.fenced() {
+            Some(offset_ms) => (now_ms as i64).saturating_sub(offset_ms).max(0) as u64,
+            None => now_ms,
+        };
         let purge = self.purge_horizon(now_ms);
         let mut future = 0;
         for e in entries {
@@ -428,7 +519,7 @@ impl Core {
                 if let Some(held) = state.get(&e.key).filter(|held| e.supersedes(held)) {
                     fx.forget.push(held.clone());
                 }
-            } else if physical_ms(e.version.hlc) <= horizon {
+            } else if beyond_drift(e.version.hlc, reference_ms, self.cfg.max_clock_drift_ms).is_none() {
                 fx.persist.push(e);
             } else {
                 future += 1;

@@ -10,7 +10,9 @@
 //!
 //! Pitfalls handled:
 //! - **Restarts**: the incarnation is the start time of the member's process, so a restarted node (same id,
-//!   heartbeat back at 0) supersedes its old record instead of looking stale.
+//!   heartbeat back at 0) supersedes its old record instead of looking stale. A node that hears of an
+//!   incarnation of itself newer than its own (its previous process ran on a clock that was ahead) takes
+//!   one past it.
 //! - **Zombies**: dead members are not gossiped, and their record is kept (as dead) for `forget_after`, so
 //!   an old copy of their record arriving late cannot revive them; only a genuinely newer heartbeat can.
 //! - **Unbounded growth**: after `forget_after` dead members are dropped.
@@ -21,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+use super::clock::ClockSamples;
 use super::message::PeerRecord;
 use crate::crdt::NodeId;
 
@@ -70,8 +73,10 @@ pub struct Member {
     pub status: Status,
     /// Local time (ms) when the record last became newer.
     pub last_progress_ms: u64,
-    /// Estimated `their clock - our clock` in ms, from their last direct gossip.
+    /// Estimated `their clock - our clock` in ms, from their recent direct gossip (see `clock`).
     pub clock_skew_ms: Option<i64>,
+    /// The samples behind the estimate.
+    pub clock_samples: ClockSamples,
 }
 
 /// A change of a member's status (for logs, metrics and events).
@@ -159,8 +164,13 @@ impl Membership {
         let mut changes = Vec::new();
         for record in records {
             if record.id == self.me.id {
-                // Someone remembers an older incarnation of us: nothing to learn. (A record *newer* than us
-                // would mean a second process with our id; we keep our own view.)
+                // Someone remembers an older incarnation of us: nothing to learn. A *newer* one means our
+                // previous process started with a clock ahead of this one's (incarnations are start times:
+                // a fast clock fixed by a restart): peers would take our records for stale ones and us for
+                // dead. Supersede it.
+                if record.newer_than(&self.me) {
+                    self.me.incarnation = record.incarnation + 1;
+                }
                 continue;
             }
             let status = if record.left { Status::Left } else { Status::Alive };
@@ -187,6 +197,7 @@ impl Membership {
                             status,
                             last_progress_ms: now_ms,
                             clock_skew_ms: None,
+                            clock_samples: ClockSamples::default(),
                         },
                     );
                     changes.push(StatusChange { id, status });
@@ -196,10 +207,12 @@ impl Membership {
         changes
     }
 
-    /// Record a skew estimate for a member that gossiped to us directly.
-    pub fn observe_clock(&mut self, id: NodeId, skew_ms: i64) {
+    /// Record a clock sample (`their send time - our receive time`, ms) of a member that gossiped to us
+    /// directly, and update its estimate.
+    pub fn observe_clock(&mut self, id: NodeId, sample_ms: i64) {
         if let Some(m) = self.members.get_mut(&id) {
-            m.clock_skew_ms = Some(skew_ms);
+            m.clock_samples.push(sample_ms);
+            m.clock_skew_ms = m.clock_samples.estimate();
         }
     }
 
@@ -305,6 +318,17 @@ mod tests {
         assert!(m.records().iter().all(|r| r.id != NodeId(2)));
         m.tick(80_000);
         assert_eq!(m.members().count(), 0);
+    }
+
+    #[test]
+    fn a_node_restarted_on_a_slower_clock_supersedes_its_old_incarnation() {
+        // The old process started at 130 on a fast clock; the new one at 100.
+        let mut m = Membership::new(rec(1, 100, 0), T);
+        m.merge(vec![rec(1, 90, 7)], 0);
+        assert_eq!(m.me().incarnation, 100, "an older record of us changes nothing");
+        m.merge(vec![rec(1, 130, 7)], 0);
+        assert_eq!(m.me().incarnation, 131);
+        assert!(m.me().newer_than(&rec(1, 130, 7)));
     }
 
     #[test]

@@ -24,14 +24,17 @@
 //!   newer. Traffic grows with the difference between the two nodes, not with the database.
 //! - **Clocks**: an entry stamped more than `max_clock_drift` ahead of the local clock is not applied; it
 //!   comes back through anti-entropy once local time has caught up. A bad clock cannot pin a key into the
-//!   future, and nothing is lost.
+//!   future. A node that finds its own clock is the outlier of its cluster (far from the median of its
+//!   members' clocks, a majority agreeing) is **fenced**: it takes no writes until its clock is back; see
+//!   [`clock`].
 
 mod anti_entropy;
+pub mod clock;
 mod core;
 pub mod membership;
 pub mod message;
 
-pub use self::core::{Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
+pub use self::core::{ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
 pub use membership::{Member, Membership, Status, StatusChange, Timing};
 pub use message::{Message, PeerRecord};
 

@@ -11,6 +11,14 @@ struct Node {
     core: Core,
     state: LwwMap,
     up: bool,
+    /// This node's clock minus true time, ms.
+    skew_ms: i64,
+}
+
+impl Node {
+    fn local(&self, now_ms: u64) -> u64 {
+        (now_ms as i64 + self.skew_ms) as u64
+    }
 }
 
 struct Cluster {
@@ -51,6 +59,7 @@ impl Cluster {
                 ),
                 state: LwwMap::new(),
                 up: true,
+                skew_ms: 0,
             })
             .collect();
         Cluster {
@@ -96,8 +105,8 @@ impl Cluster {
             if !self.nodes[to].up {
                 continue;
             }
-            let now = self.now_ms;
             let node = &mut self.nodes[to];
+            let now = node.local(self.now_ms);
             let fx = node.core.on_message(now, from, msg, &node.state);
             self.apply(to, fx);
         }
@@ -107,8 +116,8 @@ impl Cluster {
         self.now_ms += ms;
         for i in 0..self.nodes.len() {
             if self.nodes[i].up {
-                let now = self.now_ms;
                 let node = &mut self.nodes[i];
+                let now = node.local(self.now_ms);
                 let fx = node.core.on_tick(now, &node.state);
                 self.apply(i, fx);
             }
@@ -251,6 +260,7 @@ fn a_silent_member_becomes_suspect_then_dead_and_comes_back_after_restart() {
         core: Core::new(CoreConfig::default(), record(2, now), vec!["n0:2000".into()], 99, now),
         state: LwwMap::new(),
         up: true,
+        skew_ms: 0,
     };
     for _ in 0..5 {
         c.tick(1_000);
@@ -319,4 +329,76 @@ fn a_node_back_after_the_tombstone_ttl_rejoins_pull_first_and_resurrects_nothing
     assert_eq!(rejoin_after_ttl(true), (false, false));
     // The control: without the rule the deleted key comes back on both nodes.
     assert_eq!(rejoin_after_ttl(false), (true, true));
+}
+
+/// Three nodes, `skews` their clocks' offsets from true time; ticked for `secs` seconds.
+fn skewed(skews: &[i64], secs: u64) -> Cluster {
+    let mut c = Cluster::new(skews.len(), |i| if i == 0 { vec![1] } else { vec![0] });
+    let now = c.now_ms;
+    for (i, (node, skew)) in c.nodes.iter_mut().zip(skews).enumerate() {
+        // A core starts on its own clock.
+        node.skew_ms = *skew;
+        let local = node.local(now);
+        let seeds = vec![format!("n{}:2000", usize::from(i == 0))];
+        node.core = Core::new(CoreConfig::default(), record(i, local), seeds, i as u64, local);
+    }
+    for _ in 0..secs * 10 {
+        c.tick(100);
+    }
+    c
+}
+
+fn fences(c: &Cluster) -> Vec<Option<i64>> {
+    c.nodes.iter().map(|n| n.core.clock_fence()).collect()
+}
+
+#[test]
+fn the_outlier_clock_is_fenced_and_the_majority_is_not() {
+    for skew in [30_000, -30_000, 5_000, -5_000] {
+        let c = skewed(&[0, 0, skew], 10);
+        let f = fences(&c);
+        assert_eq!(&f[..2], &[None, None], "skew {skew}");
+        let offset = f[2].unwrap_or_else(|| panic!("skew {skew}: not fenced"));
+        assert!((offset - skew).abs() < 50, "skew {skew}, estimated {offset}");
+        assert!(c
+            .events
+            .iter()
+            .any(|(i, e)| *i == 2 && matches!(e, CoreEvent::ClockFenced { .. })));
+        // The healthy nodes see who is skewed and by how much.
+        let view = c.nodes[0].core.clock_view();
+        let id = c.nodes[2].core.id();
+        let seen = view.members.iter().find(|(m, _)| *m == id).map(|(_, o)| *o);
+        assert!(seen.is_some_and(|o| (o - skew).abs() < 50), "{view:?}");
+    }
+}
+
+#[test]
+fn without_a_majority_nobody_is_fenced_and_two_alike_fence_the_third() {
+    // Two nodes: neither can tell whose clock is wrong.
+    assert_eq!(fences(&skewed(&[0, 30_000], 10)), vec![None, None]);
+    // Three clocks, no two within the bound: no majority agrees on a time.
+    assert_eq!(fences(&skewed(&[0, 5_000, 30_000], 10)), vec![None, None, None]);
+    // Two of three skewed alike are the majority: the third is the one out of line.
+    let f = fences(&skewed(&[0, 30_000, 30_000], 10));
+    assert!(f[0].is_some_and(|o| (o + 30_000).abs() < 50), "{f:?}");
+    assert_eq!(&f[1..], &[None, None]);
+}
+
+#[test]
+fn a_fenced_slow_node_takes_its_peers_entries_and_unfences_when_its_clock_is_back() {
+    let mut c = skewed(&[0, 0, -30_000], 10);
+    assert!(c.nodes[2].core.clock_fence().is_some());
+    // Stamped by a healthy node: 30 s ahead of the slow clock, but not of the cluster's.
+    let e = c.write(0, "k", "v");
+    assert_eq!(c.nodes[2].state.get("k"), Some(&e));
+    // The clock is fixed: the fence lifts once fresh samples show it.
+    c.nodes[2].skew_ms = 0;
+    for _ in 0..100 {
+        c.tick(100);
+    }
+    assert_eq!(fences(&c), vec![None, None, None]);
+    assert!(c
+        .events
+        .iter()
+        .any(|(i, e)| *i == 2 && matches!(e, CoreEvent::ClockUnfenced { .. })));
 }

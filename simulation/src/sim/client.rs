@@ -1,11 +1,14 @@
 //! The client workload: random writes, concurrent bursts on one key, deletes racing writes, batches.
 
+use cave::crdt::hlc::{beyond_drift, from_physical_ms};
+use cave::crdt::{Entry, NodeId, Version};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::events::Ev;
 use super::Sim;
 use crate::node::{Cmd, Op};
+use crate::scenario::Bug;
 use crate::trace::Tag;
 
 impl Sim {
@@ -69,6 +72,11 @@ impl Sim {
         };
         if !serving.is_empty() {
             let p = self.params.clone();
+            if p.import_ratio > 0.0 && self.work.gen_bool(p.import_ratio) {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                self.import(slot);
+                return self.next_client();
+            }
             let r: f64 = self.work.gen();
             if r < p.burst_ratio && serving.len() >= 2 {
                 // Concurrent writers on one key, at the same instant.
@@ -104,9 +112,41 @@ impl Sim {
                 self.write(slot, vec![op]);
             }
         }
+        self.next_client();
+    }
+
+    fn next_client(&mut self) {
         let mean = 1_000.0 / self.params.ops_per_sec;
         let u: f64 = self.work.gen();
         let gap = (-(1.0 - u).ln() * mean) as u64;
         self.at(self.now + gap, Ev::Client);
     }
+
+    /// `POST /api/v1/import` of one line on `slot`: an old export (up to 10 s behind the node's clock), or a
+    /// version from the future (a year ahead, or the greatest there is), which the drift rule refuses.
+    fn import(&mut self, slot: usize) {
+        let local = self.local(slot);
+        let key = self.pick_key(false);
+        let value = self.next_value(slot);
+        let hlc = match self.work.gen_range(0..4) {
+            0 => u64::MAX,
+            1 => from_physical_ms(local + 365 * 24 * 3_600_000),
+            _ => from_physical_ms(local.saturating_sub(self.work.gen_range(0..10_000))) + self.work.gen_range(0..16),
+        };
+        let entry = Entry::value(key, value, Version::new(hlc, IMPORTED_FROM));
+        self.trace.event(Tag::Client, self.now, slot);
+        self.trace.entry(&entry);
+        let checked = self.opts.bug != Some(Bug::ImportUnchecked);
+        // A fenced node cannot judge the drift rule with its own clock: it refuses imports as it refuses
+        // writes (the handler asks `Hlc::fenced`).
+        let fenced = self.nodes[slot].run.as_ref().is_some_and(|r| r.hlc.fenced().is_some());
+        if checked && (fenced || beyond_drift(hlc, local, self.cfg.max_clock_drift_ms).is_some()) {
+            self.stats.imports_refused += 1;
+            return;
+        }
+        self.submit(slot, Cmd::Import(entry));
+    }
 }
+
+/// The node id of imported versions: an export from a node that is not in this cluster.
+const IMPORTED_FROM: NodeId = NodeId(0x1e_0000_0000_0001);

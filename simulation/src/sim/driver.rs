@@ -25,6 +25,8 @@ impl Sim {
         let node = &mut self.nodes[slot];
         let run = node.run.as_mut().expect("current");
         let fx = run.core.on_tick(local, &node.state);
+        // `Driver::apply_fence`: the clock refuses to stamp local writes while the core says fenced.
+        run.hlc.set_fence(run.core.clock_fence());
         // `Driver::remember_sync`.
         if let Some(synced) = run.core.last_sync_ms() {
             let written = run.last_sync_written;
@@ -108,6 +110,13 @@ impl Sim {
                 CoreEvent::AntiEntropyDone { .. } => self.stats.ae_rounds += 1,
                 CoreEvent::AntiEntropyTimedOut { .. } => self.stats.ae_timeouts += 1,
                 CoreEvent::ClockDriftRejected { entries, .. } => self.stats.clock_rejections += entries as u64,
+                CoreEvent::ClockFenced { offset_ms } => {
+                    self.stats.fences += 1;
+                    self.log(|| format!("n{slot} fenced: clock {offset_ms} ms off the cluster's"));
+                }
+                CoreEvent::ClockUnfenced { offset_ms } => {
+                    self.log(|| format!("n{slot} unfenced: clock {offset_ms} ms off the cluster's"));
+                }
                 CoreEvent::Peer(_) => {}
             }
         }

@@ -108,6 +108,10 @@ pub struct Stats {
     pub dropped: u64,
     pub duplicated: u64,
     pub writes_acked: u64,
+    /// Client writes refused by a fenced clock (answered with an error, never acknowledged).
+    pub writes_refused: u64,
+    /// Client imports refused by the drift rule (a version from the future).
+    pub imports_refused: u64,
     pub writes_lost: u64,
     pub hlc_ties: u64,
     pub crashes: u64,
@@ -119,6 +123,8 @@ pub struct Stats {
     pub ae_rounds: u64,
     pub ae_timeouts: u64,
     pub clock_rejections: u64,
+    /// Times a node's clock was fenced (and reminders while it stayed fenced).
+    pub fences: u64,
     pub episodes: Vec<String>,
 }
 
@@ -214,6 +220,7 @@ pub fn run(opts: &Options) -> Outcome {
         &sim.history,
         settled,
         sim.now - sim.heal_at.unwrap_or(sim.now),
+        sim.params.real_time_order.then_some(sim.cfg.max_clock_drift_ms),
     );
     let mut stats = sim.stats;
     stats.sim_ms = sim.now;

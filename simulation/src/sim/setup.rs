@@ -37,6 +37,7 @@ impl Sim {
             max_message_bytes: params.max_message_bytes,
             faults: Faults {
                 skip_last_bucket: opts.bug == Some(Bug::AeSkipLastBucket),
+                no_clock_fence: opts.bug == Some(Bug::NoClockFence),
             },
             ..CoreConfig::default()
         };
@@ -48,10 +49,14 @@ impl Sim {
         }
         let mut ids: Vec<u64> = ids.into_iter().collect();
         ids.shuffle(&mut setup);
+        let outlier_sign = match params.outliers {
+            Some(o) if o.either_way && setup.gen_bool(0.5) => -1,
+            _ => 1,
+        };
         let mut nodes = Vec::with_capacity(slots);
         let mut addrs = BTreeMap::new();
         for (slot, &id) in ids.iter().enumerate() {
-            let clock = Clock {
+            let mut clock = Clock {
                 offset_ms: if params.skew_ms > 0 {
                     setup.gen_range(-params.skew_ms..=params.skew_ms)
                 } else {
@@ -63,6 +68,14 @@ impl Sim {
                     0
                 },
             };
+            // The clock scenarios: the last initial slots run off, one offset each.
+            if let Some(o) = params.outliers {
+                let first = initial.saturating_sub(o.offsets_ms.len());
+                if (first..initial).contains(&slot) {
+                    clock.offset_ms = outlier_sign * o.offsets_ms[slot - first];
+                    clock.drift_ppm = outlier_sign * o.drift_ppm;
+                }
+            }
             // Seeds: one to three other nodes (initial nodes only know earlier ones; node 0 knows node 1).
             let pool: Vec<usize> = if slot == 0 {
                 vec![1]
@@ -70,10 +83,17 @@ impl Sim {
                 (0..slot.min(initial)).collect()
             };
             let k = setup.gen_range(1..=3usize).min(pool.len());
-            let seeds = pool
+            let mut seeds: Vec<String> = pool
                 .choose_multiple(&mut setup, k)
                 .map(|s| format!("n{s}:2000"))
                 .collect();
+            // The clock scenarios are about clocks, not about a cluster that starts as groups unaware of each
+            // other (a node that sees a minority it takes for the whole cluster cannot judge its clock until
+            // the groups meet, and seeds are only contacted often while a node knows nobody): every node
+            // joins through node 0, which starts first.
+            if params.outliers.is_some() && slot > 0 {
+                seeds = vec!["n0:2000".into()];
+            }
             let addr = format!("n{slot}:2000");
             addrs.insert(addr.clone(), slot);
             nodes.push(Node {
@@ -137,6 +157,12 @@ impl Sim {
         let end = self.fault_end;
         for slot in 0..initial {
             let at = rng.gen_range(0..1_000);
+            // The clock scenarios start node 0 first, so that every node meets it (see the seeds).
+            let at = match p.outliers {
+                Some(_) if slot == 0 => 0,
+                Some(_) => at.max(100),
+                None => at,
+            };
             self.at(at, Ev::Start(slot));
         }
         for slot in initial..slots {

@@ -49,16 +49,29 @@ impl Sim {
             group.weight += cmd.weight();
             group.commands += 1;
             match cmd {
-                Cmd::Write(ops) => eval_write(
-                    node.id,
-                    &run.hlc,
-                    &node.state,
-                    &mut group,
-                    ops,
-                    &mut self.history,
-                    slot,
-                    now,
-                ),
+                Cmd::Write(ops) => {
+                    let taken = eval_write(
+                        node.id,
+                        &run.hlc,
+                        &node.state,
+                        &mut group,
+                        ops,
+                        &mut self.history,
+                        slot,
+                        now,
+                    );
+                    if !taken {
+                        self.stats.writes_refused += 1;
+                    }
+                }
+                Cmd::Import(entry) => {
+                    // `Db::merge` of the import handler: kept if it supersedes. Recorded as a client write
+                    // (a losing import counts as overwritten, like a write shadowed in its own group).
+                    let id = self.history.issue(slot, &entry, now);
+                    self.history.writes[id].imported = true;
+                    eval_merge(&run.hlc, &node.state, &mut group, vec![entry], Origin::Replicated, None);
+                    group.writes.push(id);
+                }
                 Cmd::Merge(entries, origin) => {
                     let ties = eval_merge(&run.hlc, &node.state, &mut group, entries, origin, bug);
                     self.stats.hlc_ties += ties;
@@ -190,6 +203,8 @@ impl Sim {
 }
 
 /// `Group::write` of the writer: evaluate one atomic write against the group's overlay and the state.
+/// Returns `false` if the clock refused to stamp it (fenced): then nothing of it enters the group or the
+/// history, as the real writer answers the client with an error.
 #[allow(clippy::too_many_arguments)]
 fn eval_write(
     me: NodeId,
@@ -200,8 +215,9 @@ fn eval_write(
     history: &mut History,
     slot: usize,
     now: u64,
-) {
+) -> bool {
     let mut local: BTreeMap<String, Entry> = BTreeMap::new();
+    let mut written = Vec::new();
     for op in ops {
         let key = match &op {
             Op::Put { key, .. } | Op::Delete { key } => key.clone(),
@@ -211,20 +227,27 @@ fn eval_write(
             .or_else(|| group.overlay.get(&key))
             .or_else(|| state.get(&key))
             .cloned();
+        if matches!(&op, Op::Delete { .. }) && current.as_ref().is_some_and(|e| e.deleted) {
+            // Deleting a deleted key changes nothing (and must not move the version).
+            continue;
+        }
         let floor = current.as_ref().map_or(0, |e| e.version.hlc);
-        let entry = match op {
-            Op::Put { key, value } => Entry::value(key, value, Version::new(hlc.tick_after(floor), me)),
-            Op::Delete { key } => match current {
-                // Deleting a deleted key changes nothing (and must not move the version).
-                Some(e) if e.deleted => continue,
-                _ => Entry::tombstone(key, Version::new(hlc.tick_after(floor), me)),
-            },
+        let Ok(stamp) = hlc.tick_after(floor) else {
+            return false;
         };
-        group.writes.push(history.issue(slot, &entry, now));
-        group.changes.push(entry.clone());
+        let entry = match op {
+            Op::Put { key, value } => Entry::value(key, value, Version::new(stamp, me)),
+            Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
+        };
+        written.push(entry.clone());
         local.insert(key, entry);
     }
+    for entry in written {
+        group.writes.push(history.issue(slot, &entry, now));
+        group.changes.push(entry);
+    }
     group.overlay.extend(local);
+    true
 }
 
 /// `Group::merge` of the writer (or its deliberately broken variants). Returns the number of HLC ties met.
