@@ -154,6 +154,7 @@ pub struct Metrics {
     watch_subscribers: UpDownCounter<i64>,
     http_connections: UpDownCounter<i64>,
     http_connections_refused: Counter<u64>,
+    http_connections_evicted: Counter<u64>,
     http_connection_timeouts: Counter<u64>,
     deltas_sent: Counter<u64>,
     deltas_received: Counter<u64>,
@@ -331,6 +332,12 @@ impl Metrics {
                 "{connection}",
                 "HTTP connections closed at once because http_max_connections were open",
             )),
+            http_connections_evicted: zeroed(counter(
+                &meter,
+                "cave_http_connections_evicted",
+                "{connection}",
+                "Idle HTTP connections closed to admit a new one while http_max_connections were open",
+            )),
             http_connection_timeouts,
             deltas_sent: zeroed(counter(
                 &meter,
@@ -455,6 +462,11 @@ impl Metrics {
     /// An HTTP connection refused because the connection cap was reached.
     pub fn http_connection_refused(&self) {
         self.http_connections_refused.add(1, &[]);
+    }
+
+    /// An idle HTTP connection closed to make room for a new one at the connection cap.
+    pub fn http_connection_evicted(&self) {
+        self.http_connections_evicted.add(1, &[]);
     }
 
     /// An HTTP connection closed by the server because it stayed in `phase` too long.

@@ -231,31 +231,81 @@ async fn a_stalled_body_fails_after_the_body_timeout_and_writes_nothing() {
     node.stop().await;
 }
 
-#[tokio::test]
-async fn connections_over_the_cap_are_closed_at_once_and_counted() {
-    let cap = 6;
-    let (_dir, node) = start_with(|c| c.http_max_connections = Some(cap)).await;
-    // Fill the slots with kept-alive connections that have each been answered (so the node certainly holds
-    // them) until one is refused. The test client's pooled connection may hold a slot of its own.
-    let mut held = Vec::new();
-    let mut refused = false;
-    for _ in 0..=cap {
-        let mut stream = TcpStream::connect(node.addr).await.unwrap();
-        let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", node.addr);
-        let _ = stream.write_all(head.as_bytes()).await;
-        let mut buf = [0u8; 512];
+/// Open a connection and send `head`; the stream once the node answered it with 200, or `None` if the node
+/// closed the connection instead.
+async fn answered(addr: SocketAddr, head: &str, until: &[u8]) -> Option<TcpStream> {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream.write_all(head.as_bytes()).await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 512];
+    while !common::contains_bytes(&seen, until) {
         let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
             .await
             .expect("an answer or a close at once");
         match read {
-            Ok(n) if buf[..n].starts_with(b"HTTP/1.1 200") => held.push(stream),
-            _ => {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            _ => return None,
+        }
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&seen));
+    Some(stream)
+}
+
+#[tokio::test]
+async fn at_the_cap_a_new_connection_takes_the_place_of_the_longest_idle_one() {
+    let cap = 6;
+    let (_dir, node) = start_with(|c| c.http_max_connections = Some(cap)).await;
+    let head = format!("GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", node.addr);
+    // Kept-alive connections, each answered once and then idle, oldest first: twice as many as the cap.
+    let mut idle = Vec::new();
+    for _ in 0..2 * cap {
+        let started = Instant::now();
+        let stream = answered(node.addr, &head, b"\r\n\r\n").await;
+        assert!(
+            stream.is_some(),
+            "a new connection was refused at the cap while others were idle"
+        );
+        assert!(started.elapsed() < PROBE_DEADLINE, "took {:?}", started.elapsed());
+        idle.push(stream.unwrap());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The oldest were closed to make room (the node holds at most `cap`), the newest are still open.
+    let mut closed = 0;
+    for stream in &mut idle[..cap] {
+        let mut buf = [0u8; 16];
+        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => closed += 1,
+            other => panic!("an old idle connection is still open: {other:?}"),
+        }
+    }
+    assert_eq!(closed, cap);
+    assert!(node.metric("cave_http_connections_evicted").await >= cap as f64);
+    assert_eq!(node.metric("cave_http_connections_refused").await, 0.0);
+    node.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_are_closed_at_once_when_every_one_is_busy() {
+    let cap = 6;
+    let (_dir, node) = start_with(|c| c.http_max_connections = Some(cap)).await;
+    // Watch streams keep their connections busy: none of them may be closed to make room. The test client's
+    // pooled connection may hold a slot of its own (idle: that one is evicted first).
+    let watch = format!(
+        "GET /api/v1/watch/ HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\n\r\n",
+        node.addr
+    );
+    let mut held = Vec::new();
+    let mut refused = false;
+    for _ in 0..=cap {
+        match answered(node.addr, &watch, b"event: ready").await {
+            Some(stream) => held.push(stream),
+            None => {
                 refused = true;
                 break;
             }
         }
     }
-    assert!(refused, "no connection was refused with {} open", held.len());
+    assert!(refused, "no connection was refused with {} busy", held.len());
     assert!(
         held.len() == cap || held.len() == cap - 1,
         "{} connections admitted",
@@ -264,16 +314,11 @@ async fn connections_over_the_cap_are_closed_at_once_and_counted() {
     // Freeing a slot lets the next connection in.
     drop(held.pop());
     let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let mut stream = TcpStream::connect(node.addr).await.unwrap();
-        let head = format!(
-            "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            node.addr
-        );
-        stream.write_all(head.as_bytes()).await.unwrap();
-        if read_until_closed(&mut stream).await.starts_with(b"HTTP/1.1 200") {
-            break;
-        }
+    let close = format!(
+        "GET /healthz HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        node.addr
+    );
+    while answered(node.addr, &close, b"\r\n\r\n").await.is_none() {
         assert!(Instant::now() < deadline, "no connection admitted after one was freed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

@@ -13,9 +13,13 @@
 //!
 //! The phases come from two observation points: the connection's reads (`Watched`) and the service,
 //! which counts requests in progress from the head until the response body is dropped (`Guarded`). A
-//! semaphore caps the connections: one over the cap is accepted and closed at once (counted in
-//! `cave_http_connections_refused`), so that the listener's backlog keeps moving and the cap, set below
-//! the open-files limit, leaves descriptors for SQLite and replication.
+//! semaphore caps the connections, set below the open-files limit so that it leaves descriptors for SQLite
+//! and replication. At the cap, a new connection takes the place of the connection idle the longest (no
+//! request in progress, so closing it loses nothing; counted in `cave_http_connections_evicted`), as
+//! nginx reuses keep-alive connections: otherwise enough idle sockets would lock every new client out, a
+//! health check included, until their idle timeout. Only when every connection is busy is the new one
+//! accepted and closed at once (counted in `cave_http_connections_refused`), so that the listener's
+//! backlog keeps moving.
 //!
 //! Shutdown: the accept loop stops, every connection is told to finish gracefully (HTTP/1 closes once its
 //! response is written, HTTP/2 sends GOAWAY), and [`serve`] returns once every connection task has ended.
@@ -104,6 +108,7 @@ where
     );
     let permits = Arc::new(Semaphore::new(limits.max_connections.min(Semaphore::MAX_PERMITS)));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let registry = Arc::new(Registry::default());
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -113,7 +118,19 @@ where
         };
         // Reap finished connections so that the set holds only live ones.
         while connections.try_join_next().is_some() {}
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(_) if registry.evict_longest_idle() => {
+                metrics.http_connection_evicted();
+                // The evicted connection has nothing in progress: it closes at once and gives its permit back.
+                tokio::time::timeout(EVICTION_WAIT, permits.clone().acquire_owned())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            Err(_) => None,
+        };
+        let Some(permit) = permit else {
             metrics.http_connection_refused();
             tracing::debug!(max = limits.max_connections, "connection refused: too many open");
             drop(io);
@@ -124,6 +141,7 @@ where
             limits,
             metrics: metrics.clone(),
             stop: stop_rx.clone(),
+            registry: registry.clone(),
         };
         connections.spawn(async move {
             connection.run(io).await;
@@ -142,6 +160,7 @@ struct Connection {
     limits: Limits,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
+    registry: Arc<Registry>,
 }
 
 impl Connection {
@@ -151,6 +170,7 @@ impl Connection {
     {
         let _open = self.metrics.http_connection();
         let activity = Arc::new(Activity::new());
+        let _registered = self.registry.register(activity.clone());
         let io = Watched {
             inner: io,
             activity: activity.clone(),
@@ -190,6 +210,12 @@ impl Connection {
                         conn.as_mut().graceful_shutdown();
                     }
                 }
+                // Chosen to make room at the cap while idle. Gracefully all the same: a request that began
+                // meanwhile still gets its answer (HTTP/1 closes after it, HTTP/2 sends GOAWAY).
+                () = activity.evict.notified(), if !stopping => {
+                    stopping = true;
+                    conn.as_mut().graceful_shutdown();
+                }
             }
         }
     }
@@ -204,6 +230,10 @@ struct Activity {
     phase_since_ms: AtomicU64,
     /// Wakes the watchdog when the phase changes (it holds at most one permit, so no change is missed).
     changed: Notify,
+    /// Set once the connection is chosen for eviction (it is not chosen twice).
+    evicted: AtomicBool,
+    /// Tells the connection to close, to make room for a new one at the cap.
+    evict: Notify,
 }
 
 impl Activity {
@@ -214,6 +244,8 @@ impl Activity {
             head_started: AtomicBool::new(false),
             phase_since_ms: AtomicU64::new(0),
             changed: Notify::new(),
+            evicted: AtomicBool::new(false),
+            evict: Notify::new(),
         }
     }
 
@@ -275,6 +307,70 @@ impl Activity {
                 () = self.changed.notified() => {}
             }
         }
+    }
+}
+
+/// How long the accept loop waits for an evicted connection to give its permit back before it refuses the
+/// new one after all (closing an idle connection takes well under a millisecond).
+const EVICTION_WAIT: Duration = Duration::from_millis(100);
+
+/// The activity of every open connection, from which the accept loop picks one to evict at the cap.
+#[derive(Default)]
+struct Registry {
+    live: parking_lot::Mutex<Live>,
+}
+
+#[derive(Default)]
+struct Live {
+    next: u64,
+    connections: std::collections::HashMap<u64, Arc<Activity>>,
+}
+
+impl Registry {
+    fn register(self: &Arc<Registry>, activity: Arc<Activity>) -> Registered {
+        let mut live = self.live.lock();
+        let id = live.next;
+        live.next += 1;
+        live.connections.insert(id, activity);
+        Registered {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// Tell the connection idle the longest (no request in progress, none begun) to close; `false` if every
+    /// connection is busy or in a request head. A scan of the open connections: it runs only at the cap.
+    fn evict_longest_idle(&self) -> bool {
+        let live = self.live.lock();
+        let victim = live
+            .connections
+            .values()
+            .filter(|a| !a.evicted.load(Ordering::Acquire))
+            .filter_map(|a| match a.phase() {
+                Some((ConnectionTimeout::Idle, since_ms)) => Some((a.now_ms().saturating_sub(since_ms), a)),
+                _ => None,
+            })
+            .max_by_key(|(idle_ms, _)| *idle_ms);
+        match victim {
+            Some((_, activity)) => {
+                activity.evicted.store(true, Ordering::Release);
+                activity.evict.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Removes a connection from the [`Registry`] when it ends.
+struct Registered {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.registry.live.lock().connections.remove(&self.id);
     }
 }
 
