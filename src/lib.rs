@@ -12,6 +12,7 @@
 //! storage       Store trait: SqliteStore and MemoryStore
 //! ```
 
+pub mod acl;
 pub mod api;
 pub mod cluster;
 pub mod config;
