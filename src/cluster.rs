@@ -38,6 +38,8 @@ pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// While draining, how often another round is started if none has completed.
 const DRAIN_RETRY: Duration = Duration::from_secs(1);
+/// How often an isolated node says so.
+const ISOLATED_LOG_INTERVAL: Duration = Duration::from_secs(60);
 /// Messages received but not yet handled before the gRPC service pushes back on senders.
 const INBOX_MESSAGES: usize = 4096;
 /// File in the data directory holding the time (ms) of the last completed anti-entropy round.
@@ -86,6 +88,7 @@ pub struct Cluster {
     pub rejected_frames: Arc<AtomicU64>,
     synced: watch::Receiver<bool>,
     clock: Arc<Hlc>,
+    discovery_deadline: tokio::time::Instant,
 }
 
 impl Cluster {
@@ -142,7 +145,12 @@ impl Cluster {
         };
         let purge_interval =
             Duration::from_millis(opts.core.tombstone_ttl_ms / 10).clamp(MIN_PURGE_INTERVAL, MAX_PURGE_INTERVAL);
-        let mut core = Core::new(opts.core, record, opts.seeds, rand::random(), started);
+        // `dns:NAME:PORT` peers are resolved into seeds by their own task, started below.
+        let (dns_peers, seeds): (Vec<String>, Vec<String>) = opts
+            .seeds
+            .into_iter()
+            .partition(|s| crate::discovery::dns::name_of(s).is_some());
+        let mut core = Core::new(opts.core, record, seeds, rand::random(), started);
         let last_sync = opts
             .data_dir
             .as_ref()
@@ -170,6 +178,7 @@ impl Cluster {
         let deadline = tokio::time::Instant::now() + opts.discovery_window;
         let task = tokio::spawn(driver.run(inbox, events, stop_rx, deadline));
         let mut tasks = vec![task];
+        tasks.extend(crate::discovery::dns::spawn(dns_peers, core.clone(), stop.subscribe()));
         if let Some((mdns, mut found)) = mdns {
             let core = core.clone();
             let mut stop = stop.subscribe();
@@ -196,7 +205,14 @@ impl Cluster {
             rejected_frames: rejected,
             synced,
             clock,
+            discovery_deadline: deadline,
         })
+    }
+
+    /// Whether this node is isolated: past its discovery window, it has seeds but reaches none of them and
+    /// knows no live member (see [`Core::isolated`]).
+    pub fn isolated(&self) -> bool {
+        tokio::time::Instant::now() >= self.discovery_deadline && self.core.lock().isolated()
     }
 
     /// The cluster id (derived from the cluster key).
@@ -270,6 +286,8 @@ impl Driver {
         // Set when told to stop: leave once drained, or at this deadline.
         let mut draining: Option<tokio::time::Instant> = None;
         let mut drain_round_at = tokio::time::Instant::now();
+        // While isolated (see `Cluster::isolated`): when it was last said.
+        let mut isolated_said: Option<tokio::time::Instant> = None;
         loop {
             if let Some(deadline) = draining {
                 let drained = self.drained.load(Ordering::Acquire);
@@ -327,6 +345,9 @@ impl Driver {
                         self.start_drain_round();
                     }
                     self.report_peers();
+                    if tokio::time::Instant::now() >= discovery_deadline {
+                        self.say_isolation(&mut isolated_said);
+                    }
                     self.apply_fence();
                     self.remember_sync();
                     // Nobody found within the discovery window: this is the first node of its cluster, and
@@ -341,6 +362,27 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Log, once per [`ISOLATED_LOG_INTERVAL`], that no seed is reachable, and when that ends.
+    fn say_isolation(&self, said: &mut Option<tokio::time::Instant>) {
+        let core = self.core.lock();
+        if !core.isolated() {
+            if said.take().is_some() {
+                tracing::info!("reached the cluster: no longer isolated");
+            }
+            return;
+        }
+        if said.is_some_and(|at| at.elapsed() < ISOLATED_LOG_INTERVAL) {
+            return;
+        }
+        *said = Some(tokio::time::Instant::now());
+        let seeds: Vec<&str> = core.seeds().collect();
+        tracing::warn!(
+            seeds = %seeds.join(","),
+            "isolated: no seed peer answers and no member is known, so this node serves on its own; check the \
+             peer addresses, the network and that the nodes share one cluster key (retrying)"
+        );
     }
 
     /// Whether any member looks alive.

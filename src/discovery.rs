@@ -5,6 +5,8 @@
 //! passed on, as seed addresses for membership gossip. mDNS only finds candidates: a node is admitted by
 //! sealing, so a spoofed announcement gains nothing but a refused connection.
 
+pub mod dns;
+
 use std::collections::HashSet;
 
 use mdns_sd::{ServiceDaemon, ServiceEvent, ServiceInfo};

@@ -21,6 +21,7 @@ pub mod db;
 pub mod discovery;
 pub mod error;
 pub mod grpc;
+pub mod identity;
 pub mod key;
 pub mod metrics;
 pub mod node;

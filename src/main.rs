@@ -59,6 +59,24 @@ fn main() -> ExitCode {
             }
             Err(err) => fail(&err, 1),
         },
+        Command::ResetNodeId(config) => match cave::node::reset_node_id(&config) {
+            Ok((old, new)) => {
+                println!(
+                    "data_dir {} had node id {old} and now has {new}; its data is kept. Start the node: it joins \
+                     as a new member and its peers forget {old} if no other node runs under it",
+                    config.data_dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                let status = if matches!(err, cave::Error::InvalidInput(_)) {
+                    USAGE_ERROR
+                } else {
+                    1
+                };
+                fail(&err.into(), status)
+            }
+        },
         Command::Serve(config) => match serve(config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {

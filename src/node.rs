@@ -18,11 +18,11 @@
 //! # Damaged data directories
 //! `node.id` is written on the first start, before the database. So a directory with `node.id` but a missing
 //! or empty `cave.db` has lost its data (a bad restore, a deleted file): serving would present an empty node
-//! under the old identity, which then replicates the emptiness as if it were new. A missing key file (the dev
-//! `node.key`, or the `cluster.key` a prod node made) while the database holds sealed secrets would silently
-//! become a new key that cannot open them. A `cave.db` this process cannot write would pass every check and
-//! fail every write. In each case the node refuses to start and names the file; `allow_empty_start` starts the
-//! first two anyway (the key file is then made anew).
+//! under the old identity, which then replicates the emptiness as if it were new. A `cave.db` this process
+//! cannot write would pass every check and fail every write. In each case the node refuses to start and names
+//! the file; `allow_empty_start` starts the first anyway. A key that does not belong to the directory's
+//! cluster, or none (the key file lost), is refused too, see [`crate::identity`]; `new_cluster` overrides
+//! that.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,6 +74,25 @@ pub async fn repair_clock(config: &Config) -> Result<Vec<crate::repair::FarAhead
     crate::repair::repair_clock(config, node_id).await
 }
 
+/// `cave reset-node-id`: with the data directory locked (no node may run on it), replace its node id with a
+/// fresh one, keeping the data (for a copy of another node's directory: two live nodes must not share an
+/// id). Returns the old id and the new one.
+pub fn reset_node_id(config: &Config) -> Result<(NodeId, NodeId)> {
+    let dir = &config.data_dir;
+    let path = dir.join(NODE_ID_FILE);
+    if !path.exists() {
+        return Err(Error::InvalidInput(format!(
+            "{} does not exist: this data_dir has no node id to reset",
+            path.display()
+        )));
+    }
+    let _lock = DirLock::take(dir)?;
+    let old = load_or_create_node_id(&path)?;
+    let new = NodeId::random();
+    crate::identity::write_durably(&path, &format!("{new}\n"))?;
+    Ok((old, new))
+}
+
 /// An open node: its database and the state handlers share.
 pub struct Node {
     /// The local database.
@@ -107,24 +126,14 @@ impl Node {
         let lock = DirLock::take(&dir)?;
         let db_path = dir.join(DB_FILE);
         check_database(&dir, &db_path, config.allow_empty_start)?;
+        let used = used(&dir, &db_path);
+        if let Some(path) = &config.cluster_key_file {
+            crate::identity::check_key_file_mode(path);
+        }
+        let identity = crate::identity::resolve(&config, &dir, used)?;
         let node_id = load_or_create_node_id(&dir.join(NODE_ID_FILE))?;
-        let (master, new_key_file) = match &config.cluster_key {
-            Some(key) => (key.clone(), None),
-            None => {
-                let name = match config.mode {
-                    Mode::Prod => CLUSTER_KEY_FILE,
-                    Mode::Dev => NODE_KEY_FILE,
-                };
-                let path = dir.join(name);
-                match read_key(&path)? {
-                    Some(key) => (key, None),
-                    // Written only once the database is known to hold no secret the new key could not open.
-                    None => (MasterKey::generate(), Some(path)),
-                }
-            }
-        };
+        let master = identity.master.clone();
         let store = SqliteStore::open(&db_path, config.durability).await?;
-        let allow_empty_start = config.allow_empty_start;
         let mode = config.mode;
         let parts = Parts {
             store: Arc::new(store),
@@ -136,11 +145,19 @@ impl Node {
         };
         let size_path = db_path.clone();
         let node = Node::assemble(config, parts, move || disk_bytes(&size_path)).await?;
-        if let Some(path) = new_key_file {
-            if let Err(err) = adopt_new_key(&node, &master, &path, &db_path, allow_empty_start, mode) {
-                let _ = node.close().await;
-                return Err(err);
-            }
+        // The key file first, then the cluster id: a crash in between leaves a key and no record, which the
+        // next start records; the other order would leave a record and no key, which it refuses.
+        let kept = identity
+            .new_key_file
+            .as_deref()
+            .map_or(Ok(()), |path| write_new_key(&master, path, mode))
+            .and_then(|()| match identity.record {
+                true => crate::identity::record(&dir, &master),
+                false => Ok(()),
+            });
+        if let Err(err) = kept {
+            let _ = node.close().await;
+            return Err(err);
         }
         // Versions from the future on disk would drag the clock along (see `repair`): refuse to serve them.
         let drift_ms = node.config.max_clock_drift.as_millis() as u64;
@@ -355,41 +372,6 @@ fn advertise(configured: Option<&str>, bound: SocketAddr) -> String {
     configured.map_or_else(|| crate::config::advertised(bound), str::to_string)
 }
 
-/// Keep the key `Node::open` made because its key file was missing: written to `path`, unless the database
-/// (at `db_path`) holds secrets sealed under the lost key and `allow_empty_start` is off.
-fn adopt_new_key(
-    node: &Node,
-    key: &MasterKey,
-    path: &Path,
-    db_path: &Path,
-    allow_empty_start: bool,
-    mode: Mode,
-) -> Result<()> {
-    let sealed = node
-        .db
-        .with_state(|map| map.iter().filter(|e| e.secret && !e.deleted).count());
-    if sealed > 0 && !allow_empty_start {
-        return Err(Error::Corrupt(format!(
-            "key file {} is missing, but {} holds {sealed} secrets sealed under it: restore the file from a \
-             backup, or start with --allow-empty-start to make a new key (those secrets then stay unreadable)",
-            path.display(),
-            db_path.display()
-        )));
-    }
-    write_new_key(key, path, mode)
-}
-
-/// The key in the key file at `path`, `None` if there is no such file.
-fn read_key(path: &Path) -> Result<Option<MasterKey>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => MasterKey::from_base64(&text)
-            .map(Some)
-            .map_err(|e| Error::Corrupt(format!("key file {} is unreadable: {e}", path.display()))),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::internal(format!("cannot read key file {}: {e}", path.display()))),
-    }
-}
-
 /// Write a newly made key to `path` (mode 0600). The cluster key of a prod node without a configured one
 /// belongs to a new cluster: it is printed once, as the join token the other nodes need.
 fn write_new_key(key: &MasterKey, path: &Path, mode: Mode) -> Result<()> {
@@ -506,7 +488,14 @@ fn lock(file: &std::fs::File, path: &Path, dir: &Path) -> Result<()> {
     }
 }
 
-fn load_or_create_node_id(path: &PathBuf) -> Result<NodeId> {
+/// Whether a node has used `dir` before: it holds a node id, a cluster id or a non-empty database.
+fn used(dir: &Path, db_path: &Path) -> bool {
+    dir.join(NODE_ID_FILE).exists()
+        || dir.join(crate::identity::CLUSTER_ID_FILE).exists()
+        || std::fs::metadata(db_path).is_ok_and(|m| m.len() > 0)
+}
+
+fn load_or_create_node_id(path: &Path) -> Result<NodeId> {
     match std::fs::read_to_string(path) {
         Ok(text) => text
             .trim()
@@ -514,10 +503,7 @@ fn load_or_create_node_id(path: &PathBuf) -> Result<NodeId> {
             .map_err(|e| Error::Corrupt(format!("node id file {} is unreadable: {e}", path.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let id = NodeId::random();
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, format!("{id}\n"))?;
-            std::fs::File::open(&tmp)?.sync_all()?;
-            std::fs::rename(&tmp, path)?;
+            crate::identity::write_durably(path, &format!("{id}\n"))?;
             Ok(id)
         }
         Err(e) => Err(Error::internal(format!(

@@ -325,30 +325,28 @@ async fn a_fresh_data_dir_starts_and_a_used_one_keeps_its_keys() {
 }
 
 #[tokio::test]
-async fn a_missing_key_file_with_sealed_secrets_refuses_to_start() {
+async fn a_missing_key_file_refuses_to_start_unless_a_new_cluster_is_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    seed(&data, "plain", false).await;
-    // No secrets yet: a lost key costs nothing, and a new one is made.
-    std::fs::remove_file(data.join("node.key")).unwrap();
-    assert_eq!(keys(config_in(&data)).await, 1);
-    assert!(data.join("node.key").exists());
-
     seed(&data, "secret", true).await;
+    let recorded = std::fs::read_to_string(data.join("cluster.id")).unwrap();
     std::fs::remove_file(data.join("node.key")).unwrap();
     let key_file = data.join("node.key");
     refused(
         config_in(&data),
-        &[key_file.to_str().unwrap(), "1 secrets", "--allow-empty-start"],
+        &[key_file.to_str().unwrap(), recorded.trim(), "--new-cluster"],
     )
     .await;
     assert!(!key_file.exists(), "a refused start makes no key");
     let allowed = cave::config::Config {
-        allow_empty_start: true,
+        new_cluster: true,
         ..config_in(&data)
     };
-    assert_eq!(keys(allowed).await, 2);
+    assert_eq!(keys(allowed).await, 1, "the data is kept");
     assert!(key_file.exists(), "the new key is kept");
+    let now = std::fs::read_to_string(data.join("cluster.id")).unwrap();
+    assert_ne!(now, recorded, "and the new cluster recorded");
+    assert_eq!(keys(config_in(&data)).await, 1, "from then on without the flag");
 }
 
 #[tokio::test]

@@ -52,7 +52,8 @@ pub async fn healthz() -> Json<Value> {
 /// fail on a full disk: `storage_full` until one succeeds again), the clock is not fenced (a node whose
 /// clock is the outlier of its cluster refuses writes: `{"status": "clock_skew"}`) and, for a cluster
 /// member, the first anti-entropy round is done (or there was nobody to sync with): a load balancer should
-/// not send requests to a node that has not caught up yet.
+/// not send requests to a node that has not caught up yet. A member whose seeds all fail to answer and that
+/// knows no live member says `isolated` (200, or 503 with `isolated_unready`).
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.db.storage_full() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "storage_full"}))).into_response();
@@ -64,6 +65,14 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     match &app.cluster {
         Some(cluster) if !cluster.synced() => {
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "syncing"}))).into_response()
+        }
+        // Serving, but on its own: 200 unless configured otherwise (see `Config::isolated_unready`).
+        Some(cluster) if cluster.isolated() => {
+            let status = match app.config.isolated_unready {
+                true => StatusCode::SERVICE_UNAVAILABLE,
+                false => StatusCode::OK,
+            };
+            (status, Json(json!({"status": "isolated"}))).into_response()
         }
         _ => Json(json!({"status": "ready"})).into_response(),
     }

@@ -25,6 +25,8 @@ pub enum Command {
     Serve(Config),
     /// Print a fresh cluster key and exit.
     Keygen,
+    /// Give this configuration's data directory a fresh node id (keeping its data), and exit.
+    ResetNodeId(Config),
     /// Probe the `/healthz` endpoint of a node and exit 0 if it answers 200, 1 otherwise.
     Healthcheck(Probe),
     /// Restamp stored versions too far ahead of the clock in this configuration's data directory, and exit.
@@ -66,6 +68,7 @@ where
         Some(CliCommand::Keygen) => return Ok(Command::Keygen),
         Some(CliCommand::Healthcheck(args)) => return probe(&args, env).map(Command::Healthcheck),
         Some(CliCommand::RepairClock(args)) => return resolve(&args, env).map(Command::RepairClock),
+        Some(CliCommand::ResetNodeId(args)) => return resolve(&args, env).map(Command::ResetNodeId),
         Some(CliCommand::Serve(args)) => *args,
         None => cli.serve,
     };
@@ -154,6 +157,9 @@ pub enum CliCommand {
     /// With the node stopped: restamp stored versions more than max-clock-drift ahead of the clock at the
     /// current time (the node refuses to start while there are any), keeping the old database beside it
     RepairClock(Box<ServeArgs>),
+    /// With the node stopped: give the data directory a fresh node id, keeping its data (for a copy of
+    /// another node's data directory, which must not run under that node's id)
+    ResetNodeId(Box<ServeArgs>),
 }
 
 /// Options of `cave healthcheck`. The address is found as a node finds it (flag, environment, config file),
@@ -196,8 +202,9 @@ pub struct ServeArgs {
     /// Directory of the database, node id and local key
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
-    /// Seed peers to join, comma-separated replication addresses
-    #[arg(long, value_name = "HOST:PORT,...")]
+    /// Seed peers to join, comma-separated replication addresses; dns:NAME[:PORT] dials every address NAME
+    /// resolves to, looked up again and again (a headless service, a scaled compose service)
+    #[arg(long, value_name = "HOST:PORT|dns:NAME[:PORT],...")]
     pub peers: Option<String>,
     /// Find peers and announce this node with mDNS on the local network; --mdns alone means true
     #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
@@ -205,9 +212,19 @@ pub struct ServeArgs {
     /// In prod mode, how long to look for peers before founding a new cluster
     #[arg(long, value_name = "DURATION")]
     pub discovery_window: Option<String>,
+    /// Answer /readyz with 503 while no seed peer is reachable and no member is known (isolated); else 200
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub isolated_unready: Option<String>,
     /// Cluster key from `cave keygen` (prefer CAVE_CLUSTER_KEY: flags are visible in ps)
     #[arg(long, value_name = "BASE64")]
     pub cluster_key: Option<String>,
+    /// File holding the cluster key (a mounted secret; a trailing newline is fine); not with --cluster-key
+    #[arg(long, value_name = "FILE")]
+    pub cluster_key_file: Option<String>,
+    /// Found a new cluster on a used data dir: make a new key although the dir's cluster key is lost, or adopt
+    /// a key of another cluster than the one it recorded (for one start; --new-cluster alone means true)
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub new_cluster: Option<String>,
     /// normal survives a process crash; fsync also a power loss, at a cost per commit
     #[arg(long, value_enum, value_name = "normal|fsync", hide_possible_values = true)]
     pub durability: Option<Durability>,
@@ -287,7 +304,9 @@ fn help_default(key: &str) -> String {
         ),
         "advertise_addr" => "grpc-addr, with this host's name if its IP is unspecified".to_string(),
         "data_dir" => dev.data_dir.display().to_string(),
-        "peers" | "cluster_key" => "none".to_string(),
+        "peers" | "cluster_key" | "cluster_key_file" => "none".to_string(),
+        "isolated_unready" => dev.isolated_unready.to_string(),
+        "new_cluster" => dev.new_cluster.to_string(),
         "mdns" => format!("{} in dev mode, {} in prod", dev.mdns, Mode::Prod.default_mdns()),
         "discovery_window" => format_duration(dev.discovery_window),
         "durability" => enum_name(&dev.durability),

@@ -66,7 +66,10 @@ struct Raw {
     peers: Option<Value>,
     mdns: Option<Value>,
     discovery_window: Option<Value>,
+    isolated_unready: Option<Value>,
     cluster_key: Option<Value>,
+    cluster_key_file: Option<Value>,
+    new_cluster: Option<Value>,
     durability: Option<Value>,
     allow_empty_start: Option<Value>,
     max_value_bytes: Option<Value>,
@@ -126,6 +129,18 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         }
         Ok(value)
     };
+    let cluster_key_file = fields.parse("cluster_key_file", raw.cluster_key_file, parse_dir)?;
+    let cluster_key = match (raw.cluster_key, &cluster_key_file) {
+        (Some(_), Some(_)) => {
+            return Err(fields.error(
+                "cluster_key_file",
+                "cluster_key is set too; give the key one way only (the file, for a secrets manager)",
+            ))
+        }
+        (Some(raw), None) => Some(fields.parse("cluster_key", Some(raw), parse_key)?.expect("given")),
+        (None, Some(path)) => Some(read_key_file(path).map_err(|reason| fields.error("cluster_key_file", reason))?),
+        (None, None) => None,
+    };
     Ok(Config {
         mode,
         http_addr: fields
@@ -145,7 +160,14 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
             .parse("mdns", raw.mdns, parse_bool)?
             .unwrap_or(mode.default_mdns()),
         discovery_window: duration("discovery_window", raw.discovery_window, defaults.discovery_window)?,
-        cluster_key: fields.parse("cluster_key", raw.cluster_key, parse_key)?,
+        isolated_unready: fields
+            .parse("isolated_unready", raw.isolated_unready, parse_bool)?
+            .unwrap_or(defaults.isolated_unready),
+        cluster_key,
+        cluster_key_file,
+        new_cluster: fields
+            .parse("new_cluster", raw.new_cluster, parse_bool)?
+            .unwrap_or(defaults.new_cluster),
         durability: fields
             .parse("durability", raw.durability, parse_enum::<Durability>)?
             .unwrap_or(defaults.durability),
@@ -178,6 +200,18 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
+    })
+}
+
+/// The key in a key file (`cluster_key_file`): base64 as `cave keygen` prints it, surrounding whitespace and
+/// a trailing newline allowed (secrets managers and `echo` add one). The key is never quoted in an error.
+fn read_key_file(path: &Path) -> std::result::Result<crate::secrets::MasterKey, String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+    crate::secrets::MasterKey::from_base64(text.trim()).map_err(|err| {
+        format!(
+            "{} does not hold a cluster key: {err} (generate one with `cave keygen`)",
+            path.display()
+        )
     })
 }
 
@@ -241,7 +275,10 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("peers", args.peers.clone()),
         ("mdns", args.mdns.clone()),
         ("discovery_window", args.discovery_window.clone()),
+        ("isolated_unready", args.isolated_unready.clone()),
         ("cluster_key", args.cluster_key.clone()),
+        ("cluster_key_file", args.cluster_key_file.clone()),
+        ("new_cluster", args.new_cluster.clone()),
         ("durability", args.durability.as_ref().map(enum_name)),
         ("allow_empty_start", args.allow_empty_start.clone()),
         ("max_value_bytes", args.max_value_bytes.clone()),

@@ -96,7 +96,10 @@ pub const KEYS: &[&str] = &[
     "peers",
     "mdns",
     "discovery_window",
+    "isolated_unready",
     "cluster_key",
+    "cluster_key_file",
+    "new_cluster",
     "durability",
     "allow_empty_start",
     "max_value_bytes",
@@ -183,9 +186,22 @@ pub struct Config {
     /// In prod mode, how long a node looks for peers (seeds, mDNS) before it considers itself the first node
     /// of a new cluster. May be zero.
     pub discovery_window: Duration,
+    /// Whether `/readyz` answers 503 (rather than 200) while the node is *isolated*: it has seeds (`peers`)
+    /// but reaches none of them and knows no live member. Off by default: an isolated node still serves
+    /// what it holds, and taking every node of a cluster split by a network fault out of a load balancer
+    /// would turn a partition into an outage.
+    pub isolated_unready: bool,
     /// The cluster key, shared by every member. `None` lets the node use (or create) the key in its data
     /// directory. Never printed: see [`Config::redacted`].
     pub cluster_key: Option<MasterKey>,
+    /// The file `cluster_key` was read from (secrets managers mount keys as files), if it was. Setting both
+    /// is an error.
+    pub cluster_key_file: Option<PathBuf>,
+    /// Let this start found a new cluster on a used data directory: make a new key although the data
+    /// directory belongs to a cluster (no key is configured and its key file is gone), or adopt a
+    /// configured key of another cluster than the one the data directory recorded. Off: such a node refuses
+    /// to start (see `node`, "Cluster identity"). Meant for one start, not to be left on.
+    pub new_cluster: bool,
     /// How hard a commit tries to reach the disk before a write is acknowledged.
     pub durability: Durability,
     /// Start even though the data directory has lost state it had: its database is missing or empty while
@@ -237,7 +253,10 @@ impl Default for Config {
             peers: Vec::new(),
             mdns: mode.default_mdns(),
             discovery_window: DEFAULT_DISCOVERY_WINDOW,
+            isolated_unready: false,
             cluster_key: None,
+            cluster_key_file: None,
+            new_cluster: false,
             durability: Durability::default(),
             allow_empty_start: false,
             max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
@@ -266,9 +285,11 @@ impl Config {
     {
         match parse(args, env)? {
             Command::Serve(config) => Ok(config),
-            Command::Keygen | Command::Healthcheck(_) | Command::RepairClock(_) | Command::Print(_) => {
-                Err(Error::invalid("the command line does not describe a node to run"))
-            }
+            Command::Keygen
+            | Command::Healthcheck(_)
+            | Command::RepairClock(_)
+            | Command::ResetNodeId(_)
+            | Command::Print(_) => Err(Error::invalid("the command line does not describe a node to run")),
         }
     }
 
@@ -316,7 +337,10 @@ impl Config {
             "peers": self.peers,
             "mdns": self.mdns,
             "discovery_window": format_duration(self.discovery_window),
+            "isolated_unready": self.isolated_unready,
             "cluster_key": self.cluster_key.as_ref().map(|_| "<redacted>"),
+            "cluster_key_file": self.cluster_key_file.as_ref().map(|p| p.display().to_string()),
+            "new_cluster": self.new_cluster,
             "durability": self.durability,
             "allow_empty_start": self.allow_empty_start,
             "max_value_bytes": self.max_value_bytes,

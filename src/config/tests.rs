@@ -457,7 +457,14 @@ fn the_example_file_lists_every_key_with_its_default() {
         let line = example.lines().find(|l| l.starts_with(&prefix));
         let line = line.unwrap_or_else(|| panic!("cave.example.toml lacks a `{prefix}...` line"));
         // The keys whose default is "none" show an example value instead.
-        if !["cluster_key", "advertise_addr", "http_max_connections"].contains(key) {
+        if ![
+            "cluster_key",
+            "cluster_key_file",
+            "advertise_addr",
+            "http_max_connections",
+        ]
+        .contains(key)
+        {
             uncommented.push_str(&line[2..]);
             uncommented.push('\n');
         }
@@ -542,4 +549,48 @@ fn the_connection_cap_is_derived_from_the_open_files_limit_unless_set() {
         ..Config::default()
     };
     assert_eq!(config.max_connections(Some(20_000)), 42);
+}
+
+#[test]
+fn the_cluster_key_comes_from_a_file_with_a_trailing_newline_but_not_from_both() {
+    let key = crate::secrets::MasterKey::generate();
+    let (_dir, path) = file(&format!("{}\n", key.to_base64()));
+    let config = ok(&["--cluster-key-file", &path], &[]);
+    assert_eq!(config.cluster_key, Some(key.clone()));
+    assert_eq!(config.cluster_key_file.as_deref(), Some(std::path::Path::new(&path)));
+    let env = ok(&[], &[("CAVE_CLUSTER_KEY_FILE", path.as_str())]);
+    assert_eq!(env.cluster_key, Some(key.clone()));
+    let both = err(&["--cluster-key-file", &path, "--cluster-key", &key.to_base64()], &[]);
+    assert!(
+        both.contains("cluster_key_file") && both.contains("one way only"),
+        "{both}"
+    );
+    let (_bad_dir, bad) = file("not a key\n");
+    let bad = err(&["--cluster-key-file", &bad], &[]);
+    assert!(
+        bad.contains("does not hold a cluster key") && !bad.contains("not a key\n"),
+        "{bad}"
+    );
+    assert!(err(&["--cluster-key-file", "/nonexistent/key"], &[]).contains("cannot read"));
+}
+
+#[test]
+fn dns_peers_take_a_default_port_and_must_name_a_host() {
+    let config = ok(&["--peers", "dns:cave,dns:cave-headless.default.svc:2100,a:1"], &[]);
+    assert_eq!(
+        config.peers,
+        ["dns:cave:2000", "dns:cave-headless.default.svc:2100", "a:1"]
+    );
+    assert!(err(&["--peers", "dns:"], &[]).contains("dns:NAME"));
+    assert!(err(&["--peers", "dns:10.0.0.1:2000"], &[]).contains("IP address"));
+    assert!(err(&["--peers", "dns:cave:x"], &[]).contains("dns:NAME"));
+}
+
+#[test]
+fn new_cluster_and_isolated_unready_are_flags() {
+    assert!(!ok(&[], &[]).new_cluster);
+    assert!(ok(&["--new-cluster"], &[]).new_cluster);
+    assert!(ok(&[], &[("CAVE_NEW_CLUSTER", "true")]).new_cluster);
+    assert!(!ok(&[], &[]).isolated_unready);
+    assert!(ok(&["--isolated-unready"], &[]).isolated_unready);
 }

@@ -81,12 +81,36 @@ pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, Str
     let mut peers = Vec::new();
     let mut seen = BTreeSet::new();
     for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
-        validate_peer(item)?;
-        if seen.insert(item) {
-            peers.push(item.to_string());
+        let peer = match item.strip_prefix(crate::discovery::dns::PREFIX) {
+            Some(name) => dns_peer(item, name)?,
+            None => {
+                validate_peer(item)?;
+                item.to_string()
+            }
+        };
+        if seen.insert(peer.clone()) {
+            peers.push(peer);
         }
     }
     Ok(peers)
+}
+
+/// `dns:NAME[:PORT]` (the port defaults to the replication port), written in full as `dns:NAME:PORT`.
+fn dns_peer(item: &str, name: &str) -> std::result::Result<String, String> {
+    let with_port = if name.contains(':') {
+        name.to_string()
+    } else {
+        format!("{name}:{}", super::DEFAULT_GRPC_PORT)
+    };
+    validate_peer(&with_port).map_err(|why| format!("`{item}` is not dns:NAME[:PORT] ({why})"))?;
+    if with_port.starts_with('[')
+        || with_port
+            .rsplit_once(':')
+            .is_some_and(|(h, _)| h.parse::<std::net::IpAddr>().is_ok())
+    {
+        return Err(format!("`{item}` names an IP address; give it without `dns:`"));
+    }
+    Ok(format!("{}{with_port}", crate::discovery::dns::PREFIX))
 }
 
 /// A peer is `host:port`: a non-empty host name or IPv4 address, or a bracketed IPv6 address, and a port in

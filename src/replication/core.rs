@@ -11,6 +11,7 @@ use super::anti_entropy::Round;
 use super::clock::{judge, Fence, FenceChange};
 use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
+use super::seeds::Seeds;
 use crate::crdt::hlc::{beyond_drift, from_physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
@@ -127,7 +128,7 @@ impl Effects {
 pub struct Core {
     pub(super) cfg: CoreConfig,
     pub(super) membership: Membership,
-    seeds: Vec<String>,
+    seeds: Seeds,
     pub(super) rng: StdRng,
     next_gossip_ms: u64,
     pub(super) next_anti_entropy_ms: u64,
@@ -166,7 +167,7 @@ impl Core {
         Core {
             cfg,
             membership,
-            seeds,
+            seeds: Seeds::new(seeds),
             rng,
             next_gossip_ms: now_ms,
             next_anti_entropy_ms: first_ae,
@@ -280,10 +281,46 @@ impl Core {
 
     /// Add seed addresses (e.g. found by mDNS).
     pub fn add_seeds(&mut self, seeds: impl IntoIterator<Item = String>) {
-        for seed in seeds {
-            if !self.seeds.contains(&seed) && seed != self.membership.me().grpc_addr {
-                self.seeds.push(seed);
-            }
+        let me = self.membership.me().grpc_addr.clone();
+        self.seeds.add(seeds, Some("discovered"), &me);
+    }
+
+    /// Replace the seeds found through `origin` (a `dns:NAME:PORT` peer) with what it resolves to now.
+    pub fn replace_seeds(&mut self, origin: &str, seeds: Vec<String>) {
+        let me = self.membership.me().grpc_addr.clone();
+        self.seeds.replace(origin, seeds, &me);
+    }
+
+    /// The seed addresses.
+    pub fn seeds(&self) -> impl Iterator<Item = &str> {
+        self.seeds.addrs()
+    }
+
+    /// Whether this node has seeds but knows no reachable member: it reaches none of its seeds (wrong
+    /// addresses, a network fault, or they are all down) and is on its own.
+    pub fn isolated(&self) -> bool {
+        !self.seeds.is_empty() && self.membership.reachable().next().is_none()
+    }
+
+    /// Contact the seeds that are due (see `seeds`): a gossip asking for a reply.
+    fn contact_seeds(&mut self, now_ms: u64, fx: &mut Effects) {
+        let membership = &self.membership;
+        let lonely = membership.reachable().next().is_none();
+        let reached = |addr: &str| membership.reachable().any(|m| m.record.grpc_addr == addr);
+        let due = self.seeds.due(now_ms, lonely, reached, &mut self.rng);
+        if due.is_empty() {
+            return;
+        }
+        let records = self.membership.records();
+        for addr in due {
+            fx.sends.push((
+                Destination::Addr(addr),
+                Message::Gossip {
+                    records: records.clone(),
+                    reply: true,
+                    now_ms,
+                },
+            ));
         }
     }
 
@@ -343,6 +380,7 @@ impl Core {
             self.membership.beat();
             self.gossip(now_ms, &mut fx);
         }
+        self.contact_seeds(now_ms, &mut fx);
         fx.events
             .extend(self.membership.tick(now_ms).into_iter().map(CoreEvent::Peer));
         self.judge_clock(now_ms, &mut fx);
@@ -368,20 +406,6 @@ impl Core {
                     now_ms,
                 },
             );
-        }
-        // Seeds are contacted while we know nobody, and now and then afterwards: that heals a cluster that
-        // split into groups which no longer know each other.
-        let lonely = peers.is_empty();
-        if !self.seeds.is_empty() && (lonely || self.rng.gen_ratio(1, 10)) {
-            let seed = self.seeds.choose(&mut self.rng).expect("not empty").clone();
-            fx.sends.push((
-                Destination::Addr(seed),
-                Message::Gossip {
-                    records,
-                    reply: true,
-                    now_ms,
-                },
-            ));
         }
     }
 

@@ -33,6 +33,7 @@ pub mod clock;
 mod core;
 pub mod membership;
 pub mod message;
+pub mod seeds;
 
 pub use self::core::{ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
 pub use membership::{Member, Membership, Status, StatusChange, Timing};
