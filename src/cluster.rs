@@ -527,6 +527,25 @@ impl Driver {
                     self.db.metrics().anti_entropy_repaired(repaired as u64);
                     self.synced.send_replace(true);
                 }
+                CoreEvent::DuplicateNodeId { grpc_addr, refusing } => {
+                    self.db.metrics().duplicate_node_id();
+                    if refusing {
+                        self.db.hlc().retire();
+                        tracing::error!(
+                            other = %grpc_addr,
+                            "another live node runs under this node's id (a copied data directory or VM image?) \
+                             and started before this one: this node stops serving (writes and /readyz answer 503, \
+                             replication is silent). Stop it, run `cave reset-node-id` on its data directory \
+                             (the data is kept) and start it again"
+                        );
+                    } else {
+                        tracing::error!(
+                            other = %grpc_addr,
+                            "another live node runs under this node's id (a copied data directory or VM image?): \
+                             it started later and stops serving; give it a fresh id with `cave reset-node-id`"
+                        );
+                    }
+                }
                 CoreEvent::AntiEntropyTimedOut { peer } => {
                     tracing::debug!(%peer, "anti-entropy round timed out");
                     self.db.metrics().anti_entropy_round(RoundResult::Failed);

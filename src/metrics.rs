@@ -37,6 +37,7 @@
 //! | `cave_anti_entropy_entries_repaired_total` | counter | |
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
+//! | `cave_duplicate_node_id_total` | counter | |
 //! | `cave_clock_fenced` | gauge (0 or 1) | |
 //! | `cave_clock_offset_seconds` | gauge | |
 //! | `cave_peer_clock_offset_seconds` | gauge | peer |
@@ -163,6 +164,7 @@ pub struct Metrics {
     anti_entropy_bytes: Counter<u64>,
     anti_entropy_repaired: Counter<u64>,
     clock_drift_rejections: Counter<u64>,
+    duplicate_node_ids: Counter<u64>,
     seal_failures: Counter<u64>,
     peers: Arc<[AtomicU64; 3]>,
     state: Arc<RwLock<Option<StateSource>>>,
@@ -371,6 +373,12 @@ impl Metrics {
                 "{message}",
                 "Messages rejected because the sender's clock is too far ahead",
             )),
+            duplicate_node_ids: zeroed(counter(
+                &meter,
+                "cave_duplicate_node_id",
+                "{event}",
+                "Other live processes found running under this node's id",
+            )),
             seal_failures: zeroed(counter(
                 &meter,
                 "cave_seal_failures",
@@ -518,6 +526,11 @@ impl Metrics {
     /// (peer id, ms).
     pub fn set_clock(&self, fenced: bool, offset_ms: Option<i64>, peers: Vec<(String, i64)>) {
         self.clock.set(fenced, offset_ms, peers);
+    }
+
+    /// Another live process found under this node's id.
+    pub fn duplicate_node_id(&self) {
+        self.duplicate_node_ids.add(1, &[]);
     }
 
     /// One message rejected for clock drift.

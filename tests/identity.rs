@@ -292,3 +292,148 @@ async fn a_node_whose_seeds_are_unreachable_says_it_is_isolated() {
         node.stop().await;
     }
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+async fn put(node: &Proc, key: &str) -> u16 {
+    let url = node.url(&format!("/api/v1/kv/{key}"));
+    common::client()
+        .put(url)
+        .body("v")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn metric(node: &Proc, name: &str) -> String {
+    let text = common::client()
+        .get(node.url("/api/v1/perf/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let text = text.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn reset_node_id(dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cave"))
+        .env_clear()
+        .args(["reset-node-id", "--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_given_a_new_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (original, copy) = (tmp.path().join("original"), tmp.path().join("copy"));
+    let key = keygen();
+    let env = [("CAVE_CLUSTER_KEY", key.as_str())];
+    let window = ["--discovery-window", "0s"];
+    let mut a = launch(&original, free_port(), free_port(), &env, &window);
+    a.healthy().await;
+    assert_eq!(put(&a, "before").await, 200);
+    a.stop().await;
+    copy_dir(&original, &copy);
+
+    let a_grpc = free_port();
+    let mut a = launch(&original, free_port(), a_grpc, &env, &window);
+    a.healthy().await;
+    let (_, info) = a.json("/api/v1/system/info").await;
+    let id = info["node_id"].as_str().unwrap().to_string();
+    // The original has been up for a while when the copy starts (so it is told apart as the older).
+    let deadline = Instant::now() + DEADLINE;
+    while a.json("/api/v1/system/info").await.1["uptime_seconds"]
+        .as_u64()
+        .unwrap()
+        < 5
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let seed = format!("127.0.0.1:{a_grpc}");
+    let mut b = launch(
+        &copy,
+        free_port(),
+        free_port(),
+        &env,
+        &["--peers", &seed, "--discovery-window", "0s"],
+    );
+    b.healthy().await;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let (status, body) = b.json("/readyz").await;
+        if body["status"] == "duplicate_node_id" {
+            assert_eq!(status, 503);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the copy still serves: {body}\n{}",
+            b.log_text()
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    assert_eq!(put(&b, "from-copy").await, 503, "the copy refuses writes");
+    assert_eq!(put(&a, "from-original").await, 200, "the original serves on");
+    assert_eq!(a.json("/readyz").await.1["status"], "ready");
+    assert!(b.log_text().contains("cave reset-node-id"), "{}", b.log_text());
+    while !a.log_text().contains("another live node runs under this node's id") {
+        assert!(Instant::now() < deadline, "{}", a.log_text());
+        tokio::time::sleep(POLL).await;
+    }
+    for node in [&a, &b] {
+        assert_eq!(
+            metric(node, "cave_duplicate_node_id_total").await,
+            "cave_duplicate_node_id_total 1"
+        );
+    }
+    let refused = reset_node_id(&copy);
+    assert!(!refused.status.success(), "the data dir is locked while the copy runs");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("in use"));
+    b.stop().await;
+
+    let reset = reset_node_id(&copy);
+    let said = String::from_utf8_lossy(&reset.stdout);
+    assert!(
+        reset.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    assert!(said.contains(&id), "{said}");
+    let mut b = launch(
+        &copy,
+        free_port(),
+        free_port(),
+        &env,
+        &["--peers", &seed, "--discovery-window", "0s"],
+    );
+    b.healthy().await;
+    let (_, info) = b.json("/api/v1/system/info").await;
+    assert_ne!(info["node_id"], id.as_str(), "a fresh id");
+    assert_eq!(put(&b, "after-reset").await, 200);
+    let kept = common::client().get(b.url("/api/v1/kv/before")).send().await.unwrap();
+    assert_eq!(kept.status(), 200, "the data is kept");
+    let deadline = Instant::now() + DEADLINE;
+    let nodes = [a, b];
+    while !converged(&nodes).await {
+        assert!(Instant::now() < deadline, "the copy did not join as a new member");
+        tokio::time::sleep(POLL).await;
+    }
+    for node in nodes {
+        node.stop().await;
+    }
+}

@@ -52,9 +52,14 @@ pub async fn healthz() -> Json<Value> {
 /// fail on a full disk: `storage_full` until one succeeds again), the clock is not fenced (a node whose
 /// clock is the outlier of its cluster refuses writes: `{"status": "clock_skew"}`) and, for a cluster
 /// member, the first anti-entropy round is done (or there was nobody to sync with): a load balancer should
-/// not send requests to a node that has not caught up yet. A member whose seeds all fail to answer and that
+/// not send requests to a node that has not caught up yet. A node that found another live process under its
+/// id, and is the one to stop, says `duplicate_node_id` (503). A member whose seeds all fail to answer and that
 /// knows no live member says `isolated` (200, or 503 with `isolated_unready`).
 pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.db.hlc().retired() {
+        let body = json!({"status": "duplicate_node_id", "action": "stop this node and run `cave reset-node-id`"});
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
     if app.db.storage_full() {
         return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "storage_full"}))).into_response();
     }

@@ -101,6 +101,9 @@ pub struct Hlc {
     time: Arc<dyn TimeSource>,
     /// This node's estimated offset (ms) from its cluster's clock while fenced, else [`NOT_FENCED`].
     fence: AtomicI64,
+    /// Another live process runs under this node's id and this one must stop: versions stamped here could
+    /// collide with that process's (same node id, same time). See [`Hlc::retire`].
+    retired: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Hlc {
@@ -119,6 +122,7 @@ impl Hlc {
             last: AtomicU64::new(0),
             time,
             fence: AtomicI64::new(NOT_FENCED),
+            retired: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -141,6 +145,14 @@ impl Hlc {
     /// (`floor` or the clock at the top of the range): a write that cannot sort after what it overwrites must
     /// not be acknowledged, because it would silently lose.
     pub fn tick_after(&self, floor: u64) -> Result<u64> {
+        if self.retired() {
+            return Err(Error::Unavailable(
+                "another live node runs under this node's id (a copied data directory?): this one refuses \
+                 writes; stop it and run `cave reset-node-id` on its data directory (write to another node \
+                 meanwhile)"
+                    .into(),
+            ));
+        }
         if let Some(offset_ms) = self.fenced() {
             return Err(fenced_error(offset_ms));
         }
@@ -170,6 +182,17 @@ impl Hlc {
     pub fn set_fence(&self, offset_ms: Option<i64>) {
         let stored = offset_ms.map_or(NOT_FENCED, |offset| offset.max(NOT_FENCED + 1));
         self.fence.store(stored, Ordering::Release);
+    }
+
+    /// Stop stamping for good (this process): another live process runs under this node's id. Every local
+    /// write then fails with [`Error::Unavailable`].
+    pub fn retire(&self) {
+        self.retired.store(true, Ordering::Release);
+    }
+
+    /// Whether [`Hlc::retire`] was called.
+    pub fn retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// The offset from the cluster's clock (ms) this clock is fenced for, if it is.

@@ -101,6 +101,9 @@ pub enum CoreEvent {
     },
     /// An anti-entropy round was abandoned (the peer did not answer in time).
     AntiEntropyTimedOut { peer: NodeId },
+    /// Another live process runs under this node's id, at `grpc_addr`; if `refusing`, this one is the
+    /// younger (or they cannot be told apart) and stops serving: see `twins`.
+    DuplicateNodeId { grpc_addr: String, refusing: bool },
 }
 
 /// What the core asks its driver to do.
@@ -355,7 +358,7 @@ impl Core {
     /// Entries this node just committed: push them to every reachable member.
     pub fn on_local_commit(&mut self, entries: &[Entry]) -> Effects {
         let mut fx = Effects::default();
-        if entries.is_empty() {
+        if entries.is_empty() || self.membership.refusing() {
             return fx;
         }
         let peers: Vec<NodeId> = self.membership.reachable().map(|m| m.record.id).collect();
@@ -375,6 +378,9 @@ impl Core {
     /// Time passes: gossip, judge members, start anti-entropy, expire rounds.
     pub fn on_tick(&mut self, now_ms: u64, state: &LwwMap) -> Effects {
         let mut fx = Effects::default();
+        if self.membership.refusing() {
+            return fx;
+        }
         if now_ms >= self.next_gossip_ms {
             self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
             self.membership.beat();
@@ -420,6 +426,7 @@ impl Core {
         fx: &mut Effects,
     ) {
         let changes = self.membership.merge(records, now_ms);
+        self.report_twin(now_ms, fx);
         // A node that never synced (new, or restarted) syncs as soon as it sees a live member,
         // instead of waiting a whole anti-entropy interval.
         if self.last_sync_ms.is_none() && changes.iter().any(|c| c.status == Status::Alive) {
@@ -463,7 +470,8 @@ impl Core {
     /// A message from `from` arrived at local time `now_ms`.
     pub fn on_message(&mut self, now_ms: u64, from: NodeId, msg: Message, state: &LwwMap) -> Effects {
         let mut fx = Effects::default();
-        if from == self.id() {
+        if from == self.id() || self.membership.refusing() {
+            self.from_own_id(now_ms, from, &msg, &mut fx);
             return fx;
         }
         if !self.forgetting.is_empty() {

@@ -16,6 +16,13 @@
 //! - **Zombies**: dead members are not gossiped, and their record is kept (as dead) for `forget_after`, so
 //!   an old copy of their record arriving late cannot revive them; only a genuinely newer heartbeat can.
 //! - **Unbounded growth**: after `forget_after` dead members are dropped.
+//! - **Duplicate ids** (a copied data directory or VM image): two live processes under one id would take
+//!   incarnations past each other forever, and peers would flip between their addresses. A stale record of
+//!   a previous process can supersede ours once (see Restarts); being superseded *again*, by a record one
+//!   past the incarnation we took, is a live process answering us: a [`Twin`]. So is a gossip that comes
+//!   from our own id with another process's record. The younger of the two (fewer heartbeats, which count
+//!   gossip intervals since its start) stops serving; if they started within [`TWIN_MARGIN_BEATS`] of each
+//!   other neither can tell, and both do.
 //!
 //! Why not SWIM (`foca`): this detector is ~200 lines, deterministic under our simulator with no timer
 //! plumbing, and fits clusters of tens of nodes. SWIM's advantages (constant message load per member, faster
@@ -88,12 +95,30 @@ pub struct StatusChange {
     pub status: Status,
 }
 
+/// Heartbeats (gossip intervals) within which two processes under one id count as started together.
+pub const TWIN_MARGIN_BEATS: u64 = 3;
+
+/// Another live process found running under this node's id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Twin {
+    /// Its replication address.
+    pub grpc_addr: String,
+    /// Whether this process must stop serving: it is the younger one, or they cannot be told apart.
+    pub refuse: bool,
+}
+
 /// The member list of one node.
 #[derive(Debug, Clone)]
 pub struct Membership {
     me: PeerRecord,
     members: BTreeMap<NodeId, Member>,
     timing: Timing,
+    /// This process has taken an incarnation past a record of its own id once.
+    superseded: bool,
+    /// Another live process under our id, once found.
+    twin: Option<Twin>,
+    /// A twin found and not yet reported (see [`Membership::take_new_twin`]).
+    new_twin: bool,
 }
 
 impl Membership {
@@ -103,7 +128,70 @@ impl Membership {
             me,
             members: BTreeMap::new(),
             timing,
+            superseded: false,
+            twin: None,
+            new_twin: false,
         }
+    }
+
+    /// Another live process under this node's id, if one was found.
+    pub fn twin(&self) -> Option<&Twin> {
+        self.twin.as_ref()
+    }
+
+    /// The twin found since the last call, once.
+    pub fn take_new_twin(&mut self) -> Option<Twin> {
+        std::mem::take(&mut self.new_twin).then(|| self.twin.clone()).flatten()
+    }
+
+    /// Whether this process must stay silent: a twin was found and this is the one to stop.
+    pub fn refusing(&self) -> bool {
+        self.twin.as_ref().is_some_and(|t| t.refuse)
+    }
+
+    /// A record of our own id that arrived through a peer's gossip.
+    fn own_record(&mut self, record: &PeerRecord) {
+        if !record.newer_than(&self.me) || self.refusing() {
+            return;
+        }
+        if self.superseded && record.incarnation == self.me.incarnation + 1 {
+            self.found_twin(record);
+            if self.refusing() {
+                return;
+            }
+        }
+        // Someone remembers a *newer* incarnation of us: our previous process started with a clock ahead of
+        // this one's (incarnations are start times: a fast clock fixed by a restart), and peers would take
+        // our records for stale ones and us for dead. Supersede it. Against a twin, the one that keeps
+        // serving keeps doing so, and wins once the other falls silent.
+        self.me.incarnation = record.incarnation + 1;
+        self.superseded = true;
+    }
+
+    /// A gossip sent by a process under our own id, carrying `records`: our own message come back (a seed
+    /// address that is ours), or a twin's.
+    pub fn gossip_from_own_id(&mut self, records: &[PeerRecord]) {
+        let Some(theirs) = records.iter().find(|r| r.id == self.me.id) else {
+            return;
+        };
+        let ours = theirs.grpc_addr == self.me.grpc_addr
+            && (theirs.incarnation < self.me.incarnation
+                || theirs.incarnation == self.me.incarnation && theirs.heartbeat <= self.me.heartbeat);
+        if !ours {
+            self.found_twin(theirs);
+        }
+    }
+
+    fn found_twin(&mut self, theirs: &PeerRecord) {
+        if self.twin.is_some() {
+            return;
+        }
+        let refuse = self.me.heartbeat <= theirs.heartbeat.saturating_add(TWIN_MARGIN_BEATS);
+        self.twin = Some(Twin {
+            grpc_addr: theirs.grpc_addr.clone(),
+            refuse,
+        });
+        self.new_twin = true;
     }
 
     /// This node's own record.
@@ -164,13 +252,8 @@ impl Membership {
         let mut changes = Vec::new();
         for record in records {
             if record.id == self.me.id {
-                // Someone remembers an older incarnation of us: nothing to learn. A *newer* one means our
-                // previous process started with a clock ahead of this one's (incarnations are start times:
-                // a fast clock fixed by a restart): peers would take our records for stale ones and us for
-                // dead. Supersede it.
-                if record.newer_than(&self.me) {
-                    self.me.incarnation = record.incarnation + 1;
-                }
+                // An older incarnation of us: nothing to learn. A newer one: see `own_record`.
+                self.own_record(&record);
                 continue;
             }
             let status = if record.left { Status::Left } else { Status::Alive };
@@ -329,6 +412,48 @@ mod tests {
         m.merge(vec![rec(1, 130, 7)], 0);
         assert_eq!(m.me().incarnation, 131);
         assert!(m.me().newer_than(&rec(1, 130, 7)));
+    }
+
+    #[test]
+    fn a_twin_under_our_id_is_found_by_the_incarnations_it_takes_past_ours() {
+        // 1 started long ago (heartbeat 500); a copy of it, started later, takes incarnations past it.
+        let mut old = Membership::new(rec(1, 100, 500), T);
+        let mut copy = Membership::new(rec(1, 200, 3), T);
+        copy.me.grpc_addr = "copy:2000".into();
+        for _ in 0..4 {
+            old.merge(vec![copy.me().clone()], 0);
+            copy.merge(vec![old.me().clone()], 0);
+        }
+        let (a, b) = (old.twin().cloned().unwrap(), copy.twin().cloned().unwrap());
+        assert_eq!(
+            (a.grpc_addr.as_str(), a.refuse),
+            ("copy:2000", false),
+            "the older keeps serving"
+        );
+        assert_eq!((b.grpc_addr.as_str(), b.refuse), ("n1:2000", true), "the younger stops");
+        assert!(
+            old.take_new_twin().is_some() && old.take_new_twin().is_none(),
+            "reported once"
+        );
+        // The younger falls silent; the older ends up newest.
+        old.merge(vec![copy.me().clone()], 0);
+        assert!(old.me().newer_than(copy.me()));
+    }
+
+    #[test]
+    fn a_stale_record_of_a_previous_process_or_our_own_echo_is_no_twin() {
+        let mut m = Membership::new(rec(1, 100, 0), T);
+        m.merge(vec![rec(1, 130, 7)], 0);
+        m.merge(vec![rec(1, 130, 9)], 0);
+        m.gossip_from_own_id(&[m.me().clone()]);
+        let mut echo = m.me().clone();
+        echo.heartbeat = 0;
+        m.gossip_from_own_id(&[echo]);
+        assert!(m.twin().is_none());
+        let mut other = rec(1, 50, 2);
+        other.grpc_addr = "elsewhere:2000".into();
+        m.gossip_from_own_id(&[other]);
+        assert!(m.twin().is_some_and(|t| !t.refuse && t.grpc_addr == "elsewhere:2000"));
     }
 
     #[test]

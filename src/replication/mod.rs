@@ -34,9 +34,10 @@ mod core;
 pub mod membership;
 pub mod message;
 pub mod seeds;
+mod twins;
 
 pub use self::core::{ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
-pub use membership::{Member, Membership, Status, StatusChange, Timing};
+pub use membership::{Member, Membership, Status, StatusChange, Timing, Twin};
 pub use message::{Message, PeerRecord};
 
 #[cfg(test)]

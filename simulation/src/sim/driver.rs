@@ -117,6 +117,11 @@ impl Sim {
                 CoreEvent::ClockUnfenced { offset_ms } => {
                     self.log(|| format!("n{slot} unfenced: clock {offset_ms} ms off the cluster's"));
                 }
+                // Every simulated node has its own id: a twin found here is a false positive, and the node that
+                // falls silent for it fails the run's convergence checks.
+                CoreEvent::DuplicateNodeId { grpc_addr, refusing } => {
+                    self.log(|| format!("n{slot} found a twin under its id at {grpc_addr} (refusing: {refusing})"));
+                }
                 CoreEvent::Peer(_) => {}
             }
         }
