@@ -442,7 +442,7 @@ mod tests {
 
     #[test]
     fn a_stale_record_of_a_previous_process_or_our_own_echo_is_no_twin() {
-        let mut m = Membership::new(rec(1, 100, 0), T);
+        let mut m = Membership::new(rec(1, 100, 50), T);
         m.merge(vec![rec(1, 130, 7)], 0);
         m.merge(vec![rec(1, 130, 9)], 0);
         m.gossip_from_own_id(&[m.me().clone()]);
