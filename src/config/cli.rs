@@ -202,8 +202,8 @@ pub struct ServeArgs {
     /// Directory of the database, node id and local key
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
-    /// Seed peers to join, comma-separated replication addresses; dns:NAME[:PORT] dials every address NAME
-    /// resolves to, looked up again and again (a headless service, a scaled compose service)
+    /// Seed peers to join, comma-separated replication addresses; dns:NAME or dns:NAME:PORT dials every
+    /// address NAME resolves to, looked up again and again (a headless service, a scaled compose service)
     #[arg(long, value_name = "HOST:PORT|dns:NAME[:PORT],...")]
     pub peers: Option<String>,
     /// Find peers and announce this node with mDNS on the local network; --mdns alone means true

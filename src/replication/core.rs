@@ -471,7 +471,7 @@ impl Core {
     pub fn on_message(&mut self, now_ms: u64, from: NodeId, msg: Message, state: &LwwMap) -> Effects {
         let mut fx = Effects::default();
         if from == self.id() || self.membership.refusing() {
-            self.from_own_id(now_ms, from, &msg, &mut fx);
+            self.on_message_from_own_id(now_ms, from, &msg, &mut fx);
             return fx;
         }
         if !self.forgetting.is_empty() {

@@ -13,7 +13,7 @@ use crate::crdt::NodeId;
 
 impl Core {
     /// A message from our own id (ours come back, or a twin's), or any message while refusing.
-    pub(super) fn from_own_id(&mut self, now_ms: u64, from: NodeId, msg: &Message, fx: &mut Effects) {
+    pub(super) fn on_message_from_own_id(&mut self, now_ms: u64, from: NodeId, msg: &Message, fx: &mut Effects) {
         if from != self.id() {
             return;
         }
