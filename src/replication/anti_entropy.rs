@@ -25,6 +25,9 @@ pub(super) struct Round {
 impl Core {
     /// Start an anti-entropy round with a random alive member now (also used by tests and benchmarks).
     pub fn start_anti_entropy(&mut self, now_ms: u64, state: &LwwMap, fx: &mut Effects) -> Option<NodeId> {
+        if self.membership.refusing() {
+            return None; // silent: see `twins`
+        }
         let alive: Vec<NodeId> = self.membership.alive().map(|m| m.record.id).collect();
         let peer = *alive.choose(&mut self.rng)?;
         let session = self.rng.gen::<u64>();

@@ -339,8 +339,12 @@ impl Core {
 
     /// Announce departure: gossip a `left` record to every reachable member.
     pub fn leave(&mut self, now_ms: u64) -> Effects {
-        self.membership.leave();
         let mut fx = Effects::default();
+        if self.membership.refusing() {
+            // A leave under the id a twin runs with would tell the peers that *it* left.
+            return fx;
+        }
+        self.membership.leave();
         let records = self.membership.records();
         for m in self.membership.reachable() {
             fx.send(

@@ -44,3 +44,51 @@ impl Core {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crdt::LwwMap;
+    use crate::replication::{CoreConfig, PeerRecord};
+
+    fn record(addr: &str, incarnation: u64, heartbeat: u64) -> PeerRecord {
+        PeerRecord {
+            id: NodeId(1),
+            grpc_addr: addr.into(),
+            http_addr: String::new(),
+            incarnation,
+            heartbeat,
+            left: false,
+        }
+    }
+
+    #[test]
+    fn the_younger_twin_reports_it_tells_the_other_and_falls_silent_even_when_leaving() {
+        let state = LwwMap::new();
+        let mut core = Core::new(
+            CoreConfig::default(),
+            record("copy:2000", 10, 0),
+            vec!["a:2000".into()],
+            1,
+            10,
+        );
+        let gossip = Message::Gossip {
+            records: vec![record("original:2000", 5, 900)],
+            reply: true,
+            now_ms: 10,
+        };
+        let fx = core.on_message(10, NodeId(1), gossip, &state);
+        assert_eq!(
+            fx.events,
+            vec![CoreEvent::DuplicateNodeId {
+                grpc_addr: "original:2000".into(),
+                refusing: true
+            }]
+        );
+        assert!(matches!(&fx.sends[..], [(Destination::Addr(a), Message::Gossip { .. })] if a == "original:2000"));
+        assert!(core.on_tick(1_000, &state).sends.is_empty(), "no gossip, no seeds");
+        assert!(core.leave(2_000).sends.is_empty(), "no leave under the original's id");
+        let mut fx = Effects::default();
+        assert!(core.start_anti_entropy(3_000, &state, &mut fx).is_none());
+    }
+}
