@@ -193,27 +193,21 @@ fn provider() -> CryptoProvider {
     ring::default_provider()
 }
 
-/// The client side of `cave healthcheck` over HTTPS. It does not verify the server's certificate (it
-/// still checks the handshake's signatures): the probe targets the node on its own host, sends no token or
-/// value and reads only the status, so a certificate made for the node's public name (not for `127.0.0.1`)
-/// or a self-signed one must not make a healthy node look unhealthy.
-fn probe_config() -> Arc<ClientConfig> {
+/// The client side of `cave healthcheck` over HTTPS, to wrap around the probe's socket. It does not verify
+/// the server's certificate (it still checks the handshake's signatures): the probe targets the node on its
+/// own host, sends no token or value and reads only the status, so a certificate made for the node's public
+/// name (not for `127.0.0.1`) or a self-signed one must not make a healthy node look unhealthy. It names the
+/// server `localhost` (SNI); the node serves the same certificate whatever the name.
+pub fn probe_connection() -> std::result::Result<rustls::ClientConnection, rustls::Error> {
     let provider = Arc::new(provider());
     let verifier = Arc::new(AnyCertificate(provider.clone()));
     let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("the ring provider supports the default protocol versions")
+        .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    Arc::new(config)
-}
-
-/// A client connection of [`probe_config`], to wrap around the probe's socket. It names the server
-/// `localhost` (SNI), as the probe targets its own host; the node serves the same certificate whatever name.
-pub fn probe_connection() -> std::result::Result<rustls::ClientConnection, rustls::Error> {
-    let name = ServerName::try_from("localhost").expect("a valid DNS name");
-    rustls::ClientConnection::new(probe_config(), name)
+    let name = ServerName::try_from("localhost").map_err(|err| rustls::Error::General(err.to_string()))?;
+    rustls::ClientConnection::new(Arc::new(config), name)
 }
 
 /// Accepts any certificate; verifies the handshake signatures with the provider's algorithms.

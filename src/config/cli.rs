@@ -185,7 +185,7 @@ pub struct HealthcheckArgs {
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
     /// Probe over HTTPS, without verifying the certificate (the probe sends nothing secret and reads only
-    /// the status); on by itself when the settings name a tls_cert [env: CAVE_TLS_CERT]
+    /// the status); on by itself when the settings (--config file, CAVE_TLS_CERT) name a certificate
     #[arg(long)]
     pub tls: bool,
 }
