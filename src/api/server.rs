@@ -102,7 +102,7 @@ pub async fn serve<L>(
     mut listener: L,
     router: Router,
     limits: Limits,
-    tls: Option<Tls>,
+    mut tls: Option<Tls>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
@@ -122,13 +122,10 @@ where
     let registry = Arc::new(Registry::default());
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut hangups = match &tls {
-        Some(tls) => {
-            tls.report(&metrics);
-            Some(tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?)
-        }
-        None => None,
-    };
+    let mut hangups = tls.as_mut().and_then(Tls::take_hangups);
+    if let Some(tls) = &tls {
+        tls.report(&metrics);
+    }
     let acceptor = tls.as_ref().map(Tls::acceptor);
     loop {
         let io = tokio::select! {

@@ -37,11 +37,16 @@ use crate::metrics::Metrics;
 /// The protocols offered by ALPN, preferred first.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// The REST API's TLS: the acceptor handshakes use and the files its pair is read from.
+/// The REST API's TLS: the acceptor handshakes use, the files its pair is read from, and the SIGHUPs that
+/// ask for a reload.
 pub struct Tls {
     acceptor: TlsAcceptor,
     resolver: Arc<Resolver>,
     files: TlsFiles,
+    /// Installed by [`Tls::load`], at the start of the node, so that a SIGHUP while the node is still
+    /// opening its data (a certificate renewal hook runs whenever it likes) is kept for the server rather
+    /// than killing the process (SIGHUP's default action); taken by the server's accept loop.
+    hangups: Option<tokio::signal::unix::Signal>,
 }
 
 impl std::fmt::Debug for Tls {
@@ -53,10 +58,15 @@ impl std::fmt::Debug for Tls {
 }
 
 impl Tls {
-    /// Read and check the pair in `files`. Every failure is an [`Error::InvalidInput`] naming the file and
-    /// what is wrong with it (never quoting the key), so that a node refuses to start on a bad pair.
+    /// Read and check the pair in `files`, and start listening for SIGHUP (which needs a Tokio runtime).
+    /// Every failure of the pair is an [`Error::InvalidInput`] naming the file and what is wrong with it
+    /// (never quoting the key), so that a node refuses to start on a bad pair.
     pub fn load(files: &TlsFiles) -> Result<Tls> {
         let pair = Pair::read(files)?;
+        tokio::runtime::Handle::try_current()
+            .map_err(|_| Error::internal("TLS is loaded outside a Tokio runtime: SIGHUP cannot be handled"))?;
+        let hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .map_err(|err| Error::internal(format!("cannot listen for SIGHUP: {err}")))?;
         let provider = Arc::new(provider());
         let resolver = Arc::new(Resolver {
             current: RwLock::new(pair),
@@ -71,7 +81,13 @@ impl Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             resolver,
             files: files.clone(),
+            hangups: Some(hangups),
         })
+    }
+
+    /// The SIGHUPs since [`Tls::load`], for the one accept loop that reloads on them.
+    pub fn take_hangups(&mut self) -> Option<tokio::signal::unix::Signal> {
+        self.hangups.take()
     }
 
     /// What handshakes accepted connections.
