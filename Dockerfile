@@ -23,7 +23,8 @@ USER 10001:10001
 # 2000: replication (gRPC) between nodes; 2001: REST API and web UI.
 EXPOSE 2000 2001
 
-# /healthz on the node's own http_addr (CAVE_HTTP_ADDR, default 0.0.0.0:2001, probed on 127.0.0.1).
+# /healthz on the node's own http_addr (CAVE_HTTP_ADDR, default 0.0.0.0:2001, probed on 127.0.0.1), over HTTPS
+# when CAVE_TLS_CERT is set.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["/usr/local/bin/cave", "healthcheck", "--timeout", "3s"]
 

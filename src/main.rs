@@ -35,16 +35,19 @@ fn main() -> ExitCode {
             println!("{}", MasterKey::generate().to_base64());
             ExitCode::SUCCESS
         }
-        Command::Healthcheck(probe) => match healthcheck(probe) {
-            Ok(status) => {
-                println!("healthy: http://{}/healthz answered {status}", probe.addr);
-                ExitCode::SUCCESS
+        Command::Healthcheck(probe) => {
+            let scheme = if probe.tls { "https" } else { "http" };
+            match healthcheck(probe) {
+                Ok(status) => {
+                    println!("healthy: {scheme}://{}/healthz answered {status}", probe.addr);
+                    ExitCode::SUCCESS
+                }
+                Err(reason) => {
+                    eprintln!("unhealthy: {scheme}://{}/healthz: {reason}", probe.addr);
+                    ExitCode::FAILURE
+                }
             }
-            Err(reason) => {
-                eprintln!("unhealthy: http://{}/healthz: {reason}", probe.addr);
-                ExitCode::FAILURE
-            }
-        },
+        }
         Command::RepairClock(config) => match repair_clock(&config) {
             Ok(0) => {
                 println!("nothing to repair: no stored version is more than max_clock_drift ahead of the clock");
@@ -103,15 +106,25 @@ fn fail(err: &anyhow::Error, status: u8) -> ExitCode {
     ExitCode::from(status)
 }
 
-/// `GET /healthz` over a plain HTTP/1.1 connection (a client library would be a large dependency for one
-/// request, and the image has no curl): the status line (`200 OK`) if the status is 200, else why not.
+/// `GET /healthz` over an HTTP/1.1 connection, in TLS (rustls) if `probe.tls` (a client library would be a
+/// large dependency for one request, and the image has no curl): the status line (`200 OK`) if the status
+/// is 200, else why not.
 fn healthcheck(probe: Probe) -> Result<String, String> {
-    let mut stream =
-        TcpStream::connect_timeout(&probe.addr, probe.timeout).map_err(|e| format!("cannot connect: {e}"))?;
+    let stream = TcpStream::connect_timeout(&probe.addr, probe.timeout).map_err(|e| format!("cannot connect: {e}"))?;
     stream
         .set_read_timeout(Some(probe.timeout))
         .and_then(|()| stream.set_write_timeout(Some(probe.timeout)))
         .map_err(|e| e.to_string())?;
+    if probe.tls {
+        let tls = cave::api::tls::probe_connection().map_err(|e| format!("cannot set up TLS: {e}"))?;
+        exchange(&mut tokio_rustls::rustls::StreamOwned::new(tls, stream), probe)
+    } else {
+        exchange(&mut { stream }, probe)
+    }
+}
+
+/// The request and status line of [`healthcheck`] on a connected `stream`.
+fn exchange(stream: &mut (impl Read + Write), probe: Probe) -> Result<String, String> {
     let request = format!(
         "GET /healthz HTTP/1.1\r\nHost: {}\r\nUser-Agent: cave-healthcheck\r\nConnection: close\r\n\r\n",
         probe.addr

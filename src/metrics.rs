@@ -42,6 +42,9 @@
 //! | `cave_clock_offset_seconds` | gauge | |
 //! | `cave_peer_clock_offset_seconds` | gauge | peer |
 //! | `cave_seal_failures_total` | counter | |
+//! | `cave_tls_certificate_expiry_timestamp_seconds` | gauge (only with TLS) | |
+//! | `cave_tls_reloads_total` | counter | result (ok, failed) |
+//! | `cave_tls_handshake_failures_total` | counter | |
 //!
 //! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
 //! a closed enumeration), so dashboards and alerts see them before their first event.
@@ -171,6 +174,7 @@ pub struct Metrics {
     /// Route templates seen so far, so a label value is an `Arc` clone rather than a fresh `String`.
     routes: RwLock<HashMap<Box<str>, Arc<str>>>,
     clock: Arc<clock::ClockState>,
+    tls: tls::TlsMetrics,
     /// Observable gauges stay registered while their handles live.
     _gauges: Vec<ObservableGauge<u64>>,
     _offset_gauges: Vec<ObservableGauge<f64>>,
@@ -261,9 +265,13 @@ impl Metrics {
             &meter,
             "cave_http_connection_timeouts",
             "{connection}",
-            "HTTP connections closed by the server for a timeout, by phase (idle, header)",
+            "HTTP connections closed by the server for a timeout, by phase (idle, header, handshake)",
         );
-        for phase in [ConnectionTimeout::Idle, ConnectionTimeout::Header] {
+        for phase in [
+            ConnectionTimeout::Idle,
+            ConnectionTimeout::Header,
+            ConnectionTimeout::Handshake,
+        ] {
             http_connection_timeouts.add(0, &[KeyValue::new("phase", phase.label())]);
         }
 
@@ -389,6 +397,7 @@ impl Metrics {
             state,
             routes: RwLock::new(HashMap::new()),
             clock,
+            tls: tls::TlsMetrics::new(&meter),
             _gauges: gauges,
             _offset_gauges: offset_gauges,
             registry,
@@ -481,6 +490,21 @@ impl Metrics {
     pub fn http_connection_timeout(&self, phase: ConnectionTimeout) {
         self.http_connection_timeouts
             .add(1, &[KeyValue::new("phase", phase.label())]);
+    }
+
+    /// The REST API now serves a certificate that expires at `not_after_s` (seconds since the Unix epoch).
+    pub fn tls_certificate(&self, not_after_s: u64) {
+        self.tls.certificate(not_after_s);
+    }
+
+    /// A re-read of the TLS certificate and key on SIGHUP: `ok` if the new pair is served now.
+    pub fn tls_reload(&self, ok: bool) {
+        self.tls.reload(ok);
+    }
+
+    /// A TLS handshake failed.
+    pub fn tls_handshake_failed(&self) {
+        self.tls.handshake_failed();
     }
 
     /// `n` entry versions sent to `peer` (its node id).
@@ -595,6 +619,8 @@ pub enum ConnectionTimeout {
     Idle,
     /// A request head not complete within `http_header_timeout` of its first byte.
     Header,
+    /// A TLS handshake not complete within `http_header_timeout` of the connection's accept.
+    Handshake,
 }
 
 impl ConnectionTimeout {
@@ -602,6 +628,7 @@ impl ConnectionTimeout {
         match self {
             ConnectionTimeout::Idle => "idle",
             ConnectionTimeout::Header => "header",
+            ConnectionTimeout::Handshake => "handshake",
         }
     }
 }
@@ -662,3 +689,4 @@ fn method_label(method: &str) -> &'static str {
 mod clock;
 #[cfg(test)]
 mod tests;
+mod tls;

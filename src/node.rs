@@ -336,6 +336,8 @@ pub async fn serve_with(
     grpc: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    // Before the data directory is touched: a bad certificate or key is a configuration error to fix first.
+    let tls = config.tls.as_ref().map(api::tls::Tls::load).transpose()?;
     let node = Node::open(config).await?;
     let cluster = if node.replicates() {
         Some(node.start_cluster(grpc).await?)
@@ -343,7 +345,7 @@ pub async fn serve_with(
         None
     };
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "serving HTTP");
+    tracing::info!(%addr, tls = tls.is_some(), "serving HTTP");
     let db = node.db.clone();
     let shutdown = async move {
         shutdown.await;
@@ -355,7 +357,7 @@ pub async fn serve_with(
         let _ = tcp.set_nodelay(true);
     });
     let router = node.router_with(cluster.clone());
-    let served = api::server::serve(listener, router, limits, node.metrics.clone(), shutdown).await;
+    let served = api::server::serve(listener, router, limits, tls, node.metrics.clone(), shutdown).await;
     tracing::info!("shutting down: draining writes");
     if let Some(cluster) = cluster {
         cluster.stop().await;

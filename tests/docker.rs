@@ -5,7 +5,9 @@
 //! both sides take writes (the same keys with different values, deletes), the network is restored and every
 //! node converges to the greatest-version entries; (c) node 2 is `docker kill`ed during a stream of writes to
 //! node 1 and started again, and catches up with no acknowledged write lost; (d) a rolling `docker restart` of
-//! all three under continuous writes loses no acknowledged write. Each prints its counts and timings.
+//! all three under continuous writes loses no acknowledged write; (e) the demo over HTTPS
+//! (`docker-compose.tls.yml`, certificates from `scripts/tls-demo-cert.sh`): replication, Docker's health
+//! check and a SIGHUP certificate swap. Each prints its counts and timings.
 //!
 //! The tests need Docker and Compose (`docker compose` or `docker-compose`). Without them they print a
 //! "skipped" line and pass, unless `CAVE_REQUIRE_TOOLS=1` (set by `.ci/run`) makes that a failure.
@@ -182,12 +184,26 @@ struct Cluster {
     env: Vec<(String, String)>,
     ports: [u16; 3],
     http: reqwest::Client,
+    /// `http`, or `https` over `docker-compose.tls.yml`.
+    scheme: &'static str,
+    /// The demo certificates of an HTTPS cluster (`CAVE_TLS_DIR`), removed with the cluster.
+    tls: Option<tempfile::TempDir>,
 }
 
 impl Cluster {
     /// Starts `docker-compose.yml` (and `overlays` from tests/) as project `cave-test-NAME-...`; waits until
     /// every node is ready and sees the two others alive.
     async fn start(docker: &'static Docker, name: &str, overlays: &[&str]) -> Cluster {
+        Cluster::start_with(docker, name, overlays, false).await
+    }
+
+    /// [`Cluster::start`] over HTTPS: `docker-compose.tls.yml` laid over the overlays, with a fresh demo CA
+    /// and certificate that the cluster's client trusts.
+    async fn start_https(docker: &'static Docker, name: &str) -> Cluster {
+        Cluster::start_with(docker, name, &[], true).await
+    }
+
+    async fn start_with(docker: &'static Docker, name: &str, overlays: &[&str], https: bool) -> Cluster {
         build_image();
         let project = format!("cavetest-{name}-{}-{:x}", std::process::id(), rand::random::<u32>());
         let mut files = vec![
@@ -213,11 +229,22 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             env.push((format!("CAVE_NODE{}_PORT", i + 1), port.to_string()));
         }
-        let http = reqwest::Client::builder()
-            .no_proxy()
-            .timeout(REQUEST_TIMEOUT)
-            .build()
-            .expect("reqwest client");
+        let mut http = reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT);
+        let tls = https.then(|| {
+            let dir = tempfile::tempdir().unwrap();
+            // The nodes run as user 10001: the mounted directory must be open to them, as tls/ of the demo is.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            demo_certificates(dir.path());
+            files.push("-f".to_string());
+            files.push(repo().join("docker-compose.tls.yml").display().to_string());
+            env.push(("CAVE_TLS_DIR".to_string(), dir.path().display().to_string()));
+            dir
+        });
+        if let Some(dir) = &tls {
+            http = http.tls_built_in_root_certs(false).add_root_certificate(ca(dir.path()));
+        }
+        let http = http.build().expect("reqwest client");
         // The guard exists before anything is created, so a failing `up` is cleaned up too.
         let cluster = Cluster {
             docker,
@@ -226,6 +253,8 @@ impl Cluster {
             env,
             ports,
             http,
+            scheme: if https { "https" } else { "http" },
+            tls,
         };
         let started = Instant::now();
         blocking(|| cluster.compose(&["up", "-d"]));
@@ -280,7 +309,7 @@ impl Cluster {
     }
 
     fn url(&self, i: usize, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[i])
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.ports[i])
     }
 
     /// Until node `i` answers `/readyz` with 200 and lists every node of `members` (0-based, itself
@@ -586,6 +615,20 @@ impl Writer {
     }
 }
 
+/// `scripts/tls-demo-cert.sh DIR`: a demo CA (`ca.pem`) and the nodes' `cert.pem` and `key.pem`.
+fn demo_certificates(dir: &Path) {
+    check(
+        &repo().join("scripts/tls-demo-cert.sh").display().to_string(),
+        &[&dir.display().to_string()],
+        &[],
+    );
+}
+
+/// The demo CA in `dir`, for a client to trust.
+fn ca(dir: &Path) -> reqwest::Certificate {
+    reqwest::Certificate::from_pem(&std::fs::read(dir.join("ca.pem")).unwrap()).unwrap()
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -884,5 +927,93 @@ fn a_rolling_restart_loses_no_acknowledged_write() {
             took.as_secs_f64()
         ));
         assert!(writes.acknowledged.len() > 100, "the writer made progress");
+    });
+}
+
+/// (e) The demo over HTTPS: a write on node 1 is read on nodes 2 and 3 over HTTPS, plain HTTP gets nothing, the
+/// image's health check passes over TLS by itself, and `docker compose kill -s HUP` swaps node 1's certificate.
+#[test]
+fn the_demo_cluster_works_over_https() {
+    let Some(docker) = docker("docker (e)") else { return };
+    runtime().block_on(async {
+        let cluster = Cluster::start_https(docker, "e").await;
+        cluster.put(0, "demo/tls", "sealed in transit").await.unwrap();
+        for i in [1, 2] {
+            let started = Instant::now();
+            while cluster.get(i, "demo/tls").await.unwrap().as_deref() != Some("sealed in transit") {
+                assert!(
+                    started.elapsed() < CONVERGENCE_BOUND,
+                    "node{} never saw the write",
+                    i + 1
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let plain = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .build()
+            .unwrap();
+        let clear = plain
+            .get(format!("http://127.0.0.1:{}/healthz", cluster.ports[0]))
+            .send()
+            .await;
+        assert!(clear.is_err(), "plain HTTP was answered: {clear:?}");
+
+        let started = Instant::now();
+        for i in 0..3 {
+            let id = blocking(|| cluster.container(i));
+            loop {
+                let health =
+                    blocking(|| check("docker", &["inspect", "--format", "{{.State.Health.Status}}", &id], &[]));
+                if health.trim() == "healthy" {
+                    break;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "node{} is {health:?}",
+                    i + 1
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+
+        // New files in the mounted directory (a new CA too), then SIGHUP to node 1 only: node 1 serves the new
+        // certificate, node 2 still the old one, and nobody was restarted.
+        let dir = cluster.tls.as_ref().unwrap().path();
+        demo_certificates(dir);
+        let renewed = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT)
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(ca(dir))
+            .build()
+            .unwrap();
+        blocking(|| cluster.compose(&["kill", "-s", "HUP", "node1"]));
+        let started = Instant::now();
+        loop {
+            let answer = renewed.get(cluster.url(0, "/healthz")).send().await;
+            if answer.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node1 did not load the new certificate"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            renewed.get(cluster.url(1, "/healthz")).send().await.is_err(),
+            "node2 was not told to reload"
+        );
+        assert_eq!(
+            cluster.get(1, "demo/tls").await.unwrap().as_deref(),
+            Some("sealed in transit")
+        );
+        say(&format!(
+            "docker (e): HTTPS write on node1 read on node2 and node3, plain HTTP refused, 3/3 healthy over TLS, \
+             node1 reloaded its certificate on SIGHUP in {:.1}s",
+            started.elapsed().as_secs_f64()
+        ));
     });
 }

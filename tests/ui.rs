@@ -4,9 +4,12 @@
 //!
 //! The browser test needs the Debian packages `chromium` and `chromium-driver`. Without them it prints a
 //! "skipped" line and passes, unless `CAVE_REQUIRE_TOOLS=1` (CI sets it), where a missing tool fails the test.
-//! Screenshots go to `target/ui-screenshots/`.
+//! Screenshots go to `target/ui-screenshots/`. Also here, as they need the same browser: the UI over HTTPS,
+//! and stored `<script>` values (HTML, SVG) opened in the browser, which must run nothing.
 
 mod common;
+#[path = "common/tls.rs"]
+mod tls_support;
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -826,4 +829,242 @@ async fn steps(ui: &Ui<'_>) {
     );
     ui.click("#tab-keys").await;
     ui.wait_shown(&listed("app/")).await;
+}
+
+// ---------------------------------------------------------------- values served safely, the UI over TLS
+
+/// A WebDriver session of headless Chromium with `args` added to the usual ones; downloads go to
+/// `downloads`.
+async fn session(driver: &Chromedriver, browser: &Path, args: &[&str], downloads: &Path) -> Client {
+    let mut all = vec![
+        "--headless=new".to_string(),
+        "--no-sandbox".to_string(),
+        "--disable-gpu".to_string(),
+        format!("--window-size={WIDTH},{HEIGHT}"),
+    ];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": browser,
+            "args": all,
+            "prefs": {"download.default_directory": downloads, "download.prompt_for_download": false},
+        }),
+    );
+    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver session: {e}; chromedriver log: {}", driver.log_tail()))
+}
+
+/// A script that, if it ever runs on Cave's origin, writes `marker/{name}`.
+fn payload(name: &str) -> String {
+    format!("fetch('/api/v1/kv/marker/{name}', {{method: 'PUT', body: 'the stored script ran'}})")
+}
+
+#[tokio::test]
+async fn stored_script_values_run_nothing_in_headless_chromium() {
+    let Some((driver_program, browser_program)) = browser_tools() else {
+        return;
+    };
+    let (_dir, node) = common::start().await;
+    let downloads = tempfile::tempdir().unwrap();
+    let driver = Chromedriver::start(&driver_program).await;
+    let client = session(&driver, &browser_program, &[], downloads.path()).await;
+    let ui = Ui {
+        c: client.clone(),
+        node: &node,
+        shots: Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots"),
+    };
+    let outcome = std::panic::AssertUnwindSafe(stored_scripts_steps(&ui))
+        .catch_unwind()
+        .await;
+    let closed = client.close().await;
+    drop(driver);
+    node.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("close the WebDriver session");
+}
+
+async fn stored_scripts_steps(ui: &Ui<'_>) {
+    let html = format!(
+        "<!doctype html><html><body><h1>hi</h1><script>{}</script></body></html>",
+        payload("html")
+    );
+    let svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"10\" height=\"10\"><script>{}</script></svg>",
+        payload("svg")
+    );
+    let xhtml = format!(
+        "<html xmlns=\"http://www.w3.org/1999/xhtml\"><body><script>{}</script></body></html>",
+        payload("xhtml")
+    );
+    let values = [
+        ("evil/page", html.as_str(), "text/html; charset=utf-8", "html"),
+        ("evil/image", svg.as_str(), "image/svg+xml", "svg"),
+        ("evil/xhtml", xhtml.as_str(), "application/xhtml+xml", "xhtml"),
+    ];
+    for (key, body, content_type, _) in values {
+        ui.api_put(key, body.to_string(), content_type).await;
+        // The headers that keep it inert, on GET and HEAD alike; the stored type is served unchanged.
+        for method in [reqwest::Method::GET, reqwest::Method::HEAD] {
+            let response = ui
+                .node
+                .client
+                .request(method.clone(), ui.node.kv(key))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                header(&response, "content-type").as_deref(),
+                Some(content_type),
+                "{method} {key}"
+            );
+            assert_eq!(header(&response, "x-content-type-options").as_deref(), Some("nosniff"));
+            let csp = header(&response, "content-security-policy").unwrap_or_default();
+            assert!(
+                csp.contains("sandbox") && csp.contains("default-src 'none'"),
+                "{method} {key}: {csp}"
+            );
+            assert_eq!(header(&response, "content-disposition").as_deref(), Some("attachment"));
+        }
+    }
+    let export = ui.node.client.get(ui.node.url("/api/v1/export")).send().await.unwrap();
+    assert_eq!(header(&export, "x-content-type-options").as_deref(), Some("nosniff"));
+    assert!(header(&export, "content-security-policy")
+        .unwrap_or_default()
+        .contains("sandbox"));
+
+    // The marker mechanism works: the same script, run on Cave's origin (in the UI's page), writes its key.
+    ui.c.goto(&ui.node.url("/ui/")).await.unwrap();
+    let status =
+        ui.c.execute_async(
+            &format!(
+                "const done = arguments[arguments.length - 1]; {}.then(r => done(r.status), e => done(String(e)));",
+                payload("control")
+            ),
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, json!(200), "the control script could not write its marker");
+    assert!(ui.api_value("marker/control").await.is_some());
+
+    // Each stored value opened in the browser, as a page: nothing of it runs.
+    for (key, _, _, _) in values {
+        // A download ends the navigation without a page: the outcome of goto itself does not matter.
+        let _ = ui.c.goto(&ui.node.kv(key)).await;
+    }
+    // Then a page that does run script, so that the browser has had time to run whatever it would have.
+    ui.c.goto(&ui.node.url("/ui/")).await.unwrap();
+    ui.wait_text("#live", |t| t == "live", "the UI after the stored values")
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        for (_, _, _, marker) in values {
+            assert_eq!(
+                ui.api_value(&format!("marker/{marker}")).await,
+                None,
+                "the script stored as {marker} ran on Cave's origin"
+            );
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+#[tokio::test]
+async fn web_ui_over_tls_in_headless_chromium() {
+    let Some((driver_program, browser_program)) = browser_tools() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pair = tls_support::pair(2040);
+    let (cert, key) = pair.write(dir.path());
+    let api = tls_support::https_client(&[&pair]);
+    let (cave, base) = tls_support::start_https(&dir.path().join("data"), &cert, &key, &[], &api).await;
+    let put = api
+        .put(format!("{base}/api/v1/kv/tls/hello"))
+        .body("over https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+
+    let driver = Chromedriver::start(&driver_program).await;
+    // The certificate is self-signed: the browser is told to accept it, as a user accepts it once.
+    let client = session(&driver, &browser_program, &["--ignore-certificate-errors"], dir.path()).await;
+    let outcome = std::panic::AssertUnwindSafe(tls_steps(&client, &base, &api))
+        .catch_unwind()
+        .await;
+    let closed = client.close().await;
+    drop(driver);
+    cave.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("close the WebDriver session");
+}
+
+/// The text of the displayed element `css` once `pred` holds for it.
+async fn wait_for_text(c: &Client, css: &str, pred: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(el) = c.find(Locator::Css(css)).await {
+            if el.is_displayed().await.unwrap_or(false) {
+                let text = el.text().await.unwrap_or_default();
+                if pred(&text) {
+                    return text;
+                }
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {css} at {:?}",
+            c.current_url().await
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn click_when_shown(c: &Client, css: &str) {
+    wait_for_text(c, css, |_| true).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match c.find(Locator::Css(css)).await.unwrap().click().await {
+            Ok(()) => return,
+            Err(e) if is_stale(&e) && Instant::now() < deadline => continue,
+            Err(e) => panic!("click {css}: {e}"),
+        }
+    }
+}
+
+async fn tls_steps(c: &Client, base: &str, api: &reqwest::Client) {
+    c.goto(&format!("{base}/ui/")).await.unwrap();
+    assert!(c.current_url().await.unwrap().as_str().starts_with("https://"));
+    assert_eq!(c.title().await.unwrap(), "Cave");
+    // The watch stream (Server-Sent Events) connects over TLS too.
+    wait_for_text(c, "#live", |t| t == "live").await;
+    click_when_shown(c, &listed("tls/")).await;
+    click_when_shown(c, &listed("tls/hello")).await;
+    wait_for_text(c, "#value", |t| t == "over https").await;
+
+    // A key created in the browser, over HTTPS, is in the API.
+    click_when_shown(c, "#btn-new").await;
+    for (css, text) in [("#f-path", "tls/from-browser"), ("#f-value", "typed over TLS")] {
+        let el = c.find(Locator::Css(css)).await.unwrap();
+        el.clear().await.unwrap();
+        el.send_keys(text).await.unwrap();
+    }
+    click_when_shown(c, "#f-save").await;
+    wait_for_text(c, "#notice", |t| t.contains("Created")).await;
+    let got = api
+        .get(format!("{base}/api/v1/kv/tls/from-browser"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "typed over TLS");
 }

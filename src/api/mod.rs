@@ -12,8 +12,10 @@ mod kv;
 mod origin;
 mod perf;
 mod query;
+mod safe;
 pub mod server;
 mod system;
+pub mod tls;
 mod transfer;
 mod ui;
 mod watch;
@@ -90,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(guard::head_limits))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
+        // Outside the rewrite, so that every answer under /api/ leaves with it, errors included.
+        .layer(axum::middleware::from_fn(safe::values))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(Arc::new(state))

@@ -108,12 +108,17 @@ pub async fn same_origin_writes(request: Request, next: Next) -> Response {
     let headers = request.headers();
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_fetch = matches!(fetch_site, Some("cross-site") | Some("same-site"));
-    let cross_origin = match (headers.get(ORIGIN), headers.get(HOST)) {
+    // HTTP/2 (browsers speak it over TLS) carries the host as `:authority`, which lands in the URI, not `Host`.
+    let host = match headers.get(HOST) {
+        Some(value) => Some(value.as_bytes()),
+        None => request.uri().authority().map(|a| a.as_str().as_bytes()),
+    };
+    let cross_origin = match (headers.get(ORIGIN), host) {
         (Some(origin), Some(host)) => {
             let origin = origin.to_str().unwrap_or("");
             // `Origin: null` (sandboxed frames, file: pages) is never our own page.
             let origin_host = origin.split_once("://").map(|(_, rest)| rest).unwrap_or("");
-            origin == "null" || origin_host.as_bytes() != host.as_bytes()
+            origin == "null" || origin_host.as_bytes() != host
         }
         (Some(_), None) => true,
         (None, _) => false,
@@ -177,6 +182,25 @@ mod tests {
             status(&[("host", "localhost:2001"), ("origin", "https://evil.example")], "GET").await,
             200
         );
+    }
+
+    /// HTTP/2 has no `Host`: the host is the request URI's authority (`:authority`), and counts the same.
+    #[tokio::test]
+    async fn an_http2_request_is_judged_by_its_authority() {
+        let app = Router::new()
+            .route("/w", post(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(super::same_origin_writes));
+        for (origin, expected) in [("https://127.0.0.1:2001", 200), ("https://evil.example", 403)] {
+            let request = axum::http::Request::builder()
+                .method("POST")
+                .uri("https://127.0.0.1:2001/w")
+                .version(axum::http::Version::HTTP_2)
+                .header("origin", origin)
+                .body(Body::empty())
+                .unwrap();
+            let status = app.clone().oneshot(request).await.unwrap().status().as_u16();
+            assert_eq!(status, expected, "{origin}");
+        }
     }
 
     fn hosts(allowed: &[&str]) -> AllowedHosts {

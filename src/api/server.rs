@@ -21,6 +21,13 @@
 //! accepted and closed at once (counted in `cave_http_connections_refused`), so that the listener's
 //! backlog keeps moving.
 //!
+//! With TLS ([`super::tls`]), each accepted connection first completes its handshake, within `header_timeout`
+//! of the accept (counted as a `handshake` timeout otherwise), so a client that never finishes it holds its
+//! descriptor no longer than one that trickles a head; the phases above then run on the decrypted stream.
+//! Until then a connection is not registered for eviction, as one in a request head is not. SIGHUP, read by
+//! the accept loop, makes it re-read the certificate and key ([`Tls::reload`]) without touching any
+//! connection.
+//!
 //! Shutdown: the accept loop stops, every connection is told to finish gracefully (HTTP/1 closes once its
 //! response is written, HTTP/2 sends GOAWAY), and [`serve`] returns once every connection task has ended.
 //! Watch streams end on their own when the database begins shutting down.
@@ -44,8 +51,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use super::tls::Tls;
 use crate::metrics::{ConnectionTimeout, Metrics};
 
 /// The limits of [`serve`].
@@ -87,11 +96,13 @@ pub fn raise_fd_limit() -> Option<u64> {
     getrlimit(Resource::Nofile).current
 }
 
-/// Serve `router` on `listener` within `limits` until `shutdown` resolves, then finish gracefully.
+/// Serve `router` on `listener` within `limits`, over HTTPS if `tls` is given, until `shutdown` resolves,
+/// then finish gracefully. With `tls`, SIGHUP reloads its certificate and key.
 pub async fn serve<L>(
     mut listener: L,
     router: Router,
     limits: Limits,
+    mut tls: Option<Tls>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()>
@@ -111,9 +122,21 @@ where
     let registry = Arc::new(Registry::default());
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut hangups = tls.as_mut().and_then(Tls::take_hangups);
+    if let Some(tls) = &tls {
+        tls.report(&metrics);
+    }
+    let acceptor = tls.as_ref().map(Tls::acceptor);
     loop {
         let io = tokio::select! {
             () = &mut shutdown => break,
+            Some(()) = hangup(&mut hangups) => {
+                if let Some(tls) = &tls {
+                    tracing::info!(signal = "SIGHUP", "reloading the TLS certificate and key");
+                    tls.reload(&metrics);
+                }
+                continue;
+            }
             (io, _addr) = listener.accept() => io,
         };
         // Reap finished connections so that the set holds only live ones.
@@ -139,6 +162,7 @@ where
         let connection = Connection {
             router: router.clone(),
             limits,
+            tls: acceptor.clone(),
             metrics: metrics.clone(),
             stop: stop_rx.clone(),
             registry: registry.clone(),
@@ -154,10 +178,20 @@ where
     Ok(())
 }
 
+/// The next SIGHUP; never, without a handler (no TLS to reload).
+async fn hangup(hangups: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match hangups {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// One accepted connection and what serving it needs.
 struct Connection {
     router: Router,
     limits: Limits,
+    /// Handshakes the connection first, when the API speaks HTTPS.
+    tls: Option<TlsAcceptor>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
     registry: Arc<Registry>,
@@ -169,6 +203,34 @@ impl Connection {
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let _open = self.metrics.http_connection();
+        let Some(acceptor) = self.tls.take() else {
+            return self.serve_http(io).await;
+        };
+        let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(io));
+        let stream = tokio::select! {
+            accepted = handshake => match accepted {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(err)) => {
+                    // Plain HTTP to this port ends here, without a byte of HTTP sent back.
+                    self.metrics.tls_handshake_failed();
+                    tracing::debug!(%err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    self.metrics.http_connection_timeout(ConnectionTimeout::Handshake);
+                    return;
+                }
+            },
+            // Shutting down: a connection still in its handshake has no request to finish.
+            _ = self.stop.wait_for(|stop| *stop) => return,
+        };
+        self.serve_http(stream).await;
+    }
+
+    async fn serve_http<IO>(mut self, io: IO)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let activity = Arc::new(Activity::new());
         let _registered = self.registry.register(activity.clone());
         let io = Watched {
@@ -294,7 +356,7 @@ impl Activity {
                 continue;
             };
             let limit = match phase {
-                ConnectionTimeout::Header => limits.header_timeout,
+                ConnectionTimeout::Header | ConnectionTimeout::Handshake => limits.header_timeout,
                 ConnectionTimeout::Idle => limits.idle_timeout,
             };
             let deadline = self.epoch + Duration::from_millis(since_ms) + limit;

@@ -42,6 +42,9 @@ pub struct Probe {
     pub addr: SocketAddr,
     /// How long to wait for the connection and for the answer, each.
     pub timeout: Duration,
+    /// Whether to speak HTTPS: `--tls`, or the node's settings name a certificate. The server's certificate
+    /// is not verified (see `cave::api::tls::probe_connection`).
+    pub tls: bool,
 }
 
 /// How long `cave healthcheck` waits unless told otherwise: well under Docker's default health check
@@ -79,7 +82,13 @@ where
 /// environment. Only the variables that decide that address are read, so that a setting the check does not
 /// use cannot fail it.
 fn probe(args: &HealthcheckArgs, env: &[(String, String)]) -> Result<Probe> {
-    let relevant = [CONFIG_ENV.to_string(), env_name("http_addr"), env_name("mode")];
+    let relevant = [
+        CONFIG_ENV.to_string(),
+        env_name("http_addr"),
+        env_name("mode"),
+        env_name("tls_cert"),
+        env_name("tls_key"),
+    ];
     let env: Vec<(String, String)> = env
         .iter()
         .filter(|(name, _)| relevant.contains(name))
@@ -90,7 +99,8 @@ fn probe(args: &HealthcheckArgs, env: &[(String, String)]) -> Result<Probe> {
         http_addr: args.http_addr.clone(),
         ..ServeArgs::default()
     };
-    let mut addr = resolve(&serve, &env)?.http_addr;
+    let node = resolve(&serve, &env)?;
+    let mut addr = node.http_addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr.ip() {
             IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -111,7 +121,11 @@ fn probe(args: &HealthcheckArgs, env: &[(String, String)]) -> Result<Probe> {
     if timeout.is_zero() {
         return Err(Error::invalid("invalid value for --timeout: must be longer than 0"));
     }
-    Ok(Probe { addr, timeout })
+    Ok(Probe {
+        addr,
+        timeout,
+        tls: args.tls || node.tls.is_some(),
+    })
 }
 
 /// The `CAVE_*` variables of this process. Values that are not UTF-8 are kept lossily, so that they fail
@@ -176,6 +190,10 @@ pub struct HealthcheckArgs {
     /// How long to wait for the connection and for the answer [default: 5s]
     #[arg(long, value_name = "DURATION")]
     pub timeout: Option<String>,
+    /// Probe over HTTPS, without verifying the certificate (the probe sends nothing secret and reads only
+    /// the status); on by itself when the settings (--config file, CAVE_TLS_CERT) name a certificate
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// Settings given as flags. Each is optional: only the flags present override the other layers, which is
@@ -265,6 +283,12 @@ pub struct ServeArgs {
     /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
     #[arg(long, value_name = "HOST,...")]
     pub allowed_hosts: Option<String>,
+    /// PEM certificate chain: the REST API then speaks HTTPS only (with --tls-key; re-read on SIGHUP)
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -321,7 +345,7 @@ fn help_default(key: &str) -> String {
         "http_idle_timeout" => format_duration(dev.http_idle_timeout),
         "http_body_timeout" => format_duration(dev.http_body_timeout),
         "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
-        "allowed_hosts" => "none".to_string(),
+        "allowed_hosts" | "tls_cert" | "tls_key" => "none".to_string(),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }

@@ -12,9 +12,9 @@ use serde::Deserialize;
 use super::cli::{enum_name, env_name, flag_name, ServeArgs};
 use super::values::{
     parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_dir, parse_duration_value, parse_enum,
-    parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
+    parse_file, parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
 };
-use super::{Config, Mode, CONFIG_ENV, KEYS};
+use super::{Config, Mode, TlsFiles, CONFIG_ENV, KEYS};
 use crate::error::{Error, Result};
 use crate::storage::Durability;
 
@@ -83,6 +83,8 @@ struct Raw {
     http_body_timeout: Option<Value>,
     http_max_connections: Option<Value>,
     allowed_hosts: Option<Value>,
+    tls_cert: Option<Value>,
+    tls_key: Option<Value>,
     log_level: Option<Value>,
 }
 
@@ -119,6 +121,14 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         );
         return Err(fields.error("max_request_bytes", reason));
     }
+    let tls_cert = fields.parse("tls_cert", raw.tls_cert, parse_file)?.flatten();
+    let tls_key = fields.parse("tls_key", raw.tls_key, parse_file)?.flatten();
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) => return Err(fields.error("tls_cert", both_tls("tls_key"))),
+        (None, Some(_)) => return Err(fields.error("tls_key", both_tls("tls_cert"))),
+    };
     let duration = |key: &str, raw: Option<Value>, default: Duration| {
         Ok::<_, Error>(fields.parse(key, raw, parse_duration_value)?.unwrap_or(default))
     };
@@ -197,6 +207,7 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         allowed_hosts: fields
             .parse("allowed_hosts", raw.allowed_hosts, parse_allowed_hosts)?
             .unwrap_or(defaults.allowed_hosts),
+        tls,
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
@@ -213,6 +224,15 @@ fn read_key_file(path: &Path) -> std::result::Result<crate::secrets::MasterKey, 
             path.display()
         )
     })
+}
+
+/// Why a lone `tls_cert` or `tls_key` is refused, naming the `missing` one.
+fn both_tls(missing: &str) -> String {
+    format!(
+        "is set but {missing} ({} / {}) is not: HTTPS needs both the certificate and its private key",
+        flag_name(missing),
+        env_name(missing)
+    )
 }
 
 /// Reads the config file. The TOML is parsed here rather than by figment's provider so that a missing file is
@@ -292,6 +312,8 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("http_body_timeout", args.http_body_timeout.clone()),
         ("http_max_connections", args.http_max_connections.clone()),
         ("allowed_hosts", args.allowed_hosts.clone()),
+        ("tls_cert", args.tls_cert.clone()),
+        ("tls_key", args.tls_key.clone()),
         ("log_level", args.log_level.clone()),
     ];
     let values = given

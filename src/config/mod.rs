@@ -113,6 +113,8 @@ pub const KEYS: &[&str] = &[
     "http_body_timeout",
     "http_max_connections",
     "allowed_hosts",
+    "tls_cert",
+    "tls_key",
     "log_level",
 ];
 
@@ -237,8 +239,21 @@ pub struct Config {
     /// Host names (of the `Host` header) the REST API answers besides its own addresses, loopback names and
     /// this machine's name; `*` answers any. Guards against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// The certificate and private key the REST API serves HTTPS with (keys `tls_cert` and `tls_key`, set
+    /// together). `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
+}
+
+/// The PEM files of the REST API's HTTPS: read at start-up and again on SIGHUP (see [`crate::api::tls`]).
+/// Relative paths are relative to the working directory, as `data_dir` is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, the server's own certificate first (`tls_cert`).
+    pub cert: PathBuf,
+    /// The certificate's private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`tls_key`).
+    pub key: PathBuf,
 }
 
 impl Default for Config {
@@ -270,6 +285,7 @@ impl Default for Config {
             http_body_timeout: DEFAULT_HTTP_BODY_TIMEOUT,
             http_max_connections: None,
             allowed_hosts: Vec::new(),
+            tls: None,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
@@ -354,6 +370,8 @@ impl Config {
             "http_body_timeout": format_duration(self.http_body_timeout),
             "http_max_connections": self.http_max_connections,
             "allowed_hosts": self.allowed_hosts,
+            "tls_cert": self.tls.as_ref().map(|tls| tls.cert.display().to_string()),
+            "tls_key": self.tls.as_ref().map(|tls| tls.key.display().to_string()),
             "log_level": self.log_level,
         })
     }

@@ -462,6 +462,8 @@ fn the_example_file_lists_every_key_with_its_default() {
             "cluster_key_file",
             "advertise_addr",
             "http_max_connections",
+            "tls_cert",
+            "tls_key",
         ]
         .contains(key)
         {
@@ -593,4 +595,67 @@ fn new_cluster_and_isolated_unready_are_flags() {
     assert!(ok(&[], &[("CAVE_NEW_CLUSTER", "true")]).new_cluster);
     assert!(!ok(&[], &[]).isolated_unready);
     assert!(ok(&["--isolated-unready"], &[]).isolated_unready);
+}
+
+#[test]
+fn tls_files_come_from_every_source_and_only_together() {
+    let files = |cert: &str, key: &str| {
+        Some(TlsFiles {
+            cert: cert.into(),
+            key: key.into(),
+        })
+    };
+    assert_eq!(ok(&[], &[]).tls, None);
+    assert_eq!(
+        ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).tls,
+        files("c.pem", "k.pem")
+    );
+    let vars = [("CAVE_TLS_CERT", "/e/c.pem"), ("CAVE_TLS_KEY", "/e/k.pem")];
+    assert_eq!(ok(&[], &vars).tls, files("/e/c.pem", "/e/k.pem"));
+    let (_dir, path) = file("tls_cert = \"/f/c.pem\"\ntls_key = \"/f/k.pem\"\n");
+    assert_eq!(ok(&["--config", &path], &[]).tls, files("/f/c.pem", "/f/k.pem"));
+    // Key by key: the flag's certificate with the file's key.
+    let mixed = ok(&["--config", &path, "--tls-cert", "/x/c.pem"], &[]).tls;
+    assert_eq!(mixed, files("/x/c.pem", "/f/k.pem"));
+    // An empty value is unset, so an empty flag turns the file's HTTPS off only together with its pair.
+    assert_eq!(
+        ok(&["--config", &path, "--tls-cert", "", "--tls-key", ""], &[]).tls,
+        None
+    );
+    let json = ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).redacted();
+    assert_eq!(
+        (json["tls_cert"].as_str(), json["tls_key"].as_str()),
+        (Some("c.pem"), Some("k.pem"))
+    );
+
+    let lone_cert = err(&["--tls-cert", "c.pem"], &[]);
+    for needle in [
+        "tls_cert",
+        "set by --tls-cert",
+        "tls_key (--tls-key / CAVE_TLS_KEY) is not",
+    ] {
+        assert!(lone_cert.contains(needle), "{lone_cert}");
+    }
+    let lone_key = err(&[], &[("CAVE_TLS_KEY", "k.pem")]);
+    for needle in [
+        "tls_key",
+        "CAVE_TLS_KEY",
+        "tls_cert (--tls-cert / CAVE_TLS_CERT) is not",
+    ] {
+        assert!(lone_key.contains(needle), "{lone_key}");
+    }
+}
+
+#[test]
+fn healthcheck_speaks_tls_when_the_node_does_or_when_told() {
+    let probe =
+        |args: &[&str], vars: &[(&str, &str)]| match parse(["cave", "healthcheck"].iter().chain(args), &env(vars)) {
+            Ok(Command::Healthcheck(probe)) => probe,
+            other => panic!("{other:?}"),
+        };
+    assert!(!probe(&[], &[]).tls);
+    assert!(probe(&["--tls"], &[]).tls);
+    assert!(probe(&[], &[("CAVE_TLS_CERT", "/c.pem"), ("CAVE_TLS_KEY", "/k.pem")]).tls);
+    let (_dir, path) = file("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
+    assert!(probe(&["--config", &path], &[]).tls);
 }

@@ -68,6 +68,12 @@ pub(super) fn parse_dir(value: &Value) -> std::result::Result<PathBuf, String> {
     Ok(PathBuf::from(text))
 }
 
+/// A file's path. Empty means unset, so that an empty flag or `${CAVE_X:-}` in a compose file undoes it.
+pub(super) fn parse_file(value: &Value) -> std::result::Result<Option<PathBuf>, String> {
+    let text = as_text(value)?;
+    Ok((!text.trim().is_empty()).then(|| PathBuf::from(text)))
+}
+
 /// Peers as a comma-separated string (flags, environment, file) or an array of strings (file). Empty items
 /// are skipped so that a trailing comma or an empty value (no peers) is harmless.
 pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, String> {

@@ -122,7 +122,15 @@ pub async fn run(spec: Rc<HostSpec>) -> turmoil::Result {
     // limit of the process running the simulation says nothing about a simulated host: the default cap.
     let limits = cave::api::server::Limits::of(&limits_config, None);
     let router = node.router_with(Some(cluster.clone()));
-    cave::api::server::serve(HttpListener(http), router, limits, node.db.metrics().clone(), shutdown).await?;
+    cave::api::server::serve(
+        HttpListener(http),
+        router,
+        limits,
+        None,
+        node.db.metrics().clone(),
+        shutdown,
+    )
+    .await?;
     cluster.stop().await;
     node.close().await?;
     Ok(())
