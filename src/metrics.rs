@@ -35,6 +35,7 @@
 //! | `cave_anti_entropy_rounds_total` | counter | result (ok, failed) |
 //! | `cave_anti_entropy_bytes_total` | counter | direction (sent, received) |
 //! | `cave_anti_entropy_entries_repaired_total` | counter | |
+//! | `cave_anti_entropy_conflicts_total` | counter | |
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
 //! | `cave_clock_fenced` | gauge (0 or 1) | |
@@ -162,6 +163,7 @@ pub struct Metrics {
     anti_entropy_rounds: Counter<u64>,
     anti_entropy_bytes: Counter<u64>,
     anti_entropy_repaired: Counter<u64>,
+    anti_entropy_conflicts: Counter<u64>,
     clock_drift_rejections: Counter<u64>,
     seal_failures: Counter<u64>,
     peers: Arc<[AtomicU64; 3]>,
@@ -365,6 +367,12 @@ impl Metrics {
                 "{entry}",
                 "Entries anti-entropy found missing or stale and repaired",
             )),
+            anti_entropy_conflicts: zeroed(counter(
+                &meter,
+                "cave_anti_entropy_conflicts",
+                "{entry}",
+                "Keys anti-entropy found at the same version with different contents on two nodes",
+            )),
             clock_drift_rejections: zeroed(counter(
                 &meter,
                 "cave_clock_drift_rejections",
@@ -518,6 +526,11 @@ impl Metrics {
     /// (peer id, ms).
     pub fn set_clock(&self, fenced: bool, offset_ms: Option<i64>, peers: Vec<(String, i64)>) {
         self.clock.set(fenced, offset_ms, peers);
+    }
+
+    /// `n` keys found at one version with different contents (repaired to the deterministic winner).
+    pub fn content_conflicts(&self, n: u64) {
+        self.anti_entropy_conflicts.add(n, &[]);
     }
 
     /// One message rejected for clock drift.

@@ -34,7 +34,10 @@ mod core;
 pub mod membership;
 pub mod message;
 
-pub use self::core::{ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
+pub use self::core::{
+    ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults, LastSync, LAST_SYNC_WRITE_INTERVAL_MS,
+    MAX_PURGE_INTERVAL_MS, MIN_PURGE_INTERVAL_MS, TICK_INTERVAL_MS,
+};
 pub use membership::{Member, Membership, Status, StatusChange, Timing};
 pub use message::{Message, PeerRecord};
 
