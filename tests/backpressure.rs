@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cave::cluster::{INBOX_MESSAGES, MAX_PENDING_WORK};
 use cave::config::Config;
 use cave::crdt::hlc::from_physical_ms;
-use cave::cluster::{INBOX_MESSAGES, MAX_PENDING_WORK};
 use cave::crdt::{Entry, Hlc, NodeId, Version};
-use cave::grpc::MAX_CONCURRENT_STREAMS;
 use cave::grpc::pb::replication_client::ReplicationClient;
+use cave::grpc::MAX_CONCURRENT_STREAMS;
 use cave::grpc::{pb, Codec};
 use cave::node::Node;
 use cave::replication::Message;
