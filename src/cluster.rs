@@ -2,10 +2,18 @@
 //! gRPC transport.
 //!
 //! One task owns the loop. It feeds the core three things: messages from the gRPC service's inbox, the
-//! database's committed changes that this node wrote itself (`version.node == me`: replicated entries are
-//! never re-broadcast, so a delta travels one hop), and a tick every [`TICK_INTERVAL`]. It carries out the
-//! core's effects: messages go to the [`Transport`] (per-peer bounded queues), entries to persist go to
-//! [`Db::merge`] (which keeps only what is newer), events become logs and metrics.
+//! database's committed changes that the core [broadcasts](Core::broadcasts), and a tick every
+//! [`TICK_INTERVAL`]. It carries out the core's effects: messages go to the [`Transport`] (per-peer bounded
+//! queues), entries to persist and tombstones to forget go to [`Db::merge`] (which keeps only what is newer),
+//! purges to [`Db::purge_tombstones`], the last sync time to its [record](last_sync), events become logs and
+//! metrics. The protocol's rules (what to broadcast, when to purge, what to forget, when to record the last
+//! sync) are the core's; this driver and the simulation only carry them out.
+//!
+//! Database work runs in a [`JoinSet`] the driver owns, at most [`MAX_PENDING_WORK`] at a time: while it is
+//! full the driver takes no more messages from the inbox, the inbox fills, and the gRPC service holds its
+//! senders (each peer has a bounded number of deliveries in flight, so its own queue fills and it drops
+//! deltas, which anti-entropy repairs later). A flood costs bounded memory, not a task per delta. Stopping
+//! waits for the set to drain.
 //!
 //! Lock order: the database's state lock (read) is taken before the core's lock, never the other way round;
 //! the HTTP API only takes the core's lock (for the node list).
@@ -19,7 +27,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, watch};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::Stream;
 use tonic::transport::server::Connected;
 
@@ -29,26 +37,31 @@ use crate::discovery::Mdns;
 use crate::error::Result;
 use crate::grpc::{self, Codec, Dialer, ReplicationService, Transport};
 use crate::metrics::{Direction, PeerCounts, RoundResult};
-use crate::replication::{Core, CoreConfig, CoreEvent, Destination, Effects, Message, PeerRecord, Status};
+use crate::replication::{
+    Core, CoreConfig, CoreEvent, Destination, Effects, LastSync, Message, PeerRecord, Status, TICK_INTERVAL_MS,
+};
 use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
 
+pub mod last_sync;
+
+pub use last_sync::LAST_SYNC_FILE;
+
 /// How often the core is ticked.
-pub const TICK_INTERVAL: Duration = Duration::from_millis(100);
+pub const TICK_INTERVAL: Duration = Duration::from_millis(TICK_INTERVAL_MS);
 /// How long a stopping node waits for its peers to take the messages still queued for them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// While draining, how often another round is started if none has completed.
 const DRAIN_RETRY: Duration = Duration::from_secs(1);
 /// How often an isolated node says so.
 const ISOLATED_LOG_INTERVAL: Duration = Duration::from_secs(60);
-/// Messages received but not yet handled before the gRPC service pushes back on senders.
-const INBOX_MESSAGES: usize = 4096;
-/// File in the data directory holding the time (ms) of the last completed anti-entropy round.
-pub const LAST_SYNC_FILE: &str = "last_sync";
-/// The last sync time is written at most this often.
-const LAST_SYNC_WRITE_INTERVAL_MS: u64 = 60_000;
-/// Bounds of the interval between two tombstone purges (a tenth of the TTL within these).
-const MIN_PURGE_INTERVAL: Duration = Duration::from_secs(1);
-const MAX_PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Messages received but not yet handled before the gRPC service pushes back on senders. Small: each may
+/// carry up to `max_message_bytes` of entries, and a node that cannot keep up gains nothing by queueing more.
+pub const INBOX_MESSAGES: usize = 256;
+/// Most database operations (merges of replicated entries, purges, last-sync writes) in flight at once.
+/// Enough for the writer's group commit to batch many deltas; at the bound the inbox is not read.
+pub const MAX_PENDING_WORK: usize = 64;
+/// Same-version conflicts are logged at most this often (they are counted every time).
+const CONFLICT_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a cluster member needs to know about itself.
 #[derive(Debug, Clone)]
@@ -67,8 +80,8 @@ pub struct ClusterOptions {
     pub discovery_window: Duration,
     /// Announce and discover by mDNS.
     pub mdns: bool,
-    /// The data directory, where the last sync time is kept; `None` for a node without one (the
-    /// simulation's in-memory nodes), which then always restarts as if it had synced recently.
+    /// The data directory, where the last sync time is kept; `None` for a node without one (benchmarks,
+    /// the simulation's nodes over a given store), which then starts as a new node every time.
     pub data_dir: Option<PathBuf>,
     /// How to connect to peers (TCP, or the simulation's network).
     pub dialer: Dialer,
@@ -105,6 +118,13 @@ impl Cluster {
         IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
         IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        // Read before anything is spawned: a corrupt record refuses the start.
+        let record_ms = match &opts.data_dir {
+            Some(dir) => last_sync::read(dir)?,
+            None => None,
+        };
+        let stats = db.stats();
+        let last = LastSync::recorded(record_ms, stats.keys + stats.tombstones > 0);
         let me = db.node_id();
         let clock = db.hlc().clone();
         let cluster_id = opts.key.cluster_id();
@@ -143,22 +163,22 @@ impl Cluster {
         } else {
             None
         };
-        let purge_interval =
-            Duration::from_millis(opts.core.tombstone_ttl_ms / 10).clamp(MIN_PURGE_INTERVAL, MAX_PURGE_INTERVAL);
         // `dns:NAME:PORT` peers are resolved into seeds by their own task, started below.
         let (dns_peers, seeds): (Vec<String>, Vec<String>) = opts
             .seeds
             .into_iter()
             .partition(|s| crate::discovery::dns::name_of(s).is_some());
         let mut core = Core::new(opts.core, record, seeds, rand::random(), started);
-        let last_sync = opts
-            .data_dir
-            .as_ref()
-            .and_then(|dir| std::fs::read_to_string(dir.join(LAST_SYNC_FILE)).ok())
-            .and_then(|t| t.trim().parse().ok());
-        core.restore_last_sync(last_sync, started);
-        if core.pull_first() {
-            tracing::warn!("last sync is older than the tombstone TTL: rejoining pull-first");
+        core.restore_last_sync(last, started);
+        match last {
+            LastSync::Unknown => tracing::warn!(
+                "no record of a last sync, but the node holds data: rejoining pull-first (peers decide about \
+                 entries older than the tombstone TTL)"
+            ),
+            _ if core.pull_first() => {
+                tracing::warn!("last sync is older than the tombstone TTL: rejoining pull-first")
+            }
+            _ => {}
         }
         let core = Arc::new(Mutex::new(core));
         let (synced_tx, synced) = watch::channel(false);
@@ -168,8 +188,8 @@ impl Cluster {
             transport,
             synced: synced_tx,
             data_dir: opts.data_dir,
-            last_sync_written: AtomicU64::new(0),
-            purge_interval,
+            work: JoinSet::new(),
+            conflicts_logged: None,
             drain_since_ms: AtomicU64::new(u64::MAX),
             drained: AtomicBool::new(false),
             shutdown_drain: opts.shutdown_drain,
@@ -220,6 +240,12 @@ impl Cluster {
         &self.cluster_id
     }
 
+    /// Whether this node rejoined pull-first (its last sync is older than the tombstone TTL, or unknown)
+    /// and has not completed a round since.
+    pub fn pull_first(&self) -> bool {
+        self.core.lock().pull_first()
+    }
+
     /// Whether this node has completed an anti-entropy round (or had nobody to sync with).
     pub fn synced(&self) -> bool {
         *self.synced.borrow()
@@ -258,8 +284,10 @@ struct Driver {
     transport: Arc<Transport>,
     synced: watch::Sender<bool>,
     data_dir: Option<PathBuf>,
-    last_sync_written: AtomicU64,
-    purge_interval: Duration,
+    /// Database work in flight (at most [`MAX_PENDING_WORK`]); drained before the driver ends.
+    work: JoinSet<()>,
+    /// When a same-version conflict was last logged, and how many were counted since.
+    conflicts_logged: Option<(tokio::time::Instant, usize)>,
     /// While leaving: when the drain began (ms, the core's clock), and whether a round started since then
     /// has completed. `u64::MAX` when not leaving.
     drain_since_ms: AtomicU64,
@@ -273,7 +301,7 @@ impl Driver {
     }
 
     async fn run(
-        self,
+        mut self,
         mut inbox: mpsc::Receiver<(NodeId, Message)>,
         mut events: broadcast::Receiver<Arc<Change>>,
         mut stop: watch::Receiver<bool>,
@@ -281,8 +309,6 @@ impl Driver {
     ) {
         let mut tick = tokio::time::interval(TICK_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut purge = tokio::time::interval(self.purge_interval);
-        purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // Set when told to stop: leave once drained, or at this deadline.
         let mut draining: Option<tokio::time::Instant> = None;
         let mut drain_round_at = tokio::time::Instant::now();
@@ -302,12 +328,13 @@ impl Driver {
                     return self.leave().await;
                 }
             }
+            let room = self.work.len() < MAX_PENDING_WORK;
             tokio::select! {
                 _ = stop.changed(), if draining.is_none() => {
                     // The API takes no more writes. Broadcast the last local commits, then make sure some
                     // peer holds everything this node holds: an anti-entropy round started from now on that
                     // completes proves it (deltas alone may have been lost to a partition).
-                    self.broadcast_local(None, &mut events);
+                    self.broadcast_local(None, &mut events).await;
                     // Only members that look alive are asked: waiting for suspect or dead ones would hold
                     // up every stop of the last node of a cluster for nothing. A retry on the ticks below
                     // picks another alive member if a round gets no answer.
@@ -316,40 +343,44 @@ impl Driver {
                         return self.leave().await;
                     }
                     tracing::debug!("stopping: handing this node's writes to a peer before leaving");
-                    self.start_drain_round();
+                    self.start_drain_round().await;
                     drain_round_at = tokio::time::Instant::now();
                     draining = Some(drain_round_at + self.shutdown_drain);
                 }
-                Some((from, msg)) = inbox.recv() => {
+                // Not read while the work set is full: the inbox fills and the gRPC service holds the senders.
+                Some((from, msg)) = inbox.recv(), if room => {
                     if let Message::Delta { entries } = &msg {
                         self.db.metrics().deltas_received(&from.to_string(), entries.len() as u64);
                     }
                     let fx = self.db.with_state(|state| self.core.lock().on_message(self.now_ms(), from, msg, state));
-                    self.carry_out(fx);
+                    self.carry_out(fx).await;
+                }
+                Some(done) = self.work.join_next(), if !self.work.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "a replication database task failed");
+                    }
                 }
                 change = events.recv() => match change {
-                    Ok(entry) => self.broadcast_local(Some(entry), &mut events),
+                    Ok(entry) => self.broadcast_local(Some(entry), &mut events).await,
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "replication fell behind local writes; anti-entropy will repair");
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return self.finish_work().await,
                 },
-                _ = purge.tick() => self.purge(),
                 _ = tick.tick() => {
                     let fx = self.db.with_state(|state| self.core.lock().on_tick(self.now_ms(), state));
-                    self.carry_out(fx);
+                    self.carry_out(fx).await;
                     // While draining, a round that timed out or went to a peer that cannot answer should
                     // not hold the leave up to the deadline: try again, with whoever is alive.
                     if draining.is_some() && drain_round_at.elapsed() >= DRAIN_RETRY {
                         drain_round_at = tokio::time::Instant::now();
-                        self.start_drain_round();
+                        self.start_drain_round().await;
                     }
                     self.report_peers();
                     if tokio::time::Instant::now() >= discovery_deadline {
                         self.say_isolation(&mut isolated_said);
                     }
                     self.apply_fence();
-                    self.remember_sync();
                     // Nobody found within the discovery window: this is the first node of its cluster, and
                     // there is nothing to catch up with.
                     if !*self.synced.borrow()
@@ -391,74 +422,77 @@ impl Driver {
     }
 
     /// Start an anti-entropy round with an alive peer for the drain, if there is one.
-    fn start_drain_round(&self) {
+    async fn start_drain_round(&mut self) {
         let now = self.now_ms();
         let mut fx = Effects::default();
         self.db
             .with_state(|state| self.core.lock().start_anti_entropy(now, state, &mut fx));
-        self.carry_out(fx);
+        self.carry_out(fx).await;
     }
 
-    /// Say goodbye (a last gossip saying so) and give the peers a bounded moment to take what is still
-    /// queued for them.
-    async fn leave(&self) {
+    /// Say goodbye (a last gossip saying so), finish the database work in flight, and give the peers a
+    /// bounded moment to take what is still queued for them.
+    async fn leave(mut self) {
         let fx = self.core.lock().leave(self.now_ms());
-        self.carry_out(fx);
-        self.transport.close(SHUTDOWN_GRACE).await;
+        self.carry_out(fx).await;
+        let transport = self.transport.clone();
+        self.finish_work().await;
+        transport.close(SHUTDOWN_GRACE).await;
+    }
+
+    /// Wait for every database task in flight.
+    async fn finish_work(mut self) {
+        while let Some(done) = self.work.join_next().await {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a replication database task failed");
+            }
+        }
+    }
+
+    /// Run database work in the driver's set, first waiting for room if it is full.
+    async fn spawn_work(&mut self, work: impl std::future::Future<Output = ()> + Send + 'static) {
+        while self.work.len() >= MAX_PENDING_WORK {
+            if let Some(Err(e)) = self.work.join_next().await {
+                tracing::error!(error = %e, "a replication database task failed");
+            }
+        }
+        self.work.spawn(work);
     }
 
     /// Broadcast what this node wrote (`first`, then everything already committed, coalesced into one
-    /// delta per peer), except tombstones older than the purge horizon: those are the same-version
-    /// tombstones of a pull-first `forget`, local cleanup that must not delete anything elsewhere.
+    /// delta per peer), as far as the core [broadcasts](Core::broadcasts) it.
     ///
     /// An event past the stream's value budget carries no value and is resolved against the map (one read
     /// lock for the batch). Such a change that a newer one replaced meanwhile resolves to nothing and is not
     /// sent, and nothing is lost: if the newer change is this node's, its own event (later in the stream)
     /// sends it; if it came from a peer, it supersedes ours everywhere, and that peer sends it. If the
     /// driver lags (misses events), anti-entropy repairs what the deltas did not carry.
-    fn broadcast_local(&self, first: Option<Arc<Change>>, events: &mut broadcast::Receiver<Arc<Change>>) {
-        let me = self.db.node_id();
-        let horizon = self.core.lock().purge_horizon(self.now_ms());
-        let changes: Vec<Arc<Change>> = first
-            .into_iter()
-            .chain(std::iter::from_fn(|| events.try_recv().ok()))
-            .filter(|c| c.version.node == me && !(c.deleted && c.version.hlc < horizon))
-            .collect();
+    async fn broadcast_local(&mut self, first: Option<Arc<Change>>, events: &mut broadcast::Receiver<Arc<Change>>) {
+        let now = self.now_ms();
+        let changes: Vec<Arc<Change>> = {
+            let core = self.core.lock();
+            first
+                .into_iter()
+                .chain(std::iter::from_fn(|| events.try_recv().ok()))
+                .filter(|c| core.broadcasts(now, c.version, c.deleted))
+                .collect()
+        };
         let batch: Vec<Entry> = self.db.resolve_all(changes.iter().map(|c| &**c));
         if !batch.is_empty() {
-            let fx = self.core.lock().on_local_commit(&batch);
-            self.carry_out(fx);
+            let fx = self.core.lock().on_local_commit(now, &batch);
+            self.carry_out(fx).await;
         }
     }
 
-    fn carry_out(&self, fx: Effects) {
+    async fn carry_out(&mut self, fx: Effects) {
         let Effects {
             sends,
             persist,
             forget,
+            purge_below,
+            persist_last_sync,
             events,
         } = fx;
-        if !forget.is_empty() {
-            // Pull-first rejoin: a tombstone of the *same* version supersedes the stale entry (equal versions
-            // order tombstones last); it is older than the purge horizon, so the purge right after removes
-            // it for good, and peers drop it as garbage if they ever see it.
-            tracing::info!(
-                entries = forget.len(),
-                "pull-first rejoin: dropping old entries the peers no longer hold"
-            );
-            let tombstones: Vec<Entry> = forget.into_iter().map(|e| Entry::tombstone(e.key, e.version)).collect();
-            let horizon = self.core.lock().purge_horizon(self.now_ms());
-            let db = self.db.clone();
-            tokio::spawn(async move {
-                let result = async {
-                    db.merge(tombstones).await?;
-                    db.purge_tombstones(horizon).await
-                };
-                if let Err(e) = result.await {
-                    tracing::warn!(error = %e, "could not drop stale entries; the next round retries");
-                }
-            });
-        }
         if !sends.is_empty() {
             let core = self.core.lock();
             for (to, msg) in sends {
@@ -483,112 +517,143 @@ impl Driver {
                 }
             }
         }
-        if !persist.is_empty() {
+        if !forget.is_empty() {
+            tracing::info!(
+                entries = forget.len(),
+                "pull-first rejoin: dropping old entries the peers no longer hold"
+            );
+        }
+        if !persist.is_empty() || !forget.is_empty() || purge_below.is_some() {
+            // One task, in the core's order: replicated entries, then the same-version tombstones that
+            // forget entries, then the purge that removes those tombstones (and every expired one).
             let db = self.db.clone();
-            tokio::spawn(async move {
-                if let Err(e) = db.merge(persist).await {
-                    tracing::warn!(error = %e, "could not apply replicated entries; anti-entropy will retry");
+            self.spawn_work(async move {
+                if !persist.is_empty() {
+                    if let Err(e) = db.merge(persist).await {
+                        tracing::warn!(error = %e, "could not apply replicated entries; anti-entropy will retry");
+                    }
                 }
-            });
+                if !forget.is_empty() {
+                    if let Err(e) = db.merge(forget).await {
+                        tracing::warn!(error = %e, "could not drop stale entries; the next round retries");
+                        return;
+                    }
+                }
+                if let Some(horizon) = purge_below {
+                    match db.purge_tombstones(horizon).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(purged = n, "purged expired tombstones"),
+                        Err(e) => tracing::warn!(error = %e, "tombstone purge failed"),
+                    }
+                }
+            })
+            .await;
+        }
+        if let (Some(time_ms), Some(dir)) = (persist_last_sync, self.data_dir.clone()) {
+            self.spawn_work(async move {
+                let written = tokio::task::spawn_blocking(move || last_sync::write(&dir, time_ms)).await;
+                match written {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => tracing::warn!(error = %e, "could not record the last sync time"),
+                    Err(e) => tracing::warn!(error = %e, "could not record the last sync time"),
+                }
+            })
+            .await;
         }
         for event in events {
-            match event {
-                CoreEvent::Peer(change) => {
-                    tracing::info!(peer = %change.id, status = change.status.as_str(), "peer status changed")
+            self.report(event);
+        }
+    }
+
+    /// Log and count what the core reports.
+    fn report(&mut self, event: CoreEvent) {
+        match event {
+            CoreEvent::Peer(change) => {
+                tracing::info!(peer = %change.id, status = change.status.as_str(), "peer status changed")
+            }
+            CoreEvent::ClockDriftRejected { from, entries } => {
+                tracing::warn!(peer = %from, entries, "entries stamped too far in the future held back (clock skew)");
+                for _ in 0..entries {
+                    self.db.metrics().clock_drift_rejection();
                 }
-                CoreEvent::ClockDriftRejected { from, entries } => {
-                    tracing::warn!(peer = %from, entries, "entries stamped too far in the future held back (clock skew)");
-                    for _ in 0..entries {
-                        self.db.metrics().clock_drift_rejection();
-                    }
-                }
-                CoreEvent::ClockFenced { offset_ms } => tracing::error!(
+            }
+            CoreEvent::ClockFenced { offset_ms } => tracing::error!(
+                offset_ms,
+                "this node's clock is off the cluster's by more than max_clock_drift allows: refusing \
+                 writes until it is back (reads go on, marked possibly stale); fix the clock (NTP)"
+            ),
+            CoreEvent::ClockUnfenced { offset_ms } => {
+                tracing::info!(
                     offset_ms,
-                    "this node's clock is off the cluster's by more than max_clock_drift allows: refusing \
-                     writes until it is back (reads go on, marked possibly stale); fix the clock (NTP)"
-                ),
-                CoreEvent::ClockUnfenced { offset_ms } => {
-                    tracing::info!(
-                        offset_ms,
-                        "this node's clock is back within bounds: taking writes again"
-                    )
+                    "this node's clock is back within bounds: taking writes again"
+                )
+            }
+            CoreEvent::AntiEntropyDone {
+                peer,
+                repaired,
+                in_sync,
+                started_ms,
+            } => {
+                if started_ms >= self.drain_since_ms.load(Ordering::Acquire) {
+                    self.drained.store(true, Ordering::Release);
                 }
-                CoreEvent::AntiEntropyDone {
-                    peer,
-                    repaired,
-                    in_sync,
-                    started_ms,
-                } => {
-                    if started_ms >= self.drain_since_ms.load(Ordering::Acquire) {
-                        self.drained.store(true, Ordering::Release);
+                tracing::debug!(%peer, repaired, in_sync, "anti-entropy round done");
+                self.db.metrics().anti_entropy_round(RoundResult::Ok);
+                self.db.metrics().anti_entropy_repaired(repaired as u64);
+                self.synced.send_replace(true);
+            }
+            CoreEvent::AntiEntropyTimedOut { peer } => {
+                tracing::debug!(%peer, "anti-entropy round timed out");
+                self.db.metrics().anti_entropy_round(RoundResult::Failed);
+            }
+            CoreEvent::DuplicateNodeId { grpc_addr, refusing } => {
+                self.db.metrics().duplicate_node_id();
+                if refusing {
+                    self.db.hlc().retire();
+                    tracing::error!(
+                        other = %grpc_addr,
+                        "another live node runs under this node's id (a copied data directory or VM image?) \
+                         and started before this one: this node stops serving (writes and /readyz answer 503, \
+                         replication is silent). Stop it, run `cave reset-node-id` on its data directory \
+                         (the data is kept) and start it again"
+                    );
+                } else {
+                    tracing::error!(
+                        other = %grpc_addr,
+                        "another live node runs under this node's id (a copied data directory or VM image?): \
+                         it started later and stops serving; give it a fresh id with `cave reset-node-id`"
+                    );
+                }
+            }
+            CoreEvent::ContentConflict {
+                peer,
+                entries,
+                key,
+                version,
+            } => {
+                self.db.metrics().content_conflicts(entries as u64);
+                let now = tokio::time::Instant::now();
+                let (since, unlogged) = match self.conflicts_logged {
+                    Some((at, n)) if now.duration_since(at) < CONFLICT_LOG_INTERVAL => {
+                        self.conflicts_logged = Some((at, n + entries));
+                        return;
                     }
-                    tracing::debug!(%peer, repaired, in_sync, "anti-entropy round done");
-                    self.db.metrics().anti_entropy_round(RoundResult::Ok);
-                    self.db.metrics().anti_entropy_repaired(repaired as u64);
-                    self.synced.send_replace(true);
-                }
-                CoreEvent::DuplicateNodeId { grpc_addr, refusing } => {
-                    self.db.metrics().duplicate_node_id();
-                    if refusing {
-                        self.db.hlc().retire();
-                        tracing::error!(
-                            other = %grpc_addr,
-                            "another live node runs under this node's id (a copied data directory or VM image?) \
-                             and started before this one: this node stops serving (writes and /readyz answer 503, \
-                             replication is silent). Stop it, run `cave reset-node-id` on its data directory \
-                             (the data is kept) and start it again"
-                        );
-                    } else {
-                        tracing::error!(
-                            other = %grpc_addr,
-                            "another live node runs under this node's id (a copied data directory or VM image?): \
-                             it started later and stops serving; give it a fresh id with `cave reset-node-id`"
-                        );
-                    }
-                }
-                CoreEvent::AntiEntropyTimedOut { peer } => {
-                    tracing::debug!(%peer, "anti-entropy round timed out");
-                    self.db.metrics().anti_entropy_round(RoundResult::Failed);
-                }
+                    Some((_, n)) => (Some(CONFLICT_LOG_INTERVAL), n),
+                    None => (None, 0),
+                };
+                self.conflicts_logged = Some((now, 0));
+                tracing::warn!(
+                    %peer,
+                    entries,
+                    key = %key,
+                    %version,
+                    earlier = unlogged,
+                    within = ?since,
+                    "same version, different content: repairing to the deterministic winner (a node wrote \
+                     two contents under one version: a bug, a bad import or a tampered peer)"
+                );
             }
         }
-    }
-
-    /// Persist the time of the last completed anti-entropy round (at most once a minute): after a restart it
-    /// decides whether the node must rejoin pull-first.
-    fn remember_sync(&self) {
-        let Some(synced) = self.core.lock().last_sync_ms() else {
-            return;
-        };
-        let written = self.last_sync_written.load(std::sync::atomic::Ordering::Relaxed);
-        if synced <= written || synced.saturating_sub(written) < LAST_SYNC_WRITE_INTERVAL_MS && written != 0 {
-            return;
-        }
-        self.last_sync_written
-            .store(synced, std::sync::atomic::Ordering::Relaxed);
-        let Some(dir) = &self.data_dir else { return };
-        let now = synced;
-        let path = dir.join(LAST_SYNC_FILE);
-        tokio::task::spawn_blocking(move || {
-            let tmp = path.with_extension("tmp");
-            let written = std::fs::write(&tmp, now.to_string()).and_then(|_| std::fs::rename(&tmp, &path));
-            if let Err(e) = written {
-                tracing::warn!(error = %e, "could not record the last sync time");
-            }
-        });
-    }
-
-    /// Purge tombstones older than the TTL.
-    fn purge(&self) {
-        let horizon = self.core.lock().purge_horizon(self.now_ms());
-        let db = self.db.clone();
-        tokio::spawn(async move {
-            match db.purge_tombstones(horizon).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(purged = n, "purged expired tombstones"),
-                Err(e) => tracing::warn!(error = %e, "tombstone purge failed"),
-            }
-        });
     }
 
     /// Mirror the core's fence into the clock (which refuses to stamp local writes while fenced) and the

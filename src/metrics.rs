@@ -35,6 +35,7 @@
 //! | `cave_anti_entropy_rounds_total` | counter | result (ok, failed) |
 //! | `cave_anti_entropy_bytes_total` | counter | direction (sent, received) |
 //! | `cave_anti_entropy_entries_repaired_total` | counter | |
+//! | `cave_anti_entropy_conflicts_total` | counter | |
 //! | `cave_peers` | gauge | status (alive, suspect, dead) |
 //! | `cave_clock_drift_rejections_total` | counter | |
 //! | `cave_duplicate_node_id_total` | counter | |
@@ -166,6 +167,7 @@ pub struct Metrics {
     anti_entropy_rounds: Counter<u64>,
     anti_entropy_bytes: Counter<u64>,
     anti_entropy_repaired: Counter<u64>,
+    anti_entropy_conflicts: Counter<u64>,
     clock_drift_rejections: Counter<u64>,
     duplicate_node_ids: Counter<u64>,
     seal_failures: Counter<u64>,
@@ -375,6 +377,12 @@ impl Metrics {
                 "{entry}",
                 "Entries anti-entropy found missing or stale and repaired",
             )),
+            anti_entropy_conflicts: zeroed(counter(
+                &meter,
+                "cave_anti_entropy_conflicts",
+                "{entry}",
+                "Keys anti-entropy found at the same version with different contents on two nodes",
+            )),
             clock_drift_rejections: zeroed(counter(
                 &meter,
                 "cave_clock_drift_rejections",
@@ -555,6 +563,11 @@ impl Metrics {
     /// Another live process found under this node's id.
     pub fn duplicate_node_id(&self) {
         self.duplicate_node_ids.add(1, &[]);
+}
+
+    /// `n` keys found at one version with different contents (repaired to the deterministic winner).
+    pub fn content_conflicts(&self, n: u64) {
+        self.anti_entropy_conflicts.add(n, &[]);
     }
 
     /// One message rejected for clock drift.

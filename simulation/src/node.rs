@@ -54,7 +54,7 @@ pub enum Op {
 pub enum Origin {
     /// `Effects::persist`: replicated from a peer.
     Replicated,
-    /// `Effects::forget`: same-version tombstones of the pull-first rejoin.
+    /// `Effects::forget`: the same-version tombstones of the pull-first rejoin.
     Forget,
 }
 
@@ -110,8 +110,6 @@ pub struct Running {
     pub hlc: Hlc,
     pub queue: VecDeque<Cmd>,
     pub inflight: Option<Group>,
-    /// The driver's `last_sync_written` (per process).
-    pub last_sync_written: u64,
 }
 
 /// One node slot.

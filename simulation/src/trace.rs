@@ -162,10 +162,11 @@ impl Trace {
                     self.u64(*b as u64);
                 }
                 self.u64(versions.len() as u64);
-                for (k, v) in versions {
+                for (k, v, tag) in versions {
                     self.bytes(k.as_bytes());
                     self.u64(v.hlc);
                     self.u64(v.node.0);
+                    self.u64(*tag);
                 }
             }
             Message::AeEntries {

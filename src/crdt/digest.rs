@@ -1,7 +1,9 @@
 //! The anti-entropy digest: a fixed two-level hash tree over all entries, maintained incrementally.
 //!
 //! Keys hash into [`BUCKETS`] buckets (by the key alone, so every node puts a key in the same bucket). A
-//! bucket's digest is the XOR of the 128-bit hashes of `(key, version, deleted)` of its entries; XOR makes the
+//! bucket's digest is the XOR of the 128-bit hashes of its whole entries (key, version, the deleted flag and
+//! the content: value, content type, secret flag), so two nodes holding one version with different contents
+//! differ, and anti-entropy repairs them (like Garage, which hashes whole items); XOR makes the
 //! digest independent of insertion order and lets a change update it in O(1): XOR out the old entry's hash,
 //! XOR in the new one. Above the buckets sits one level of [`GROUPS`] group digests (each the XOR of its
 //! [`BUCKETS_PER_GROUP`] buckets) and a root (the XOR of the groups): a 256-way tree over 2^16 buckets.
@@ -36,15 +38,25 @@ pub fn group_of(bucket: u16) -> u8 {
     (bucket as usize / BUCKETS_PER_GROUP) as u8
 }
 
-/// The 128-bit hash of what identifies an entry's state: key, version and whether it is a tombstone.
+/// The 128-bit hash of an entry's whole state: key, version, whether it is a tombstone, and its content.
 pub fn entry_hash(entry: &Entry) -> u128 {
     let mut hasher = Xxh3::new();
     hasher.update(entry.key.as_bytes());
     hasher.update(&entry.version.hlc.to_le_bytes());
     hasher.update(&entry.version.node.0.to_le_bytes());
-    hasher.update(&[entry.deleted as u8]);
+    hasher.update(&[entry.deleted as u8, entry.secret as u8]);
+    // Lengths first, so that moving bytes between the content type and the value changes the hash.
+    hasher.update(&(entry.content_type.len() as u64).to_le_bytes());
+    hasher.update(entry.content_type.as_bytes());
+    hasher.update(&entry.value);
     // Never zero, so that "an entry" and "no entry" always differ.
     hasher.digest128() | 1
+}
+
+/// A 64-bit tag of an entry's whole state (the low half of [`entry_hash`]): anti-entropy sends it with each
+/// version so that equal versions of different contents are found.
+pub fn content_tag(entry: &Entry) -> u64 {
+    entry_hash(entry) as u64
 }
 
 /// The tree: bucket, group and root digests.
@@ -148,5 +160,24 @@ mod tests {
         assert_eq!(t.root(), 0);
         // A tombstone of the same version hashes differently from the value.
         assert_ne!(entry_hash(&entry("k", 5, true)), entry_hash(&e));
+    }
+
+    #[test]
+    fn the_content_is_hashed_too() {
+        let e = entry("k", 5, false);
+        let other_value = Entry::value("k", "y", e.version);
+        let other_type = Entry {
+            content_type: "text/plain".into(),
+            ..e.clone()
+        };
+        let secret = Entry {
+            secret: true,
+            ..e.clone()
+        };
+        for different in [&other_value, &other_type, &secret] {
+            assert_ne!(entry_hash(different), entry_hash(&e), "{different:?}");
+            assert_ne!(content_tag(different), content_tag(&e));
+        }
+        assert_eq!(entry_hash(&e.clone()), entry_hash(&e));
     }
 }

@@ -234,18 +234,35 @@ mod tests {
             any::<bool>(),
             prop::collection::vec(0u8..3, 0..3),
             any::<bool>(),
+            prop::sample::select(vec![DEFAULT_CONTENT_TYPE, "text/plain", "a"]),
         )
-            .prop_map(|(hlc, node, deleted, value, secret)| {
+            .prop_map(|(hlc, node, deleted, value, secret, content_type)| {
                 let version = Version::new(hlc, NodeId(node));
                 if deleted {
                     Entry::tombstone("k", version)
                 } else {
                     Entry {
                         secret,
+                        content_type: content_type.to_string(),
                         ..Entry::value("k", value, version)
                     }
                 }
             })
+    }
+
+    /// Two entries of one version whose contents differ (a bug, a bad import, a tampered peer).
+    fn arb_conflict() -> impl Strategy<Value = (Entry, Entry)> {
+        (arb_entry(), arb_entry())
+            .prop_map(|(a, b)| {
+                (
+                    a.clone(),
+                    Entry {
+                        version: a.version,
+                        ..b
+                    },
+                )
+            })
+            .prop_filter("different contents", |(a, b)| a != b)
     }
 
     proptest! {
@@ -271,6 +288,29 @@ mod tests {
         fn merge_keeps_the_greatest_version(a in arb_entry(), b in arb_entry()) {
             let winner = a.clone().merge(b.clone());
             prop_assert_eq!(winner.version, a.version.max(b.version));
+        }
+
+        /// Same version, different content: the laws still hold, the winner is one of the two whichever
+        /// side merges, and the digest tells the two apart (so anti-entropy finds and repairs the pair).
+        #[test]
+        fn a_same_version_conflict_merges_to_one_deterministic_winner((a, b) in arb_conflict(), c in arb_entry()) {
+            let winner = a.clone().merge(b.clone());
+            prop_assert!(winner == a || winner == b);
+            prop_assert_eq!(&winner, &b.clone().merge(a.clone()));
+            prop_assert_eq!(winner.clone().merge(a.clone()), winner.clone());
+            prop_assert_eq!(
+                a.clone().merge(b.clone()).merge(c.clone()),
+                a.clone().merge(b.clone().merge(c))
+            );
+            prop_assert_ne!(digest::entry_hash(&a), digest::entry_hash(&b));
+            let mut here = LwwMap::new();
+            here.merge(a.clone());
+            here.merge(b.clone());
+            let mut there = LwwMap::new();
+            there.merge(b);
+            there.merge(a);
+            prop_assert_eq!(here.get("k"), Some(&winner));
+            prop_assert_eq!(here.digest().root(), there.digest().root());
         }
 
         #[test]

@@ -45,6 +45,8 @@
 
 mod writer;
 
+pub use writer::MAX_GROUP_ENTRIES;
+
 use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};

@@ -14,7 +14,7 @@ use crate::key;
 
 /// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
 /// latency a single huge batch adds to everyone else's writes.
-const MAX_GROUP_ENTRIES: usize = 8192;
+pub const MAX_GROUP_ENTRIES: usize = 8192;
 
 pub(super) enum Command {
     Write {

@@ -194,10 +194,11 @@ pub fn message_out(msg: &Message) -> pb::envelope::Body {
             buckets: buckets.iter().map(|b| *b as u32).collect(),
             versions: versions
                 .iter()
-                .map(|(key, v)| pb::KeyVersion {
+                .map(|(key, v, tag)| pb::KeyVersion {
                     key: key.clone(),
                     hlc: v.hlc,
                     node: v.node.0,
+                    tag: *tag,
                 })
                 .collect(),
         }),
@@ -276,7 +277,7 @@ pub fn message_in(body: pb::envelope::Body) -> Result<Message> {
                 .into_iter()
                 .map(|kv| {
                     check_key(&kv.key)?;
-                    Ok((kv.key, Version::new(kv.hlc, NodeId(kv.node))))
+                    Ok((kv.key, Version::new(kv.hlc, NodeId(kv.node)), kv.tag))
                 })
                 .collect::<Result<_>>()?,
         },

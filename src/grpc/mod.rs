@@ -19,7 +19,7 @@ use crate::replication::Message;
 use crate::secrets::Sealer;
 
 pub use client::{Dialer, Transport, REDIAL_AFTER_TIMEOUTS};
-pub use server::{serve, ReplicationService};
+pub use server::{serve, ReplicationService, MAX_CONCURRENT_STREAMS};
 
 /// Generated protobuf and tonic code of `proto/cave.proto`.
 #[allow(missing_docs, clippy::all)]

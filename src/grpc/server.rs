@@ -17,6 +17,9 @@ use crate::error::{Error, Result};
 use crate::metrics::{Direction, Metrics};
 use crate::replication::Message;
 
+/// Deliveries one connection may have open at once.
+pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+
 /// Opens incoming frames and queues their messages for the driver.
 pub struct ReplicationService {
     codec: Codec,
@@ -87,6 +90,9 @@ where
         .max_decoding_message_size(MAX_FRAME_BYTES)
         .max_encoding_message_size(MAX_FRAME_BYTES);
     tonic::transport::Server::builder()
+        // Each open stream holds a decoded frame while it waits for room in the driver's inbox: bound them
+        // per connection (a peer's transport keeps at most 32 deliveries in flight; the rest wait on its side).
+        .max_concurrent_streams(Some(MAX_CONCURRENT_STREAMS))
         .add_service(server)
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await

@@ -9,7 +9,7 @@ use rand::Rng;
 
 use super::core::{chunks, Core, CoreEvent, Effects};
 use super::message::Message;
-use crate::crdt::digest::{BUCKETS_PER_GROUP, GROUPS};
+use crate::crdt::digest::{content_tag, BUCKETS_PER_GROUP, GROUPS};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
 /// An anti-entropy round this node started.
@@ -173,7 +173,11 @@ impl Core {
         }
         let versions = differing
             .iter()
-            .flat_map(|&b| state.bucket_entries(b).map(|e| (e.key.clone(), e.version)))
+            .flat_map(|&b| {
+                state
+                    .bucket_entries(b)
+                    .map(|e| (e.key.clone(), e.version, content_tag(e)))
+            })
             .collect();
         fx.send(
             from,
@@ -194,24 +198,38 @@ impl Core {
         from: NodeId,
         session: u64,
         buckets: Vec<u16>,
-        versions: Vec<(String, Version)>,
+        versions: Vec<(String, Version, u64)>,
         authority: u8,
         state: &LwwMap,
         fx: &mut Effects,
     ) {
         let defer = self.defers_to(now_ms, authority);
-        let theirs: HashMap<String, Version> = versions.into_iter().collect();
+        let theirs: HashMap<String, (Version, u64)> = versions.into_iter().map(|(k, v, tag)| (k, (v, tag))).collect();
         let mut newer_here = Vec::new();
+        // Same version, different content: only a bug, a corrupted import or a bad peer makes these, and
+        // neither side's version says which is right. Both sides get ours; `Entry::precedence` picks the same
+        // winner on both, and the initiator pushes its own back if it wins (see `on_ae_entries`).
+        let mut conflicts = Vec::new();
         for &b in &buckets {
             for e in state.bucket_entries(b) {
-                if theirs.get(&e.key).is_none_or(|v| e.version > *v) && !self.is_forgetting(e) {
-                    newer_here.push(e.clone());
+                if self.is_forgetting(e) {
+                    continue;
+                }
+                match theirs.get(&e.key) {
+                    Some((v, _)) if e.version < *v => {}
+                    Some((v, tag)) if e.version == *v => {
+                        // Tags are never 0 (`entry_hash` is odd); 0 comes from a peer that sends none.
+                        if *tag != 0 && *tag != content_tag(e) {
+                            conflicts.push(e.clone());
+                        }
+                    }
+                    _ => newer_here.push(e.clone()),
                 }
             }
         }
         let mut want: Vec<String> = theirs
             .into_iter()
-            .filter(|(k, v)| state.get(k).is_none_or(|e| *v > e.version))
+            .filter(|(k, (v, _))| state.get(k).is_none_or(|e| *v > e.version))
             .map(|(k, _)| k)
             .collect();
         want.sort();
@@ -219,8 +237,18 @@ impl Core {
         if defer {
             let horizon = self.purge_horizon(now_ms);
             let (old, keep): (Vec<Entry>, Vec<Entry>) = newer_here.into_iter().partition(|e| e.version.hlc < horizon);
-            fx.forget.extend(old);
+            self.forget(now_ms, old, fx);
             newer_here = keep;
+        }
+        if let Some(first) = conflicts.first() {
+            fx.events.push(CoreEvent::ContentConflict {
+                peer: from,
+                entries: conflicts.len(),
+                key: first.key.clone(),
+                version: first.version,
+            });
+            conflicts.sort_by(|a, b| a.key.cmp(&b.key));
+            newer_here.extend(conflicts);
         }
         // Big repairs travel in parts; the `want` list rides on the last one, which ends the round.
         let parts: Vec<&[Entry]> = chunks(&newer_here, self.cfg.max_message_bytes).collect();
@@ -274,6 +302,17 @@ impl Core {
             .rounds
             .get(&session)
             .is_some_and(|r| self.defers_to(now_ms, r.peer_authority));
+        // Same-version entries whose content differs from ours (see `on_ae_versions`): if ours wins the
+        // tie-break, the peer gets it back in the push, so one round repairs both sides.
+        let winners: Vec<Entry> = entries
+            .iter()
+            .filter_map(|e| {
+                state
+                    .get(&e.key)
+                    .filter(|held| held.version == e.version && held.supersedes(e))
+            })
+            .cloned()
+            .collect();
         self.accept(now_ms, from, entries, state, fx);
         let mut wanted: Vec<Entry> = want
             .iter()
@@ -284,9 +323,10 @@ impl Core {
             // them here; if the peer does hold a version, the next round brings it back.
             let horizon = self.purge_horizon(now_ms);
             let (old, keep): (Vec<Entry>, Vec<Entry>) = wanted.into_iter().partition(|e| e.version.hlc < horizon);
-            fx.forget.extend(old);
+            self.forget(now_ms, old, fx);
             wanted = keep;
         }
+        wanted.extend(winners);
         for part in chunks(&wanted, self.cfg.max_message_bytes) {
             fx.send(
                 from,

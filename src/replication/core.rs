@@ -15,6 +15,42 @@ use super::seeds::Seeds;
 use crate::crdt::hlc::{beyond_drift, from_physical_ms};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
+/// How often the driver ticks the core, ms (the tokio driver's interval and the simulation's tick).
+pub const TICK_INTERVAL_MS: u64 = 100;
+/// The time of the last completed round is handed out for persisting ([`Effects::persist_last_sync`]) at
+/// most this often, ms: it only needs to be accurate to well within the tombstone TTL.
+pub const LAST_SYNC_WRITE_INTERVAL_MS: u64 = 60_000;
+/// Bounds of the interval between two tombstone purges, ms: a tenth of the TTL, within these.
+pub const MIN_PURGE_INTERVAL_MS: u64 = 1_000;
+/// See [`MIN_PURGE_INTERVAL_MS`].
+pub const MAX_PURGE_INTERVAL_MS: u64 = 3_600_000;
+
+/// What a node knows, at start, about its last completed anti-entropy round (from the record its driver
+/// keeps in the data directory). See [`LastSync::recorded`] and [`Core::restore_last_sync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastSync {
+    /// A new node: no record and no data. Nobody defers to it, and it has nothing old to drop.
+    Never,
+    /// The node holds data but has no record of syncing (lost, or never written before a crash): it may
+    /// have been away for any time, so it rejoins **pull-first**, as if its last sync were past the TTL.
+    Unknown,
+    /// The recorded time (ms) of its last completed round.
+    At(u64),
+}
+
+impl LastSync {
+    /// The rule that turns what a node finds at start into what it knows: a missing record on a node that
+    /// holds data is *not* "never synced" (authority 0 would make it push old entries its peers deleted
+    /// and purged back to them), it is "unknown", which is treated as stale.
+    pub fn recorded(record: Option<u64>, holds_data: bool) -> LastSync {
+        match (record, holds_data) {
+            (Some(t), _) => LastSync::At(t),
+            (None, true) => LastSync::Unknown,
+            (None, false) => LastSync::Never,
+        }
+    }
+}
+
 /// Tunables of the core, in milliseconds and counts. Defaults live in [`CoreConfig::default`].
 #[derive(Debug, Clone)]
 pub struct CoreConfig {
@@ -104,6 +140,14 @@ pub enum CoreEvent {
     /// Another live process runs under this node's id, at `grpc_addr`; if `refusing`, this one is the
     /// younger (or they cannot be told apart) and stops serving: see `twins`.
     DuplicateNodeId { grpc_addr: String, refusing: bool },
+    /// A round with `peer` found `entries` keys held at the same version with different contents (`key` at
+    /// `version` is one of them). Both sides converge on the one [`Entry::precedence`] picks.
+    ContentConflict {
+        peer: NodeId,
+        entries: usize,
+        key: String,
+        version: Version,
+    },
 }
 
 /// What the core asks its driver to do.
@@ -113,9 +157,17 @@ pub struct Effects {
     pub sends: Vec<(Destination, Message)>,
     /// Entries received from peers, to merge into the local store (they win only if newer).
     pub persist: Vec<Entry>,
-    /// Entries to drop locally (pull-first rejoin): each becomes a tombstone of the *same* version (which
-    /// supersedes it) that is older than the purge horizon, and is purged.
+    /// Entries to drop locally (pull-first rejoin), as ready tombstones of the *same* version as the entry
+    /// they drop (equal versions order tombstones last, so each supersedes its entry). They are older than
+    /// the purge horizon: merge them after `persist`, then purge (`purge_below` is set with them), and
+    /// never broadcast them (see [`Core::broadcasts`]).
     pub forget: Vec<Entry>,
+    /// Purge tombstones whose HLC is below this, after merging `persist` and `forget`: set on the purge
+    /// interval and whenever `forget` is not empty.
+    pub purge_below: Option<u64>,
+    /// Persist this time (ms) as the node's last sync, where it survives a restart (atomically and durably:
+    /// a lost record makes the node rejoin pull-first, see [`LastSync`]).
+    pub persist_last_sync: Option<u64>,
     /// Things that happened.
     pub events: Vec<CoreEvent>,
 }
@@ -123,6 +175,16 @@ pub struct Effects {
 impl Effects {
     pub(super) fn send(&mut self, to: NodeId, msg: Message) {
         self.sends.push((Destination::Node(to), msg));
+    }
+
+    /// Whether there is anything to do.
+    pub fn is_empty(&self) -> bool {
+        self.sends.is_empty()
+            && self.persist.is_empty()
+            && self.forget.is_empty()
+            && self.purge_below.is_none()
+            && self.persist_last_sync.is_none()
+            && self.events.is_empty()
     }
 }
 
@@ -138,6 +200,10 @@ pub struct Core {
     pub(super) rounds: HashMap<u64, Round>,
     /// Local time of the last anti-entropy round this node completed with a peer (either side).
     last_sync_ms: Option<u64>,
+    /// The last value handed out in [`Effects::persist_last_sync`] (0: none yet in this process).
+    last_sync_written_ms: u64,
+    /// When the next periodic purge is due (local ms).
+    next_purge_ms: u64,
     /// Restarted with a last sync older than the tombstone TTL, and not synced since (see [`Core::authority`]).
     restarted_stale: bool,
     /// Entries handed to the driver to forget whose removal has not reached the state yet (the driver applies
@@ -176,6 +242,9 @@ impl Core {
             next_anti_entropy_ms: first_ae,
             rounds: HashMap::new(),
             last_sync_ms: None,
+            last_sync_written_ms: 0,
+            // A driver's first tick purges right away (what a restarted node holds may have expired).
+            next_purge_ms: now_ms,
             restarted_stale: false,
             forgetting: HashMap::new(),
             fence: Fence::default(),
@@ -221,14 +290,19 @@ impl Core {
         }
     }
 
-    /// Restore the time of the last completed anti-entropy round (persisted by the driver across restarts).
-    /// If it is older than the tombstone TTL, this node rejoins **pull-first**: peers may have purged
-    /// tombstones of deletes it never saw, so for entries older than the purge horizon the peers are
-    /// authoritative. Until its first round completes, such entries that a peer lacks are dropped here
-    /// instead of being pushed back (which would resurrect deleted keys).
-    pub fn restore_last_sync(&mut self, last_sync_ms: Option<u64>, now_ms: u64) {
-        self.last_sync_ms = last_sync_ms;
-        self.restarted_stale = last_sync_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.cfg.tombstone_ttl_ms);
+    /// Restore what the node knows of its last completed anti-entropy round (persisted by the driver across
+    /// restarts, see [`Effects::persist_last_sync`]). If it is older than the tombstone TTL, or
+    /// [unknown](LastSync::Unknown), this node rejoins **pull-first**: peers may have purged tombstones of
+    /// deletes it never saw, so for entries older than the purge horizon the peers are authoritative. Until
+    /// its first round completes, such entries that a peer lacks are dropped here instead of being pushed
+    /// back (which would resurrect deleted keys).
+    pub fn restore_last_sync(&mut self, last: LastSync, now_ms: u64) {
+        let ttl = self.cfg.tombstone_ttl_ms;
+        (self.last_sync_ms, self.restarted_stale) = match last {
+            LastSync::Never => (None, false),
+            LastSync::Unknown => (None, true),
+            LastSync::At(t) => (Some(t), now_ms.saturating_sub(t) > ttl),
+        };
     }
 
     /// Whether this node restarted after more than the TTL without sync and has not synced since: it
@@ -254,9 +328,9 @@ impl Core {
     /// the TTL (like Cassandra's `gc_grace_seconds`).
     pub fn authority(&self, now_ms: u64) -> u8 {
         match self.last_sync_ms {
+            _ if self.restarted_stale => 1,
             None => 0,
             Some(t) if now_ms.saturating_sub(t) <= self.cfg.tombstone_ttl_ms => 3,
-            Some(_) if self.restarted_stale => 1,
             Some(_) => 2,
         }
     }
@@ -359,14 +433,29 @@ impl Core {
         fx
     }
 
-    /// Entries this node just committed: push them to every reachable member.
-    pub fn on_local_commit(&mut self, entries: &[Entry]) -> Effects {
+    /// Whether a change the database committed is this node's to broadcast: only what it wrote itself
+    /// (replicated entries are never re-broadcast, so a delta travels one hop), and never a tombstone older
+    /// than the purge horizon: those are the same-version tombstones of a pull-first [`Effects::forget`],
+    /// local cleanup that must not delete anything elsewhere. A driver may test changes with this before
+    /// resolving their values; [`Core::on_local_commit`] applies it again.
+    pub fn broadcasts(&self, now_ms: u64, version: Version, deleted: bool) -> bool {
+        version.node == self.id() && !(deleted && version.hlc < self.purge_horizon(now_ms))
+    }
+
+    /// Entries the database just committed: push those [this node broadcasts](Core::broadcasts) to every
+    /// reachable member.
+    pub fn on_local_commit(&mut self, now_ms: u64, entries: &[Entry]) -> Effects {
         let mut fx = Effects::default();
-        if entries.is_empty() || self.membership.refusing() {
+        let mine: Vec<Entry> = entries
+            .iter()
+            .filter(|e| self.broadcasts(now_ms, e.version, e.deleted))
+            .cloned()
+            .collect();
+        if mine.is_empty() || self.membership.refusing() {
             return fx;
         }
         let peers: Vec<NodeId> = self.membership.reachable().map(|m| m.record.id).collect();
-        for chunk in chunks(entries, self.cfg.max_message_bytes) {
+        for chunk in chunks(&mine, self.cfg.max_message_bytes) {
             for &peer in &peers {
                 fx.send(
                     peer,
@@ -379,11 +468,28 @@ impl Core {
         fx
     }
 
-    /// Time passes: gossip, judge members, start anti-entropy, expire rounds.
+    /// The interval between two periodic purges, ms.
+    pub fn purge_interval_ms(&self) -> u64 {
+        (self.cfg.tombstone_ttl_ms / 10).clamp(MIN_PURGE_INTERVAL_MS, MAX_PURGE_INTERVAL_MS)
+    }
+
+    /// Time passes: gossip, judge members, start anti-entropy, expire rounds, purge expired tombstones and
+    /// hand out the last sync time for persisting.
     pub fn on_tick(&mut self, now_ms: u64, state: &LwwMap) -> Effects {
         let mut fx = Effects::default();
         if self.membership.refusing() {
             return fx;
+}
+        if now_ms >= self.next_purge_ms {
+            self.next_purge_ms = now_ms + self.purge_interval_ms();
+            fx.purge_below = Some(self.purge_horizon(now_ms));
+        }
+        if let Some(synced) = self.last_sync_ms {
+            let written = self.last_sync_written_ms;
+            if synced > written && (written == 0 || synced - written >= LAST_SYNC_WRITE_INTERVAL_MS) {
+                self.last_sync_written_ms = synced;
+                fx.persist_last_sync = Some(synced);
+            }
         }
         if now_ms >= self.next_gossip_ms {
             self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
@@ -520,6 +626,16 @@ impl Core {
         fx
     }
 
+    /// Drop `entries` locally: hand out their same-version tombstones, and a purge right after them.
+    pub(super) fn forget(&mut self, now_ms: u64, entries: impl IntoIterator<Item = Entry>, fx: &mut Effects) {
+        let before = fx.forget.len();
+        fx.forget
+            .extend(entries.into_iter().map(|e| Entry::tombstone(e.key, e.version)));
+        if fx.forget.len() > before {
+            fx.purge_below = Some(self.purge_horizon(now_ms));
+        }
+    }
+
     pub(super) fn is_forgetting(&self, e: &Entry) -> bool {
         self.forgetting.get(&e.key).is_some_and(|v| *v == e.version)
     }
@@ -553,7 +669,8 @@ impl Core {
                 // soon as the peers have purged the tombstone. (Found by the simulation: docs/simulation.md,
                 // finding 1.)
                 if let Some(held) = state.get(&e.key).filter(|held| e.supersedes(held)) {
-                    fx.forget.push(held.clone());
+                    let held = held.clone();
+                    self.forget(now_ms, [held], fx);
                 }
             } else if beyond_drift(e.version.hlc, reference_ms, self.cfg.max_clock_drift_ms).is_none() {
                 fx.persist.push(e);

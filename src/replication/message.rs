@@ -61,11 +61,12 @@ pub enum Message {
         groups: Vec<u8>,
         buckets: Vec<(u16, u128)>,
     },
-    /// Step 5 (initiator): the versions I hold in the buckets that differ.
+    /// Step 5 (initiator): the versions I hold in the buckets that differ, as `(key, version, tag)`; the
+    /// tag ([`crate::crdt::digest::content_tag`]) tells equal versions of different content apart.
     AeVersions {
         session: u64,
         buckets: Vec<u16>,
-        versions: Vec<(String, Version)>,
+        versions: Vec<(String, Version, u64)>,
         authority: u8,
     },
     /// Step 6 (responder): entries newer on my side (in parts if large) and, on the `last` part, the keys

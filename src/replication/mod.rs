@@ -6,9 +6,12 @@
 //! - [`Core::on_message`]: a message from a peer;
 //! - [`Core::on_tick`]: the passage of time (a reading of the clock, in milliseconds);
 //!
-//! and answers with [`Effects`]: messages to send, entries to persist, events. It never touches a socket, a
-//! file, a clock or an OS random generator: time comes in as numbers, randomness from a seeded generator.
-//! The tokio driver (`crate::cluster`) and the deterministic simulation (`simulation/`) run the *same* core.
+//! and answers with [`Effects`]: messages to send, entries to persist, entries to forget (as ready
+//! tombstones), purges, the last sync time to record, events. It never touches a socket, a file, a clock or
+//! an OS random generator: time comes in as numbers, randomness from a seeded generator. The tokio driver
+//! (`crate::cluster`) and the deterministic simulation (`simulation/`) run the *same* core, and every rule
+//! of the protocol is in it (what is broadcast, when to purge, what to forget, when to record the last
+//! sync, the constants they use), so that neither has a copy to keep in step.
 //! For anti-entropy the core reads the node's [`crate::crdt::LwwMap`] (its digest and bucket contents),
 //! which the caller lends it for the duration of a call; reading memory is not I/O.
 //!
@@ -36,7 +39,10 @@ pub mod message;
 pub mod seeds;
 mod twins;
 
-pub use self::core::{ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults};
+pub use self::core::{
+    ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults, LastSync, LAST_SYNC_WRITE_INTERVAL_MS,
+    MAX_PURGE_INTERVAL_MS, MIN_PURGE_INTERVAL_MS, TICK_INTERVAL_MS,
+};
 pub use membership::{Member, Membership, Status, StatusChange, Timing, Twin};
 pub use message::{Message, PeerRecord};
 

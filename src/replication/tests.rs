@@ -82,8 +82,10 @@ impl Cluster {
         for e in fx.persist {
             self.nodes[i].state.merge(e);
         }
-        for e in fx.forget {
-            self.nodes[i].state.merge(Entry::tombstone(e.key, e.version));
+        // Ready same-version tombstones; the purge after them is left to `purge`.
+        for t in fx.forget {
+            assert!(t.deleted);
+            self.nodes[i].state.merge(t);
         }
         for ev in fx.events {
             self.events.push((i, ev));
@@ -129,7 +131,8 @@ impl Cluster {
         let hlc = from_physical_ms(self.now_ms) + self.nodes[i].state.len() as u64 + 1;
         let e = Entry::value(key, value.to_string(), Version::new(hlc, self.nodes[i].core.id()));
         self.nodes[i].state.merge(e.clone());
-        let fx = self.nodes[i].core.on_local_commit(std::slice::from_ref(&e));
+        let now = self.now_ms;
+        let fx = self.nodes[i].core.on_local_commit(now, std::slice::from_ref(&e));
         self.apply(i, fx);
         self.deliver_all();
         e
@@ -223,7 +226,7 @@ fn entries_from_the_future_wait_until_the_clock_catches_up() {
     let ahead = from_physical_ms(c.now_ms + 3_600_000);
     let e = Entry::value("k", "future", Version::new(ahead, c.nodes[1].core.id()));
     c.nodes[1].state.merge(e.clone());
-    let fx = c.nodes[1].core.on_local_commit(std::slice::from_ref(&e));
+    let fx = c.nodes[1].core.on_local_commit(c.now_ms, std::slice::from_ref(&e));
     c.apply(1, fx);
     c.deliver_all();
     assert!(c.nodes[0].state.get("k").is_none());
@@ -284,7 +287,7 @@ fn purge(c: &mut Cluster, i: usize) {
 
 /// A node offline for longer than the tombstone TTL comes back holding a key that was deleted (and the
 /// tombstone purged) meanwhile. Pull-first, it drops the key; without the rule it would resurrect it.
-fn rejoin_after_ttl(pull_first: bool) -> (bool, bool) {
+fn rejoin_after_ttl(restored: impl FnOnce(u64) -> LastSync) -> (bool, bool) {
     let cfg = CoreConfig {
         tombstone_ttl_ms: 60_000,
         ..CoreConfig::default()
@@ -308,8 +311,9 @@ fn rejoin_after_ttl(pull_first: bool) -> (bool, bool) {
     // Node 1 restarts with its old data and its persisted last-sync time.
     let now = c.now_ms;
     let mut core = Core::new(cfg, record(1, now), vec!["n0:2000".into()], 7, now);
-    core.restore_last_sync(if pull_first { Some(synced_at) } else { None }, now);
-    assert_eq!(core.pull_first(), pull_first);
+    let last = restored(synced_at);
+    core.restore_last_sync(last, now);
+    assert_eq!(core.pull_first(), last != LastSync::Never, "{last:?}");
     c.nodes[1].core = core;
     c.nodes[1].up = true;
     for _ in 0..3 {
@@ -326,9 +330,85 @@ fn rejoin_after_ttl(pull_first: bool) -> (bool, bool) {
 
 #[test]
 fn a_node_back_after_the_tombstone_ttl_rejoins_pull_first_and_resurrects_nothing() {
-    assert_eq!(rejoin_after_ttl(true), (false, false));
-    // The control: without the rule the deleted key comes back on both nodes.
-    assert_eq!(rejoin_after_ttl(false), (true, true));
+    assert_eq!(rejoin_after_ttl(LastSync::At), (false, false));
+    // The control: without the rule (the node looks new) the deleted key comes back on both nodes.
+    assert_eq!(rejoin_after_ttl(|_| LastSync::Never), (true, true));
+}
+
+#[test]
+fn a_node_with_data_that_lost_its_last_sync_record_rejoins_pull_first() {
+    // The record is gone (deleted, never written before a crash): the node holds data, so it is not new.
+    let last = |_| LastSync::recorded(None, true);
+    assert_eq!(last(0), LastSync::Unknown);
+    assert_eq!(rejoin_after_ttl(last), (false, false));
+    // A node without data and without a record is new, and nobody defers to it.
+    assert_eq!(LastSync::recorded(None, false), LastSync::Never);
+    assert_eq!(LastSync::recorded(Some(5), false), LastSync::At(5));
+}
+
+#[test]
+fn the_core_hands_out_purges_and_the_last_sync_time_on_its_ticks() {
+    let cfg = CoreConfig {
+        tombstone_ttl_ms: 60_000,
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::with_config(2, |i| vec![1 - i], cfg);
+    let interval = c.nodes[0].core.purge_interval_ms();
+    assert_eq!(interval, 6_000);
+    let now = c.now_ms;
+    let state = LwwMap::new();
+    // The first tick purges; the next one within the interval does not.
+    let fx = c.nodes[0].core.on_tick(now, &state);
+    assert_eq!(fx.purge_below, Some(c.nodes[0].core.purge_horizon(now)));
+    assert_eq!(fx.persist_last_sync, None, "never synced: nothing to record");
+    assert_eq!(c.nodes[0].core.on_tick(now + 100, &state).purge_below, None);
+    assert!(c.nodes[0].core.on_tick(now + interval, &state).purge_below.is_some());
+    // A completed round is recorded at once, and then at most once per LAST_SYNC_WRITE_INTERVAL_MS.
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    c.anti_entropy(0);
+    c.nodes[0].core.on_tick(c.now_ms, &state);
+    c.now_ms += LAST_SYNC_WRITE_INTERVAL_MS;
+    c.anti_entropy(0);
+    let later = c.nodes[0].core.last_sync_ms().expect("synced");
+    let fx = c.nodes[0].core.on_tick(c.now_ms, &state);
+    assert_eq!(fx.persist_last_sync, Some(later));
+    assert_eq!(c.nodes[0].core.on_tick(c.now_ms + 1, &state).persist_last_sync, None);
+}
+
+#[test]
+fn a_node_broadcasts_only_its_own_writes_and_never_forgotten_tombstones() {
+    let cfg = CoreConfig {
+        tombstone_ttl_ms: 60_000,
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::with_config(2, |i| vec![1 - i], cfg);
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    let me = c.nodes[0].core.id();
+    let now = c.now_ms;
+    let horizon = c.nodes[0].core.purge_horizon(now);
+    let fresh = Entry::value("mine", "v", Version::new(from_physical_ms(now), me));
+    let theirs = Entry::value("theirs", "v", Version::new(from_physical_ms(now), c.nodes[1].core.id()));
+    let old_tombstone = Entry::tombstone("forgotten", Version::new(horizon - 1, me));
+    let old_value = Entry::value("old", "v", Version::new(horizon - 1, me));
+    let core = &mut c.nodes[0].core;
+    assert!(core.broadcasts(now, fresh.version, false));
+    assert!(!core.broadcasts(now, theirs.version, false));
+    assert!(!core.broadcasts(now, old_tombstone.version, true));
+    assert!(core.broadcasts(now, old_value.version, false));
+    let fx = core.on_local_commit(now, &[fresh.clone(), theirs, old_tombstone, old_value.clone()]);
+    let sent: Vec<&Entry> = fx
+        .sends
+        .iter()
+        .flat_map(|(_, m)| match m {
+            Message::Delta { entries } => entries.iter().collect::<Vec<_>>(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(sent, vec![&fresh, &old_value]);
 }
 
 /// Three nodes, `skews` their clocks' offsets from true time; ticked for `secs` seconds.
@@ -401,4 +481,48 @@ fn a_fenced_slow_node_takes_its_peers_entries_and_unfences_when_its_clock_is_bac
         .events
         .iter()
         .any(|(i, e)| *i == 2 && matches!(e, CoreEvent::ClockUnfenced { .. })));
+}
+
+#[test]
+fn same_version_different_content_is_found_repaired_to_one_winner_and_reported() {
+    let mut c = Cluster::new(2, |i| vec![1 - i]);
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    // Two contents under one version (a bad import, a bug): the digests must tell them apart.
+    let v = Version::new(from_physical_ms(c.now_ms), c.nodes[0].core.id());
+    let a = Entry::value("k", "first", v);
+    let b = Entry {
+        content_type: "text/plain".into(),
+        ..Entry::value("k", "second", v)
+    };
+    let winner = a.clone().merge(b.clone());
+    for (round_by, (mine, theirs)) in [(0, (&a, &b)), (1, (&a, &b)), (0, (&b, &a)), (1, (&b, &a))] {
+        c.nodes[0].state = LwwMap::new();
+        c.nodes[1].state = LwwMap::new();
+        c.nodes[0].state.merge(mine.clone());
+        c.nodes[1].state.merge(theirs.clone());
+        assert_ne!(c.nodes[0].state.digest().root(), c.nodes[1].state.digest().root());
+        c.events.clear();
+        c.anti_entropy(round_by);
+        for n in &c.nodes {
+            assert_eq!(n.state.get("k"), Some(&winner), "round by n{round_by}");
+        }
+        assert_eq!(c.nodes[0].state.digest().root(), c.nodes[1].state.digest().root());
+        let reported: Vec<&CoreEvent> = c
+            .events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| matches!(e, CoreEvent::ContentConflict { .. }))
+            .collect();
+        assert_eq!(
+            reported,
+            vec![&CoreEvent::ContentConflict {
+                peer: c.nodes[round_by].core.id(),
+                entries: 1,
+                key: "k".into(),
+                version: v,
+            }]
+        );
+    }
 }

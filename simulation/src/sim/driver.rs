@@ -1,11 +1,11 @@
-//! The part of `cave::cluster` (the tokio driver): ticks, purge timers, carrying out the core's effects, and
-//! the messages between nodes.
+//! The part of `cave::cluster` (the tokio driver): ticks, carrying out the core's effects, and the messages
+//! between nodes.
 
 use cave::crdt::{Entry, NodeId};
 use cave::replication::{CoreEvent, Destination, Effects, Message};
 
 use super::events::Ev;
-use super::{show, Sim, LAST_SYNC_WRITE_INTERVAL_MS, PURGE_INTERVAL_MS, TICK_MS};
+use super::{show, Sim, TICK_MS};
 use crate::history::Excuse;
 use crate::node::{Cmd, Origin};
 use crate::trace::Tag;
@@ -27,83 +27,53 @@ impl Sim {
         let fx = run.core.on_tick(local, &node.state);
         // `Driver::apply_fence`: the clock refuses to stamp local writes while the core says fenced.
         run.hlc.set_fence(run.core.clock_fence());
-        // `Driver::remember_sync`.
-        if let Some(synced) = run.core.last_sync_ms() {
-            let written = run.last_sync_written;
-            let skip =
-                synced <= written || synced.saturating_sub(written) < LAST_SYNC_WRITE_INTERVAL_MS && written != 0;
-            if !skip {
-                run.last_sync_written = synced;
-                node.persisted_last_sync = Some(synced);
-            }
-        }
         self.carry_out(slot, fx);
         self.stats.cluster_ms += TICK_MS;
         self.at(self.now + TICK_MS, Ev::Tick(slot, generation));
     }
 
-    pub(super) fn purge_timer(&mut self, slot: usize, generation: u64) {
-        if !self.is_current(slot, generation) {
-            return;
-        }
-        let local = self.local(slot);
-        let horizon = self.nodes[slot]
-            .run
-            .as_ref()
-            .expect("current")
-            .core
-            .purge_horizon(local);
-        self.submit(slot, Cmd::Purge(horizon));
-        let interval = (self.params.ttl_ms / 10).clamp(PURGE_INTERVAL_MS.0, PURGE_INTERVAL_MS.1);
-        self.at(self.now + interval, Ev::PurgeTimer(slot, generation));
-    }
-
-    /// `Driver::carry_out`: sends go to the network, persists and forgets to the writer.
+    /// `Driver::carry_out`: sends go to the network; persists, forgets and purges to the writer, in this
+    /// order; the last sync time to the node's record.
     pub(super) fn carry_out(&mut self, slot: usize, fx: Effects) {
         let Effects {
             sends,
             persist,
             forget,
+            purge_below,
+            persist_last_sync,
             events,
         } = fx;
-        let mut purge_after = None;
-        if !forget.is_empty() {
-            let local = self.local(slot);
-            self.trace.event(Tag::Forget, self.now, slot);
-            for e in &forget {
-                self.trace.entry(e);
-                if self.opts.watch.as_deref() == Some(e.key.as_str()) {
-                    eprintln!(
-                        "{:>10.3} [{}] n{slot} forgets {}",
-                        self.now as f64 / 1e3,
-                        e.key,
-                        show(e)
-                    );
-                }
-                self.history.excuse(e, Excuse::Forgotten, slot, self.now);
-            }
-            self.stats.forgotten += forget.len() as u64;
-            let n = forget.len();
-            self.log(|| format!("n{slot} forgets {n} entries (pull-first)"));
-            let tombstones = forget.into_iter().map(|e| Entry::tombstone(e.key, e.version)).collect();
-            self.submit(slot, Cmd::Merge(tombstones, Origin::Forget));
-            purge_after = Some(
-                self.nodes[slot]
-                    .run
-                    .as_ref()
-                    .expect("running")
-                    .core
-                    .purge_horizon(local),
-            );
-        }
         for (to, msg) in sends {
             self.send(slot, to, msg);
         }
         if !persist.is_empty() {
             self.submit(slot, Cmd::Merge(persist, Origin::Replicated));
         }
-        if let Some(horizon) = purge_after {
+        if !forget.is_empty() {
+            self.trace.event(Tag::Forget, self.now, slot);
+            for t in &forget {
+                self.trace.entry(t);
+                if self.opts.watch.as_deref() == Some(t.key.as_str()) {
+                    eprintln!(
+                        "{:>10.3} [{}] n{slot} forgets {}",
+                        self.now as f64 / 1e3,
+                        t.key,
+                        t.version
+                    );
+                }
+                // The tombstone has the version of the entry it drops.
+                self.history.excuse(t, Excuse::Forgotten, slot, self.now);
+            }
+            self.stats.forgotten += forget.len() as u64;
+            let n = forget.len();
+            self.log(|| format!("n{slot} forgets {n} entries (pull-first)"));
+            self.submit(slot, Cmd::Merge(forget, Origin::Forget));
+        }
+        if let Some(horizon) = purge_below {
             self.submit(slot, Cmd::Purge(horizon));
+        }
+        if let Some(time_ms) = persist_last_sync {
+            self.nodes[slot].persisted_last_sync = Some(time_ms);
         }
         for ev in events {
             match ev {
@@ -122,6 +92,7 @@ impl Sim {
                 CoreEvent::DuplicateNodeId { grpc_addr, refusing } => {
                     self.log(|| format!("n{slot} found a twin under its id at {grpc_addr} (refusing: {refusing})"));
                 }
+                CoreEvent::ContentConflict { entries, .. } => self.stats.content_conflicts += entries as u64,
                 CoreEvent::Peer(_) => {}
             }
         }
@@ -184,8 +155,8 @@ impl Sim {
                 }
                 Message::AeVersions { versions, .. } => versions
                     .iter()
-                    .filter(|(k, _)| k == key)
-                    .map(|(_, v)| format!("has {v}"))
+                    .filter(|(k, ..)| k == key)
+                    .map(|(_, v, _)| format!("has {v}"))
                     .collect(),
                 _ => Vec::new(),
             };

@@ -13,7 +13,6 @@ use crate::node::Life;
 pub(super) enum Ev {
     Start(usize),
     Tick(usize, u64),
-    PurgeTimer(usize, u64),
     Commit(usize, u64),
     Deliver {
         from: usize,
@@ -81,7 +80,6 @@ impl Sim {
                 }
             }
             Ev::Tick(slot, generation) => self.tick(slot, generation),
-            Ev::PurgeTimer(slot, generation) => self.purge_timer(slot, generation),
             Ev::Commit(slot, generation) => self.commit(slot, generation),
             Ev::Deliver { from, from_id, to, msg } => self.deliver(from, from_id, to, msg),
             Ev::Client => self.client(),

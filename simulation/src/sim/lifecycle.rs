@@ -3,7 +3,7 @@
 use std::collections::VecDeque;
 
 use cave::crdt::{Entry, Hlc};
-use cave::replication::{Core, PeerRecord};
+use cave::replication::{Core, LastSync, PeerRecord};
 use rand::seq::SliceRandom;
 use rand::Rng;
 
@@ -47,8 +47,13 @@ impl Sim {
         // What mDNS would find on the LAN: a few current members (so that a node whose configured seeds have
         // all left can still (re)join).
         core.add_seeds(discovered);
+        // `Cluster::start_on`: what the node finds in its data directory. The injected bug skips the
+        // restore, so the node looks new (authority 0) whatever it holds.
         if restore {
-            core.restore_last_sync(node.persisted_last_sync, local);
+            core.restore_last_sync(
+                LastSync::recorded(node.persisted_last_sync, !node.state.is_empty()),
+                local,
+            );
         }
         let pull_first = core.pull_first();
         node.run = Some(Running {
@@ -56,16 +61,14 @@ impl Sim {
             hlc,
             queue: VecDeque::new(),
             inflight: None,
-            last_sync_written: 0,
         });
         node.life = Life::Up;
         let generation = node.generation;
         self.trace.event(Tag::Start, self.now, slot);
         self.trace.u64(pull_first as u64);
         self.log(|| format!("n{slot} starts (pull-first: {pull_first})"));
-        // Tokio intervals fire at once: the first tick and the first purge happen at start.
+        // Tokio intervals fire at once: the first tick (which also purges) happens at start.
         self.at(self.now, Ev::Tick(slot, generation));
-        self.at(self.now, Ev::PurgeTimer(slot, generation));
     }
 
     pub(super) fn crash(&mut self, slot: usize) {

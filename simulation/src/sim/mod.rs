@@ -1,5 +1,7 @@
 //! The event loop: one thread, one seed, simulated time. It plays the role of `cave::cluster` (the tokio
-//! driver) and of `cave::db` (the writer task) for every node, deterministically.
+//! driver) and of `cave::db` (the writer task) for every node, deterministically. The protocol's rules are
+//! not copied here: what to broadcast, when to purge, what to forget and when to record the last sync all
+//! come out of the real `Core` as effects, which this loop carries out as the driver does.
 
 mod client;
 mod driver;
@@ -28,14 +30,8 @@ use crate::trace::Trace;
 use events::Scheduled;
 use script::Script;
 
-/// The driver ticks the core this often (`cave::cluster::TICK_INTERVAL`).
-const TICK_MS: u64 = 100;
-/// The driver writes the last sync time at most this often (`cave::cluster`).
-const LAST_SYNC_WRITE_INTERVAL_MS: u64 = 60_000;
-/// Bounds of the purge interval (a tenth of the TTL within these), as in `cave::cluster`.
-const PURGE_INTERVAL_MS: (u64, u64) = (1_000, 3_600_000);
-/// Most entries one group commit carries (`cave::db::writer`).
-const MAX_GROUP_ENTRIES: usize = 8_192;
+use cave::db::MAX_GROUP_ENTRIES;
+use cave::replication::TICK_INTERVAL_MS as TICK_MS;
 /// After healing, the cluster is left alone at least this long (longer than failure detection's dead time).
 const MIN_QUIESCENCE_MS: u64 = 40_000;
 /// ... and at most this long: not settled by then is a violation.
@@ -123,6 +119,8 @@ pub struct Stats {
     pub ae_rounds: u64,
     pub ae_timeouts: u64,
     pub clock_rejections: u64,
+    /// Keys anti-entropy found at one version with different contents.
+    pub content_conflicts: u64,
     /// Times a node's clock was fenced (and reminders while it stayed fenced).
     pub fences: u64,
     pub episodes: Vec<String>,

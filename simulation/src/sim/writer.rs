@@ -184,17 +184,9 @@ impl Sim {
                 node.state.merge(e);
             }
             self.stats.writes_acked += group.writes.len() as u64;
-            // The driver broadcasts what this node wrote, except tombstones older than the purge horizon (the
-            // same-version tombstones of a pull-first `forget`: local cleanup).
-            let me = node.id;
-            let horizon = run.core.purge_horizon(node.clock.read(self.now));
-            let mine: Vec<Entry> = group
-                .changes
-                .into_iter()
-                .filter(|e| e.version.node == me && !(e.deleted && e.version.hlc < horizon))
-                .collect();
-            if !mine.is_empty() {
-                let fx = run.core.on_local_commit(&mine);
+            // The driver hands the core every committed change; the core picks what it broadcasts.
+            let fx = run.core.on_local_commit(node.clock.read(self.now), &group.changes);
+            if !fx.is_empty() {
                 self.carry_out(slot, fx);
             }
         }
