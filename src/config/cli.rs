@@ -248,6 +248,16 @@ pub struct ServeArgs {
     /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
     #[arg(long, value_name = "HOST,...")]
     pub allowed_hosts: Option<String>,
+    /// Require a token for every request but /healthz, /readyz and the UI's files; --acl alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub acl: Option<String>,
+    /// A management token every request may use (prefer CAVE_ACL_ROOT_TOKEN: flags are visible in ps)
+    #[arg(long, value_name = "TOKEN")]
+    pub acl_root_token: Option<String>,
+    /// Serve /api/v1/perf/metrics without a token while access control is on; --metrics-public alone means
+    /// true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_public: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -303,6 +313,9 @@ fn help_default(key: &str) -> String {
         "http_body_timeout" => format_duration(dev.http_body_timeout),
         "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
         "allowed_hosts" => "none".to_string(),
+        "acl" => format!("{} in dev mode, true in prod", dev.acl_enabled()),
+        "acl_root_token" => "none; a founding prod node makes one".to_string(),
+        "metrics_public" => dev.metrics_public.to_string(),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }

@@ -110,6 +110,9 @@ pub const KEYS: &[&str] = &[
     "http_body_timeout",
     "http_max_connections",
     "allowed_hosts",
+    "acl",
+    "acl_root_token",
+    "metrics_public",
     "log_level",
 ];
 
@@ -221,6 +224,14 @@ pub struct Config {
     /// Host names (of the `Host` header) the REST API answers besides its own addresses, loopback names and
     /// this machine's name; `*` answers any. Guards against DNS rebinding.
     pub allowed_hosts: Vec<String>,
+    /// Whether every request needs a token (see docs/security.md). `None`: on in prod mode, off in dev
+    /// mode; see [`Config::acl_enabled`].
+    pub acl: Option<bool>,
+    /// The root token, a management token this node accepts whatever the replicated ACL holds (Consul's
+    /// initial management token). Never printed: it redacts itself.
+    pub acl_root_token: Option<crate::acl::token::SecretToken>,
+    /// Whether `/api/v1/perf/metrics` answers without a token while access control is on.
+    pub metrics_public: bool,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
 }
@@ -251,6 +262,9 @@ impl Default for Config {
             http_body_timeout: DEFAULT_HTTP_BODY_TIMEOUT,
             http_max_connections: None,
             allowed_hosts: Vec::new(),
+            acl: None,
+            acl_root_token: None,
+            metrics_public: false,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
@@ -304,6 +318,11 @@ impl Config {
         })
     }
 
+    /// Whether access control is on: `acl` if set, else on in prod mode and off in dev mode.
+    pub fn acl_enabled(&self) -> bool {
+        self.acl.unwrap_or(self.mode == Mode::Prod)
+    }
+
     /// Every field as JSON, the cluster key replaced by `"<redacted>"` (or `null` when unset): safe to
     /// serve from `/api/v1/system/config` and to log. Durations are written as they are configured (`"10s"`).
     pub fn redacted(&self) -> serde_json::Value {
@@ -330,6 +349,9 @@ impl Config {
             "http_body_timeout": format_duration(self.http_body_timeout),
             "http_max_connections": self.http_max_connections,
             "allowed_hosts": self.allowed_hosts,
+            "acl": self.acl_enabled(),
+            "acl_root_token": self.acl_root_token.as_ref().map(|_| "<redacted>"),
+            "metrics_public": self.metrics_public,
             "log_level": self.log_level,
         })
     }
