@@ -10,6 +10,7 @@
 //!
 //! docs/security.md states the threat model and what these guarantee.
 
+pub mod cli;
 pub mod middleware;
 pub mod policy;
 pub mod store;

@@ -31,6 +31,8 @@ pub enum Command {
     RepairClock(Config),
     /// `--help` or `--version`: print this text to stdout and exit successfully.
     Print(String),
+    /// Manage the tokens and policies of a running node (`cave acl ...`).
+    Acl(crate::acl::cli::AclRequest),
 }
 
 /// What `cave healthcheck` probes: `GET /healthz` at `addr`, giving up after `timeout`.
@@ -66,6 +68,7 @@ where
         Some(CliCommand::Keygen) => return Ok(Command::Keygen),
         Some(CliCommand::Healthcheck(args)) => return probe(&args, env).map(Command::Healthcheck),
         Some(CliCommand::RepairClock(args)) => return resolve(&args, env).map(Command::RepairClock),
+        Some(CliCommand::Acl(args)) => return Ok(Command::Acl(crate::acl::cli::AclRequest::new(args, env))),
         Some(CliCommand::Serve(args)) => *args,
         None => cli.serve,
     };
@@ -154,6 +157,8 @@ pub enum CliCommand {
     /// With the node stopped: restamp stored versions more than max-clock-drift ahead of the clock at the
     /// current time (the node refuses to start while there are any), keeping the old database beside it
     RepairClock(Box<ServeArgs>),
+    /// Manage tokens and policies of a running node over HTTP (--addr, token from CAVE_TOKEN)
+    Acl(crate::acl::cli::AclArgs),
 }
 
 /// Options of `cave healthcheck`. The address is found as a node finds it (flag, environment, config file),
