@@ -116,7 +116,8 @@ impl AclRequest {
 
     /// The HTTP request this makes: method, path, JSON body.
     fn http(&self) -> Result<(&'static str, String, Option<Vec<u8>>)> {
-        let segment = |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let segment =
+            |s: &str| percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string();
         Ok(match &self.what {
             AclWhat::Token(TokenCommand::Create {
                 policies,
@@ -203,6 +204,9 @@ impl AclRequest {
         } else {
             String::new()
         };
-        Err(Error::InvalidInput(format!("{} answered {status}: {message}{hint}", self.addr)))
+        Err(Error::InvalidInput(format!(
+            "{} answered {status}: {message}{hint}",
+            self.addr
+        )))
     }
 }

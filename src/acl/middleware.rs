@@ -58,11 +58,23 @@ pub fn classify(method: &Method, path: &str, metrics_public: bool) -> RouteClass
     if path == "/api/v1/acl/whoami" {
         return RouteClass::Authenticated;
     }
-    let admin = ["/api/v1/acl", "/api/v1/audit", "/api/v1/cluster", "/api/v1/system/config", "/api/v1/perf/logs"];
+    let admin = [
+        "/api/v1/acl",
+        "/api/v1/audit",
+        "/api/v1/cluster",
+        "/api/v1/system/config",
+        "/api/v1/perf/logs",
+    ];
     if admin.iter().any(|root| under(root)) {
         return RouteClass::Admin;
     }
-    let keyed = ["/api/v1/kv", "/api/v1/watch", "/api/v1/query", "/api/v1/export", "/api/v1/import"];
+    let keyed = [
+        "/api/v1/kv",
+        "/api/v1/watch",
+        "/api/v1/query",
+        "/api/v1/export",
+        "/api/v1/import",
+    ];
     if keyed.iter().any(|root| under(root)) {
         return RouteClass::Keyed;
     }
@@ -203,7 +215,12 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
             (_, Err(err)) => return with_caller(unauthorized(err), Caller::anonymous()),
             (RouteClass::Open, Ok(Some(token))) => match acl.authenticate(&TokenHash::of(token)) {
                 // An open route with a valid token: named in the audit trail, allowed nothing more.
-                Ok(auth) => (Access::Anonymous, Caller { accessor: auth.accessor.clone() }),
+                Ok(auth) => (
+                    Access::Anonymous,
+                    Caller {
+                        accessor: auth.accessor.clone(),
+                    },
+                ),
                 Err(_) => (Access::Anonymous, Caller::anonymous()),
             },
             (_, Ok(None)) => {
@@ -221,7 +238,9 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
                     return with_caller(unauthorized(Error::Unauthorized(why.into())), Caller::anonymous());
                 }
                 Ok(auth) => {
-                    let caller = Caller { accessor: auth.accessor.clone() };
+                    let caller = Caller {
+                        accessor: auth.accessor.clone(),
+                    };
                     if class == RouteClass::Admin && !auth.grant.admin() {
                         let err = Error::Forbidden("this token lacks the admin capability this route needs".into());
                         return with_caller(err.into_response(), caller);

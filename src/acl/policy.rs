@@ -109,10 +109,14 @@ impl Policy {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.prefix.len() > crate::key::MAX_KEY_BYTES {
-                return Err(Error::invalid(format!("rule {i}: the prefix is longer than a key can be")));
+                return Err(Error::invalid(format!(
+                    "rule {i}: the prefix is longer than a key can be"
+                )));
             }
             if rule.prefix.chars().any(char::is_control) {
-                return Err(Error::invalid(format!("rule {i}: the prefix holds a control character")));
+                return Err(Error::invalid(format!(
+                    "rule {i}: the prefix holds a control character"
+                )));
             }
             if crate::key::is_reserved(rule.prefix.trim_end_matches('/')) && !rule.prefix.is_empty() {
                 return Err(Error::invalid(format!(

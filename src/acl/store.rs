@@ -94,8 +94,11 @@ impl Cache {
     }
 
     fn recompile(&mut self) {
-        let records: Vec<(TokenHash, TokenRecord)> =
-            self.tokens.iter().map(|(hash, auth)| (*hash, auth.record.clone())).collect();
+        let records: Vec<(TokenHash, TokenRecord)> = self
+            .tokens
+            .iter()
+            .map(|(hash, auth)| (*hash, auth.record.clone()))
+            .collect();
         for (hash, record) in records {
             let compiled = Arc::new(self.compile(record));
             self.tokens.insert(hash, compiled);
@@ -235,7 +238,13 @@ impl Acl {
 
     /// Every policy, by name.
     pub fn policies(&self) -> Vec<(String, Policy)> {
-        let mut all: Vec<_> = self.cache.read().policies.iter().map(|(n, p)| (n.clone(), p.clone())).collect();
+        let mut all: Vec<_> = self
+            .cache
+            .read()
+            .policies
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect();
         all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
@@ -255,7 +264,8 @@ impl Acl {
     /// Store a policy.
     pub async fn put_policy(&self, name: &str, policy: &Policy) -> Result<()> {
         let key = format!("{POLICIES_PREFIX}{name}");
-        self.put(&key, serde_json::to_vec(policy).map_err(Error::internal)?).await
+        self.put(&key, serde_json::to_vec(policy).map_err(Error::internal)?)
+            .await
     }
 
     /// Delete a policy; `NotFound` if there is none.
@@ -269,7 +279,8 @@ impl Acl {
     /// Store a token's record under its hash.
     pub async fn put_token(&self, hash: &TokenHash, record: &TokenRecord) -> Result<()> {
         let key = format!("{TOKENS_PREFIX}{}", hash.to_hex());
-        self.put(&key, serde_json::to_vec(record).map_err(Error::internal)?).await
+        self.put(&key, serde_json::to_vec(record).map_err(Error::internal)?)
+            .await
     }
 
     /// Revoke the token named `accessor`; `NotFound` if no stored token has it.
@@ -305,7 +316,12 @@ impl Acl {
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        self.db.write(vec![Op::Delete { key: key.to_string(), cas: None }]).await?;
+        self.db
+            .write(vec![Op::Delete {
+                key: key.to_string(),
+                cas: None,
+            }])
+            .await?;
         self.reload_key(key);
         Ok(())
     }

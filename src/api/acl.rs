@@ -53,7 +53,9 @@ pub async fn put_policy(
 ) -> Result<Json<Value>> {
     policy::validate_name(&name)?;
     if name == ADMIN_POLICY {
-        return Err(Error::invalid(format!("{ADMIN_POLICY:?} is built in and cannot be changed")));
+        return Err(Error::invalid(format!(
+            "{ADMIN_POLICY:?} is built in and cannot be changed"
+        )));
     }
     let body = read_body(&headers, body, MAX_ACL_BODY_BYTES).await?;
     let policy = Policy::parse(&body)?;

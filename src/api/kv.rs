@@ -137,7 +137,11 @@ fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Resul
                 }
                 let more = entries.len() > limit;
                 entries.truncate(limit);
-                let next = if more { entries.last().map(|e| e.key.clone()) } else { None };
+                let next = if more {
+                    entries.last().map(|e| e.key.clone())
+                } else {
+                    None
+                };
                 listable(&mut entries);
                 if tree {
                     Json(json!({"tree": build_tree(prefix, &entries), "next": next})).into_response()

@@ -84,7 +84,10 @@ pub fn router(state: AppState) -> Router {
             put(acl::put_policy).get(acl::get_policy).delete(acl::delete_policy),
         )
         .route("/api/v1/acl/tokens", get(acl::list_tokens).post(acl::create_token))
-        .route("/api/v1/acl/tokens/{accessor}", axum::routing::delete(acl::revoke_token))
+        .route(
+            "/api/v1/acl/tokens/{accessor}",
+            axum::routing::delete(acl::revoke_token),
+        )
         .route("/api/v1/acl/whoami", get(acl::whoami))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
@@ -105,7 +108,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(guard::head_limits))
         // Authentication and route-level authorisation; the audit layer goes outside it (it reads the
         // `Caller` this puts into each response).
-        .layer(axum::middleware::from_fn_with_state(enforcer, crate::acl::middleware::authenticate))
+        .layer(axum::middleware::from_fn_with_state(
+            enforcer,
+            crate::acl::middleware::authenticate,
+        ))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).

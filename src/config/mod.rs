@@ -280,9 +280,11 @@ impl Config {
     {
         match parse(args, env)? {
             Command::Serve(config) => Ok(config),
-            Command::Keygen | Command::Healthcheck(_) | Command::RepairClock(_) | Command::Print(_) | Command::Acl(_) => {
-                Err(Error::invalid("the command line does not describe a node to run"))
-            }
+            Command::Keygen
+            | Command::Healthcheck(_)
+            | Command::RepairClock(_)
+            | Command::Print(_)
+            | Command::Acl(_) => Err(Error::invalid("the command line does not describe a node to run")),
         }
     }
 

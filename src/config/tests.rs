@@ -457,7 +457,15 @@ fn the_example_file_lists_every_key_with_its_default() {
         let line = example.lines().find(|l| l.starts_with(&prefix));
         let line = line.unwrap_or_else(|| panic!("cave.example.toml lacks a `{prefix}...` line"));
         // The keys whose default is "none" show an example value instead.
-        if !["cluster_key", "advertise_addr", "http_max_connections", "acl", "acl_root_token"].contains(key) {
+        if ![
+            "cluster_key",
+            "advertise_addr",
+            "http_max_connections",
+            "acl",
+            "acl_root_token",
+        ]
+        .contains(key)
+        {
             uncommented.push_str(&line[2..]);
             uncommented.push('\n');
         }
