@@ -134,6 +134,10 @@ async fn whoami_status(n: &TestNode, token: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// A route of the matrix: method, path, body (content type and text), the capabilities it needs (`None`:
+/// open; `Some([])`: any valid token).
+type Route<'a> = (Method, String, Option<(&'a str, String)>, Option<Vec<&'a str>>);
+
 const KEY_CAPS: [&str; 5] = ["read", "list", "write", "delete", "secret"];
 
 /// The capabilities of a route, as the policy names of the tokens that test it: `with` holds exactly
@@ -168,7 +172,7 @@ async fn every_route_answers_each_kind_of_token_on_another_node_and_revocation_i
 
     // Each route: method, path, body, the capabilities it needs (None: open; Some([]) any valid token).
     let admin = Some(vec!["admin"]);
-    let routes: Vec<(Method, String, Option<(&str, String)>, Option<Vec<&str>>)> = vec![
+    let routes: Vec<Route> = vec![
         (Method::GET, "/api/v1/kv/m/k".into(), None, Some(vec!["read"])),
         (Method::HEAD, "/api/v1/kv/m/k".into(), None, Some(vec!["read"])),
         (

@@ -899,7 +899,10 @@ async fn web_ui_signs_in_with_a_token_and_out_again() {
             "the accessor shown",
         )
         .await;
-        assert!(ui.try_find("#open-banner").await.unwrap().is_displayed().await.unwrap() == false);
+        assert!(
+            !ui.try_find("#open-banner").await.unwrap().is_displayed().await.unwrap(),
+            "no open-access banner"
+        );
         // No write capability: the button to make a key is greyed out.
         let disabled = ui.js("return document.getElementById('btn-new').disabled;").await;
         assert_eq!(disabled, json!(true));
