@@ -48,6 +48,13 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Acl(request) => match acl(&request) {
+            Ok(answer) => {
+                println!("{answer:#}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(&err, 1),
+        },
         Command::RepairClock(config) => match repair_clock(&config) {
             Ok(0) => {
                 println!("nothing to repair: no stored version is more than max_clock_drift ahead of the clock");
@@ -88,6 +95,12 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// `cave acl ...`: one request to the node; its JSON answer.
+fn acl(request: &cave::acl::cli::AclRequest) -> anyhow::Result<serde_json::Value> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    Ok(runtime.block_on(request.run())?)
 }
 
 /// `cave repair-clock`: print each restamped entry; returns how many.

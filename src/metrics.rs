@@ -563,7 +563,7 @@ impl Metrics {
     /// Another live process found under this node's id.
     pub fn duplicate_node_id(&self) {
         self.duplicate_node_ids.add(1, &[]);
-}
+    }
 
     /// `n` keys found at one version with different contents (repaired to the deterministic winner).
     pub fn content_conflicts(&self, n: u64) {

@@ -57,6 +57,8 @@ pub const CLUSTER_KEY_FILE: &str = "cluster.key";
 pub const DB_FILE: &str = "cave.db";
 /// Held (locked) while a process uses the data directory.
 pub const LOCK_FILE: &str = "LOCK";
+/// File in the data directory holding the root token a founding prod node made (mode 0600).
+pub const ROOT_TOKEN_FILE: &str = "acl-root.token";
 
 /// `cave repair-clock`: with the data directory locked (no node may run on it), restamp the stored entries
 /// more than `max_clock_drift` ahead of the wall clock (see [`crate::repair`]). Returns them.
@@ -102,6 +104,9 @@ pub struct Node {
     metrics: Arc<Metrics>,
     cluster_id: Arc<str>,
     master: MasterKey,
+    /// Access control, and the task that keeps its cache current (ends when the database shuts down).
+    acl: Arc<crate::acl::Acl>,
+    acl_follower: tokio::task::JoinHandle<()>,
     /// The data directory (none for a node over a given store).
     data_dir: Option<PathBuf>,
     /// Keeps the data directory locked for this process.
@@ -159,6 +164,10 @@ impl Node {
             let _ = node.close().await;
             return Err(err);
         }
+        if let Err(err) = make_root_token(&node, &dir).await {
+            let _ = node.close().await;
+            return Err(err);
+        }
         // Versions from the future on disk would drag the clock along (see `repair`): refuse to serve them.
         let drift_ms = node.config.max_clock_drift.as_millis() as u64;
         let now_ms = node.db.hlc().time_ms();
@@ -208,6 +217,14 @@ impl Node {
             metrics.clone(),
         )
         .await?;
+        let acl = crate::acl::Acl::new(db.clone(), config.acl_enabled(), config.acl_root_token.as_ref());
+        let acl_follower = tokio::spawn(acl.clone().follow(db.subscribe()));
+        if !config.acl_enabled() {
+            tracing::warn!(
+                "ACCESS CONTROL IS OFF (acl = false): anyone who reaches the REST API can read, write and \
+                 delete every key and open every secret"
+            );
+        }
         let weak = db.downgrade();
         metrics.set_state_source(move || {
             let stats = weak.upgrade()?.stats();
@@ -224,6 +241,8 @@ impl Node {
             metrics,
             cluster_id: parts.master.cluster_id().into(),
             master: parts.master,
+            acl,
+            acl_follower,
             data_dir: parts.data_dir,
             _lock: parts.lock,
         })
@@ -300,12 +319,21 @@ impl Node {
             metrics: self.metrics.clone(),
             cluster_id: self.cluster_id.clone(),
             cluster,
+            acl: self.acl.clone(),
         })
+    }
+
+    /// The node's access control.
+    pub fn acl(&self) -> &Arc<crate::acl::Acl> {
+        &self.acl
     }
 
     /// Drain writes and close storage.
     pub async fn close(self) -> Result<()> {
-        self.db.close().await
+        let closed = self.db.close().await;
+        // Closing the database ends the follower (it waits for the shutdown signal).
+        let _ = self.acl_follower.await;
+        closed
     }
 }
 
@@ -388,6 +416,57 @@ fn write_new_key(key: &MasterKey, path: &Path, mode: Mode) -> Result<()> {
         path = path.display(),
         token = key.to_base64()
     );
+    Ok(())
+}
+
+/// Make the root token of a new cluster: on a prod node with access control on and no configured root
+/// token, that has no seed peers to join, whose ACL holds no token yet and that made none before (no
+/// [`ROOT_TOKEN_FILE`]). It is stored like any token (so every node that joins accepts it once
+/// replicated), kept in the data directory (mode 0600) and printed once, beside the join token.
+async fn make_root_token(node: &Node, dir: &Path) -> Result<()> {
+    let config = &node.config;
+    let path = dir.join(ROOT_TOKEN_FILE);
+    if config.mode != Mode::Prod
+        || !config.acl_enabled()
+        || config.acl_root_token.is_some()
+        || !config.peers.is_empty()
+        || node.acl.has_tokens()
+        || path.exists()
+    {
+        return Ok(());
+    }
+    let token = crate::acl::token::generate();
+    let record = crate::acl::store::TokenRecord {
+        accessor: crate::acl::store::ROOT_ACCESSOR.into(),
+        policies: vec![crate::acl::policy::ADMIN_POLICY.into()],
+        description: "root token made by the founding node".into(),
+        created_ms: node.db.hlc().time_ms(),
+        expires_ms: None,
+    };
+    write_private_file(&path, &format!("{token}\n"))?;
+    node.acl
+        .put_token(&crate::acl::token::TokenHash::of(&token), &record)
+        .await?;
+    println!(
+        "Access control is on. The root token (a management token every node accepts) is stored in {path} \
+         (mode 0600) and not shown again; use it as CAVE_TOKEN or Authorization: Bearer:\n{token}",
+        path = path.display()
+    );
+    Ok(())
+}
+
+/// Write `text` to a new file at `path` readable by this user only.
+fn write_private_file(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| Error::internal(format!("cannot create {}: {e}", path.display())))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
     Ok(())
 }
 

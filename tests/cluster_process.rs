@@ -49,6 +49,7 @@ fn launch(dir: &Path, http: u16, grpc: u16, key: &str, peers: &[u16]) -> Proc {
             &format!("127.0.0.1:{grpc}"),
         ])
         .env("CAVE_CLUSTER_KEY", key)
+        .env("CAVE_ACL_ROOT_TOKEN", common::ROOT_TOKEN)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -77,7 +78,7 @@ async fn a_peer_killed_mid_stream_restarts_and_receives_every_acknowledged_write
     let key = cave::secrets::MasterKey::generate().to_base64();
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (h1, g1, h2, g2) = (free_port(), free_port(), free_port(), free_port());
-    let client = common::client();
+    let client = common::client_with_token(common::ROOT_TOKEN);
     let _n1 = launch(d1.path(), h1, g1, &key, &[]);
     wait_healthy(&client, h1).await;
     let n2 = launch(d2.path(), h2, g2, &key, &[g1]);

@@ -41,6 +41,16 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A line on the test's stderr, past the harness's output capture: the counts are the proof these tests give,
 /// so they are shown also when the tests pass.
+/// The root token the test gives every node and sends with every request.
+const ROOT_TOKEN: &str = "docker-test-root-token-0123456789";
+
+fn root_token_headers() -> reqwest::header::HeaderMap {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {ROOT_TOKEN}")).expect("header");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    headers
+}
+
 fn say(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
@@ -219,6 +229,8 @@ impl Cluster {
         let mut env = vec![
             ("CAVE_IMAGE".to_string(), IMAGE.to_string()),
             ("CAVE_CLUSTER_KEY".to_string(), key),
+            // Access control is on in prod mode: every node gets the same root token, as the README does.
+            ("CAVE_ACL_ROOT_TOKEN".to_string(), ROOT_TOKEN.to_string()),
             (
                 "CAVE_ANTI_ENTROPY_INTERVAL".to_string(),
                 format!("{}ms", ANTI_ENTROPY.as_millis()),
@@ -229,7 +241,10 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             env.push((format!("CAVE_NODE{}_PORT", i + 1), port.to_string()));
         }
-        let mut http = reqwest::Client::builder().no_proxy().timeout(REQUEST_TIMEOUT);
+        let mut http = reqwest::Client::builder()
+            .default_headers(root_token_headers())
+            .no_proxy()
+            .timeout(REQUEST_TIMEOUT);
         let tls = https.then(|| {
             let dir = tempfile::tempdir().unwrap();
             // The nodes run as user 10001: the mounted directory must be open to them, as tls/ of the demo is.
@@ -559,6 +574,7 @@ impl Writer {
         let (flag, log, prefix, nodes) = (stop.clone(), acks.clone(), prefix.to_string(), nodes.to_vec());
         let urls: Vec<String> = (0..3).map(|i| cluster.url(i, "/api/v1/kv/")).collect();
         let http = reqwest::Client::builder()
+            .default_headers(root_token_headers())
             .no_proxy()
             .timeout(Duration::from_secs(2))
             .build()

@@ -1009,6 +1009,120 @@ async fn web_ui_over_tls_in_headless_chromium() {
     closed.expect("close the WebDriver session");
 }
 
+/// With access control on: the login screen, browsing with a narrow token (its write actions greyed out),
+/// revealing a secret it may open, and signing out. The token stays in session storage and out of URLs.
+#[tokio::test]
+async fn web_ui_signs_in_with_a_token_and_out_again() {
+    let Some((driver_program, browser_program)) = browser_tools() else {
+        return;
+    };
+    let (_dir, node) = common::start_with(|c| c.acl = Some(true)).await;
+    let json_put = |path: &str, body: &str| {
+        node.client
+            .request(
+                reqwest::Method::from_bytes(if path.ends_with("tokens") { b"POST" } else { b"PUT" }).unwrap(),
+                node.url(path),
+            )
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let policy = json_put(
+        "/api/v1/acl/policies/ui",
+        r#"{"rules":[{"prefix":"app/","allow":["read","list","secret"]}]}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(policy.status(), 200);
+    let made: Value = json_put("/api/v1/acl/tokens", r#"{"policies":["ui"]}"#)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = made["token"].as_str().unwrap().to_string();
+    node.put("app/visible", "hello").await;
+    node.put_secret(SECRET_KEY, SECRET).await;
+    node.put("private/hidden", "not for the ui token").await;
+
+    let driver = Chromedriver::start(&driver_program).await;
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({"binary": browser_program, "args": ["--headless=new", "--no-sandbox", "--disable-gpu"]}),
+    );
+    let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+        .capabilities(capabilities)
+        .connect(&driver.url())
+        .await
+        .unwrap_or_else(|e| panic!("WebDriver session: {e}; chromedriver log: {}", driver.log_tail()));
+    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let ui = Ui {
+        c: client.clone(),
+        node: &node,
+        shots,
+    };
+    let outcome = std::panic::AssertUnwindSafe(async {
+        ui.c.goto(&node.url("/ui/#/app/")).await.unwrap();
+        ui.wait_shown("#view-login").await;
+        ui.wait_gone("#view-keys").await;
+        ui.fill("#login-token", "cave_not-a-real-token").await;
+        ui.click("#login-submit").await;
+        ui.wait_text("#login-note", |t| t.contains("refused"), "a wrong token refused")
+            .await;
+        ui.fill("#login-token", &token).await;
+        ui.click("#login-submit").await;
+        ui.wait_shown(&listed("app/visible")).await;
+        ui.wait_text(
+            "#whoami",
+            |t| t == made["accessor"].as_str().unwrap(),
+            "the accessor shown",
+        )
+        .await;
+        assert!(
+            !ui.try_find("#open-banner").await.unwrap().is_displayed().await.unwrap(),
+            "no open-access banner"
+        );
+        // No write capability: the button to make a key is greyed out.
+        let disabled = ui.js("return document.getElementById('btn-new').disabled;").await;
+        assert_eq!(disabled, json!(true));
+        ui.c.goto(&node.url(&format!("/ui/#/{}", enc(SECRET_KEY))))
+            .await
+            .unwrap();
+        ui.wait_text("#value", |t| t == MASK, "the masked secret").await;
+        let edit_disabled = ui.js("return document.getElementById('btn-edit').disabled;").await;
+        assert_eq!(edit_disabled, json!(true), "no write: Edit is greyed out");
+        ui.click("#btn-reveal").await;
+        ui.wait_text("#value", |t| t == SECRET, "the revealed secret").await;
+        ui.screenshot("ui-acl-secret.png").await;
+        // The token is in session storage only, and in no URL the page has.
+        let stored = ui
+            .js("return [sessionStorage.getItem('cave.token'), localStorage.length, document.cookie, location.href];")
+            .await;
+        assert_eq!(stored[0], json!(token));
+        assert_eq!((stored[1].clone(), stored[2].clone()), (json!(0), json!("")));
+        assert!(!stored[3].as_str().unwrap().contains(&token));
+        let urls = ui
+            .js("return performance.getEntriesByType('resource').map((e) => e.name).join(' ');")
+            .await;
+        assert!(!urls.as_str().unwrap().contains(&token), "{urls}");
+        ui.click("#btn-signout").await;
+        ui.wait_shown("#view-login").await;
+        let after = ui.js("return sessionStorage.getItem('cave.token');").await;
+        assert_eq!(after, Value::Null, "signing out forgets the token");
+    })
+    .catch_unwind()
+    .await;
+    let closed = client.close().await;
+    drop(driver);
+    node.stop().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+    closed.expect("close the WebDriver session");
+}
+
 /// The text of the displayed element `css` once `pred` holds for it.
 async fn wait_for_text(c: &Client, css: &str, pred: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + WAIT;

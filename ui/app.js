@@ -5,6 +5,10 @@
 // - every API path is built with `encodePath`, which percent-encodes each key segment on its own;
 // - every API error is shown in the error banner (or, for a missing key, in the value pane), never dropped.
 //
+// Access control: the token lives in sessionStorage only (gone with the tab), travels only in the
+// Authorization header (never in a URL: the watch stream is read with fetch, not EventSource, for that), and
+// `whoami` tells which actions to grey out. A 401 anywhere shows the login screen.
+//
 // Location: `#/` + encoded path. A path ending in "/" (or empty) is a folder; anything else is a key, shown
 // together with the listing of its folder. `#nodes` is the node list.
 'use strict';
@@ -13,6 +17,7 @@
   const API = '/api/v1';
   const MASK = '••••••';
   const HEX_LIMIT = 64 * 1024;
+  const TOKEN_KEY = 'cave.token';
 
   const $ = (id) => document.getElementById(id);
 
@@ -32,7 +37,91 @@
     valueSeq: 0,
     refreshTimer: null,
     nodesTimer: null,
+    whoami: null, // the answer of /acl/whoami: {acl, accessor, admin, rules}
   };
+
+  // ---------- access ----------
+
+  function token() {
+    return sessionStorage.getItem(TOKEN_KEY);
+  }
+
+  /** The rule that decides `key` (longest prefix), as whoami lists them. */
+  function ruleFor(key) {
+    const rules = (state.whoami && state.whoami.rules) || [];
+    let best = null;
+    for (const r of rules) {
+      if (key.startsWith(r.prefix) && (!best || r.prefix.length > best.prefix.length)) best = r;
+    }
+    return best;
+  }
+
+  /** Whether the token may `cap` on `key` (the server decides; this only greys out buttons). */
+  function may(cap, key) {
+    const r = ruleFor(key);
+    return !!r && r.allow.includes(cap);
+  }
+
+  /** Whether the token may `cap` on some key below `prefix`. */
+  function maySomeBelow(cap, prefix) {
+    const rules = (state.whoami && state.whoami.rules) || [];
+    return may(cap, prefix) || rules.some((r) => r.prefix.startsWith(prefix) && r.allow.includes(cap));
+  }
+
+  function applyPermissions() {
+    const grey = (id, allowed, why) => {
+      $(id).disabled = !allowed;
+      $(id).title = allowed ? '' : why;
+    };
+    grey('btn-new', maySomeBelow('write', state.folder), 'your token may not write here');
+    if (state.key) {
+      grey('btn-edit', may('write', state.key), 'your token may not write this key');
+      grey('btn-delete', may('delete', state.key), 'your token may not delete this key');
+      grey('btn-reveal', may('secret', state.key), 'your token may not open secrets here');
+    }
+  }
+
+  function showLogin(message) {
+    closeWatch();
+    $('view-login').hidden = false;
+    $('view-keys').hidden = true;
+    $('view-nodes').hidden = true;
+    $('btn-signout').hidden = true;
+    $('login-note').textContent = message || '';
+    $('login-token').focus();
+  }
+
+  /** Ask the node who the token is; show the login screen on a 401, else the app. */
+  async function start() {
+    try {
+      state.whoami = await (await api('GET', '/acl/whoami')).json();
+    } catch (err) {
+      if (err.status !== 401) showError(err, 'Signing in');
+      return;
+    }
+    $('view-login').hidden = true;
+    $('open-banner').hidden = state.whoami.acl !== false;
+    $('btn-signout').hidden = state.whoami.acl === false;
+    $('whoami').textContent = state.whoami.acl === false ? '' : state.whoami.accessor;
+    route();
+  }
+
+  function signIn(ev) {
+    ev.preventDefault();
+    const t = $('login-token').value.trim();
+    if (!t) return;
+    sessionStorage.setItem(TOKEN_KEY, t);
+    $('login-token').value = '';
+    clearError();
+    start();
+  }
+
+  function signOut() {
+    sessionStorage.removeItem(TOKEN_KEY);
+    state.whoami = null;
+    $('whoami').textContent = '';
+    showLogin('Signed out.');
+  }
 
   // ---------- paths ----------
 
@@ -104,9 +193,11 @@
       const q = new URLSearchParams(o.query).toString();
       if (q) url += '?' + q;
     }
+    const headers = Object.assign({}, o.headers || {});
+    if (token()) headers['Authorization'] = 'Bearer ' + token();
     let resp;
     try {
-      resp = await fetch(url, { method, body: o.body, headers: o.headers, cache: 'no-store' });
+      resp = await fetch(url, { method, body: o.body, headers, signal: o.signal, cache: 'no-store' });
     } catch (e) {
       throw new ApiError(0, 'network', 'cannot reach the server (' + e.message + ')');
     }
@@ -121,6 +212,11 @@
         }
       } catch (e) {
         // not the API's JSON error shape: keep the HTTP status text
+      }
+      if (resp.status === 401) {
+        const had = token();
+        sessionStorage.removeItem(TOKEN_KEY); // a refused token is of no further use
+        showLogin(had ? 'The token was refused: ' + message : '');
       }
       throw new ApiError(resp.status, code, message);
     }
@@ -182,6 +278,7 @@
     }
     if (state.editor && state.editor.mode === 'edit' && state.editor.key !== r.key) closeEditor();
     renderCrumbs();
+    applyPermissions();
     watch(r.folder);
     loadListing();
     if (r.key) loadValue(false);
@@ -355,6 +452,7 @@
     $('btn-hide').hidden = !(e.secret && e.revealed);
     $('btn-edit').hidden = false;
     $('btn-delete').hidden = false;
+    applyPermissions();
     markSelected();
   }
 
@@ -559,50 +657,77 @@
         : 'Watch stream: ' + mode;
   }
 
+  function closeWatch() {
+    if (state.es) state.es.abort();
+    state.es = null;
+    state.esFolder = null;
+    clearTimeout(state.esRetry);
+    setLive('offline');
+  }
+
+  /**
+   * Follow the watch stream of `folder`. Read with fetch rather than EventSource, which cannot send the
+   * token as a header (it would have to go into the URL, and from there into logs and history).
+   */
   function watch(folder) {
     if (state.es && state.esFolder === folder) return;
-    if (state.es) state.es.close();
-    clearTimeout(state.esRetry);
+    closeWatch();
     state.esFolder = folder;
     setLive('connecting');
-    const es = new EventSource(API + '/watch/' + encodePath(folder));
-    state.es = es;
-    es.addEventListener('ready', () => {
-      if (state.es !== es) return;
-      setLive('live');
-      // Changes made before this subscription (or while disconnected) were not streamed: re-read once.
-      scheduleRefresh(true);
-    });
-    const onChange = (ev) => {
-      if (state.es !== es) return;
-      let entry = null;
-      try {
-        entry = JSON.parse(ev.data);
-      } catch (e) {
-        // a malformed event: re-read everything
+    const ctl = new AbortController();
+    state.es = ctl;
+    const onEvent = (type, data) => {
+      if (state.es !== ctl) return;
+      if (type === 'ready') {
+        setLive('live');
+        // Changes made before this subscription (or while disconnected) were not streamed: re-read once.
+        scheduleRefresh(true);
+      } else if (type === 'put' || type === 'delete') {
+        let entry = null;
+        try {
+          entry = JSON.parse(data);
+        } catch (e) {
+          // a malformed event: re-read everything
+        }
+        changed(entry, type === 'delete');
+      } else if (type === 'lagged') {
+        scheduleRefresh(true);
       }
-      changed(entry, ev.type === 'delete');
     };
-    es.addEventListener('put', onChange);
-    es.addEventListener('delete', onChange);
-    es.addEventListener('lagged', () => {
-      if (state.es === es) scheduleRefresh(true);
-    });
-    es.onerror = () => {
-      if (state.es !== es) return;
-      if (es.readyState === EventSource.CLOSED) {
-        // The browser gave up (e.g. the server answered with an error): try again shortly.
+    (async () => {
+      const resp = await api('GET', '/watch/' + encodePath(folder), { signal: ctl.signal });
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buf = '';
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += value;
+        let end;
+        while ((end = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, end);
+          buf = buf.slice(end + 2);
+          let type = 'message';
+          const data = [];
+          for (const line of block.split('\n')) {
+            if (line.startsWith('event:')) type = line.slice(6).trim();
+            else if (line.startsWith('data:')) data.push(line.slice(5).replace(/^ /, ''));
+          }
+          if (data.length) onEvent(type, data.join('\n'));
+        }
+      }
+    })()
+      .catch(() => {})
+      .finally(() => {
+        if (state.es !== ctl || ctl.signal.aborted) return;
+        // The stream ended or failed (a restart, a refused token): try again shortly.
         setLive('offline');
         state.esRetry = setTimeout(() => {
-          if (state.es === es) {
+          if (state.es === ctl) {
             state.es = null;
-            watch(state.folder);
+            if (state.whoami) watch(state.folder);
           }
         }, 5000);
-      } else {
-        setLive('reconnecting');
-      }
-    };
+      });
   }
 
   /** A change below the watched folder. */
@@ -771,8 +896,12 @@
       clearError();
       loadNodes();
     });
-    window.addEventListener('hashchange', route);
-    route();
+    $('login').addEventListener('submit', signIn);
+    $('btn-signout').addEventListener('click', signOut);
+    window.addEventListener('hashchange', () => {
+      if (state.whoami) route();
+    });
+    start();
   }
 
   init();

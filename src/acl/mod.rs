@@ -1,9 +1,26 @@
 //! Access control: who a request comes from and what it may do.
 //!
-//! This module is being built by the access-control work (issue 10); the types below are the interface the
-//! other layers (the audit trail first) build against.
+//! Every request is authenticated and authorised on the node it reaches, with no leader: tokens and
+//! policies are ordinary replicated entries under `_system/acl/` ([`store`]), checked against an in-memory
+//! cache that follows the change stream, so a check costs one SHA-256 and a map lookup.
+//! - [`token`]: making tokens and hashing them (only hashes are stored);
+//! - [`policy`]: prefix rules, capabilities and the compiled [`policy::Grant`] of a token;
+//! - [`store`]: the entries, the cache ([`Acl`]) and the task that keeps it current;
+//! - [`middleware`]: the HTTP layer and the [`Access`] handlers check keys with.
+//!
+//! docs/security.md states the threat model and what these guarantee.
+
+pub mod cli;
+pub mod middleware;
+pub mod policy;
+pub mod store;
+pub mod token;
 
 use std::sync::Arc;
+
+pub use middleware::{Access, Enforcer};
+pub use policy::Capability;
+pub use store::Acl;
 
 /// Who made a request, as the access-control layer established it.
 ///
@@ -20,6 +37,8 @@ pub struct Caller {
 impl Caller {
     /// The caller of a request that carried no token (or of any request while access control is off).
     pub fn anonymous() -> Self {
-        Caller { accessor: Arc::from("anonymous") }
+        Caller {
+            accessor: Arc::from("anonymous"),
+        }
     }
 }

@@ -19,6 +19,7 @@ use serde_json::{json, Map, Value};
 
 use super::encoding::{content_type, path_after, version_headers, EntryMeta, Params, SECRET_HEADER};
 use super::AppState;
+use crate::acl::{Access, Capability};
 use crate::db::{Op, Outcome};
 use crate::error::{Error, Result};
 use crate::key;
@@ -48,15 +49,25 @@ fn target(uri: &Uri) -> Result<Target> {
 }
 
 /// GET (and HEAD): a value, or a folder listing.
-pub async fn get(State(app): State<Arc<AppState>>, uri: Uri, params: Params, headers: HeaderMap) -> Result<Response> {
+pub async fn get(
+    State(app): State<Arc<AppState>>,
+    access: Access,
+    uri: Uri,
+    params: Params,
+    headers: HeaderMap,
+) -> Result<Response> {
     match target(&uri)? {
-        Target::Key(key) => read_key(&app, &key, &params, &headers),
-        Target::Folder(prefix) => list(&app, &prefix, &params),
+        Target::Key(key) => read_key(&app, &access, &key, &params, &headers),
+        Target::Folder(prefix) => list(&app, &access, &prefix, &params),
     }
 }
 
-fn read_key(app: &AppState, key: &str, params: &Params, headers: &HeaderMap) -> Result<Response> {
+fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers: &HeaderMap) -> Result<Response> {
     let open = params.flag("secret")?;
+    access.require(Capability::Read, key)?;
+    if open {
+        access.require(Capability::Secret, key)?;
+    }
     let entry = app.db.get(key).ok_or_else(|| Error::NotFound("key not found".into()))?;
     let etag = format!("\"{}\"", entry.version);
     if headers
@@ -91,10 +102,13 @@ fn read_key(app: &AppState, key: &str, params: &Params, headers: &HeaderMap) -> 
     Ok(response)
 }
 
-fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
+fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Result<Response> {
     let recurse = params.flag("recurse")?;
     let tree = params.flag("tree")?;
     let page = page_params(params)?;
+    access.require_some_below(Capability::List, prefix)?;
+    // Listings skip what the token may not list (after paging, so that `next` still walks every key).
+    let listable = |entries: &mut Vec<crate::crdt::Entry>| entries.retain(|e| access.may(Capability::List, &e.key));
     if tree || recurse {
         return Ok(match page {
             None => {
@@ -108,6 +122,8 @@ fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
                 if entries.is_empty() && !prefix.is_empty() {
                     return Err(Error::NotFound("no keys under this prefix".into()));
                 }
+                let mut entries = entries;
+                listable(&mut entries);
                 if tree {
                     Json(build_tree(prefix, &entries)).into_response()
                 } else {
@@ -122,10 +138,11 @@ fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
                 let more = entries.len() > limit;
                 entries.truncate(limit);
                 let next = if more {
-                    entries.last().map(|e| e.key.as_str())
+                    entries.last().map(|e| e.key.clone())
                 } else {
                     None
                 };
+                listable(&mut entries);
                 if tree {
                     Json(json!({"tree": build_tree(prefix, &entries), "next": next})).into_response()
                 } else {
@@ -139,7 +156,11 @@ fn list(app: &AppState, prefix: &str, params: &Params) -> Result<Response> {
             "limit and after page a ?recurse=true or ?tree=true listing",
         ));
     }
-    let children = app.db.children(prefix);
+    let mut children = app.db.children(prefix);
+    children.retain(|child| match child.strip_suffix('/') {
+        Some(_) => access.may_some_below(Capability::List, &format!("{prefix}{child}")),
+        None => access.may(Capability::List, &format!("{prefix}{child}")),
+    });
     if children.is_empty() && !prefix.is_empty() {
         return Err(Error::NotFound("no keys under this prefix".into()));
     }
@@ -200,6 +221,7 @@ fn build_tree(prefix: &str, entries: &[crate::crdt::Entry]) -> Value {
 /// PUT and POST: store the raw body.
 pub async fn put(
     State(app): State<Arc<AppState>>,
+    access: Access,
     uri: Uri,
     params: Params,
     headers: HeaderMap,
@@ -210,6 +232,7 @@ pub async fn put(
         Target::Folder(prefix) if prefix.is_empty() => return Err(Error::invalid("key is empty")),
         Target::Folder(_) => return Err(Error::invalid("cannot write a folder: a key must not end with '/'")),
     };
+    access.require(Capability::Write, &key)?;
     let secret = params.flag("secret")?;
     let cas = params.cas()?;
     let content_type = content_type(&headers)?;
@@ -230,9 +253,10 @@ pub async fn put(
 }
 
 /// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`.
-pub async fn delete(State(app): State<Arc<AppState>>, uri: Uri, params: Params) -> Result<Response> {
+pub async fn delete(State(app): State<Arc<AppState>>, access: Access, uri: Uri, params: Params) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => {
+            access.require(Capability::Delete, &key)?;
             let op = Op::Delete {
                 key,
                 cas: params.cas()?,
@@ -251,6 +275,7 @@ pub async fn delete(State(app): State<Arc<AppState>>, uri: Uri, params: Params) 
                     "refusing to delete the whole key space; delete its folders instead",
                 ));
             }
+            access.require_all_below(Capability::Delete, &prefix)?;
             let outcomes = app.db.write(vec![Op::DeletePrefix { prefix }]).await?;
             let deleted = match outcomes.into_iter().next() {
                 Some(Outcome::DeletedPrefix(tombs)) => tombs.len(),

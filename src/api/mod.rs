@@ -4,6 +4,7 @@
 //! the problem, never a guess), call the database, and encode the answer. All errors leave through
 //! [`crate::Error`]'s one HTTP mapping in [`error`], so every failure has the same JSON shape.
 
+mod acl;
 mod cluster;
 mod encoding;
 pub mod error;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 
 use crate::config::Config;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub cluster_id: Arc<str>,
     /// The running cluster member, when this node replicates (prod mode, or dev mode with peers).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Access control: the tokens and policies requests are checked against.
+    pub acl: Arc<crate::acl::Acl>,
 }
 
 /// The complete HTTP router of a node.
@@ -56,6 +59,10 @@ pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
     let hlc = state.db.hlc().clone();
+    let enforcer = crate::acl::Enforcer {
+        acl: state.acl.clone(),
+        metrics_public: state.config.metrics_public,
+    };
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -73,6 +80,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/perf/metrics", get(perf::metrics))
         .route("/api/v1/perf/logs", get(perf::logs))
         .route("/api/v1/perf/dashboard", get(perf::dashboard))
+        .route("/api/v1/acl/policies", get(acl::list_policies))
+        .route(
+            "/api/v1/acl/policies/{name}",
+            put(acl::put_policy).get(acl::get_policy).delete(acl::delete_policy),
+        )
+        .route("/api/v1/acl/tokens", get(acl::list_tokens).post(acl::create_token))
+        .route(
+            "/api/v1/acl/tokens/{accessor}",
+            axum::routing::delete(acl::revoke_token),
+        )
+        .route("/api/v1/acl/whoami", get(acl::whoami))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
         .route("/ui", get(ui::redirect))
@@ -90,6 +108,12 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
         .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
         .layer(axum::middleware::from_fn(guard::head_limits))
+        // Authentication and route-level authorisation; the audit layer goes outside it (it reads the
+        // `Caller` this puts into each response).
+        .layer(axum::middleware::from_fn_with_state(
+            enforcer,
+            crate::acl::middleware::authenticate,
+        ))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
         // Outside the rewrite, so that every answer under /api/ leaves with it, errors included.

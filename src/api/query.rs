@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::encoding::{decode_value, encode_value, validate_content_type, JsonBody, ValueEncoding};
 use super::kv::read_body;
 use super::AppState;
+use crate::acl::{Access, Capability};
 use crate::crdt::{Version, DEFAULT_CONTENT_TYPE};
 use crate::db::{Op, Outcome};
 use crate::error::{Error, Result};
@@ -76,6 +77,7 @@ struct QueryResult {
 /// The handler.
 pub async fn query(
     State(app): State<Arc<AppState>>,
+    access: Access,
     _: JsonBody,
     headers: HeaderMap,
     body: Body,
@@ -98,6 +100,8 @@ pub async fn query(
             Error::TooLarge(m) => Error::TooLarge(format!("op {i}: {m}")),
             other => other,
         };
+        // The whole batch is refused if any op is not allowed, before anything is applied.
+        authorise(&access, &op).map_err(at)?;
         opens.push(op.secret);
         plan.push(to_op(&app, op).map_err(at)?);
     }
@@ -108,6 +112,21 @@ pub async fn query(
         results.push(result_of(&app, outcome, key, verb, open)?);
     }
     Ok(Json(serde_json::to_value(results).map_err(Error::internal)?))
+}
+
+/// The capabilities an op needs: `read` for a get (and `secret` to open one), `write` for a set, `delete`.
+fn authorise(access: &Access, op: &QueryOp) -> Result<()> {
+    match op.verb {
+        Verb::Get => {
+            access.require(Capability::Read, &op.key)?;
+            if op.secret {
+                access.require(Capability::Secret, &op.key)?;
+            }
+            Ok(())
+        }
+        Verb::Set => access.require(Capability::Write, &op.key),
+        Verb::Delete => access.require(Capability::Delete, &op.key),
+    }
 }
 
 fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {

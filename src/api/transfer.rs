@@ -21,6 +21,7 @@ use futures::stream;
 use super::encoding::{EntryJson, NdjsonBody, Params};
 use super::kv::read_body;
 use super::AppState;
+use crate::acl::{Access, Capability};
 use crate::error::{Error, Result};
 use crate::key;
 
@@ -28,7 +29,7 @@ use crate::key;
 const EXPORT_CHUNK_ENTRIES: usize = 512;
 
 /// Stream the export, `?prefix=` optionally narrowing it to a folder.
-pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<Response> {
+pub async fn export(State(app): State<Arc<AppState>>, access: Access, params: Params) -> Result<Response> {
     let prefix = match params.get("prefix") {
         None | Some("") => String::new(),
         Some(p) => {
@@ -37,11 +38,15 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
             key::folder_prefix(folder)
         }
     };
+    // An export carries values: it holds the keys the token may both list and read, and no others.
+    access.require_some_below(Capability::List, &prefix)?;
+    let exportable = move |key: &str| access.may(Capability::List, key) && access.may(Capability::Read, key);
     // Walk the key space in chunks, each under a short read lock: writers are never blocked for long, and a
     // large export never has to sit in memory at once.
     let chunks = stream::unfold(Some(None::<String>), move |cursor| {
         let db = app.db.clone();
         let prefix = prefix.clone();
+        let exportable = exportable.clone();
         async move {
             let after = cursor?;
             // Each chunk is CPU work (copy, serialise) and hyper asks for the next as soon as the socket
@@ -58,7 +63,7 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
                 page.last().map(|e| Some(e.key.clone()))
             };
             let mut buf = Vec::with_capacity(page.len() * 128);
-            for entry in &page {
+            for entry in page.iter().filter(|e| exportable(&e.key)) {
                 // Serialising a plain struct of strings cannot fail.
                 serde_json::to_writer(&mut buf, &EntryJson::from(entry)).expect("entry serialises");
                 buf.push(b'\n');
@@ -76,6 +81,7 @@ pub async fn export(State(app): State<Arc<AppState>>, params: Params) -> Result<
 /// Merge an NDJSON export.
 pub async fn import(
     State(app): State<Arc<AppState>>,
+    access: Access,
     _: NdjsonBody,
     headers: HeaderMap,
     body: Body,
@@ -99,6 +105,9 @@ pub async fn import(
             Error::Forbidden(m) => Error::Forbidden(format!("import line {line_no}: {m}")),
             other => other,
         })?;
+        access
+            .require(Capability::Write, &entry.key)
+            .map_err(|e| Error::Forbidden(format!("import line {line_no}: {e}")))?;
         if entry.value.len() > app.config.max_value_bytes {
             return Err(Error::TooLarge(format!(
                 "import line {line_no}: value exceeds the limit"

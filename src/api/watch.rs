@@ -24,6 +24,7 @@ use tokio_stream::wrappers::BroadcastStream;
 
 use super::encoding::{path_after, EntryJson};
 use super::AppState;
+use crate::acl::{Access, Capability};
 use crate::error::Result;
 use crate::key;
 
@@ -33,11 +34,15 @@ const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(15);
 /// The handler.
 pub async fn watch(
     State(app): State<Arc<AppState>>,
+    access: Access,
     uri: Uri,
 ) -> Result<Sse<impl Stream<Item = std::result::Result<Event, Infallible>>>> {
     let raw = path_after(uri.path(), "/api/v1/watch")?;
     let folder = raw.strip_suffix('/').unwrap_or(&raw).to_string();
     key::validate_folder(&folder)?;
+    // The stream carries only events of keys the token may read (checked per event: a rule may cover
+    // part of the folder).
+    access.require_some_below(Capability::Read, &folder)?;
     // Subscribe before answering, so nothing committed after the `ready` event is missed.
     let changes = BroadcastStream::new(app.db.subscribe());
     // Counted in `cave_watch_subscribers` for as long as the stream (which owns the guard) lives.
@@ -49,7 +54,8 @@ pub async fn watch(
         let event = match change {
             Ok(change)
                 if !key::is_reserved(&change.key)
-                    && (folder.is_empty() || change.key == folder || change.key.starts_with(&below)) =>
+                    && (folder.is_empty() || change.key == folder || change.key.starts_with(&below))
+                    && access.may(Capability::Read, &change.key) =>
             {
                 db.resolve(&change).and_then(|entry| {
                     let kind = if entry.deleted { "delete" } else { "put" };

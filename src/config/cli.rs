@@ -33,6 +33,8 @@ pub enum Command {
     RepairClock(Config),
     /// `--help` or `--version`: print this text to stdout and exit successfully.
     Print(String),
+    /// Manage the tokens and policies of a running node (`cave acl ...`).
+    Acl(crate::acl::cli::AclRequest),
 }
 
 /// What `cave healthcheck` probes: `GET /healthz` at `addr`, giving up after `timeout`.
@@ -72,6 +74,7 @@ where
         Some(CliCommand::Healthcheck(args)) => return probe(&args, env).map(Command::Healthcheck),
         Some(CliCommand::RepairClock(args)) => return resolve(&args, env).map(Command::RepairClock),
         Some(CliCommand::ResetNodeId(args)) => return resolve(&args, env).map(Command::ResetNodeId),
+        Some(CliCommand::Acl(args)) => return Ok(Command::Acl(crate::acl::cli::AclRequest::new(args, env))),
         Some(CliCommand::Serve(args)) => *args,
         None => cli.serve,
     };
@@ -174,6 +177,8 @@ pub enum CliCommand {
     /// With the node stopped: give the data directory a fresh node id, keeping its data (for a copy of
     /// another node's data directory, which must not run under that node's id)
     ResetNodeId(Box<ServeArgs>),
+    /// Manage tokens and policies of a running node over HTTP (--addr, token from CAVE_TOKEN)
+    Acl(crate::acl::cli::AclArgs),
 }
 
 /// Options of `cave healthcheck`. The address is found as a node finds it (flag, environment, config file),
@@ -289,6 +294,16 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
     #[arg(long, value_name = "FILE")]
     pub tls_key: Option<String>,
+    /// Require a token for every request but /healthz, /readyz and the UI's files; --acl alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub acl: Option<String>,
+    /// A management token every request may use (prefer CAVE_ACL_ROOT_TOKEN: flags are visible in ps)
+    #[arg(long, value_name = "TOKEN")]
+    pub acl_root_token: Option<String>,
+    /// Serve /api/v1/perf/metrics without a token while access control is on; --metrics-public alone means
+    /// true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_public: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -346,6 +361,9 @@ fn help_default(key: &str) -> String {
         "http_body_timeout" => format_duration(dev.http_body_timeout),
         "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
         "allowed_hosts" | "tls_cert" | "tls_key" => "none".to_string(),
+        "acl" => format!("{} in dev mode, true in prod", dev.acl_enabled()),
+        "acl_root_token" => "none; a founding prod node makes one".to_string(),
+        "metrics_public" => dev.metrics_public.to_string(),
         "log_level" => dev.log_level,
         other => unreachable!("no default for unknown key {other}"),
     }

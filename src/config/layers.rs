@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::cli::{enum_name, env_name, flag_name, ServeArgs};
 use super::values::{
     parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_dir, parse_duration_value, parse_enum,
-    parse_file, parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
+    parse_file, parse_key, parse_log_level, parse_max_connections, parse_peers, parse_root_token, parse_size_value,
 };
 use super::{Config, Mode, TlsFiles, CONFIG_ENV, KEYS};
 use crate::error::{Error, Result};
@@ -85,6 +85,9 @@ struct Raw {
     allowed_hosts: Option<Value>,
     tls_cert: Option<Value>,
     tls_key: Option<Value>,
+    acl: Option<Value>,
+    acl_root_token: Option<Value>,
+    metrics_public: Option<Value>,
     log_level: Option<Value>,
 }
 
@@ -208,6 +211,11 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
             .parse("allowed_hosts", raw.allowed_hosts, parse_allowed_hosts)?
             .unwrap_or(defaults.allowed_hosts),
         tls,
+        acl: fields.parse("acl", raw.acl, parse_bool)?,
+        acl_root_token: fields.parse("acl_root_token", raw.acl_root_token, parse_root_token)?,
+        metrics_public: fields
+            .parse("metrics_public", raw.metrics_public, parse_bool)?
+            .unwrap_or(defaults.metrics_public),
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
@@ -314,6 +322,9 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("allowed_hosts", args.allowed_hosts.clone()),
         ("tls_cert", args.tls_cert.clone()),
         ("tls_key", args.tls_key.clone()),
+        ("acl", args.acl.clone()),
+        ("acl_root_token", args.acl_root_token.clone()),
+        ("metrics_public", args.metrics_public.clone()),
         ("log_level", args.log_level.clone()),
     ];
     let values = given

@@ -115,6 +115,9 @@ pub const KEYS: &[&str] = &[
     "allowed_hosts",
     "tls_cert",
     "tls_key",
+    "acl",
+    "acl_root_token",
+    "metrics_public",
     "log_level",
 ];
 
@@ -242,6 +245,14 @@ pub struct Config {
     /// The certificate and private key the REST API serves HTTPS with (keys `tls_cert` and `tls_key`, set
     /// together). `None`: plain HTTP.
     pub tls: Option<TlsFiles>,
+    /// Whether every request needs a token (see docs/security.md). `None`: on in prod mode, off in dev
+    /// mode; see [`Config::acl_enabled`].
+    pub acl: Option<bool>,
+    /// The root token, a management token this node accepts whatever the replicated ACL holds (Consul's
+    /// initial management token). Never printed: it redacts itself.
+    pub acl_root_token: Option<crate::acl::token::SecretToken>,
+    /// Whether `/api/v1/perf/metrics` answers without a token while access control is on.
+    pub metrics_public: bool,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
 }
@@ -286,6 +297,9 @@ impl Default for Config {
             http_max_connections: None,
             allowed_hosts: Vec::new(),
             tls: None,
+            acl: None,
+            acl_root_token: None,
+            metrics_public: false,
             log_level: DEFAULT_LOG_LEVEL.to_string(),
         }
     }
@@ -305,7 +319,8 @@ impl Config {
             | Command::Healthcheck(_)
             | Command::RepairClock(_)
             | Command::ResetNodeId(_)
-            | Command::Print(_) => Err(Error::invalid("the command line does not describe a node to run")),
+            | Command::Print(_)
+            | Command::Acl(_) => Err(Error::invalid("the command line does not describe a node to run")),
         }
     }
 
@@ -341,6 +356,11 @@ impl Config {
         })
     }
 
+    /// Whether access control is on: `acl` if set, else on in prod mode and off in dev mode.
+    pub fn acl_enabled(&self) -> bool {
+        self.acl.unwrap_or(self.mode == Mode::Prod)
+    }
+
     /// Every field as JSON, the cluster key replaced by `"<redacted>"` (or `null` when unset): safe to
     /// serve from `/api/v1/system/config` and to log. Durations are written as they are configured (`"10s"`).
     pub fn redacted(&self) -> serde_json::Value {
@@ -372,6 +392,9 @@ impl Config {
             "allowed_hosts": self.allowed_hosts,
             "tls_cert": self.tls.as_ref().map(|tls| tls.cert.display().to_string()),
             "tls_key": self.tls.as_ref().map(|tls| tls.key.display().to_string()),
+            "acl": self.acl_enabled(),
+            "acl_root_token": self.acl_root_token.as_ref().map(|_| "<redacted>"),
+            "metrics_public": self.metrics_public,
             "log_level": self.log_level,
         })
     }

@@ -464,6 +464,8 @@ fn the_example_file_lists_every_key_with_its_default() {
             "http_max_connections",
             "tls_cert",
             "tls_key",
+            "acl",
+            "acl_root_token",
         ]
         .contains(key)
         {

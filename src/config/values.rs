@@ -220,6 +220,10 @@ pub(super) fn parse_key(value: &Value) -> std::result::Result<MasterKey, String>
     MasterKey::from_base64(text).map_err(|err| format!("{err} (generate one with `cave keygen`)"))
 }
 
+pub(super) fn parse_root_token(value: &Value) -> std::result::Result<crate::acl::token::SecretToken, String> {
+    crate::acl::token::SecretToken::parse(as_text(value)?)
+}
+
 pub(super) fn parse_size_value(value: &Value) -> std::result::Result<usize, String> {
     match value {
         Value::Num(_, num) => num

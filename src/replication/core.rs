@@ -479,7 +479,7 @@ impl Core {
         let mut fx = Effects::default();
         if self.membership.refusing() {
             return fx;
-}
+        }
         if now_ms >= self.next_purge_ms {
             self.next_purge_ms = now_ms + self.purge_interval_ms();
             fx.purge_below = Some(self.purge_horizon(now_ms));

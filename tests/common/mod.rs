@@ -18,11 +18,27 @@ pub const READY_DEADLINE: Duration = Duration::from_secs(20);
 /// Upper bound of any single request a test makes (a hang fails the test instead of stalling it).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
+/// The root token the test helpers give a node that has access control on and no root token configured.
+pub const ROOT_TOKEN: &str = "test-root-token-0123456789abcdef";
+
 /// An HTTP client that ignores proxy settings of the environment and never waits forever.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
         .timeout(REQUEST_TIMEOUT)
+        .build()
+        .expect("reqwest client")
+}
+
+/// [`client`] sending `token` with every request.
+pub fn client_with_token(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).expect("token header");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(REQUEST_TIMEOUT)
+        .default_headers(headers)
         .build()
         .expect("reqwest client")
 }
@@ -34,7 +50,7 @@ pub struct TestNode {
     pub base: String,
     /// The address the node listens on.
     pub addr: SocketAddr,
-    /// A client for this node.
+    /// A client for this node; with access control on, it sends the root token.
     pub client: reqwest::Client,
     /// The configuration the node runs with (its `data_dir` included).
     pub config: Config,
@@ -76,7 +92,15 @@ impl TestNode {
 
     /// [`TestNode::start_config`] with a bound gRPC listener for a cluster member (its address must be in
     /// `config.grpc_addr`, so that a restart binds the same port again).
+    /// With access control on (prod mode) and no root token configured, the node gets [`ROOT_TOKEN`].
     pub async fn start_config_with_grpc(mut config: Config, grpc: Option<std::net::TcpListener>) -> TestNode {
+        if config.acl_enabled() && config.acl_root_token.is_none() {
+            config.acl_root_token = Some(cave::acl::token::SecretToken::parse(ROOT_TOKEN).unwrap());
+        }
+        let client = match &config.acl_root_token {
+            Some(token) if config.acl_enabled() => client_with_token(token.expose()),
+            _ => client(),
+        };
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
         listener.set_nonblocking(true).expect("nonblocking listener");
         let addr = listener.local_addr().expect("local addr");
@@ -90,7 +114,7 @@ impl TestNode {
         let mut node = TestNode {
             base: format!("http://{addr}"),
             addr,
-            client: client(),
+            client,
             config,
             shutdown: Some(tx),
             done: Some(done),

@@ -82,6 +82,7 @@ fn config(spec: &HostSpec) -> Config {
         mdns: false,
         discovery_window: Duration::from_secs(2),
         cluster_key: Some(spec.key.clone()),
+        acl_root_token: Some(cave::acl::token::SecretToken::parse(super::net::ROOT_TOKEN).expect("a valid token")),
         anti_entropy_interval: spec.anti_entropy_interval,
         shutdown_drain: if spec.fault == Some(TransportFault::NoDrain) {
             Duration::ZERO

@@ -149,6 +149,10 @@ impl Listener for HttpListener {
 /// How long a client waits for one HTTP answer before it counts the request as failed (outcome unknown).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// The root token every simulated node is configured with, and the workload sends (access control is on
+/// in prod mode).
+pub const ROOT_TOKEN: &str = "simulation-root-token-0123456789";
+
 /// One HTTP/1.1 request over a fresh simulated connection: `(status, body)`, or an error if the host was
 /// unreachable or did not answer within [`REQUEST_TIMEOUT`].
 pub async fn request(host: &str, port: u16, method: &str, path: &str, body: Bytes) -> Result<(u16, Bytes), String> {
@@ -166,6 +170,7 @@ pub async fn request(host: &str, port: u16, method: &str, path: &str, body: Byte
             .method(method)
             .uri(path)
             .header("host", host)
+            .header("authorization", format!("Bearer {ROOT_TOKEN}"))
             .body(Full::new(body))
             .map_err(|e| format!("request: {e}"))?;
         let resp = sender.send_request(req).await.map_err(|e| format!("send: {e}"))?;
