@@ -35,7 +35,7 @@ pub use cli::{
     command, parse, process_env, Cli, CliCommand, Command, HealthcheckArgs, Probe, ServeArgs,
     DEFAULT_HEALTHCHECK_TIMEOUT,
 };
-pub use values::{format_duration, format_size, parse_duration, parse_size};
+pub use values::{format_duration, format_size, parse_bool_text, parse_duration, parse_size, BOOL_SPELLINGS};
 
 /// Port of the REST API (and web UI) unless configured otherwise.
 pub const DEFAULT_HTTP_PORT: u16 = 2001;

@@ -92,6 +92,31 @@ fn mdns_is_on_by_default_in_prod_mode_only() {
 }
 
 #[test]
+fn booleans_take_the_usual_spellings_in_every_layer() {
+    for (word, want) in [
+        ("yes", true),
+        ("On", true),
+        ("1", true),
+        ("TRUE", true),
+        ("no", false),
+        ("OFF", false),
+        ("0", false),
+        ("false", false),
+    ] {
+        assert_eq!(ok(&[&format!("--mdns={word}")], &[]).mdns, want, "--mdns={word}");
+        assert_eq!(ok(&[], &[("CAVE_MDNS", word)]).mdns, want, "CAVE_MDNS={word}");
+        let (_dir, path) = file(&format!("allow_empty_start = \"{word}\"\n"));
+        assert_eq!(ok(&["--config", &path], &[]).allow_empty_start, want, "file {word}");
+    }
+    let (_dir, path) = file("mdns = 1\n");
+    assert!(ok(&["--config", &path], &[]).mdns, "a TOML 1 is true");
+    assert_eq!(crate::config::parse_bool_text(" Yes "), Some(true));
+    for bad in ["", "y", "ture", "2", "enabled"] {
+        assert_eq!(crate::config::parse_bool_text(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn durations_layer_like_every_other_setting() {
     let (_dir, path) = file("anti_entropy_interval = \"1m\"\ntombstone_ttl = \"30d\"\n");
     let config = ok(&["--config", &path], &[]);

@@ -47,17 +47,35 @@ pub(super) fn parse_addr(value: &Value) -> std::result::Result<SocketAddr, Strin
         .map_err(|_| format!("`{text}` is not an IP address with a port, such as 127.0.0.1:2001 or [::1]:2001"))
 }
 
-/// `true` or `false`: a TOML boolean, or that word in any case (flags, environment, file).
+/// The spellings of a boolean Cave accepts wherever it reads one (query parameters, config file,
+/// environment, flags), compared without case and surrounding space: `true`/`false`, `1`/`0`, `yes`/`no`,
+/// `on`/`off`. `None` for anything else, which callers refuse naming the parameter: a typo such as `ture`
+/// must not silently mean `false`.
+pub fn parse_bool_text(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The accepted spellings, for messages.
+pub const BOOL_SPELLINGS: &str = "true/false, 1/0, yes/no or on/off";
+
+/// A TOML boolean, or one of the words of [`parse_bool_text`] (flags, environment, file).
 pub(super) fn parse_bool(value: &Value) -> std::result::Result<bool, String> {
     if let Value::Bool(_, flag) = value {
         return Ok(*flag);
     }
-    let text = as_text(value).map_err(|_| format!("expected true or false, found {}", kind(value)))?;
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("`{}` is not true or false", text.trim())),
+    if let Value::Num(_, num) = value {
+        return match num.to_u128_lossy() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err(format!("expected {BOOL_SPELLINGS}, found a number other than 0 or 1")),
+        };
     }
+    let text = as_text(value).map_err(|_| format!("expected {BOOL_SPELLINGS}, found {}", kind(value)))?;
+    parse_bool_text(text).ok_or_else(|| format!("`{}` is not {BOOL_SPELLINGS}", text.trim()))
 }
 
 pub(super) fn parse_dir(value: &Value) -> std::result::Result<PathBuf, String> {

@@ -57,7 +57,7 @@ fn put_cas(key: &str, value: &str, cas: Version) -> Op {
 
 fn written(outcomes: Vec<Outcome>) -> Entry {
     match outcomes.into_iter().next() {
-        Some(Outcome::Written(e)) => e,
+        Some(Outcome::Written(e)) | Some(Outcome::Deleted { tombstone: e, .. }) => e,
         other => panic!("expected a write, got {other:?}"),
     }
 }
@@ -152,8 +152,60 @@ async fn gets_in_a_batch_see_earlier_ops_in_request_order() {
         .unwrap();
     assert!(matches!(&outcomes[0], Outcome::Got(None)));
     assert!(matches!(&outcomes[2], Outcome::Got(Some(e)) if e.value == "v"));
-    assert!(matches!(&outcomes[3], Outcome::Written(e) if e.deleted));
+    assert!(matches!(&outcomes[3], Outcome::Deleted { tombstone, existed: true } if tombstone.deleted));
     assert!(matches!(&outcomes[4], Outcome::Got(None)));
+}
+
+#[tokio::test]
+async fn a_delete_says_whether_the_key_was_live() {
+    let db = open().await;
+    let delete = |key: &str| Op::Delete {
+        key: key.into(),
+        cas: None,
+    };
+    let deleted = |outcomes: Vec<Outcome>| match outcomes.into_iter().next() {
+        Some(Outcome::Deleted { tombstone, existed }) => (tombstone, existed),
+        other => panic!("expected a delete, got {other:?}"),
+    };
+    let (never, existed) = deleted(db.write(vec![delete("never")]).await.unwrap());
+    assert!(never.deleted && !existed, "a key that never existed");
+    written(db.write(vec![put("k", "v")]).await.unwrap());
+    let (first, existed) = deleted(db.write(vec![delete("k")]).await.unwrap());
+    assert!(existed, "a live key");
+    let (again, existed) = deleted(db.write(vec![delete("k")]).await.unwrap());
+    assert!(
+        !existed && again.version == first.version,
+        "a deleted key keeps its first tombstone"
+    );
+    // Within one batch, a delete sees the put before it.
+    let outcomes = db.write(vec![put("b", "v"), delete("b")]).await.unwrap();
+    assert!(matches!(&outcomes[1], Outcome::Deleted { existed: true, .. }));
+}
+
+#[tokio::test]
+async fn a_batch_error_names_the_op_that_caused_it() {
+    let db = open().await;
+    let stale = Version::new(1, db.node_id());
+    let batch = || {
+        vec![
+            put("a", "1"),
+            Op::Delete {
+                key: "b".into(),
+                cas: Some(stale),
+            },
+        ]
+    };
+    let err = db.write_batch(batch()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PreconditionFailed(m) if m.starts_with("op 1: cas failed")),
+        "{err:?}"
+    );
+    let err = db.write(batch()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PreconditionFailed(m) if m.starts_with("cas failed")),
+        "{err:?}"
+    );
+    assert!(db.get("a").is_none(), "nothing of a failed batch is applied");
 }
 
 #[tokio::test]
