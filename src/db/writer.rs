@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -11,6 +11,7 @@ use super::{publish, Op, Outcome, Shared};
 use crate::crdt::{Entry, Version};
 use crate::error::{Error, Result};
 use crate::key;
+use crate::telemetry::limiter::LogLimiter;
 
 /// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
 /// latency a single huge batch adds to everyone else's writes.
@@ -327,7 +328,11 @@ impl Group {
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, "commit failed; the group's writes are rejected");
+                // A full disk fails every commit while writes keep coming: one line per category per interval.
+                static FAILURES: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
+                if let Some(suppressed) = FAILURES.check(err.code()) {
+                    tracing::error!(error = %err, suppressed, "commit failed; the group's writes are rejected");
+                }
                 for p in pending {
                     match p {
                         // A write that failed its own checks reports that, not the commit error.

@@ -16,6 +16,7 @@ use crate::crdt::NodeId;
 use crate::error::{Error, Result};
 use crate::metrics::{Direction, Metrics};
 use crate::replication::Message;
+use crate::telemetry::limiter::LogLimiter;
 
 /// Opens incoming frames and queues their messages for the driver.
 pub struct ReplicationService {
@@ -24,6 +25,8 @@ pub struct ReplicationService {
     /// Frames that failed to open or decode.
     pub rejected: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    /// One warning per peer address per interval about rejected frames.
+    rejections: LogLimiter,
 }
 
 impl ReplicationService {
@@ -39,6 +42,7 @@ impl ReplicationService {
             inbox,
             rejected,
             metrics,
+            rejections: LogLimiter::default(),
         }
     }
 }
@@ -53,7 +57,11 @@ impl Replication for ReplicationService {
             Err(err) => {
                 self.rejected.fetch_add(1, Ordering::Relaxed);
                 self.metrics.seal_failure();
-                tracing::warn!(peer = ?remote, error = %err, "rejected a replication frame");
+                // By IP: a peer sending garbage reconnects from a new port each time.
+                let peer = remote.map_or_else(|| "unknown".to_string(), |addr| addr.ip().to_string());
+                if let Some(suppressed) = self.rejections.check(&peer) {
+                    tracing::warn!(%peer, error = %err, suppressed, "rejected a replication frame");
+                }
                 return Err(status(&err));
             }
         };
