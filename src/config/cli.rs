@@ -248,9 +248,16 @@ pub struct ServeArgs {
     /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
     #[arg(long, value_name = "HOST,...")]
     pub allowed_hosts: Option<String>,
+    /// Origins of browser apps allowed to call the API across origins (CORS), comma-separated, such as
+    /// https://app.example.com
+    #[arg(long, value_name = "ORIGIN,...")]
+    pub cors_origins: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log one line per HTTP request (method, route, status, duration, bytes); --access-log alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: Option<String>,
 }
 
 /// The clap command of [`Cli`], its help completed with each parameter's default and environment variable
@@ -302,8 +309,9 @@ fn help_default(key: &str) -> String {
         "http_idle_timeout" => format_duration(dev.http_idle_timeout),
         "http_body_timeout" => format_duration(dev.http_body_timeout),
         "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
-        "allowed_hosts" => "none".to_string(),
+        "allowed_hosts" | "cors_origins" => "none".to_string(),
         "log_level" => dev.log_level,
+        "access_log" => dev.access_log.to_string(),
         other => unreachable!("no default for unknown key {other}"),
     }
 }

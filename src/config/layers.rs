@@ -11,8 +11,8 @@ use serde::Deserialize;
 
 use super::cli::{enum_name, env_name, flag_name, ServeArgs};
 use super::values::{
-    parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_dir, parse_duration_value, parse_enum,
-    parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
+    parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_cors_origins, parse_dir,
+    parse_duration_value, parse_enum, parse_key, parse_log_level, parse_max_connections, parse_peers, parse_size_value,
 };
 use super::{Config, Mode, CONFIG_ENV, KEYS};
 use crate::error::{Error, Result};
@@ -80,7 +80,9 @@ struct Raw {
     http_body_timeout: Option<Value>,
     http_max_connections: Option<Value>,
     allowed_hosts: Option<Value>,
+    cors_origins: Option<Value>,
     log_level: Option<Value>,
+    access_log: Option<Value>,
 }
 
 /// Merge the layers of `args` and `env` over the defaults and validate the result.
@@ -175,9 +177,15 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         allowed_hosts: fields
             .parse("allowed_hosts", raw.allowed_hosts, parse_allowed_hosts)?
             .unwrap_or(defaults.allowed_hosts),
+        cors_origins: fields
+            .parse("cors_origins", raw.cors_origins, parse_cors_origins)?
+            .unwrap_or(defaults.cors_origins),
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
+        access_log: fields
+            .parse("access_log", raw.access_log, parse_bool)?
+            .unwrap_or(defaults.access_log),
     })
 }
 
@@ -255,7 +263,9 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("http_body_timeout", args.http_body_timeout.clone()),
         ("http_max_connections", args.http_max_connections.clone()),
         ("allowed_hosts", args.allowed_hosts.clone()),
+        ("cors_origins", args.cors_origins.clone()),
         ("log_level", args.log_level.clone()),
+        ("access_log", args.access_log.clone()),
     ];
     let values = given
         .into_iter()

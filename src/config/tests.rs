@@ -568,3 +568,101 @@ fn the_connection_cap_is_derived_from_the_open_files_limit_unless_set() {
     };
     assert_eq!(config.max_connections(Some(20_000)), 42);
 }
+
+#[test]
+fn the_effective_configuration_is_logged_as_one_field_per_setting() {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Fields(Arc<Mutex<Vec<(String, String)>>>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Fields {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            event.record(&mut self.clone());
+        }
+    }
+
+    let config = ok(
+        &[
+            "--cluster-key",
+            KEY,
+            "--peers",
+            "a:1,b:2",
+            "--cors-origins",
+            "https://app.example",
+        ],
+        &[],
+    );
+    let fields = Fields::default();
+    let subscriber = tracing_subscriber::registry().with(fields.clone());
+    tracing::subscriber::with_default(subscriber, || config.log_effective());
+    let logged = fields.0.lock().unwrap().clone();
+    let value = |key: &str| logged.iter().find(|(name, _)| name == key).map(|(_, v)| v.clone());
+    for key in KEYS {
+        assert!(value(key).is_some(), "{key} is not logged: {logged:?}");
+    }
+    assert_eq!(
+        value("peers").as_deref(),
+        Some("a:1,b:2"),
+        "a list is plain text, not an escaped string"
+    );
+    assert_eq!(value("cors_origins").as_deref(), Some("https://app.example"));
+    assert_eq!(value("mdns").as_deref(), Some("false"));
+    assert_eq!(value("max_clock_drift").as_deref(), Some("1s"));
+    assert_eq!(value("cluster_key").as_deref(), Some("\"<redacted>\""));
+    assert!(
+        logged.iter().all(|(_, v)| !v.contains(KEY)),
+        "the key leaked: {logged:?}"
+    );
+}
+
+#[test]
+fn cors_origins_and_access_log_parse_from_every_source() {
+    let config = ok(&[], &[]);
+    assert!(config.cors_origins.is_empty() && !config.access_log);
+    let config = ok(
+        &[
+            "--cors-origins",
+            "https://App.Example/, http://localhost:3000,https://x.example:443",
+            "--access-log",
+        ],
+        &[],
+    );
+    assert_eq!(
+        config.cors_origins,
+        ["https://app.example", "http://localhost:3000", "https://x.example"]
+    );
+    assert!(config.access_log);
+    let vars = [("CAVE_CORS_ORIGINS", "http://[::1]:8080"), ("CAVE_ACCESS_LOG", "yes")];
+    let config = ok(&[], &vars);
+    assert_eq!(config.cors_origins, ["http://[::1]:8080"]);
+    assert!(config.access_log);
+    let (_dir, path) = file("cors_origins = [\"https://a.example\"]\naccess_log = true\n");
+    let config = ok(&["--config", &path], &[]);
+    assert_eq!(config.cors_origins, ["https://a.example"]);
+    assert!(config.access_log);
+    for bad in [
+        "*",
+        "app.example",
+        "ftp://a.example",
+        "https://a.example/path",
+        "https://",
+        "https://a:99999",
+    ] {
+        let message = err(&["--cors-origins", bad], &[]);
+        assert!(
+            message.contains("cors_origins (--cors-origins / CAVE_CORS_ORIGINS)"),
+            "{bad}: {message}"
+        );
+    }
+    assert!(err(&["--access-log=sometimes"], &[]).contains("access_log"));
+}

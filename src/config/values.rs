@@ -202,6 +202,61 @@ pub(super) fn parse_allowed_hosts(value: &Value) -> std::result::Result<Vec<Stri
     Ok(hosts)
 }
 
+/// Browser origins as a comma-separated string or an array of strings: `http` or `https`, a host and an
+/// optional port, nothing after (`https://app.example.com`, `http://localhost:3000`), as a browser sends
+/// them in `Origin`. Lower-cased (browsers send them so) and without a final `/`. `*` is refused: an origin
+/// allowed by CORS may also write, so "any website may change data" must not be one character away.
+pub(super) fn parse_cors_origins(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let items: Vec<String> = match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| as_text(item).map(str::to_string))
+            .collect::<Result<_, _>>()?,
+        other => as_text(other)?.split(',').map(str::to_string).collect(),
+    };
+    let mut origins = Vec::new();
+    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+        if item == "*" {
+            return Err("`*` is not accepted: list the origins of the apps, such as https://app.example.com".into());
+        }
+        let origin = item.trim_end_matches('/').to_ascii_lowercase();
+        let bad = || format!("`{item}` is not an origin such as https://app.example.com or http://localhost:3000");
+        let (scheme, authority) = origin.split_once("://").ok_or_else(bad)?;
+        if !matches!(scheme, "http" | "https") || authority.is_empty() {
+            return Err(bad());
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(rest) => {
+                let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+                ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+                (ip, after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        let port_ok =
+            port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0) && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return Err(bad());
+        }
+        // Browsers leave a scheme's default port out of `Origin`.
+        let origin = match (scheme, port) {
+            ("http", Some("80")) | ("https", Some("443")) => format!(
+                "{scheme}://{}",
+                authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+            ),
+            _ => origin.clone(),
+        };
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
+}
+
 /// The key's own messages never quote it, and neither does this.
 pub(super) fn parse_key(value: &Value) -> std::result::Result<MasterKey, String> {
     let text = as_text(value)?;
