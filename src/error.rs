@@ -23,9 +23,6 @@ pub enum Error {
     /// The caller is known but not allowed, or holds the wrong key.
     #[error("{0}")]
     Forbidden(String),
-    /// The request conflicts with the state of the resource.
-    #[error("{0}")]
-    Conflict(String),
     /// A condition the caller attached to a write (`?cas=`) does not hold.
     #[error("{0}")]
     PreconditionFailed(String),
@@ -66,7 +63,6 @@ impl Error {
             Error::NotFound(_) => "not_found",
             Error::Unauthorized(_) => "unauthorized",
             Error::Forbidden(_) => "forbidden",
-            Error::Conflict(_) => "conflict",
             Error::PreconditionFailed(_) => "precondition_failed",
             Error::TooLarge(_) => "too_large",
             Error::Unavailable(_) => "unavailable",
@@ -92,7 +88,6 @@ impl Error {
             Error::NotFound(m) => Error::NotFound(at(m)),
             Error::Unauthorized(m) => Error::Unauthorized(at(m)),
             Error::Forbidden(m) => Error::Forbidden(at(m)),
-            Error::Conflict(m) => Error::Conflict(at(m)),
             Error::PreconditionFailed(m) => Error::PreconditionFailed(at(m)),
             Error::TooLarge(m) => Error::TooLarge(at(m)),
             Error::Unavailable(m) => Error::Unavailable(at(m)),

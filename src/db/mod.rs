@@ -263,11 +263,6 @@ impl Db {
         self.shared.state.read().get_live(key).cloned()
     }
 
-    /// The entry of `key`, tombstone or not.
-    pub fn get_entry(&self, key: &str) -> Option<Entry> {
-        self.shared.state.read().get(key).cloned()
-    }
-
     /// Run `f` under a read lock of the in-memory state (the replication core reads digests and buckets).
     /// Keep `f` short: the writer waits for it.
     pub fn with_state<T>(&self, f: impl FnOnce(&LwwMap) -> T) -> T {

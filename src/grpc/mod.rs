@@ -83,7 +83,6 @@ pub fn status(err: &Error) -> tonic::Status {
         Error::NotFound(_) => Code::NotFound,
         Error::Unauthorized(_) => Code::Unauthenticated,
         Error::Forbidden(_) => Code::PermissionDenied,
-        Error::Conflict(_) => Code::Aborted,
         Error::PreconditionFailed(_) => Code::FailedPrecondition,
         Error::TooLarge(_) => Code::ResourceExhausted,
         Error::Unavailable(_) | Error::ClockSkew(_) => Code::Unavailable,
