@@ -47,14 +47,19 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 
 /// Read and discard what the handler left of an HTTP/1 request body, within [`DRAIN_MAX_BYTES`] and
 /// [`DRAIN_MAX_TIME`], before the answer is sent (see the module docs). A body the handler read in full
-/// costs nothing; a client that sent `Expect: 100-continue` has not sent its body and is not asked to, and
-/// HTTP/2 resets just the stream, so neither is drained.
+/// costs nothing; a client that sent `Expect: 100-continue` has not sent its body and is not asked to,
+/// HTTP/2 resets just the stream, and a body declared larger than the bound could not be drained anyway, so
+/// none of those is read.
 pub async fn drain_unread_body(request: Request, next: Next) -> Response {
-    let continues = request
-        .headers()
+    let headers = request.headers();
+    let continues = headers
         .get(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if request.version() >= Version::HTTP_2 || continues || request.body().is_end_stream() {
+    let too_long = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > DRAIN_MAX_BYTES);
+    if request.version() >= Version::HTTP_2 || continues || too_long || request.body().is_end_stream() {
         return next.run(request).await;
     }
     let (parts, body) = request.into_parts();

@@ -26,10 +26,9 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
-
-use axum::extract::{Request, State};
 use std::time::Duration;
 
+use axum::extract::{Request, State};
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
