@@ -248,7 +248,7 @@ pub struct ServeArgs {
     /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
     #[arg(long, value_name = "HOST,...")]
     pub allowed_hosts: Option<String>,
-    /// Origins (scheme://host[:port]) of browser apps allowed to call the API across origins (CORS),
+    /// Origins (scheme://host or scheme://host:port) of browser apps allowed to call the API across origins (CORS),
     /// comma-separated
     #[arg(long, value_name = "ORIGIN,...")]
     pub cors_origins: Option<String>,

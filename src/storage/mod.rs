@@ -4,7 +4,7 @@
 //! in-memory [`crate::crdt::LwwMap`] serves reads, and the database layer (`crate::db`) decides versions,
 //! checks conditions and batches writes. What the store must guarantee:
 //!
-//! - **Merge by version.** What [`Store::load`], [`Store::get`] and [`Store::scan`] return for a key is the
+//! - **Merge by version.** What [`Store::load`] returns for a key is the
 //!   entry of greatest precedence ([`Entry::precedence`]) among everything applied to it: [`Store::apply`]
 //!   never lets an entry of lower precedence replace a stored one, so replaying an old batch, an old import
 //!   or a duplicate delta is harmless.

@@ -48,7 +48,7 @@
 //!   durable batch was lost. The range stays due, and the next `apply` retries it.
 //!   [`SqliteStore::compact`] folds everything; `close` does too (before its WAL checkpoint), so a cleanly
 //!   closed store has an empty log, and `purge_tombstones` does before it purges (below).
-//! - **Reads merge.** `get`, `scan` and `load` read the `kv` rows *and* the `log` rows of the range in one
+//! - **Reads merge.** `load` reads the `kv` rows *and* the `log` rows of the range in one
 //!   read transaction, so in one snapshot (a fold committing between the two queries could otherwise move a
 //!   row out of the log after `kv` was read), and merge them in Rust with [`Entry::merge`]. The log part is a
 //!   scan of the log (no key index), which holds about 1.25 times the threshold at most (twice while the
