@@ -248,8 +248,8 @@ pub struct ServeArgs {
     /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
     #[arg(long, value_name = "HOST,...")]
     pub allowed_hosts: Option<String>,
-    /// Origins (scheme://host or scheme://host:port) of browser apps allowed to call the API across origins (CORS),
-    /// comma-separated
+    /// Origins (scheme://host or scheme://host:port) of browser apps allowed to call the API across
+    /// origins (CORS), comma-separated
     #[arg(long, value_name = "ORIGIN,...")]
     pub cors_origins: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
