@@ -97,8 +97,6 @@ pub struct Cluster {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// The gRPC server: stopped last, because a node leaving still needs its peers' answers to drain.
     server: Mutex<Option<(watch::Sender<bool>, JoinHandle<()>)>>,
-    /// Frames rejected by the gRPC service (wrong key, garbage, other cluster).
-    pub rejected_frames: Arc<AtomicU64>,
     synced: watch::Receiver<bool>,
     clock: Arc<Hlc>,
     discovery_deadline: tokio::time::Instant,
@@ -131,9 +129,8 @@ impl Cluster {
         let codec = Codec::new(opts.key.sealer(TRANSPORT_DOMAIN), cluster_id.clone(), me);
         let transport = Arc::new(Transport::new(codec.clone(), opts.dialer.clone()));
         let (inbox_tx, inbox) = mpsc::channel(INBOX_MESSAGES);
-        let rejected = Arc::new(AtomicU64::new(0));
         let (stop, stop_rx) = watch::channel(false);
-        let service = ReplicationService::new(codec, inbox_tx, rejected.clone(), db.metrics().clone());
+        let service = ReplicationService::new(codec, inbox_tx, db.metrics().clone());
         let (server_stop_tx, mut server_stop) = watch::channel(false);
         let server = tokio::spawn(async move {
             let shutdown = async move {
@@ -222,7 +219,6 @@ impl Cluster {
             stop,
             tasks: Mutex::new(tasks),
             server: Mutex::new(Some((server_stop_tx, server))),
-            rejected_frames: rejected,
             synced,
             clock,
             discovery_deadline: deadline,
@@ -249,11 +245,6 @@ impl Cluster {
     /// Whether this node has completed an anti-entropy round (or had nobody to sync with).
     pub fn synced(&self) -> bool {
         *self.synced.borrow()
-    }
-
-    /// Add seed addresses (from mDNS).
-    pub fn add_seeds(&self, seeds: impl IntoIterator<Item = String>) {
-        self.core.lock().add_seeds(seeds);
     }
 
     /// Run `f` on the replication core and the local time (ms): the node list reads membership and clocks.

@@ -84,6 +84,27 @@ impl Error {
         Error::InvalidInput(msg.to_string())
     }
 
+    /// The same error, its message prefixed with `op INDEX: `: for an error one op of a batch caused.
+    pub fn in_op(self, index: usize) -> Error {
+        let at = |message: String| format!("op {index}: {message}");
+        match self {
+            Error::InvalidInput(m) => Error::InvalidInput(at(m)),
+            Error::NotFound(m) => Error::NotFound(at(m)),
+            Error::Unauthorized(m) => Error::Unauthorized(at(m)),
+            Error::Forbidden(m) => Error::Forbidden(at(m)),
+            Error::Conflict(m) => Error::Conflict(at(m)),
+            Error::PreconditionFailed(m) => Error::PreconditionFailed(at(m)),
+            Error::TooLarge(m) => Error::TooLarge(at(m)),
+            Error::Unavailable(m) => Error::Unavailable(at(m)),
+            Error::StorageFull(m) => Error::StorageFull(at(m)),
+            Error::ClockSkew(m) => Error::ClockSkew(at(m)),
+            Error::UnsupportedMediaType(m) => Error::UnsupportedMediaType(at(m)),
+            Error::MisdirectedRequest(m) => Error::MisdirectedRequest(at(m)),
+            Error::Corrupt(m) => Error::Corrupt(at(m)),
+            Error::Internal(m) => Error::Internal(at(m)),
+        }
+    }
+
     /// Shorthand for [`Error::Internal`] from anything printable.
     pub fn internal(msg: impl fmt::Display) -> Error {
         Error::Internal(msg.to_string())

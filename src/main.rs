@@ -192,7 +192,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.redacted(), "starting cave");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting cave");
+        config.log_effective();
         cave::node::run(config, shutdown).await?;
         Ok(())
     })

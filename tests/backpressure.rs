@@ -48,12 +48,6 @@ impl Store for SlowStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.inner.load().await
     }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key).await
-    }
-    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.inner.scan(prefix).await
-    }
     async fn apply(&self, entries: &[Entry]) -> Result<usize> {
         let cost = Duration::from_micros(1_000_000 * entries.len() as u64 / APPLY_ENTRIES_PER_SEC);
         tokio::time::sleep(cost).await;

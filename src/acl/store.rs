@@ -215,7 +215,7 @@ impl Acl {
 
     /// Bring one ACL key of the cache up to the database's current entry.
     pub fn reload_key(&self, key: &str) {
-        let entry = self.db.get_entry(key).filter(|e| !e.deleted);
+        let entry = self.db.with_state(|state| state.get_live(key).cloned());
         let mut cache = self.cache.write();
         if let Some(name) = key.strip_prefix(POLICIES_PREFIX) {
             match entry.as_ref().and_then(parse_policy) {

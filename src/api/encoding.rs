@@ -57,12 +57,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 }
 
 impl Params {
-    /// A boolean flag: absent = false; `true`/`1`/empty = true; `false`/`0` = false; anything else a 400.
+    /// A boolean flag: absent = false; present without a value (`?secret`) = true; otherwise one of the
+    /// spellings of [`crate::config::parse_bool_text`] (`true`/`1`/`yes`/`on`, `false`/`0`/`no`/`off`, in any
+    /// case), and anything else a 400 naming the parameter.
     pub fn flag(&self, name: &str) -> Result<bool> {
         match self.0.get(name).map(String::as_str) {
-            None | Some("false") | Some("0") => Ok(false),
-            Some("true") | Some("1") | Some("") => Ok(true),
-            Some(_) => Err(Error::invalid(format!("parameter {name} must be true or false"))),
+            None => Ok(false),
+            Some("") => Ok(true),
+            Some(text) => crate::config::parse_bool_text(text)
+                .ok_or_else(|| Error::invalid(format!("parameter {name} must be {}", crate::config::BOOL_SPELLINGS))),
         }
     }
 
@@ -308,6 +311,33 @@ mod tests {
         assert_eq!(path_after("/api/v1/kv", "/api/v1/kv").unwrap(), "");
         for bad in ["/api/v1/kv/a%zz", "/api/v1/kv/a%2", "/api/v1/kv/%", "/api/v1/kv/%ff"] {
             assert!(path_after(bad, "/api/v1/kv").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn flags_take_the_usual_spellings_and_refuse_others() {
+        let params = |query: &str| Params(serde_urlencoded::from_str(query).unwrap());
+        for (query, want) in [
+            ("secret=yes", true),
+            ("secret=YES", true),
+            ("secret=on", true),
+            ("secret=1", true),
+            ("secret=True", true),
+            ("secret", true),
+            ("secret=no", false),
+            ("secret=Off", false),
+            ("secret=0", false),
+            ("secret=false", false),
+            ("", false),
+        ] {
+            assert_eq!(params(query).flag("secret").unwrap(), want, "{query}");
+        }
+        for bad in ["secret=maybe", "secret=2", "secret=y"] {
+            let err = params(bad).flag("secret").unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidInput(m) if m.contains("secret")),
+                "{bad}: {err}"
+            );
         }
     }
 

@@ -6,6 +6,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use crate::error::Error;
+use crate::telemetry::limiter::LogLimiter;
+use std::sync::LazyLock;
 
 /// The HTTP status of each category.
 pub fn status(err: &Error) -> StatusCode {
@@ -28,8 +30,12 @@ pub fn status(err: &Error) -> StatusCode {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = status(&self);
+        // Every request of a flood against a full disk fails alike: one line per category per interval.
+        static FAILURES: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
         if status.is_server_error() {
-            tracing::warn!(code = self.code(), error = %self, "request failed");
+            if let Some(suppressed) = FAILURES.check(self.code()) {
+                tracing::warn!(code = self.code(), error = %self, suppressed, "request failed");
+            }
         }
         (
             status,

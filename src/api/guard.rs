@@ -7,11 +7,24 @@
 //! block that is larger than any real client sends with 414 or 431, as JSON. What hyper refuses while
 //! parsing (a URI over 64 KiB, a head over its buffer, more than 100 headers, bytes that are not HTTP) it
 //! answers itself with an empty body, before any of this runs; `docs/api.md` lists those cases.
+//!
+//! [`drain_unread_body`] makes an early answer reach the client. A handler that refuses a request before
+//! reading its body (413 on a `Content-Length` over the limit, 400, 403, 415) lets hyper close the connection
+//! with the rest of the body unread, and the kernel then resets it: a client that writes the whole body
+//! before it reads (Python's `http.client` and `requests`, most simple clients) gets "broken pipe" or
+//! "connection reset" instead of the answer. (curl waits with `Expect: 100-continue` and sees it.) So the
+//! rest of an unread HTTP/1 body is read and discarded before the answer goes out, up to
+//! [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`]: a bounded cost, after which the connection is closed as before.
 
-use axum::body::Body;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
+use axum::http::{HeaderValue, StatusCode, Version};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -25,6 +38,83 @@ pub const MAX_HEADER_BYTES: usize = 64 << 10;
 /// Longest plain-text error body carried over into the JSON message; a longer one is replaced by the
 /// status's reason.
 const MAX_ERROR_TEXT_BYTES: usize = 1 << 10;
+
+/// Most bytes of an unread request body read and discarded so that an early answer reaches the client: a
+/// few times the default `max_value_bytes`, so that a value somewhat over the limit still gets its 413.
+pub const DRAIN_MAX_BYTES: u64 = 4 << 20;
+/// Longest time spent reading an unread request body before the connection is closed anyway.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
+
+/// Read and discard what the handler left of an HTTP/1 request body, within [`DRAIN_MAX_BYTES`] and
+/// [`DRAIN_MAX_TIME`], before the answer is sent (see the module docs). A body the handler read in full
+/// costs nothing; a client that sent `Expect: 100-continue` has not sent its body and is not asked to,
+/// HTTP/2 resets just the stream, and a body declared larger than the bound could not be drained anyway, so
+/// none of those is read.
+pub async fn drain_unread_body(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let continues = headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let too_long = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .is_some_and(|len| len > DRAIN_MAX_BYTES);
+    if request.version() >= Version::HTTP_2 || continues || too_long || request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let slot = Arc::new(parking_lot::Mutex::new(Some(body)));
+    let request = Request::from_parts(parts, Body::new(SharedBody(slot.clone())));
+    let response = next.run(request).await;
+    // The handler is done; whatever of the body it did not read is still in the slot.
+    let rest = slot.lock().take();
+    if let Some(rest) = rest.filter(|body| !body.is_end_stream()) {
+        let _ = tokio::time::timeout(DRAIN_MAX_TIME, discard(rest, DRAIN_MAX_BYTES)).await;
+    }
+    response
+}
+
+/// Read `body` to its end or until more than `limit` bytes came, keeping nothing.
+async fn discard(body: Body, limit: u64) {
+    let mut body = std::pin::pin!(body);
+    let mut read = 0u64;
+    while let Some(Ok(frame)) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        read += frame.data_ref().map_or(0, |data| data.len() as u64);
+        if read > limit {
+            return;
+        }
+    }
+}
+
+/// The request body as the handler sees it, while the middleware keeps hold of it: dropping this leaves the
+/// body in the slot.
+struct SharedBody(Arc<parking_lot::Mutex<Option<Body>>>);
+
+impl HttpBody for SharedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.lock().as_mut() {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().as_ref().is_none_or(HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .lock()
+            .as_ref()
+            .map_or_else(|| hyper::body::SizeHint::with_exact(0), HttpBody::size_hint)
+    }
+}
 
 /// 414 for a request target over [`MAX_URI_BYTES`], 431 for headers over [`MAX_HEADER_BYTES`].
 pub async fn head_limits(request: Request, next: Next) -> Response {

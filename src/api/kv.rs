@@ -68,7 +68,7 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
     if open {
         access.require(Capability::Secret, key)?;
     }
-    let entry = app.db.get(key).ok_or_else(|| Error::NotFound("key not found".into()))?;
+    let entry = app.db.get(key).ok_or_else(|| not_found(app, access, key))?;
     let etag = format!("\"{}\"", entry.version);
     if headers
         .get(IF_NONE_MATCH)
@@ -100,6 +100,24 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
         h.insert(SECRET_HEADER, HeaderValue::from_static(state));
     }
     Ok(response)
+}
+
+/// Whether live keys exist below `key/`: the path names a folder, which a trailing slash lists.
+fn is_folder(app: &AppState, access: &Access, key: &str) -> bool {
+    let prefix = key::folder_prefix(key);
+    // Only a token that may list the folder learns that it exists.
+    access.may_some_below(Capability::List, &prefix) && !app.db.page(&prefix, None, 1, false).is_empty()
+}
+
+/// The 404 of a key without a live value, pointing at the folder of the same name if there is one (the
+/// trailing slash is easy to miss).
+fn not_found(app: &AppState, access: &Access, key: &str) -> Error {
+    if is_folder(app, access, key) {
+        return Error::NotFound(format!(
+            "key not found: {key} is a folder: list it with a trailing slash ({ROUTE}/{key}/)"
+        ));
+    }
+    Error::NotFound("key not found".into())
 }
 
 fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Result<Response> {
@@ -252,18 +270,36 @@ pub async fn put(
     Ok(response)
 }
 
-/// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`.
+/// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`. The answer says whether a
+/// live value was there (`existed`; for a folder, the count `deleted`): deleting an absent key still writes
+/// a tombstone (another node may hold a value this one has not received yet) and answers 200.
 pub async fn delete(State(app): State<Arc<AppState>>, access: Access, uri: Uri, params: Params) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => {
+            // A recursive delete names a folder; without the slash it would tombstone the one key of that
+            // name, which usually does not even exist.
+            if params.flag("recurse")? {
+                let hint = if is_folder(&app, &access, &key) {
+                    format!("{key} is a folder: delete it with a trailing slash ({ROUTE}/{key}/?recurse=true)")
+                } else {
+                    format!("{key} is not a folder (a folder is named with a trailing slash, and {key}/ holds no keys)")
+                };
+                return Err(Error::invalid(format!(
+                    "recurse=true deletes a folder, not a key: {hint}"
+                )));
+            }
             access.require(Capability::Delete, &key)?;
             let op = Op::Delete {
                 key,
                 cas: params.cas()?,
             };
-            let entry = written(app.db.write(vec![op]).await?)?;
-            let mut response = Json(json!({"message": "ok", "version": entry.version})).into_response();
-            version_headers(response.headers_mut(), entry.version);
+            let (tombstone, existed) = match app.db.write(vec![op]).await?.into_iter().next() {
+                Some(Outcome::Deleted { tombstone, existed }) => (tombstone, existed),
+                _ => return Err(Error::internal("delete returned no outcome")),
+            };
+            let body = json!({"message": "ok", "version": tombstone.version, "existed": existed});
+            let mut response = Json(body).into_response();
+            version_headers(response.headers_mut(), tombstone.version);
             Ok(response)
         }
         Target::Folder(prefix) => {

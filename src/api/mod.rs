@@ -4,6 +4,7 @@
 //! the problem, never a guess), call the database, and encode the answer. All errors leave through
 //! [`crate::Error`]'s one HTTP mapping in [`error`], so every failure has the same JSON shape.
 
+mod access;
 mod acl;
 mod cluster;
 mod encoding;
@@ -55,16 +56,25 @@ pub struct AppState {
 }
 
 /// The complete HTTP router of a node.
+///
+/// The layers, innermost first (each `.layer` wraps everything listed before it): the cross-site write
+/// check, the stale-read mark, CORS (configured origins only), the host check, the request-head limits,
+/// the JSON error rewrite, the draining of unread bodies, the access log (if on) and the metrics. An
+/// authentication layer belongs inside CORS (listed before it): a browser sends a preflight without
+/// credentials, so it must be answered before anything asks for them.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
+    let trusted = Arc::new(origin::TrustedOrigins(state.config.cors_origins.clone()));
+    let cors = origin::cors(&state.config.cors_origins);
+    let access_log = state.config.access_log;
     let hlc = state.db.hlc().clone();
     let enforcer = crate::acl::Enforcer {
         acl: state.acl.clone(),
         metrics_public: state.config.metrics_public,
     };
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
-    Router::new()
+    let router = Router::new()
         .route("/api/v1/kv", kv_methods())
         .route("/api/v1/kv/", kv_methods())
         .route("/api/v1/kv/{*key}", kv_methods())
@@ -104,20 +114,37 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(serde_json::json!({"error": err.to_string(), "code": "method_not_allowed"})),
             )
         })
-        .layer(axum::middleware::from_fn(origin::same_origin_writes))
+        .layer(axum::middleware::from_fn_with_state(
+            trusted,
+            origin::same_origin_writes,
+        ))
         .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
-        .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
-        .layer(axum::middleware::from_fn(guard::head_limits))
-        // Authentication and route-level authorisation; the audit layer goes outside it (it reads the
+        // Authentication and route-level authorisation, inside CORS so that a refusal still carries the
+        // CORS headers a browser app needs to read it; the audit layer goes outside it (it reads the
         // `Caller` this puts into each response).
         .layer(axum::middleware::from_fn_with_state(
             enforcer,
             crate::acl::middleware::authenticate,
-        ))
+        ));
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    let router = router
+        .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
+        .layer(axum::middleware::from_fn(guard::head_limits))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
         // Outside the rewrite, so that every answer under /api/ leaves with it, errors included.
         .layer(axum::middleware::from_fn(safe::values))
+        // Around every layer that may answer before the body is read.
+        .layer(axum::middleware::from_fn(guard::drain_unread_body));
+    let router = if access_log {
+        router.layer(axum::middleware::from_fn(access::log))
+    } else {
+        router
+    };
+    router
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).
         .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
         .with_state(Arc::new(state))

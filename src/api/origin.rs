@@ -15,16 +15,25 @@
 //! label such requests: `Sec-Fetch-Site: cross-site` (or `same-site` from a sibling subdomain) and an
 //! `Origin` naming the other site. Requests that change something (every method but GET, HEAD and OPTIONS)
 //! carrying either mark are refused with 403. Clients that are not browsers (curl, SDKs, other nodes) send
-//! neither header and are not affected; the web UI is same-origin and passes.
+//! neither header and are not affected; the web UI is same-origin and passes. The origins configured in
+//! `cors_origins` are apps the operator chose to let in ([`cors`]): their requests pass.
+//!
+//! **CORS** ([`cors`]). A browser app served from another origin needs the node to answer its preflight
+//! (`OPTIONS` with `Access-Control-Request-Method`) and to mark the answers as readable by it. Only the
+//! configured origins get that; with none configured there is no CORS layer at all and `OPTIONS` answers
+//! 405, as any route does for a method it lacks. A preflight carries no credentials (browsers never send
+//! `Authorization` on one), so the layer must sit outside any authentication, which would refuse it.
 
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
 use axum::http::header::{HOST, ORIGIN};
-use axum::http::Method;
+use axum::http::{HeaderName, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 use crate::config::Config;
 use crate::error::Error;
@@ -100,12 +109,56 @@ pub async fn allowed_host(State(hosts): State<Arc<AllowedHosts>>, request: Reque
     next.run(request).await
 }
 
+/// How long a browser may cache a preflight answer.
+const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// The request headers a cross-origin app may send: tokens (`Authorization`, `X-Cave-Token`), the body's
+/// type and the conditional-request headers.
+const CORS_REQUEST_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-cave-token",
+    "content-type",
+    "if-match",
+    "if-none-match",
+];
+
+/// The response headers a cross-origin app may read besides the CORS-safelisted ones.
+const CORS_EXPOSED_HEADERS: [&str; 4] = ["etag", "x-cave-version", "x-cave-secret", "x-cave-stale"];
+
+/// The CORS layer for `origins` (validated by the config: `scheme://host[:port]`, lower case); `None` when
+/// there are none, so that the node answers as it does without CORS.
+pub fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE])
+            .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
+            .expose_headers(CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
+            .max_age(PREFLIGHT_MAX_AGE),
+    )
+}
+
+/// The origins whose requests pass the cross-site check (`cors_origins`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedOrigins(pub Vec<String>);
+
 /// The cross-site check.
-pub async fn same_origin_writes(request: Request, next: Next) -> Response {
+pub async fn same_origin_writes(State(trusted): State<Arc<TrustedOrigins>>, request: Request, next: Next) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
         return next.run(request).await;
     }
     let headers = request.headers();
+    let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
+    if origin.is_some_and(|origin| trusted.0.iter().any(|t| t.eq_ignore_ascii_case(origin))) {
+        return next.run(request).await;
+    }
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_fetch = matches!(fetch_site, Some("cross-site") | Some("same-site"));
     // HTTP/2 (browsers speak it over TLS) carries the host as `:authority`, which lands in the URI, not `Host`.
@@ -141,7 +194,10 @@ mod tests {
     async fn status(headers: &[(&str, &str)], method: &str) -> u16 {
         let app = Router::new()
             .route("/w", post(|| async { "ok" }).get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(super::same_origin_writes));
+            .layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::new(super::TrustedOrigins(vec!["https://app.example".into()])),
+                super::same_origin_writes,
+            ));
         let mut req = axum::http::Request::builder().method(method).uri("/w");
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -182,6 +238,15 @@ mod tests {
             status(&[("host", "localhost:2001"), ("origin", "https://evil.example")], "GET").await,
             200
         );
+        // A configured CORS origin may write; its neighbours may not.
+        let app = [
+            ("host", "localhost:2001"),
+            ("origin", "https://app.example"),
+            ("sec-fetch-site", "cross-site"),
+        ];
+        assert_eq!(status(&app, "POST").await, 200);
+        let sibling = [("host", "localhost:2001"), ("origin", "https://app.example.evil")];
+        assert_eq!(status(&sibling, "POST").await, 403);
     }
 
     /// HTTP/2 has no `Host`: the host is the request URI's authority (`:authority`), and counts the same.
@@ -189,7 +254,10 @@ mod tests {
     async fn an_http2_request_is_judged_by_its_authority() {
         let app = Router::new()
             .route("/w", post(|| async { "ok" }))
-            .layer(axum::middleware::from_fn(super::same_origin_writes));
+            .layer(axum::middleware::from_fn_with_state(
+                std::sync::Arc::new(super::TrustedOrigins(Vec::new())),
+                super::same_origin_writes,
+            ));
         for (origin, expected) in [("https://127.0.0.1:2001", 200), ("https://evil.example", 403)] {
             let request = axum::http::Request::builder()
                 .method("POST")

@@ -58,6 +58,9 @@ struct QueryResult {
     /// For `get`: whether the key exists.
     #[serde(skip_serializing_if = "Option::is_none")]
     found: Option<bool>,
+    /// For `delete`: whether the key had a live value.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    existed: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     version: Option<Version>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,19 +97,13 @@ pub async fn query(
     let mut plan = Vec::with_capacity(ops.len());
     let mut opens = Vec::with_capacity(ops.len());
     for (i, op) in ops.into_iter().enumerate() {
-        let at = |e: Error| match e {
-            Error::InvalidInput(m) => Error::InvalidInput(format!("op {i}: {m}")),
-            Error::Forbidden(m) => Error::Forbidden(format!("op {i}: {m}")),
-            Error::TooLarge(m) => Error::TooLarge(format!("op {i}: {m}")),
-            other => other,
-        };
         // The whole batch is refused if any op is not allowed, before anything is applied.
-        authorise(&access, &op).map_err(at)?;
+        authorise(&access, &op).map_err(|e| e.in_op(i))?;
         opens.push(op.secret);
-        plan.push(to_op(&app, op).map_err(at)?);
+        plan.push(to_op(&app, op).map_err(|e| e.in_op(i))?);
     }
     let labels: Vec<(String, Verb)> = plan.iter().map(label_of).collect();
-    let outcomes = app.db.write(plan).await?;
+    let outcomes = app.db.write_batch(plan).await?;
     let mut results = Vec::with_capacity(outcomes.len());
     for ((outcome, (key, verb)), open) in outcomes.into_iter().zip(labels).zip(opens) {
         results.push(result_of(&app, outcome, key, verb, open)?);
@@ -173,6 +170,7 @@ fn result_of(app: &AppState, outcome: Outcome, key: String, verb: Verb, open: bo
         key,
         verb,
         found: None,
+        existed: None,
         version: None,
         value: None,
         encoding: None,
@@ -219,6 +217,11 @@ fn result_of(app: &AppState, outcome: Outcome, key: String, verb: Verb, open: bo
         }
         Outcome::Written(entry) => QueryResult {
             version: Some(entry.version),
+            ..base
+        },
+        Outcome::Deleted { tombstone, existed } => QueryResult {
+            version: Some(tombstone.version),
+            existed: Some(existed),
             ..base
         },
         Outcome::DeletedPrefix(_) => base,

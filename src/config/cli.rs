@@ -304,9 +304,16 @@ pub struct ServeArgs {
     /// true
     #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
     pub metrics_public: Option<String>,
+    /// Origins (scheme://host or scheme://host:port) of browser apps allowed to call the API across
+    /// origins (CORS), comma-separated
+    #[arg(long, value_name = "ORIGIN,...")]
+    pub cors_origins: Option<String>,
     /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
+    /// Log one line per HTTP request (method, route, status, duration, bytes); --access-log alone means true
+    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
+    pub access_log: Option<String>,
 }
 
 /// The clap command of [`Cli`], its help completed with each parameter's default and environment variable
@@ -360,11 +367,12 @@ fn help_default(key: &str) -> String {
         "http_idle_timeout" => format_duration(dev.http_idle_timeout),
         "http_body_timeout" => format_duration(dev.http_body_timeout),
         "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
-        "allowed_hosts" | "tls_cert" | "tls_key" => "none".to_string(),
+        "allowed_hosts" | "tls_cert" | "tls_key" | "cors_origins" => "none".to_string(),
         "acl" => format!("{} in dev mode, true in prod", dev.acl_enabled()),
         "acl_root_token" => "none; a founding prod node makes one".to_string(),
         "metrics_public" => dev.metrics_public.to_string(),
         "log_level" => dev.log_level,
+        "access_log" => dev.access_log.to_string(),
         other => unreachable!("no default for unknown key {other}"),
     }
 }

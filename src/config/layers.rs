@@ -11,8 +11,9 @@ use serde::Deserialize;
 
 use super::cli::{enum_name, env_name, flag_name, ServeArgs};
 use super::values::{
-    parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_dir, parse_duration_value, parse_enum,
-    parse_file, parse_key, parse_log_level, parse_max_connections, parse_peers, parse_root_token, parse_size_value,
+    parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_cors_origins, parse_dir,
+    parse_duration_value, parse_enum, parse_file, parse_key, parse_log_level, parse_max_connections, parse_peers,
+    parse_root_token, parse_size_value,
 };
 use super::{Config, Mode, TlsFiles, CONFIG_ENV, KEYS};
 use crate::error::{Error, Result};
@@ -88,7 +89,9 @@ struct Raw {
     acl: Option<Value>,
     acl_root_token: Option<Value>,
     metrics_public: Option<Value>,
+    cors_origins: Option<Value>,
     log_level: Option<Value>,
+    access_log: Option<Value>,
 }
 
 /// Merge the layers of `args` and `env` over the defaults and validate the result.
@@ -216,9 +219,15 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         metrics_public: fields
             .parse("metrics_public", raw.metrics_public, parse_bool)?
             .unwrap_or(defaults.metrics_public),
+        cors_origins: fields
+            .parse("cors_origins", raw.cors_origins, parse_cors_origins)?
+            .unwrap_or(defaults.cors_origins),
         log_level: fields
             .parse("log_level", raw.log_level, parse_log_level)?
             .unwrap_or(defaults.log_level),
+        access_log: fields
+            .parse("access_log", raw.access_log, parse_bool)?
+            .unwrap_or(defaults.access_log),
     })
 }
 
@@ -325,7 +334,9 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("acl", args.acl.clone()),
         ("acl_root_token", args.acl_root_token.clone()),
         ("metrics_public", args.metrics_public.clone()),
+        ("cors_origins", args.cors_origins.clone()),
         ("log_level", args.log_level.clone()),
+        ("access_log", args.access_log.clone()),
     ];
     let values = given
         .into_iter()

@@ -35,7 +35,7 @@ pub use cli::{
     command, parse, process_env, Cli, CliCommand, Command, HealthcheckArgs, Probe, ServeArgs,
     DEFAULT_HEALTHCHECK_TIMEOUT,
 };
-pub use values::{format_duration, format_size, parse_duration, parse_size};
+pub use values::{format_duration, format_size, parse_bool_text, parse_duration, parse_size, BOOL_SPELLINGS};
 
 /// Port of the REST API (and web UI) unless configured otherwise.
 pub const DEFAULT_HTTP_PORT: u16 = 2001;
@@ -118,7 +118,9 @@ pub const KEYS: &[&str] = &[
     "acl",
     "acl_root_token",
     "metrics_public",
+    "cors_origins",
     "log_level",
+    "access_log",
 ];
 
 /// How a node presents itself to the network.
@@ -253,8 +255,15 @@ pub struct Config {
     pub acl_root_token: Option<crate::acl::token::SecretToken>,
     /// Whether `/api/v1/perf/metrics` answers without a token while access control is on.
     pub metrics_public: bool,
+    /// Origins (`https://app.example.com`, `http://localhost:3000`) of browser apps allowed to use the REST
+    /// API across origins: their CORS preflights are answered and their writes are not refused as
+    /// cross-site. Empty: no CORS, only the node's own pages may write from a browser.
+    pub cors_origins: Vec<String>,
     /// A `tracing_subscriber::EnvFilter` directive string (`info`, `warn,cave=debug`).
     pub log_level: String,
+    /// Log one line per HTTP request (target `cave::access`): method, route template, status, duration and
+    /// bytes sent; never a key, a value or a query string.
+    pub access_log: bool,
 }
 
 /// The PEM files of the REST API's HTTPS: read at start-up and again on SIGHUP (see [`crate::api::tls`]).
@@ -300,7 +309,9 @@ impl Default for Config {
             acl: None,
             acl_root_token: None,
             metrics_public: false,
+            cors_origins: Vec::new(),
             log_level: DEFAULT_LOG_LEVEL.to_string(),
+            access_log: false,
         }
     }
 }
@@ -395,8 +406,54 @@ impl Config {
             "acl": self.acl_enabled(),
             "acl_root_token": self.acl_root_token.as_ref().map(|_| "<redacted>"),
             "metrics_public": self.metrics_public,
+            "cors_origins": self.cors_origins,
             "log_level": self.log_level,
+            "access_log": self.access_log,
         })
+    }
+}
+
+impl Config {
+    /// Log the effective configuration as structured fields, one field per setting, in three records
+    /// (node, network, limits and timing; a record holds at most 32 fields). The cluster key is only said to
+    /// be set or not. A test checks that every key of [`KEYS`] is logged.
+    pub fn log_effective(&self) {
+        let list = |items: &[String]| items.join(",");
+        let none = |value: Option<String>| value.unwrap_or_else(|| "none".to_string());
+        tracing::info!(
+            mode = %self.mode,
+            data_dir = %self.data_dir.display(),
+            durability = %cli::enum_name(&self.durability),
+            allow_empty_start = self.allow_empty_start,
+            log_level = %self.log_level,
+            access_log = self.access_log,
+            "configuration: node"
+        );
+        tracing::info!(
+            http_addr = %self.http_addr,
+            grpc_addr = %self.grpc_addr,
+            advertise_addr = %none(self.advertise_addr.clone()),
+            peers = %list(&self.peers),
+            mdns = self.mdns,
+            discovery_window = %format_duration(self.discovery_window),
+            cluster_key = if self.cluster_key.is_some() { "<redacted>" } else { "none" },
+            allowed_hosts = %list(&self.allowed_hosts),
+            cors_origins = %list(&self.cors_origins),
+            "configuration: network"
+        );
+        tracing::info!(
+            max_value_bytes = self.max_value_bytes,
+            max_request_bytes = self.max_request_bytes,
+            anti_entropy_interval = %format_duration(self.anti_entropy_interval),
+            max_clock_drift = %format_duration(self.max_clock_drift),
+            tombstone_ttl = %format_duration(self.tombstone_ttl),
+            shutdown_drain = %format_duration(self.shutdown_drain),
+            http_header_timeout = %format_duration(self.http_header_timeout),
+            http_idle_timeout = %format_duration(self.http_idle_timeout),
+            http_body_timeout = %format_duration(self.http_body_timeout),
+            http_max_connections = %none(self.http_max_connections.map(|n| n.to_string())),
+            "configuration: limits and timing"
+        );
     }
 }
 

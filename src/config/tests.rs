@@ -92,6 +92,31 @@ fn mdns_is_on_by_default_in_prod_mode_only() {
 }
 
 #[test]
+fn booleans_take_the_usual_spellings_in_every_layer() {
+    for (word, want) in [
+        ("yes", true),
+        ("On", true),
+        ("1", true),
+        ("TRUE", true),
+        ("no", false),
+        ("OFF", false),
+        ("0", false),
+        ("false", false),
+    ] {
+        assert_eq!(ok(&[&format!("--mdns={word}")], &[]).mdns, want, "--mdns={word}");
+        assert_eq!(ok(&[], &[("CAVE_MDNS", word)]).mdns, want, "CAVE_MDNS={word}");
+        let (_dir, path) = file(&format!("allow_empty_start = \"{word}\"\n"));
+        assert_eq!(ok(&["--config", &path], &[]).allow_empty_start, want, "file {word}");
+    }
+    let (_dir, path) = file("mdns = 1\n");
+    assert!(ok(&["--config", &path], &[]).mdns, "a TOML 1 is true");
+    assert_eq!(crate::config::parse_bool_text(" Yes "), Some(true));
+    for bad in ["", "y", "ture", "2", "enabled"] {
+        assert_eq!(crate::config::parse_bool_text(bad), None, "{bad:?}");
+    }
+}
+
+#[test]
 fn durations_layer_like_every_other_setting() {
     let (_dir, path) = file("anti_entropy_interval = \"1m\"\ntombstone_ttl = \"30d\"\n");
     let config = ok(&["--config", &path], &[]);
@@ -660,4 +685,102 @@ fn healthcheck_speaks_tls_when_the_node_does_or_when_told() {
     assert!(probe(&[], &[("CAVE_TLS_CERT", "/c.pem"), ("CAVE_TLS_KEY", "/k.pem")]).tls);
     let (_dir, path) = file("tls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n");
     assert!(probe(&["--config", &path], &[]).tls);
+}
+
+#[test]
+fn the_effective_configuration_is_logged_as_one_field_per_setting() {
+    use std::sync::{Arc, Mutex};
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[derive(Clone, Default)]
+    struct Fields(Arc<Mutex<Vec<(String, String)>>>);
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0
+                .lock()
+                .unwrap()
+                .push((field.name().to_string(), format!("{value:?}")));
+        }
+    }
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Fields {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            event.record(&mut self.clone());
+        }
+    }
+
+    let config = ok(
+        &[
+            "--cluster-key",
+            KEY,
+            "--peers",
+            "a:1,b:2",
+            "--cors-origins",
+            "https://app.example",
+        ],
+        &[],
+    );
+    let fields = Fields::default();
+    let subscriber = tracing_subscriber::registry().with(fields.clone());
+    tracing::subscriber::with_default(subscriber, || config.log_effective());
+    let logged = fields.0.lock().unwrap().clone();
+    let value = |key: &str| logged.iter().find(|(name, _)| name == key).map(|(_, v)| v.clone());
+    for key in KEYS {
+        assert!(value(key).is_some(), "{key} is not logged: {logged:?}");
+    }
+    assert_eq!(
+        value("peers").as_deref(),
+        Some("a:1,b:2"),
+        "a list is plain text, not an escaped string"
+    );
+    assert_eq!(value("cors_origins").as_deref(), Some("https://app.example"));
+    assert_eq!(value("mdns").as_deref(), Some("false"));
+    assert_eq!(value("max_clock_drift").as_deref(), Some("1s"));
+    assert_eq!(value("cluster_key").as_deref(), Some("\"<redacted>\""));
+    assert!(
+        logged.iter().all(|(_, v)| !v.contains(KEY)),
+        "the key leaked: {logged:?}"
+    );
+}
+
+#[test]
+fn cors_origins_and_access_log_parse_from_every_source() {
+    let config = ok(&[], &[]);
+    assert!(config.cors_origins.is_empty() && !config.access_log);
+    let config = ok(
+        &[
+            "--cors-origins",
+            "https://App.Example/, http://localhost:3000,https://x.example:443",
+            "--access-log",
+        ],
+        &[],
+    );
+    assert_eq!(
+        config.cors_origins,
+        ["https://app.example", "http://localhost:3000", "https://x.example"]
+    );
+    assert!(config.access_log);
+    let vars = [("CAVE_CORS_ORIGINS", "http://[::1]:8080"), ("CAVE_ACCESS_LOG", "yes")];
+    let config = ok(&[], &vars);
+    assert_eq!(config.cors_origins, ["http://[::1]:8080"]);
+    assert!(config.access_log);
+    let (_dir, path) = file("cors_origins = [\"https://a.example\"]\naccess_log = true\n");
+    let config = ok(&["--config", &path], &[]);
+    assert_eq!(config.cors_origins, ["https://a.example"]);
+    assert!(config.access_log);
+    for bad in [
+        "*",
+        "app.example",
+        "ftp://a.example",
+        "https://a.example/path",
+        "https://",
+        "https://a:99999",
+    ] {
+        let message = err(&["--cors-origins", bad], &[]);
+        assert!(
+            message.contains("cors_origins (--cors-origins / CAVE_CORS_ORIGINS)"),
+            "{bad}: {message}"
+        );
+    }
+    assert!(err(&["--access-log=sometimes"], &[]).contains("access_log"));
 }

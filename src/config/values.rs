@@ -47,17 +47,35 @@ pub(super) fn parse_addr(value: &Value) -> std::result::Result<SocketAddr, Strin
         .map_err(|_| format!("`{text}` is not an IP address with a port, such as 127.0.0.1:2001 or [::1]:2001"))
 }
 
-/// `true` or `false`: a TOML boolean, or that word in any case (flags, environment, file).
+/// The spellings of a boolean Cave accepts wherever it reads one (query parameters, config file,
+/// environment, flags), compared without case and surrounding space: `true`/`false`, `1`/`0`, `yes`/`no`,
+/// `on`/`off`. `None` for anything else, which callers refuse naming the parameter: a typo such as `ture`
+/// must not silently mean `false`.
+pub fn parse_bool_text(text: &str) -> Option<bool> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The accepted spellings, for messages.
+pub const BOOL_SPELLINGS: &str = "true/false, 1/0, yes/no or on/off";
+
+/// A TOML boolean, or one of the words of [`parse_bool_text`] (flags, environment, file).
 pub(super) fn parse_bool(value: &Value) -> std::result::Result<bool, String> {
     if let Value::Bool(_, flag) = value {
         return Ok(*flag);
     }
-    let text = as_text(value).map_err(|_| format!("expected true or false, found {}", kind(value)))?;
-    match text.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("`{}` is not true or false", text.trim())),
+    if let Value::Num(_, num) = value {
+        return match num.to_u128_lossy() {
+            Some(0) => Ok(false),
+            Some(1) => Ok(true),
+            _ => Err(format!("expected {BOOL_SPELLINGS}, found a number other than 0 or 1")),
+        };
     }
+    let text = as_text(value).map_err(|_| format!("expected {BOOL_SPELLINGS}, found {}", kind(value)))?;
+    parse_bool_text(text).ok_or_else(|| format!("`{}` is not {BOOL_SPELLINGS}", text.trim()))
 }
 
 pub(super) fn parse_dir(value: &Value) -> std::result::Result<PathBuf, String> {
@@ -212,6 +230,61 @@ pub(super) fn parse_allowed_hosts(value: &Value) -> std::result::Result<Vec<Stri
         }
     }
     Ok(hosts)
+}
+
+/// Browser origins as a comma-separated string or an array of strings: `http` or `https`, a host and an
+/// optional port, nothing after (`https://app.example.com`, `http://localhost:3000`), as a browser sends
+/// them in `Origin`. Lower-cased (browsers send them so) and without a final `/`. `*` is refused: an origin
+/// allowed by CORS may also write, so "any website may change data" must not be one character away.
+pub(super) fn parse_cors_origins(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let items: Vec<String> = match value {
+        Value::Array(_, items) => items
+            .iter()
+            .map(|item| as_text(item).map(str::to_string))
+            .collect::<Result<_, _>>()?,
+        other => as_text(other)?.split(',').map(str::to_string).collect(),
+    };
+    let mut origins = Vec::new();
+    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+        if item == "*" {
+            return Err("`*` is not accepted: list the origins of the apps, such as https://app.example.com".into());
+        }
+        let origin = item.trim_end_matches('/').to_ascii_lowercase();
+        let bad = || format!("`{item}` is not an origin such as https://app.example.com or http://localhost:3000");
+        let (scheme, authority) = origin.split_once("://").ok_or_else(bad)?;
+        if !matches!(scheme, "http" | "https") || authority.is_empty() {
+            return Err(bad());
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(rest) => {
+                let (ip, after) = rest.split_once(']').ok_or_else(bad)?;
+                ip.parse::<std::net::Ipv6Addr>().map_err(|_| bad())?;
+                (ip, after.strip_prefix(':'))
+            }
+            None => match authority.split_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        let host_ok = !host.is_empty() && host.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.:".contains(&b));
+        let port_ok =
+            port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0) && p.bytes().all(|b| b.is_ascii_digit()));
+        if !host_ok || !port_ok {
+            return Err(bad());
+        }
+        // Browsers leave a scheme's default port out of `Origin`.
+        let origin = match (scheme, port) {
+            ("http", Some("80")) | ("https", Some("443")) => format!(
+                "{scheme}://{}",
+                authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+            ),
+            _ => origin.clone(),
+        };
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    Ok(origins)
 }
 
 /// The key's own messages never quote it, and neither does this.

@@ -160,8 +160,11 @@ impl Op {
 pub enum Outcome {
     /// The live entry read, if any.
     Got(Option<Entry>),
-    /// The entry written by a put or a delete (a tombstone for deletes).
+    /// The entry written by a put.
     Written(Entry),
+    /// The tombstone of a delete (of a key already deleted: its first tombstone), and whether the key had a
+    /// live value before (as this write saw it, so that a client can tell a delete from a no-op).
+    Deleted { tombstone: Entry, existed: bool },
     /// The tombstones written by a prefix delete.
     DeletedPrefix(Vec<Entry>),
 }
@@ -262,11 +265,6 @@ impl Db {
         self.shared.state.read().get_live(key).cloned()
     }
 
-    /// The entry of `key`, tombstone or not.
-    pub fn get_entry(&self, key: &str) -> Option<Entry> {
-        self.shared.state.read().get(key).cloned()
-    }
-
     /// Run `f` under a read lock of the in-memory state (the replication core reads digests and buckets).
     /// Keep `f` short: the writer waits for it.
     pub fn with_state<T>(&self, f: impl FnOnce(&LwwMap) -> T) -> T {
@@ -331,6 +329,16 @@ impl Db {
     /// Apply `ops` atomically: all succeed and are committed together, or none is applied. Outcomes come
     /// back in the order of `ops`.
     pub async fn write(&self, ops: Vec<Op>) -> Result<Vec<Outcome>> {
+        self.write_ops(ops, false).await
+    }
+
+    /// [`Db::write`] for a client's batch: an error caused by one op (a failed `cas`) names its index in
+    /// the batch (`op 3: cas failed: ...`), in the category of the error.
+    pub async fn write_batch(&self, ops: Vec<Op>) -> Result<Vec<Outcome>> {
+        self.write_ops(ops, true).await
+    }
+
+    async fn write_ops(&self, ops: Vec<Op>, name_ops: bool) -> Result<Vec<Outcome>> {
         if ops.is_empty() {
             return Ok(Vec::new());
         }
@@ -346,7 +354,8 @@ impl Db {
                 })
                 .collect());
         }
-        self.call(|reply| writer::Command::Write { ops, reply }).await?
+        self.call(|reply| writer::Command::Write { ops, name_ops, reply })
+            .await?
     }
 
     /// Merge entries written elsewhere (replication, import): each is applied only if it supersedes what

@@ -57,7 +57,7 @@ fn put_cas(key: &str, value: &str, cas: Version) -> Op {
 
 fn written(outcomes: Vec<Outcome>) -> Entry {
     match outcomes.into_iter().next() {
-        Some(Outcome::Written(e)) => e,
+        Some(Outcome::Written(e)) | Some(Outcome::Deleted { tombstone: e, .. }) => e,
         other => panic!("expected a write, got {other:?}"),
     }
 }
@@ -152,8 +152,60 @@ async fn gets_in_a_batch_see_earlier_ops_in_request_order() {
         .unwrap();
     assert!(matches!(&outcomes[0], Outcome::Got(None)));
     assert!(matches!(&outcomes[2], Outcome::Got(Some(e)) if e.value == "v"));
-    assert!(matches!(&outcomes[3], Outcome::Written(e) if e.deleted));
+    assert!(matches!(&outcomes[3], Outcome::Deleted { tombstone, existed: true } if tombstone.deleted));
     assert!(matches!(&outcomes[4], Outcome::Got(None)));
+}
+
+#[tokio::test]
+async fn a_delete_says_whether_the_key_was_live() {
+    let db = open().await;
+    let delete = |key: &str| Op::Delete {
+        key: key.into(),
+        cas: None,
+    };
+    let deleted = |outcomes: Vec<Outcome>| match outcomes.into_iter().next() {
+        Some(Outcome::Deleted { tombstone, existed }) => (tombstone, existed),
+        other => panic!("expected a delete, got {other:?}"),
+    };
+    let (never, existed) = deleted(db.write(vec![delete("never")]).await.unwrap());
+    assert!(never.deleted && !existed, "a key that never existed");
+    written(db.write(vec![put("k", "v")]).await.unwrap());
+    let (first, existed) = deleted(db.write(vec![delete("k")]).await.unwrap());
+    assert!(existed, "a live key");
+    let (again, existed) = deleted(db.write(vec![delete("k")]).await.unwrap());
+    assert!(
+        !existed && again.version == first.version,
+        "a deleted key keeps its first tombstone"
+    );
+    // Within one batch, a delete sees the put before it.
+    let outcomes = db.write(vec![put("b", "v"), delete("b")]).await.unwrap();
+    assert!(matches!(&outcomes[1], Outcome::Deleted { existed: true, .. }));
+}
+
+#[tokio::test]
+async fn a_batch_error_names_the_op_that_caused_it() {
+    let db = open().await;
+    let stale = Version::new(1, db.node_id());
+    let batch = || {
+        vec![
+            put("a", "1"),
+            Op::Delete {
+                key: "b".into(),
+                cas: Some(stale),
+            },
+        ]
+    };
+    let err = db.write_batch(batch()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PreconditionFailed(m) if m.starts_with("op 1: cas failed")),
+        "{err:?}"
+    );
+    let err = db.write(batch()).await.unwrap_err();
+    assert!(
+        matches!(&err, Error::PreconditionFailed(m) if m.starts_with("cas failed")),
+        "{err:?}"
+    );
+    assert!(db.get("a").is_none(), "nothing of a failed batch is applied");
 }
 
 #[tokio::test]
@@ -377,8 +429,9 @@ async fn purge_drops_old_tombstones_only() {
     .await
     .unwrap();
     assert_eq!(db.purge_tombstones(ta.version.hlc + 1).await.unwrap(), 1);
-    assert!(db.get_entry("a").is_none());
-    assert!(db.get_entry("b").is_some_and(|e| e.deleted));
+    let entry = |key: &str| db.with_state(|state| state.get(key).cloned());
+    assert!(entry("a").is_none());
+    assert!(entry("b").is_some_and(|e| e.deleted));
 }
 
 /// A store whose commits fail on demand.
@@ -391,12 +444,6 @@ struct FlakyStore {
 impl Store for FlakyStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.inner.load().await
-    }
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.inner.get(key).await
-    }
-    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.inner.scan(prefix).await
     }
     async fn apply(&self, entries: &[Entry]) -> Result<usize> {
         if self.fail.load(Ordering::SeqCst) {
@@ -456,7 +503,8 @@ async fn a_full_disk_fails_the_whole_group_and_is_reported_until_a_commit_succee
     db.write(vec![put("k", "new")]).await.unwrap();
     assert!(!db.storage_full());
     assert_eq!(db.get("k").unwrap().value, "new");
-    assert_eq!(store.reopen().get("k").await.unwrap().unwrap().value, "new");
+    let stored = store.reopen().load().await.unwrap();
+    assert_eq!(stored.iter().find(|e| e.key == "k").unwrap().value, "new");
 }
 
 /// A key at the greatest version there is cannot be overwritten: the write is an error, never acknowledged

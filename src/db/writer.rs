@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
@@ -11,6 +11,7 @@ use super::{publish, Op, Outcome, Shared};
 use crate::crdt::{Entry, Version};
 use crate::error::{Error, Result};
 use crate::key;
+use crate::telemetry::limiter::LogLimiter;
 
 /// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
 /// latency a single huge batch adds to everyone else's writes.
@@ -19,6 +20,8 @@ pub const MAX_GROUP_ENTRIES: usize = 8192;
 pub(super) enum Command {
     Write {
         ops: Vec<Op>,
+        /// Prefix an error one op causes with its index (see `Db::write_batch`).
+        name_ops: bool,
         reply: oneshot::Sender<Result<Vec<Outcome>>>,
     },
     Merge {
@@ -135,8 +138,8 @@ impl Group {
     fn add(&mut self, shared: &Shared, command: Command) {
         self.weight += command.weight();
         match command {
-            Command::Write { ops, reply } => {
-                let result = self.write(shared, ops);
+            Command::Write { ops, name_ops, reply } => {
+                let result = self.write(shared, ops, name_ops);
                 self.pending.push(Pending::Write(reply, result));
             }
             Command::Merge { entries, reply } => {
@@ -164,8 +167,9 @@ impl Group {
         }
     }
 
-    /// Evaluate one atomic write. On error nothing of it stays in the group.
-    fn write(&mut self, shared: &Shared, ops: Vec<Op>) -> Result<Vec<Outcome>> {
+    /// Evaluate one atomic write. On error nothing of it stays in the group; with `name_ops` the error
+    /// names the index of the op that caused it.
+    fn write(&mut self, shared: &Shared, ops: Vec<Op>, name_ops: bool) -> Result<Vec<Outcome>> {
         let mut local: HashMap<String, Entry> = HashMap::new();
         let mut changes = Vec::new();
         let mut outcomes = Vec::with_capacity(ops.len());
@@ -178,7 +182,8 @@ impl Group {
             Some(e) => Some((e.version, e.deleted)),
             None => self.current_version(shared, key),
         };
-        for op in ops {
+        for (index, op) in ops.into_iter().enumerate() {
+            let at = |err: Error| if name_ops { err.in_op(index) } else { err };
             match op {
                 Op::Get { key } => outcomes.push(Outcome::Got(lookup(&local, &key).filter(|e| !e.deleted))),
                 Op::Put {
@@ -189,9 +194,9 @@ impl Group {
                     cas,
                 } => {
                     let current = version_of(&local, &key);
-                    check_cas_version(current, cas)?;
+                    check_cas_version(current, cas).map_err(at)?;
                     let floor = current.map_or(0, |(v, _)| v.hlc);
-                    let version = Version::new(shared.hlc.tick_after(floor)?, shared.node);
+                    let version = Version::new(shared.hlc.tick_after(floor).map_err(at)?, shared.node);
                     let entry = Entry {
                         key,
                         value,
@@ -206,18 +211,19 @@ impl Group {
                 }
                 Op::Delete { key, cas } => {
                     let current = lookup(&local, &key);
-                    check_cas(current.as_ref(), cas)?;
-                    let entry = match current {
+                    check_cas(current.as_ref(), cas).map_err(at)?;
+                    let existed = current.as_ref().is_some_and(|e| !e.deleted);
+                    let tombstone = match current {
                         // Already deleted: deleting again changes nothing (and must not move the version).
                         Some(e) if e.deleted => e,
                         current => {
-                            let tomb = Entry::tombstone(key, next_version(shared, current.as_ref())?);
+                            let tomb = Entry::tombstone(key, next_version(shared, current.as_ref()).map_err(at)?);
                             changes.push(tomb.clone());
                             local.insert(tomb.key.clone(), tomb.clone());
                             tomb
                         }
                     };
-                    outcomes.push(Outcome::Written(entry));
+                    outcomes.push(Outcome::Deleted { tombstone, existed });
                 }
                 Op::DeletePrefix { prefix } => {
                     let mut keys: Vec<String> = shared
@@ -240,7 +246,7 @@ impl Group {
                     for key in keys {
                         let current = lookup(&local, &key);
                         if let Some(current) = current.filter(|e| !e.deleted) {
-                            let tomb = Entry::tombstone(key, next_version(shared, Some(&current))?);
+                            let tomb = Entry::tombstone(key, next_version(shared, Some(&current)).map_err(at)?);
                             changes.push(tomb.clone());
                             local.insert(tomb.key.clone(), tomb.clone());
                             tombs.push(tomb);
@@ -322,7 +328,11 @@ impl Group {
                 }
             }
             Err(err) => {
-                tracing::error!(error = %err, "commit failed; the group's writes are rejected");
+                // A full disk fails every commit while writes keep coming: one line per category per interval.
+                static FAILURES: LazyLock<LogLimiter> = LazyLock::new(LogLimiter::default);
+                if let Some(suppressed) = FAILURES.check(err.code()) {
+                    tracing::error!(error = %err, suppressed, "commit failed; the group's writes are rejected");
+                }
                 for p in pending {
                     match p {
                         // A write that failed its own checks reports that, not the commit error.
@@ -345,7 +355,7 @@ fn record_ops(shared: &Shared, pending: &[Pending]) {
         for outcome in outcomes {
             match outcome {
                 Outcome::Got(_) => reads += 1,
-                Outcome::Written(entry) if entry.deleted => deletes += 1,
+                Outcome::Deleted { .. } => deletes += 1,
                 Outcome::Written(_) => writes += 1,
                 Outcome::DeletedPrefix(tombs) => deletes += tombs.len() as u64,
             }

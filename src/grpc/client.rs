@@ -6,7 +6,7 @@
 //! own; HTTP/2 keep-alives detect a connection that a partition black-holed, so it recovers after repair.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,19 +33,6 @@ pub const REDIAL_AFTER_TIMEOUTS: u32 = 2;
 /// HTTP/2 keep-alive ping interval and timeout.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(5);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Counters of the sending side.
-#[derive(Debug, Default)]
-pub struct TransportStats {
-    /// Frames handed to a peer's queue.
-    pub queued: AtomicU64,
-    /// Frames dropped because a peer's queue was full.
-    pub dropped: AtomicU64,
-    /// Deliveries that failed (peer unreachable, refused).
-    pub failed: AtomicU64,
-    /// Bytes of sealed frames delivered.
-    pub bytes_sent: AtomicU64,
-}
 
 /// Turns a peer's configured [`Endpoint`] into a lazily connecting [`Channel`].
 ///
@@ -96,8 +83,6 @@ pub struct Transport {
     peers: Mutex<HashMap<String, mpsc::Sender<Vec<u8>>>>,
     /// The peers' sender tasks, awaited by [`Transport::close`].
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    /// Counters.
-    pub stats: Arc<TransportStats>,
 }
 
 impl Transport {
@@ -108,7 +93,6 @@ impl Transport {
             dialer,
             peers: Mutex::new(HashMap::new()),
             tasks: Mutex::new(Vec::new()),
-            stats: Arc::default(),
         }
     }
 
@@ -121,7 +105,7 @@ impl Transport {
             let mut peers = self.peers.lock();
             match peers.get(addr) {
                 Some(tx) if !tx.is_closed() => tx.clone(),
-                _ => match spawn_peer(addr, &self.dialer, self.stats.clone()) {
+                _ => match spawn_peer(addr, &self.dialer) {
                     Some((tx, task)) => {
                         peers.insert(addr.to_string(), tx.clone());
                         let mut tasks = self.tasks.lock();
@@ -129,23 +113,11 @@ impl Transport {
                         tasks.push(task);
                         tx
                     }
-                    None => {
-                        self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                        return None;
-                    }
+                    None => return None,
                 },
             }
         };
-        match sender.try_send(frame) {
-            Ok(()) => {
-                self.stats.queued.fetch_add(1, Ordering::Relaxed);
-                Some(len)
-            }
-            Err(_) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                None
-            }
-        }
+        sender.try_send(frame).ok().map(|()| len)
     }
 
     /// Stop taking messages and let every peer task deliver what its queue still holds, for at most
@@ -163,11 +135,7 @@ impl Transport {
     }
 }
 
-fn spawn_peer(
-    addr: &str,
-    dialer: &Dialer,
-    stats: Arc<TransportStats>,
-) -> Option<(mpsc::Sender<Vec<u8>>, JoinHandle<()>)> {
+fn spawn_peer(addr: &str, dialer: &Dialer) -> Option<(mpsc::Sender<Vec<u8>>, JoinHandle<()>)> {
     let endpoint = Endpoint::from_shared(format!("http://{addr}"))
         .map_err(|e| tracing::warn!(%addr, error = %e, "bad peer address"))
         .ok()?
@@ -210,20 +178,16 @@ fn spawn_peer(
                         client = dial();
                     }
                     let mut client = client.clone();
-                    let (stats, addr, failing, timeouts) =
-                        (stats.clone(), addr.clone(), failing.clone(), timeouts.clone());
+                    let (addr, failing, timeouts) = (addr.clone(), failing.clone(), timeouts.clone());
                     in_flight.push(async move {
-                        let len = sealed.len() as u64;
                         match client.deliver(pb::Frame { sealed }).await {
                             Ok(_) => {
-                                stats.bytes_sent.fetch_add(len, Ordering::Relaxed);
                                 timeouts.store(0, Ordering::Relaxed);
                                 if failing.swap(false, Ordering::Relaxed) {
                                     tracing::info!(peer = %addr, "peer reachable again");
                                 }
                             }
                             Err(status) => {
-                                stats.failed.fetch_add(1, Ordering::Relaxed);
                                 // tonic reports its request timeout as `Cancelled`.
                                 if status.code() == tonic::Code::Cancelled {
                                     timeouts.fetch_add(1, Ordering::Relaxed);

@@ -1,7 +1,6 @@
 //! The receiving side: a tonic service that opens frames and hands messages to the cluster driver.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -16,6 +15,7 @@ use crate::crdt::NodeId;
 use crate::error::{Error, Result};
 use crate::metrics::{Direction, Metrics};
 use crate::replication::Message;
+use crate::telemetry::limiter::LogLimiter;
 
 /// Deliveries one connection may have open at once.
 pub const MAX_CONCURRENT_STREAMS: u32 = 64;
@@ -24,24 +24,20 @@ pub const MAX_CONCURRENT_STREAMS: u32 = 64;
 pub struct ReplicationService {
     codec: Codec,
     inbox: mpsc::Sender<(NodeId, Message)>,
-    /// Frames that failed to open or decode.
-    pub rejected: Arc<AtomicU64>,
+    /// Counts frames that fail to open or decode (`cave_seal_failures_total`).
     metrics: Arc<Metrics>,
+    /// One warning per peer address per interval about rejected frames.
+    rejections: LogLimiter,
 }
 
 impl ReplicationService {
     /// A service delivering into `inbox`.
-    pub fn new(
-        codec: Codec,
-        inbox: mpsc::Sender<(NodeId, Message)>,
-        rejected: Arc<AtomicU64>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
+    pub fn new(codec: Codec, inbox: mpsc::Sender<(NodeId, Message)>, metrics: Arc<Metrics>) -> Self {
         ReplicationService {
             codec,
             inbox,
-            rejected,
             metrics,
+            rejections: LogLimiter::default(),
         }
     }
 }
@@ -54,9 +50,12 @@ impl Replication for ReplicationService {
         let (from, msg) = match self.codec.open(&frame.sealed) {
             Ok(opened) => opened,
             Err(err) => {
-                self.rejected.fetch_add(1, Ordering::Relaxed);
                 self.metrics.seal_failure();
-                tracing::warn!(peer = ?remote, error = %err, "rejected a replication frame");
+                // By IP: a peer sending garbage reconnects from a new port each time.
+                let peer = remote.map_or_else(|| "unknown".to_string(), |addr| addr.ip().to_string());
+                if let Some(suppressed) = self.rejections.check(&peer) {
+                    tracing::warn!(%peer, error = %err, suppressed, "rejected a replication frame");
+                }
                 return Err(status(&err));
             }
         };

@@ -13,7 +13,6 @@
 //! `Arc<SqliteStore>`.
 
 use std::collections::BTreeMap;
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -87,22 +86,6 @@ impl Store for MemoryStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.check_open()?;
         Ok(self.data.read().entries.values().cloned().collect())
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        self.check_open()?;
-        Ok(self.data.read().entries.get(key).cloned())
-    }
-
-    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
-        self.check_open()?;
-        let data = self.data.read();
-        let from_prefix = (Bound::Included(prefix), Bound::Unbounded);
-        let matching = data
-            .entries
-            .range::<str, _>(from_prefix)
-            .take_while(|(key, _)| key.starts_with(prefix));
-        Ok(matching.map(|(_, entry)| entry.clone()).collect())
     }
 
     async fn apply(&self, entries: &[Entry]) -> Result<usize> {

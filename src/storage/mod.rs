@@ -4,7 +4,7 @@
 //! in-memory [`crate::crdt::LwwMap`] serves reads, and the database layer (`crate::db`) decides versions,
 //! checks conditions and batches writes. What the store must guarantee:
 //!
-//! - **Merge by version.** What [`Store::load`], [`Store::get`] and [`Store::scan`] return for a key is the
+//! - **Merge by version.** What [`Store::load`] returns for a key is the
 //!   entry of greatest precedence ([`Entry::precedence`]) among everything applied to it: [`Store::apply`]
 //!   never lets an entry of lower precedence replace a stored one, so replaying an old batch, an old import
 //!   or a duplicate delta is harmless.
@@ -50,14 +50,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored entry (tombstones included), in key order. Called once when a node opens its data.
     async fn load(&self) -> Result<Vec<Entry>>;
 
-    /// The stored entry of `key`, tombstone or not.
-    async fn get(&self, key: &str) -> Result<Option<Entry>>;
-
-    /// Stored entries whose key starts with `prefix`, tombstones included, in key order.
-    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>>;
-
     /// Persist `entries` atomically, each merged by version with what is stored: an entry that does not
-    /// supersede the stored one never shows in `load`, `get` or `scan`. A store may merge on write
+    /// supersede the stored one never shows in `load`. A store may merge on write
     /// ([`MemoryStore`]) or record every entry and merge when reading and compacting ([`SqliteStore`]).
     ///
     /// Returns how many entries were written: at least the number that changed the stored state, at most

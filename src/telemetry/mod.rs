@@ -4,7 +4,9 @@
 //!
 //! Both exist so that an operator with nothing but HTTP access to a node can see what it is doing: the last
 //! few thousand log records without shell access to its journal, and a dashboard to import into Grafana
-//! that is guaranteed (by a test) to use only metric names the node exports.
+//! that is guaranteed (by a test) to use only metric names the node exports. [`limiter`] keeps warnings that
+//! outside input can trigger from flooding either (a leaf, used by every layer).
 
 pub mod dashboard;
+pub mod limiter;
 pub mod logs;

@@ -147,14 +147,6 @@ impl Store for AcksOnFullDisk {
         self.0.load().await
     }
 
-    async fn get(&self, key: &str) -> cave::Result<Option<Entry>> {
-        self.0.get(key).await
-    }
-
-    async fn scan(&self, prefix: &str) -> cave::Result<Vec<Entry>> {
-        self.0.scan(prefix).await
-    }
-
     async fn apply(&self, entries: &[Entry]) -> cave::Result<usize> {
         if self.0.is_full() {
             return Ok(0);

@@ -86,17 +86,25 @@ fn every_bad_value_names_its_parameter() {
             &["discovery_window", "too long"],
         ),
         (
-            &["--mdns=yes"],
+            &["--mdns=ture"],
             &[],
-            &["mdns (--mdns / CAVE_MDNS)", "set by --mdns", "true or false"],
+            &[
+                "mdns (--mdns / CAVE_MDNS)",
+                "set by --mdns",
+                "true/false, 1/0, yes/no or on/off",
+            ],
         ),
-        (&[], &[("CAVE_MDNS", "1")], &["mdns", "CAVE_MDNS", "true or false"]),
         (
-            &["--allow-empty-start=yes"],
+            &[],
+            &[("CAVE_MDNS", "2")],
+            &["mdns", "CAVE_MDNS", "`2` is not true/false"],
+        ),
+        (
+            &["--allow-empty-start=maybe"],
             &[],
             &[
                 "allow_empty_start (--allow-empty-start / CAVE_ALLOW_EMPTY_START)",
-                "true or false",
+                "`maybe` is not true/false",
             ],
         ),
         (
@@ -160,10 +168,10 @@ fn bad_values_in_the_file_name_the_file_and_the_key() {
     );
     let (_dir, path) = file("max_clock_drift = \"1\"\n");
     assert!(err(&["--config", &path], &[]).contains("no unit"));
-    let (_dir, path) = file("mdns = 1\n");
+    let (_dir, path) = file("mdns = 2\n");
     let message = err(&["--config", &path], &[]);
     assert!(
-        message.contains("mdns") && message.contains("expected true or false, found a number"),
+        message.contains("mdns") && message.contains("found a number other than 0 or 1"),
         "{message}"
     );
     let (_dir, path) = file("advertise_addr = [\"a:1\"]\n");

@@ -48,7 +48,7 @@
 //!   durable batch was lost. The range stays due, and the next `apply` retries it.
 //!   [`SqliteStore::compact`] folds everything; `close` does too (before its WAL checkpoint), so a cleanly
 //!   closed store has an empty log, and `purge_tombstones` does before it purges (below).
-//! - **Reads merge.** `get`, `scan` and `load` read the `kv` rows *and* the `log` rows of the range in one
+//! - **Reads merge.** `load` reads the `kv` rows *and* the `log` rows of the range in one
 //!   read transaction, so in one snapshot (a fold committing between the two queries could otherwise move a
 //!   row out of the log after `kv` was read), and merge them in Rust with [`Entry::merge`]. The log part is a
 //!   scan of the log (no key index), which holds about 1.25 times the threshold at most (twice while the
@@ -206,10 +206,10 @@ use super::{Durability, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 use checkpoint::{checkpoint_loop, Checkpointer, DatabaseFile, Round, CHECKPOINT_TRUNCATE};
-use sql::{into_entry, merge_rows, Reads, Row, GET, LOAD, SCAN_FROM, SCAN_RANGE};
-pub(super) use sql::{prefix_successor, PURGE_HIGH_SQL, PURGE_LOW_SQL};
+use sql::{into_entry, merge_rows, Reads, Row, LOAD};
 #[cfg(test)]
-pub(super) use sql::{COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL};
+pub(super) use sql::{COMPACT_FROM_SQL, COMPACT_RANGE_SQL};
+pub(super) use sql::{PURGE_HIGH_SQL, PURGE_LOW_SQL};
 pub use tuning::StoreTuning;
 use writer::{enable_incremental_vacuum, SharedWriter, Writer};
 
@@ -419,17 +419,6 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.read(&LOAD, &[]).await
-    }
-
-    async fn get(&self, key: &str) -> Result<Option<Entry>> {
-        Ok(self.read(&GET, &[key]).await?.pop())
-    }
-
-    async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
-        match prefix_successor(prefix) {
-            Some(end) => self.read(&SCAN_RANGE, &[prefix, &end]).await,
-            None => self.read(&SCAN_FROM, &[prefix]).await,
-        }
     }
 
     async fn apply(&self, entries: &[Entry]) -> Result<usize> {

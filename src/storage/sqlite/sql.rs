@@ -34,28 +34,10 @@ pub(super) struct Reads {
     pub(super) log: &'static str,
 }
 
-pub(super) const GET: Reads = Reads {
-    kv: select!("kv", "WHERE key = ?1"),
-    log: select!("log", "WHERE key = ?1 ORDER BY seq"),
-};
 pub(super) const LOAD: Reads = Reads {
     kv: select!("kv", "ORDER BY key"),
     log: select!("log", "ORDER BY seq"),
 };
-/// Prefix scans are a primary-key range `[prefix, successor)`, not `LIKE`: `LIKE` is case-insensitive,
-/// treats `%`/`_` in keys as wildcards and does not use the index.
-pub(in crate::storage) const SCAN_RANGE_SQL: &str = select!("kv", "WHERE key >= ?1 AND key < ?2 ORDER BY key");
-/// For prefixes with no successor (empty, or only U+10FFFF characters): everything from the prefix on matches.
-pub(in crate::storage) const SCAN_FROM_SQL: &str = select!("kv", "WHERE key >= ?1 ORDER BY key");
-pub(super) const SCAN_RANGE: Reads = Reads {
-    kv: SCAN_RANGE_SQL,
-    log: select!("log", "WHERE key >= ?1 AND key < ?2 ORDER BY seq"),
-};
-pub(super) const SCAN_FROM: Reads = Reads {
-    kv: SCAN_FROM_SQL,
-    log: select!("log", "WHERE key >= ?1 ORDER BY seq"),
-};
-
 /// Tombstone purge when `before_hlc < 2^63`: only non-negative (bit-cast) HLCs can be below it. The literal
 /// `deleted = 1` lets SQLite use the partial index `kv_tombstones_by_hlc`.
 pub(in crate::storage) const PURGE_LOW_SQL: &str =
@@ -144,27 +126,6 @@ pub(super) fn pieces(len: usize) -> impl Iterator<Item = usize> {
         .map(|bit| 1usize << bit)
         .filter(move |size| rest & size != 0);
     full.chain(bits)
-}
-
-/// The smallest string greater than every string that starts with `prefix`, or `None` if there is none.
-///
-/// UTF-8 byte order (SQLite's BINARY collation) is code point order, so the successor replaces the last
-/// character by the next code point, skipping surrogates, and drops trailing U+10FFFF characters, which
-/// have no next code point. Appending `char::MAX` instead would miss keys continuing with U+10FFFF.
-pub(in crate::storage) fn prefix_successor(prefix: &str) -> Option<String> {
-    let mut successor = prefix.to_owned();
-    while let Some(last) = successor.pop() {
-        let next = match last {
-            '\u{D7FF}' => Some('\u{E000}'),
-            char::MAX => None,
-            c => char::from_u32(c as u32 + 1),
-        };
-        if let Some(next) = next {
-            successor.push(next);
-            return Some(successor);
-        }
-    }
-    None
 }
 
 pub(super) fn into_entry((key, value, content_type, secret, deleted, hlc, node): Row) -> Entry {

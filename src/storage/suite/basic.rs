@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{v, value, HIGH};
+use super::{v, value, LoadedReads, HIGH};
 use crate::crdt::Entry;
 use crate::error::Error;
 use crate::storage::Store;
@@ -178,8 +178,6 @@ pub(super) async fn close_makes_every_call_unavailable(store: &dyn Store) {
         );
     }
     unavailable("load", store.load().await);
-    unavailable("get", store.get("k").await);
-    unavailable("scan", store.scan("").await);
     unavailable("apply", store.apply(&[value("k", b"w", v(2, 1))]).await);
     unavailable("apply([])", store.apply(&[]).await);
     unavailable("purge_tombstones", store.purge_tombstones(u64::MAX).await);

@@ -4,22 +4,19 @@
 use sqlx::Connection;
 
 use super::{
-    load_batch, model, open_sqlite, open_sqlite_with, reads_agree, side_connection, v, value, HIGH, NEVER_COMPACT,
+    load_batch, model, open_sqlite, open_sqlite_with, reads_agree, side_connection, v, value, LoadedReads, HIGH,
+    NEVER_COMPACT,
 };
 use crate::crdt::Entry;
-use crate::storage::sqlite::{
-    prefix_successor, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, PURGE_HIGH_SQL, PURGE_LOW_SQL, SCAN_FROM_SQL, SCAN_RANGE_SQL,
-};
+use crate::storage::sqlite::{COMPACT_FROM_SQL, COMPACT_RANGE_SQL, PURGE_HIGH_SQL, PURGE_LOW_SQL};
 use crate::storage::{Store, StoreTuning};
 
 #[tokio::test]
-async fn sqlite_scan_and_purge_use_indexes() {
+async fn sqlite_purge_and_sweeps_use_indexes() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_sqlite(dir.path()).await;
     let mut side = side_connection(&dir.path().join("cave.db")).await;
     let plans = [
-        (SCAN_RANGE_SQL, "USING PRIMARY KEY (key>? AND key<?)"),
-        (SCAN_FROM_SQL, "USING PRIMARY KEY (key>?)"),
         (PURGE_LOW_SQL, "USING INDEX kv_tombstones_by_hlc (hlc>? AND hlc<?)"),
         // A sweep reads only the log rows up to its bound, by rowid.
         (COMPACT_RANGE_SQL, "log USING INTEGER PRIMARY KEY (rowid<?)"),
@@ -274,14 +271,4 @@ async fn sqlite_sweeps_fold_key_ranges_and_keep_the_log_bounded() {
     assert_eq!(store.log_rows().await.unwrap(), 0);
     reads_agree(&store, &expected).await;
     store.close().await.unwrap();
-}
-
-#[test]
-fn prefix_successors_bound_exactly_the_prefixed_keys() {
-    assert_eq!(prefix_successor(""), None);
-    assert_eq!(prefix_successor("a/").as_deref(), Some("a0"));
-    assert_eq!(prefix_successor("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
-    assert_eq!(prefix_successor("a\u{10FFFF}").as_deref(), Some("b"));
-    assert_eq!(prefix_successor("\u{10FFFF}\u{10FFFF}"), None);
-    assert_eq!(prefix_successor("é").as_deref(), Some("ê"));
 }

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use super::{model, v, value};
+use super::{model, v, value, LoadedReads};
 use crate::crdt::Entry;
 use crate::error::Error;
 use crate::storage::{MemoryStore, Store};

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use super::{apply_changing, holds_the_merge, model, open_sqlite, open_sqlite_with, v, value, HIGH};
+use super::{apply_changing, holds_the_merge, model, open_sqlite, open_sqlite_with, v, value, LoadedReads, HIGH};
 use crate::crdt::Entry;
 use crate::storage::{MemoryStore, Store, StoreTuning};
 

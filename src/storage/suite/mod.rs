@@ -39,6 +39,28 @@ use merge::{
 
 const HIGH: u64 = 1 << 63;
 
+/// One key and one prefix read through [`Store::load`], the only read a node makes of its store: the checks
+/// say what a reopened node would see.
+#[async_trait::async_trait]
+trait LoadedReads {
+    /// The stored entry of `key`, tombstone or not.
+    async fn get(&self, key: &str) -> crate::Result<Option<Entry>>;
+    /// Stored entries whose key starts with `prefix`, tombstones included, in key order.
+    async fn scan(&self, prefix: &str) -> crate::Result<Vec<Entry>>;
+}
+
+#[async_trait::async_trait]
+impl<S: Store + ?Sized> LoadedReads for S {
+    async fn get(&self, key: &str) -> crate::Result<Option<Entry>> {
+        Ok(self.load().await?.into_iter().find(|e| e.key == key))
+    }
+
+    async fn scan(&self, prefix: &str) -> crate::Result<Vec<Entry>> {
+        let all = self.load().await?;
+        Ok(all.into_iter().filter(|e| e.key.starts_with(prefix)).collect())
+    }
+}
+
 fn v(hlc: u64, node: u64) -> Version {
     Version::new(hlc, NodeId(node))
 }
@@ -97,7 +119,7 @@ async fn apply_changing(store: &dyn Store, batch: &[Entry], changes: usize) {
     );
 }
 
-/// `load`, `get` of every key (and of a missing one) and `scan` all agree with `expected`.
+/// `load` agrees with `expected`, also read key by key (and for a missing key) and by prefix.
 async fn holds_the_merge(
     store: &dyn Store,
     expected: &BTreeMap<String, Entry>,
