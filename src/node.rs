@@ -191,6 +191,7 @@ impl Node {
             metrics.clone(),
         )
         .await?;
+        db.start_audit_retention(config.audit_retention).await;
         let weak = db.downgrade();
         metrics.set_state_source(move || {
             let stats = weak.upgrade()?.stats();

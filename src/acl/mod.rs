@@ -20,6 +20,8 @@ pub struct Caller {
 impl Caller {
     /// The caller of a request that carried no token (or of any request while access control is off).
     pub fn anonymous() -> Self {
-        Caller { accessor: Arc::from("anonymous") }
+        Caller {
+            accessor: Arc::from("anonymous"),
+        }
     }
 }

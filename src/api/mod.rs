@@ -4,6 +4,7 @@
 //! the problem, never a guess), call the database, and encode the answer. All errors leave through
 //! [`crate::Error`]'s one HTTP mapping in [`error`], so every failure has the same JSON shape.
 
+mod audit;
 mod cluster;
 mod encoding;
 pub mod error;
@@ -54,6 +55,7 @@ pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
     let hlc = state.db.hlc().clone();
+    let db = state.db.clone();
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -65,6 +67,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/watch/{*prefix}", get(watch::watch))
         .route("/api/v1/export", get(transfer::export))
         .route("/api/v1/import", post(transfer::import))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
         .route("/api/v1/system/info", get(system::info))
         .route("/api/v1/system/config", get(system::config))
@@ -84,10 +87,15 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(serde_json::json!({"error": err.to_string(), "code": "method_not_allowed"})),
             )
         })
+        // Innermost, inside the access-control layer: the caller it names goes into the audit record.
+        .layer(axum::middleware::from_fn(audit::capture_caller))
         .layer(axum::middleware::from_fn(origin::same_origin_writes))
         .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
         .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
         .layer(axum::middleware::from_fn(guard::head_limits))
+        // Outside every layer that refuses (the access-control layer included), so that it records their
+        // 401s and 403s; inside `json_errors`, so that its own 503 is already JSON.
+        .layer(axum::middleware::from_fn_with_state(db, audit::record))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
         // Last, so that it wraps every route and both fallbacks (it sees each route's template).

@@ -98,6 +98,7 @@ pub async fn serve<L>(
 where
     L: Listener,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L::Addr: Clone + Send + Sync + 'static,
 {
     tracing::info!(
         max_connections = limits.max_connections,
@@ -112,9 +113,9 @@ where
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             () = &mut shutdown => break,
-            (io, _addr) = listener.accept() => io,
+            accepted = listener.accept() => accepted,
         };
         // Reap finished connections so that the set holds only live ones.
         while connections.try_join_next().is_some() {}
@@ -144,7 +145,7 @@ where
             registry: registry.clone(),
         };
         connections.spawn(async move {
-            connection.run(io).await;
+            connection.run(io, peer).await;
             drop(permit);
         });
     }
@@ -164,9 +165,11 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<IO>(mut self, io: IO)
+    /// Serve `io`; its requests carry `ConnectInfo(peer)` (the audit trail records the client's address).
+    async fn run<IO, A>(mut self, io: IO, peer: A)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: Clone + Send + Sync + 'static,
     {
         let _open = self.metrics.http_connection();
         let activity = Arc::new(Activity::new());
@@ -180,7 +183,10 @@ impl Connection {
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             service_activity.request_started();
             let guard = RequestGuard(service_activity.clone());
-            let request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer.clone()));
             let router = router.clone();
             async move {
                 let Ok(response) = router.oneshot(request).await;

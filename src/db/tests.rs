@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::crdt::ManualTime;
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
-use crate::storage::{MemoryStore, Store};
+use crate::storage::{AuditQuery, AuditRecord, MemoryStore, Store};
 
 async fn open_with(store: Arc<dyn Store>) -> Db {
     let hlc = Arc::new(Hlc::new(ManualTime::new(1_000)));
@@ -398,11 +398,20 @@ impl Store for FlakyStore {
     async fn scan(&self, prefix: &str) -> Result<Vec<Entry>> {
         self.inner.scan(prefix).await
     }
-    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::internal("disk full"));
         }
-        self.inner.apply(entries).await
+        self.inner.apply_with_audit(entries, audit).await
+    }
+    async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_read(query).await
+    }
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
+        self.inner.audit_purge(before_ms, max_rows).await
+    }
+    async fn audit_last_id(&self) -> Result<u64> {
+        self.inner.audit_last_id().await
     }
     async fn purge_tombstones(&self, before_hlc: u64) -> Result<Vec<String>> {
         self.inner.purge_tombstones(before_hlc).await

@@ -17,6 +17,7 @@ use super::sql::{
 use super::{StoreTuning, BUSY_TIMEOUT};
 use crate::crdt::Entry;
 use crate::error::Result;
+use crate::storage::AuditRecord;
 
 /// Keys sampled per slice's worth of appended rows: enough to place the ends of a sweep's key ranges within a
 /// few percent of the quantile they aim at.
@@ -140,10 +141,14 @@ impl Writer {
         committed
     }
 
-    /// Append `entries` to the log in one transaction: all of them or, on any failure, none.
-    pub(super) async fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// Append `entries` to the log and `audit` to the audit table in one transaction: all of them or, on any
+    /// failure, none.
+    pub(super) async fn append(&mut self, entries: &[Entry], audit: &[AuditRecord]) -> Result<()> {
         self.begin().await?;
-        let appended = self.append_pieces(entries).await;
+        let mut appended = self.append_pieces(entries).await;
+        if appended.is_ok() && !audit.is_empty() {
+            appended = super::audit::insert(&mut self.conn, audit).await;
+        }
         self.commit_or_rollback(appended).await?;
         self.log_rows += entries.len();
         self.log_bytes += entries
