@@ -263,3 +263,6 @@ fn to_json(r: &AuditRecord) -> Value {
         "remote_addr": r.remote_addr,
     })
 }
+
+#[cfg(test)]
+mod tests;

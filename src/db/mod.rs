@@ -520,4 +520,6 @@ fn closed() -> Error {
 }
 
 #[cfg(test)]
+mod audit_tests;
+#[cfg(test)]
 mod tests;

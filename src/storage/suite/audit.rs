@@ -16,7 +16,7 @@ pub(super) fn record(id: u64, time_ms: u64, accessor: &str) -> AuditRecord {
         route: "/api/v1/kv/{*key}".to_string(),
         key: Some(format!("k/{id}")),
         status: 200,
-        remote_addr: (id % 2 == 0).then(|| "127.0.0.1:4242".to_string()),
+        remote_addr: id.is_multiple_of(2).then(|| "127.0.0.1:4242".to_string()),
     }
 }
 
@@ -38,7 +38,7 @@ pub(super) async fn audit_records_round_trip_and_filter(store: &dyn Store) {
     assert_eq!(store.audit_last_id().await.unwrap(), 0);
     assert!(store.audit_read(&all(0)).await.unwrap().is_empty());
     let records: Vec<AuditRecord> = (1..=10u64)
-        .map(|id| record(id, 1000 + id, if id % 3 == 0 { "alice" } else { "anonymous" }))
+        .map(|id| record(id, 1000 + id, if id.is_multiple_of(3) { "alice" } else { "anonymous" }))
         .collect();
     store
         .apply_with_audit(&[value("a", b"x", v(1, 1))], &records[..4])
