@@ -358,3 +358,27 @@ async fn no_value_secret_or_token_reaches_the_trail() {
     }
     drop(dir);
 }
+
+#[tokio::test]
+async fn repair_clock_keeps_the_trail() {
+    use cave::crdt::{Entry, Version};
+    use cave::storage::{SqliteStore, Store};
+
+    let (_dir, node) = common::start().await;
+    node.put("kept", "v").await;
+    node.delete("kept").await;
+    let before = trail(&node, "").await;
+    let config = node.config.clone();
+    node.stop().await;
+    let store = SqliteStore::open(&config.data_dir.join(cave::node::DB_FILE), config.durability)
+        .await
+        .unwrap();
+    let pinned = Entry::value("pinned", "p", Version::new(u64::MAX, NodeId(1)));
+    store.apply(&[pinned]).await.unwrap();
+    store.close().await.unwrap();
+    let repaired = cave::node::repair_clock(&config).await.unwrap();
+    assert_eq!(repaired.len(), 1);
+    let node = TestNode::start_config(config).await;
+    assert_eq!(trail(&node, "").await, before);
+    node.stop().await;
+}
