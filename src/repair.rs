@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::crdt::hlc::{beyond_drift, from_physical_ms, SystemTime, TimeSource};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
-use crate::storage::{AuditQuery, SqliteStore, Store};
+use crate::storage::{SqliteStore, Store};
 
 /// Where `cave repair-clock` keeps the database it replaced, in the data directory.
 pub const BACKUP_FILE: &str = "cave.db.before-repair-clock";
@@ -112,16 +112,11 @@ pub async fn repair_clock(config: &Config, node: NodeId) -> Result<Vec<FarAhead>
         new.apply(chunk).await?;
     }
     // The audit trail moves along unchanged (its times are not versions), a page at a time.
-    let mut page = AuditQuery {
-        after: 0,
-        since_ms: None,
-        accessor: None,
-        limit: REWRITE_CHUNK_ENTRIES,
-    };
+    let mut after = 0;
     loop {
-        let records = old.audit_read(&page).await?;
+        let records = old.audit_scan(after, REWRITE_CHUNK_ENTRIES).await?;
         let Some(last) = records.last() else { break };
-        page.after = last.id;
+        after = last.id;
         new.apply_with_audit(&[], &records).await?;
     }
     old.close().await?;

@@ -184,23 +184,12 @@ pub async fn capture_caller(request: Request, next: Next) -> Response {
 }
 
 /// `GET /api/v1/audit?since=&limit=&accessor=&after=`: records of this node in commit order, a page at a
-/// time; `next` is the `after` of the following page (`null` on the last).
+/// time; `next` is the `after` of the following page (`null` on the last). A filtered page may hold fewer
+/// than `limit` records, or none, and still have a `next` (see `crate::audit::query`).
 pub async fn list(State(app): State<Arc<AppState>>, params: Params) -> Result<Json<Value>> {
-    let query = parse_query(&params)?;
-    let limit = query.limit;
-    // One more than the page, to know whether another follows.
-    let mut records = app
-        .db
-        .audit_read(&AuditQuery {
-            limit: limit + 1,
-            ..query
-        })
-        .await?;
-    let more = records.len() > limit;
-    records.truncate(limit);
-    let next = if more { records.last().map(|r| r.id) } else { None };
-    let records: Vec<Value> = records.iter().map(to_json).collect();
-    Ok(Json(json!({"records": records, "next": next})))
+    let page = app.db.audit_read(&parse_query(&params)?).await?;
+    let records: Vec<Value> = page.records.iter().map(to_json).collect();
+    Ok(Json(json!({"records": records, "next": page.next})))
 }
 
 fn parse_query(params: &Params) -> Result<AuditQuery> {

@@ -22,12 +22,15 @@
 //!
 //! # Layout
 //! - [`context`]: the pending record of the request a task serves, where [`crate::db`] claims it.
+//! - [`query`]: reading the trail a page at a time, with the filters of `GET /api/v1/audit`.
 //! - [`retention`]: the task that deletes records older than `audit_retention`, in bounded batches.
 //! - The records themselves are stored by [`crate::storage::Store`] (`audit` table); the HTTP middleware and
 //!   `GET /api/v1/audit` live in `api/audit.rs`.
 
 pub mod context;
+pub mod query;
 pub mod retention;
 
-pub use crate::storage::{AuditQuery, AuditRecord};
+pub use crate::storage::AuditRecord;
+pub use query::{AuditPage, AuditQuery};
 pub use retention::Retention;

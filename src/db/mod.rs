@@ -53,7 +53,7 @@ use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use crate::audit::{context, AuditQuery, AuditRecord, Retention};
+use crate::audit::{context, AuditPage, AuditQuery, AuditRecord, Retention};
 use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::key;
@@ -378,9 +378,9 @@ impl Db {
         self.call(|reply| writer::Command::Audit { records, reply }).await?
     }
 
-    /// Audit records matching `query`, read from the store (not through the writer).
-    pub async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        self.shared.store.audit_read(query).await
+    /// The page of audit records `query` asks for, read from the store (not through the writer).
+    pub async fn audit_read(&self, query: &AuditQuery) -> Result<AuditPage> {
+        crate::audit::query::read(&*self.shared.store, query).await
     }
 
     /// Delete audit records older than `retention` from now on, in the background, until [`Db::close`]

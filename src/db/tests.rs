@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::crdt::ManualTime;
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
-use crate::storage::{AuditQuery, AuditRecord, MemoryStore, Store};
+use crate::storage::{AuditRecord, MemoryStore, Store};
 
 async fn open_with(store: Arc<dyn Store>) -> Db {
     let hlc = Arc::new(Hlc::new(ManualTime::new(1_000)));
@@ -404,8 +404,11 @@ impl Store for FlakyStore {
         }
         self.inner.apply_with_audit(entries, audit).await
     }
-    async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        self.inner.audit_read(query).await
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_scan(after, limit).await
+    }
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.inner.audit_time_at(id).await
     }
     async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
         self.inner.audit_purge(before_ms, max_rows).await

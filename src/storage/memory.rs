@@ -20,7 +20,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::{AuditQuery, AuditRecord, Store};
+use super::{AuditRecord, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 
@@ -156,26 +156,26 @@ impl Store for MemoryStore {
         Ok(purged)
     }
 
-    async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         self.check_open()?;
         let data = self.data.read();
-        let after = data.audit.range(query.after.saturating_add(1)..);
-        let matching = after.map(|(_, r)| r).filter(|r| query.matches(r));
-        Ok(matching.take(query.limit).cloned().collect())
+        let records = data.audit.range(after.saturating_add(1)..).map(|(_, r)| r.clone());
+        Ok(records.take(limit).collect())
+    }
+
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        Ok(self.data.read().audit.range(id..).next().map(|(_, r)| r.time_ms))
     }
 
     async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
         let mut data = self.data.write();
         self.check_open()?;
-        let mut old: Vec<(u64, u64)> = data
-            .audit
-            .values()
+        let old: Vec<u64> = (data.audit.values().take(max_rows))
             .filter(|r| r.time_ms < before_ms)
-            .map(|r| (r.time_ms, r.id))
+            .map(|r| r.id)
             .collect();
-        old.sort_unstable();
-        old.truncate(max_rows);
-        for (_, id) in &old {
+        for id in &old {
             data.audit.remove(id);
         }
         Ok(old.len())

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::crdt::Entry;
 use crate::error::Result;
 
-pub use audit::{AuditQuery, AuditRecord};
+pub use audit::AuditRecord;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, StoreTuning};
 
@@ -78,11 +78,14 @@ pub trait Store: Send + Sync + 'static {
     /// alone with [`crate::Error::StorageFull`].
     async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize>;
 
-    /// Audit records matching `query`, in id order.
-    async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>>;
+    /// At most `limit` audit records with an id greater than `after`, in id order.
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
 
-    /// Delete at most `max_rows` audit records older than `before_ms` (the oldest first), in one
-    /// transaction. Returns how many went.
+    /// The time of the first audit record with an id at least `id`, if there is one.
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>>;
+
+    /// Of the `max_rows` audit records with the lowest ids, delete those older than `before_ms`, in one
+    /// transaction. Returns how many went (fewer than `max_rows`: no older record is left at the front).
     async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize>;
 
     /// The greatest audit id ever stored (0 if none), even if its record has been purged since: the next

@@ -17,7 +17,7 @@ use cave::crdt::Entry;
 use cave::crdt::{Hlc, NodeId, TimeSource};
 use cave::node::Node;
 use cave::secrets::MasterKey;
-use cave::storage::{AuditQuery, AuditRecord, MemoryStore, Store};
+use cave::storage::{AuditRecord, MemoryStore, Store};
 use tokio::sync::Notify;
 
 use super::net::{dialer, incoming, HttpListener, TransportFault};
@@ -152,8 +152,11 @@ impl Store for AcksOnFullDisk {
         }
         self.0.apply_with_audit(entries, audit).await
     }
-    async fn audit_read(&self, query: &AuditQuery) -> cave::Result<Vec<AuditRecord>> {
-        self.0.audit_read(query).await
+    async fn audit_scan(&self, after: u64, limit: usize) -> cave::Result<Vec<AuditRecord>> {
+        self.0.audit_scan(after, limit).await
+    }
+    async fn audit_time_at(&self, id: u64) -> cave::Result<Option<u64>> {
+        self.0.audit_time_at(id).await
     }
     async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> cave::Result<usize> {
         self.0.audit_purge(before_ms, max_rows).await

@@ -105,7 +105,7 @@ async fn records(db: &Db) -> Vec<AuditRecord> {
         accessor: None,
         limit: 100,
     };
-    db.audit_read(&query).await.unwrap()
+    db.audit_read(&query).await.unwrap().records
 }
 
 fn metric(db: &Db, name: &str) -> f64 {

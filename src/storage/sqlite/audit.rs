@@ -1,8 +1,9 @@
 //! The audit table of [`SqliteStore`](super::SqliteStore) (`migrations/0003_audit.sql`): appends inside the
 //! writer's transactions, reads on the read pool, purges in bounded batches on the writer connection.
 //!
-//! Appends cost little next to the entries they ride with: `id` is the rowid and grows, and so does
-//! `time_ms`, so a row and its two index entries land on the rightmost pages of their b-trees, like the log's.
+//! Appends cost little next to the entries they ride with: `id` is the rowid and grows, so a row lands on
+//! the rightmost page of the table's b-tree, like the log's; the table has no other index (see
+//! `crate::storage::AuditRecord`'s module).
 
 use std::sync::LazyLock;
 
@@ -12,7 +13,7 @@ use sqlx::SqliteConnection;
 use super::sql::{pieces, CHUNK_ROWS};
 use crate::crdt::NodeId;
 use crate::error::Result;
-use crate::storage::{AuditQuery, AuditRecord};
+use crate::storage::AuditRecord;
 
 const COLUMNS: &str = "id, time_ms, node, accessor, method, route, key, status, remote_addr";
 
@@ -94,31 +95,16 @@ fn into_record((id, time_ms, node, accessor, method, route, key, status, remote_
     }
 }
 
-/// `?since=` seeks to the first id at that time (through the time index) rather than walking the table
-/// from `after`; the time condition stays, so a record stamped earlier under a later id (the clock stepped
-/// back) is still left out.
-const READ_SQL: &str = "SELECT id, time_ms, node, accessor, method, route, key, status, remote_addr FROM audit \
-     WHERE id > ?1 AND (?2 IS NULL OR (time_ms >= ?2 AND id >= (SELECT MIN(id) FROM audit WHERE time_ms >= ?2))) \
-     ORDER BY id LIMIT ?3";
-const READ_ACCESSOR_SQL: &str = "SELECT id, time_ms, node, accessor, method, route, key, status, remote_addr \
-     FROM audit WHERE accessor = ?4 AND id > ?1 AND (?2 IS NULL OR time_ms >= ?2) ORDER BY id LIMIT ?3";
-
-/// The records matching `query`, read on `conn` (a reader).
-pub(super) async fn read<'c, E>(conn: E, query: &AuditQuery) -> Result<Vec<AuditRecord>>
+/// At most `limit` records with an id greater than `after`, in id order, read on `conn` (a reader).
+pub(super) async fn scan<'c, E>(conn: E, after: u64, limit: usize) -> Result<Vec<AuditRecord>>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
-    let sql = if query.accessor.is_some() {
-        READ_ACCESSOR_SQL
-    } else {
-        READ_SQL
-    };
-    let since = query.since_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
+    let sql = "SELECT id, time_ms, node, accessor, method, route, key, status, remote_addr FROM audit \
+               WHERE id > ? ORDER BY id LIMIT ?";
     let rows = sqlx::query_as::<_, Row>(sql)
-        .bind(i64::try_from(query.after).unwrap_or(i64::MAX))
-        .bind(since)
-        .bind(i64::try_from(query.limit).unwrap_or(i64::MAX))
-        .bind(query.accessor.as_deref())
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch(conn)
         .map_ok(into_record)
         .try_collect()
@@ -126,10 +112,24 @@ where
     Ok(rows)
 }
 
-/// Delete at most `max_rows` records older than `before_ms`, oldest first; one statement, so one transaction.
+/// The time of the first record with an id at least `id` (a seek in the rowid b-tree).
+pub(super) async fn time_at<'c, E>(conn: E, id: u64) -> Result<Option<u64>>
+where
+    E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
+{
+    let time: Option<i64> = sqlx::query_scalar("SELECT time_ms FROM audit WHERE id >= ? ORDER BY id LIMIT 1")
+        .bind(i64::try_from(id).unwrap_or(i64::MAX))
+        .fetch_optional(conn)
+        .await?;
+    Ok(time.map(|t| t as u64))
+}
+
+/// Of the `max_rows` records with the lowest ids, delete those older than `before_ms`: a walk of the
+/// rowid b-tree's first leaves, whatever the table's size. One statement, so one transaction.
 pub(super) async fn purge(conn: &mut SqliteConnection, before_ms: u64, max_rows: usize) -> Result<usize> {
     let deleted = sqlx::query(
-        "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE time_ms < ?1 ORDER BY time_ms LIMIT ?2)",
+        "DELETE FROM audit WHERE id IN (SELECT id FROM (SELECT id, time_ms FROM audit ORDER BY id LIMIT ?2) \
+         WHERE time_ms < ?1)",
     )
     .bind(i64::try_from(before_ms).unwrap_or(i64::MAX))
     .bind(i64::try_from(max_rows).unwrap_or(i64::MAX))

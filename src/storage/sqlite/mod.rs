@@ -203,7 +203,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 use tokio::sync::{oneshot, Mutex};
 
-use super::{AuditQuery, AuditRecord, Durability, Store};
+use super::{AuditRecord, Durability, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 use checkpoint::{checkpoint_loop, Checkpointer, DatabaseFile, Round, CHECKPOINT_TRUNCATE};
@@ -474,9 +474,14 @@ impl Store for SqliteStore {
         Ok(keys)
     }
 
-    async fn audit_read(&self, query: &AuditQuery) -> Result<Vec<AuditRecord>> {
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
         self.check_open()?;
-        audit::read(&self.readers, query).await
+        audit::scan(&self.readers, after, limit).await
+    }
+
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        audit::time_at(&self.readers, id).await
     }
 
     async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {

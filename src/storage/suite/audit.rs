@@ -2,9 +2,10 @@
 //! replaced by id, purged by age in bounded batches, and ids are never reused.
 
 use super::{open_sqlite, v, value};
+use crate::audit::query::{read, AuditQuery};
 use crate::crdt::NodeId;
 use crate::error::Error;
-use crate::storage::{AuditQuery, AuditRecord, MemoryStore, Store};
+use crate::storage::{AuditRecord, MemoryStore, Store};
 
 pub(super) fn record(id: u64, time_ms: u64, accessor: &str) -> AuditRecord {
     AuditRecord {
@@ -25,7 +26,7 @@ fn all(after: u64) -> AuditQuery {
         after,
         since_ms: None,
         accessor: None,
-        limit: usize::MAX >> 2,
+        limit: 1000,
     }
 }
 
@@ -33,10 +34,11 @@ fn ids(records: &[AuditRecord]) -> Vec<u64> {
     records.iter().map(|r| r.id).collect()
 }
 
-/// Records written with and without entries read back exactly, in id order, filtered and paged.
+/// Records written with and without entries read back exactly, in id order, filtered and paged; the
+/// store's primitives agree.
 pub(super) async fn audit_records_round_trip_and_filter(store: &dyn Store) {
     assert_eq!(store.audit_last_id().await.unwrap(), 0);
-    assert!(store.audit_read(&all(0)).await.unwrap().is_empty());
+    assert!(read(store, &all(0)).await.unwrap().records.is_empty());
     let records: Vec<AuditRecord> = (1..=10u64)
         .map(|id| record(id, 1000 + id, if id.is_multiple_of(3) { "alice" } else { "anonymous" }))
         .collect();
@@ -49,37 +51,41 @@ pub(super) async fn audit_records_round_trip_and_filter(store: &dyn Store) {
         store.get("a").await.unwrap().map(|e| e.value),
         Some(b"x".to_vec().into())
     );
-    assert_eq!(store.audit_read(&all(0)).await.unwrap(), records);
+    assert_eq!(read(store, &all(0)).await.unwrap().records, records);
     assert_eq!(store.audit_last_id().await.unwrap(), 10);
+    assert_eq!(store.audit_scan(8, 5).await.unwrap(), records[8..]);
+    assert_eq!(store.audit_time_at(0).await.unwrap(), Some(1001));
+    assert_eq!(store.audit_time_at(7).await.unwrap(), Some(1007));
+    assert_eq!(store.audit_time_at(11).await.unwrap(), None);
 
     let page = |after, limit| AuditQuery { limit, ..all(after) };
-    assert_eq!(ids(&store.audit_read(&page(0, 3)).await.unwrap()), [1, 2, 3]);
-    assert_eq!(ids(&store.audit_read(&page(3, 3)).await.unwrap()), [4, 5, 6]);
-    assert_eq!(ids(&store.audit_read(&page(9, 3)).await.unwrap()), [10]);
-    assert!(store.audit_read(&page(10, 3)).await.unwrap().is_empty());
+    assert_eq!(ids(&read(store, &page(0, 3)).await.unwrap().records), [1, 2, 3]);
+    assert_eq!(ids(&read(store, &page(3, 3)).await.unwrap().records), [4, 5, 6]);
+    assert_eq!(ids(&read(store, &page(9, 3)).await.unwrap().records), [10]);
+    assert!(read(store, &page(10, 3)).await.unwrap().records.is_empty());
 
     let since = AuditQuery {
         since_ms: Some(1007),
         ..all(0)
     };
-    assert_eq!(ids(&store.audit_read(&since).await.unwrap()), [7, 8, 9, 10]);
+    assert_eq!(ids(&read(store, &since).await.unwrap().records), [7, 8, 9, 10]);
     let alice = AuditQuery {
         accessor: Some("alice".into()),
         ..all(0)
     };
-    assert_eq!(ids(&store.audit_read(&alice).await.unwrap()), [3, 6, 9]);
+    assert_eq!(ids(&read(store, &alice).await.unwrap().records), [3, 6, 9]);
     let both = AuditQuery {
         accessor: Some("alice".into()),
         since_ms: Some(1004),
         limit: 1,
         after: 0,
     };
-    assert_eq!(ids(&store.audit_read(&both).await.unwrap()), [6]);
+    assert_eq!(ids(&read(store, &both).await.unwrap().records), [6]);
     let nobody = AuditQuery {
         accessor: Some("bob".into()),
         ..all(0)
     };
-    assert!(store.audit_read(&nobody).await.unwrap().is_empty());
+    assert!(read(store, &nobody).await.unwrap().records.is_empty());
 }
 
 /// A record written again under its id replaces the stored one (the request's final status).
@@ -97,7 +103,10 @@ pub(super) async fn an_audit_record_is_replaced_by_its_id(store: &dyn Store) {
         .apply_with_audit(&[], std::slice::from_ref(&corrected))
         .await
         .unwrap();
-    assert_eq!(store.audit_read(&all(0)).await.unwrap(), [corrected, record(2, 6, "a")]);
+    assert_eq!(
+        read(store, &all(0)).await.unwrap().records,
+        [corrected, record(2, 6, "a")]
+    );
 }
 
 /// Purging deletes only records older than the bound, at most the batch size at a time, oldest first; the
@@ -106,12 +115,12 @@ pub(super) async fn audit_purge_is_bounded_and_ids_are_never_reused(store: &dyn 
     let records: Vec<AuditRecord> = (1..=25u64).map(|id| record(id, id * 10, "x")).collect();
     store.apply_with_audit(&[], &records).await.unwrap();
     assert_eq!(store.audit_purge(105, 4).await.unwrap(), 4);
-    assert_eq!(ids(&store.audit_read(&all(0)).await.unwrap())[0], 5);
+    assert_eq!(ids(&read(store, &all(0)).await.unwrap().records)[0], 5);
     assert_eq!(store.audit_purge(105, 100).await.unwrap(), 6);
-    assert_eq!(ids(&store.audit_read(&all(0)).await.unwrap())[0], 11);
+    assert_eq!(ids(&read(store, &all(0)).await.unwrap().records)[0], 11);
     assert_eq!(store.audit_purge(105, 100).await.unwrap(), 0);
     assert_eq!(store.audit_purge(u64::MAX, 100).await.unwrap(), 15);
-    assert!(store.audit_read(&all(0)).await.unwrap().is_empty());
+    assert!(read(store, &all(0)).await.unwrap().records.is_empty());
     assert_eq!(store.audit_last_id().await.unwrap(), 25);
 }
 
@@ -127,11 +136,11 @@ async fn memory_a_full_disk_refuses_audit_records() {
         .apply_with_audit(&[value("a", b"x", v(1, 1))], &[record(2, 1, "x")])
         .await;
     assert!(matches!(refused, Err(Error::StorageFull(_))), "{refused:?}");
-    assert!(store.audit_read(&all(0)).await.unwrap().is_empty());
+    assert!(read(&store, &all(0)).await.unwrap().records.is_empty());
     assert_eq!(store.get("a").await.unwrap(), None);
     store.set_full(false);
     store.apply_with_audit(&[], &[record(3, 1, "x")]).await.unwrap();
-    assert_eq!(ids(&store.reopen().audit_read(&all(0)).await.unwrap()), [3]);
+    assert_eq!(ids(&read(&store.reopen(), &all(0)).await.unwrap().records), [3]);
 }
 
 /// The same on SQLite: a statement past the page limit fails the whole transaction, entries and records.
@@ -153,7 +162,7 @@ async fn sqlite_a_full_disk_refuses_audit_records_with_their_entries() {
     let refused = store.apply_with_audit(&[value("a", &[7; 4096], v(1, 1))], &big).await;
     assert!(matches!(refused, Err(Error::StorageFull(_))), "{refused:?}");
     store.set_max_page_count(1 << 30).await.unwrap();
-    assert_eq!(ids(&store.audit_read(&all(0)).await.unwrap()), [1]);
+    assert_eq!(ids(&read(&store, &all(0)).await.unwrap().records), [1]);
     assert_eq!(store.get("a").await.unwrap(), None);
     // Ids stay above what was stored, across a restart.
     store.close().await.unwrap();
