@@ -10,7 +10,7 @@ use crate::crdt::{Entry, NodeId, Version};
 /// Rows per append statement. 7 parameters a row keeps a full chunk (3500) far below SQLite's bound-parameter
 /// limit (32766), while big enough that per-statement overhead (a round trip to sqlx's worker thread) is
 /// amortised.
-pub(super) const CHUNK_ROWS: usize = 500;
+const CHUNK_ROWS: usize = 500;
 
 /// The columns in the order every query selects them and [`Row`] decodes them.
 macro_rules! select {

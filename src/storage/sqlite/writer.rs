@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
+use super::audit::{rows_json, INSERT_AND_COMMIT_SQL};
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
 use super::sql::{
     append_for, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SAMPLE_KEYS_SQL, SWEEP_BOUND_SQL, TRIM_LOG_SQL,
@@ -145,11 +146,21 @@ impl Writer {
     /// failure, none.
     pub(super) async fn append(&mut self, entries: &[Entry], audit: &[AuditRecord]) -> Result<()> {
         self.begin().await?;
-        let mut appended = self.append_pieces(entries).await;
-        if appended.is_ok() && !audit.is_empty() {
-            appended = super::audit::insert(&mut self.conn, audit).await;
+        let appended = self.append_pieces(entries).await;
+        if audit.is_empty() || appended.is_err() {
+            self.commit_or_rollback(appended).await?;
+        } else {
+            // The records and the COMMIT in one call (see `INSERT_AND_COMMIT_SQL`); a failure of either rolls
+            // the whole transaction back.
+            let committed = sqlx::query(INSERT_AND_COMMIT_SQL)
+                .bind(rows_json(audit))
+                .execute(&mut self.conn)
+                .await;
+            if let Err(err) = committed {
+                self.rollback().await;
+                return Err(err.into());
+            }
         }
-        self.commit_or_rollback(appended).await?;
         self.log_rows += entries.len();
         self.log_bytes += entries
             .iter()
