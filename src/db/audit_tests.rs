@@ -84,9 +84,16 @@ async fn a_failed_commit_stores_no_record_and_reports_the_error() {
     store.set_full(false);
     db.audit(vec![record(2)]).await.unwrap();
     assert!(
-        !db.storage_full(),
-        "a commit of audit records alone shows there is room again"
+        db.storage_full(),
+        "audit records alone do not show there is room for writes"
     );
+    db.write(vec![Op::Delete {
+        key: "k".into(),
+        cas: None,
+    }])
+    .await
+    .unwrap();
+    assert!(!db.storage_full(), "a committed write does");
     let stored = db.audit_read(&everything()).await.unwrap().records;
     assert_eq!(stored.iter().map(|r| r.time_ms).collect::<Vec<_>>(), [2]);
     db.close().await.unwrap();

@@ -342,7 +342,11 @@ impl Group {
                     if !audit.is_empty() {
                         shared.metrics.audit_records(audit.len() as u64);
                     }
-                    shared.storage_full.store(false, Ordering::Release);
+                    // Only entries show there is room again: a few audit records (the refusal of a write
+                    // for want of space) still fit in pages SQLite keeps free.
+                    if !batch.is_empty() {
+                        shared.storage_full.store(false, Ordering::Release);
+                    }
                 }
                 Err(err) => {
                     shared.metrics.commit_failed();
