@@ -20,7 +20,7 @@ const MIN_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_INTERVAL: Duration = Duration::from_secs(600);
 
 /// How often records older than `retention` are looked for: a tenth of it, within
-/// [`MIN_INTERVAL`]..[`MAX_INTERVAL`], so a record outlives its retention by at most a tenth (or 10 min).
+/// 100 ms..10 min, so a record outlives its retention by at most a tenth (or 10 min).
 pub fn purge_interval(retention: Duration) -> Duration {
     (retention / 10).clamp(MIN_INTERVAL, MAX_INTERVAL)
 }

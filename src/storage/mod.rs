@@ -16,7 +16,7 @@
 //!   [`Durability::Fsync`] also a crash of the process or machine.
 //!
 //! - **Audit rows ride along.** [`Store::apply_with_audit`] commits a group's [`AuditRecord`]s in the same
-//!   transaction as its entries (see [`audit`]): a write is never stored without the record of the request
+//!   transaction as its entries (see [`AuditRecord`]): a write is never stored without the record of the request
 //!   that made it, nor the other way round.
 //!
 //! [`SqliteStore`] is the production store; [`MemoryStore`] serves tests and the simulation. Both pass the
