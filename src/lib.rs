@@ -14,6 +14,7 @@
 
 pub mod acl;
 pub mod api;
+pub mod audit;
 pub mod cluster;
 pub mod config;
 pub mod crdt;

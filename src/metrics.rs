@@ -46,6 +46,7 @@
 //! | `cave_tls_certificate_expiry_timestamp_seconds` | gauge (only with TLS) | |
 //! | `cave_tls_reloads_total` | counter | result (ok, failed) |
 //! | `cave_tls_handshake_failures_total` | counter | |
+//! | `cave_audit_records_total`, `cave_audit_write_failures_total` | counter | |
 //!
 //! Counters are created with a zero sample (for labelled families: the label-less series, or every value of
 //! a closed enumeration), so dashboards and alerts see them before their first event.
@@ -171,6 +172,7 @@ pub struct Metrics {
     clock_drift_rejections: Counter<u64>,
     duplicate_node_ids: Counter<u64>,
     seal_failures: Counter<u64>,
+    audit: audit::AuditCounters,
     peers: Arc<[AtomicU64; 3]>,
     state: Arc<RwLock<Option<StateSource>>>,
     /// Route templates seen so far, so a label value is an `Arc` clone rather than a fresh `String`.
@@ -401,6 +403,7 @@ impl Metrics {
                 "{failure}",
                 "Sealed data that failed to open (wrong key or tampering)",
             )),
+            audit: audit::AuditCounters::new(&meter),
             peers,
             state,
             routes: RwLock::new(HashMap::new()),
@@ -581,6 +584,16 @@ impl Metrics {
     }
 
     /// The label of a route template: interned, so recording clones an `Arc` instead of allocating.
+    /// `n` audit records written.
+    pub fn audit_records(&self, n: u64) {
+        self.audit.records.add(n, &[]);
+    }
+
+    /// One request whose audit record could not be written.
+    pub fn audit_write_failed(&self) {
+        self.audit.failures.add(1, &[]);
+    }
+
     fn route_label(&self, route: Option<&str>) -> Value {
         let Some(route) = route else {
             return Value::from(UNMATCHED_ROUTE);
@@ -699,6 +712,7 @@ fn method_label(method: &str) -> &'static str {
     }
 }
 
+mod audit;
 mod clock;
 #[cfg(test)]
 mod tests;

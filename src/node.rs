@@ -225,6 +225,7 @@ impl Node {
                  delete every key and open every secret"
             );
         }
+        db.start_audit_retention(config.audit_retention).await;
         let weak = db.downgrade();
         metrics.set_state_source(move || {
             let stats = weak.upgrade()?.stats();

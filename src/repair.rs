@@ -93,10 +93,10 @@ pub async fn repair_clock(config: &Config, node: NodeId) -> Result<Vec<FarAhead>
     }
     let old = SqliteStore::open(&path, config.durability).await?;
     let mut entries = old.load().await?;
-    old.close().await?;
     let now_ms = SystemTime.now_ms();
     let found = far_ahead(entries.iter(), now_ms, config.max_clock_drift.as_millis() as u64);
     if found.is_empty() {
+        old.close().await?;
         return Ok(found);
     }
     let stamp = Version::new(from_physical_ms(now_ms), node);
@@ -111,6 +111,15 @@ pub async fn repair_clock(config: &Config, node: NodeId) -> Result<Vec<FarAhead>
     for chunk in entries.chunks(REWRITE_CHUNK_ENTRIES) {
         new.apply(chunk).await?;
     }
+    // The audit trail moves along unchanged (its times are not versions), a page at a time.
+    let mut after = 0;
+    loop {
+        let records = old.audit_scan(after, REWRITE_CHUNK_ENTRIES).await?;
+        let Some(last) = records.last() else { break };
+        after = last.id;
+        new.apply_with_audit(&[], &records).await?;
+    }
+    old.close().await?;
     new.close().await?;
     let backup = dir.join(BACKUP_FILE);
     remove_with_sidecars(&backup)?;

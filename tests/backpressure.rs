@@ -20,7 +20,7 @@ use cave::grpc::{pb, Codec};
 use cave::node::Node;
 use cave::replication::Message;
 use cave::secrets::{MasterKey, TRANSPORT_DOMAIN};
-use cave::storage::{MemoryStore, Store};
+use cave::storage::{AuditRecord, MemoryStore, Store};
 use cave::Result;
 use futures::stream::{FuturesUnordered, StreamExt};
 
@@ -48,10 +48,22 @@ impl Store for SlowStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.inner.load().await
     }
-    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         let cost = Duration::from_micros(1_000_000 * entries.len() as u64 / APPLY_ENTRIES_PER_SEC);
         tokio::time::sleep(cost).await;
-        self.inner.apply(entries).await
+        self.inner.apply_with_audit(entries, audit).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_scan(after, limit).await
+    }
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.inner.audit_time_at(id).await
+    }
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
+        self.inner.audit_purge(before_ms, max_rows).await
+    }
+    async fn audit_last_id(&self) -> Result<u64> {
+        self.inner.audit_last_id().await
     }
     async fn purge_tombstones(&self, before_hlc: u64) -> Result<Vec<String>> {
         self.inner.purge_tombstones(before_hlc).await

@@ -6,6 +6,7 @@
 
 mod access;
 mod acl;
+mod audit;
 mod cluster;
 mod encoding;
 pub mod error;
@@ -73,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         acl: state.acl.clone(),
         metrics_public: state.config.metrics_public,
     };
+    let db = state.db.clone();
     let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
     let router = Router::new()
         .route("/api/v1/kv", kv_methods())
@@ -84,6 +86,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/watch/{*prefix}", get(watch::watch))
         .route("/api/v1/export", get(transfer::export))
         .route("/api/v1/import", post(transfer::import))
+        .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/cluster/nodes", get(cluster::nodes))
         .route("/api/v1/system/info", get(system::info))
         .route("/api/v1/system/config", get(system::config))
@@ -114,6 +117,8 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(serde_json::json!({"error": err.to_string(), "code": "method_not_allowed"})),
             )
         })
+        // Innermost, inside the access-control layer: the caller it names goes into the audit record.
+        .layer(axum::middleware::from_fn(audit::capture_caller))
         .layer(axum::middleware::from_fn_with_state(
             trusted,
             origin::same_origin_writes,
@@ -133,6 +138,9 @@ pub fn router(state: AppState) -> Router {
     let router = router
         .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
         .layer(axum::middleware::from_fn(guard::head_limits))
+        // Outside every layer that refuses (the access-control layer included), so that it records their
+        // 401s and 403s; inside `json_errors`, so that its own 503 is already JSON.
+        .layer(axum::middleware::from_fn_with_state(db, audit::record))
         // Around every other layer, so that whatever answers in plain text is rewritten.
         .layer(axum::middleware::from_fn(guard::json_errors))
         // Outside the rewrite, so that every answer under /api/ leaves with it, errors included.

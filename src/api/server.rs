@@ -109,6 +109,7 @@ pub async fn serve<L>(
 where
     L: Listener,
     L::Io: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    L::Addr: Clone + Send + Sync + 'static,
 {
     tracing::info!(
         max_connections = limits.max_connections,
@@ -128,7 +129,7 @@ where
     }
     let acceptor = tls.as_ref().map(Tls::acceptor);
     loop {
-        let io = tokio::select! {
+        let (io, peer) = tokio::select! {
             () = &mut shutdown => break,
             Some(()) = hangup(&mut hangups) => {
                 if let Some(tls) = &tls {
@@ -137,7 +138,8 @@ where
                 }
                 continue;
             }
-            (io, _addr) = listener.accept() => io,
+            accepted = listener.accept() => accepted,
+
         };
         // Reap finished connections so that the set holds only live ones.
         while connections.try_join_next().is_some() {}
@@ -168,7 +170,7 @@ where
             registry: registry.clone(),
         };
         connections.spawn(async move {
-            connection.run(io).await;
+            connection.run(io, peer).await;
             drop(permit);
         });
     }
@@ -198,13 +200,15 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run<IO>(mut self, io: IO)
+    /// Serve `io`; its requests carry `ConnectInfo(peer)` (the audit trail records the client's address).
+    async fn run<IO, A>(mut self, io: IO, peer: A)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: Clone + Send + Sync + 'static,
     {
         let _open = self.metrics.http_connection();
         let Some(acceptor) = self.tls.take() else {
-            return self.serve_http(io).await;
+            return self.serve_http(io, peer).await;
         };
         let handshake = tokio::time::timeout(self.limits.header_timeout, acceptor.accept(io));
         let stream = tokio::select! {
@@ -224,12 +228,13 @@ impl Connection {
             // Shutting down: a connection still in its handshake has no request to finish.
             _ = self.stop.wait_for(|stop| *stop) => return,
         };
-        self.serve_http(stream).await;
+        self.serve_http(stream, peer).await;
     }
 
-    async fn serve_http<IO>(mut self, io: IO)
+    async fn serve_http<IO, A>(mut self, io: IO, peer: A)
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        A: Clone + Send + Sync + 'static,
     {
         let activity = Arc::new(Activity::new());
         let _registered = self.registry.register(activity.clone());
@@ -242,7 +247,10 @@ impl Connection {
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
             service_activity.request_started();
             let guard = RequestGuard(service_activity.clone());
-            let request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+            let mut request = request.map(|body| Body::new(TimedBody::new(body, body_timeout)));
+            request
+                .extensions_mut()
+                .insert(axum::extract::ConnectInfo(peer.clone()));
             let router = router.clone();
             async move {
                 let Ok(response) = router.oneshot(request).await;

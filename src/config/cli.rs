@@ -270,6 +270,9 @@ pub struct ServeArgs {
     /// Age at which tombstones (deleted keys) are purged
     #[arg(long, value_name = "DURATION")]
     pub tombstone_ttl: Option<String>,
+    /// Age at which audit records are deleted
+    #[arg(long, value_name = "DURATION")]
+    pub audit_retention: Option<String>,
     /// How long a stopping node tries to hand its writes to a peer before leaving (0s: leave at once)
     #[arg(long, value_name = "DURATION")]
     pub shutdown_drain: Option<String>,
@@ -362,6 +365,7 @@ fn help_default(key: &str) -> String {
         "anti_entropy_interval" => format_duration(dev.anti_entropy_interval),
         "max_clock_drift" => format_duration(dev.max_clock_drift),
         "tombstone_ttl" => format_duration(dev.tombstone_ttl),
+        "audit_retention" => format_duration(dev.audit_retention),
         "shutdown_drain" => format_duration(dev.shutdown_drain),
         "http_header_timeout" => format_duration(dev.http_header_timeout),
         "http_idle_timeout" => format_duration(dev.http_idle_timeout),

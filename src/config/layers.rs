@@ -78,6 +78,7 @@ struct Raw {
     anti_entropy_interval: Option<Value>,
     max_clock_drift: Option<Value>,
     tombstone_ttl: Option<Value>,
+    audit_retention: Option<Value>,
     shutdown_drain: Option<Value>,
     http_header_timeout: Option<Value>,
     http_idle_timeout: Option<Value>,
@@ -199,6 +200,7 @@ pub(super) fn resolve(args: &ServeArgs, env: &[(String, String)]) -> Result<Conf
         )?,
         max_clock_drift: duration("max_clock_drift", raw.max_clock_drift, defaults.max_clock_drift)?,
         tombstone_ttl: nonzero("tombstone_ttl", raw.tombstone_ttl, defaults.tombstone_ttl)?,
+        audit_retention: nonzero("audit_retention", raw.audit_retention, defaults.audit_retention)?,
         shutdown_drain: duration("shutdown_drain", raw.shutdown_drain, defaults.shutdown_drain)?,
         http_header_timeout: nonzero(
             "http_header_timeout",
@@ -323,6 +325,7 @@ fn flag_layer(args: &ServeArgs) -> Layer {
         ("anti_entropy_interval", args.anti_entropy_interval.clone()),
         ("max_clock_drift", args.max_clock_drift.clone()),
         ("tombstone_ttl", args.tombstone_ttl.clone()),
+        ("audit_retention", args.audit_retention.clone()),
         ("shutdown_drain", args.shutdown_drain.clone()),
         ("http_header_timeout", args.http_header_timeout.clone()),
         ("http_idle_timeout", args.http_idle_timeout.clone()),

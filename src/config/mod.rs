@@ -59,6 +59,8 @@ pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(1);
 /// How long a tombstone is kept before it is purged: a week, so a node can be down over a long weekend and
 /// still learn of the deletes it missed.
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long audit records are kept: 30 days, the span of a monthly review.
+pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a stopping node tries to hand its writes to a peer before it leaves: a healthy peer answers in
 /// milliseconds; with the 2 s the transport then takes to empty its queues, a stop stays within the 10 s
 /// Docker waits before it kills.
@@ -107,6 +109,7 @@ pub const KEYS: &[&str] = &[
     "anti_entropy_interval",
     "max_clock_drift",
     "tombstone_ttl",
+    "audit_retention",
     "shutdown_drain",
     "http_header_timeout",
     "http_idle_timeout",
@@ -228,6 +231,8 @@ pub struct Config {
     pub max_clock_drift: Duration,
     /// Tombstones older than this are purged. Never zero.
     pub tombstone_ttl: Duration,
+    /// Audit records older than this are deleted (see `crate::audit`). Never zero.
+    pub audit_retention: Duration,
     /// How long a stopping node tries to hand what it holds to a peer (an anti-entropy round with an alive
     /// member) before it leaves the cluster. Zero leaves at once.
     pub shutdown_drain: Duration,
@@ -299,6 +304,7 @@ impl Default for Config {
             anti_entropy_interval: DEFAULT_ANTI_ENTROPY_INTERVAL,
             max_clock_drift: DEFAULT_MAX_CLOCK_DRIFT,
             tombstone_ttl: DEFAULT_TOMBSTONE_TTL,
+            audit_retention: DEFAULT_AUDIT_RETENTION,
             shutdown_drain: DEFAULT_SHUTDOWN_DRAIN,
             http_header_timeout: DEFAULT_HTTP_HEADER_TIMEOUT,
             http_idle_timeout: DEFAULT_HTTP_IDLE_TIMEOUT,
@@ -395,6 +401,7 @@ impl Config {
             "anti_entropy_interval": format_duration(self.anti_entropy_interval),
             "max_clock_drift": format_duration(self.max_clock_drift),
             "tombstone_ttl": format_duration(self.tombstone_ttl),
+            "audit_retention": format_duration(self.audit_retention),
             "shutdown_drain": format_duration(self.shutdown_drain),
             "http_header_timeout": format_duration(self.http_header_timeout),
             "http_idle_timeout": format_duration(self.http_idle_timeout),

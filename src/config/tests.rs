@@ -117,6 +117,24 @@ fn booleans_take_the_usual_spellings_in_every_layer() {
 }
 
 #[test]
+fn audit_retention_comes_from_every_layer() {
+    assert_eq!(ok(&[], &[]).audit_retention, Duration::from_secs(30 * 86_400));
+    let (_dir, path) = file("audit_retention = \"90d\"\n");
+    assert_eq!(
+        ok(&["--config", &path], &[]).audit_retention,
+        Duration::from_secs(90 * 86_400)
+    );
+    let vars = [("CAVE_AUDIT_RETENTION", "12h")];
+    assert_eq!(
+        ok(&["--config", &path], &vars).audit_retention,
+        Duration::from_secs(12 * 3600)
+    );
+    let flag = ok(&["--config", &path, "--audit-retention", "1s"], &vars);
+    assert_eq!(flag.audit_retention, Duration::from_secs(1));
+    assert_eq!(flag.redacted()["audit_retention"], "1s");
+}
+
+#[test]
 fn durations_layer_like_every_other_setting() {
     let (_dir, path) = file("anti_entropy_interval = \"1m\"\ntombstone_ttl = \"30d\"\n");
     let config = ok(&["--config", &path], &[]);

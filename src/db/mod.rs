@@ -48,13 +48,14 @@ mod writer;
 pub use writer::MAX_GROUP_ENTRIES;
 
 use std::ops::Bound;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
+use crate::audit::{context, AuditPage, AuditQuery, AuditRecord, Retention};
 use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::key;
@@ -202,6 +203,10 @@ struct Shared {
     closing: tokio::sync::watch::Sender<bool>,
     /// The last commit failed because the disk is full; the next one that succeeds clears it.
     storage_full: AtomicBool,
+    /// The next audit record id (the writer assigns them, in commit order).
+    audit_next: AtomicU64,
+    /// The audit retention task, once started; stopped by `close`.
+    retention: parking_lot::Mutex<Option<Retention>>,
 }
 
 impl Db {
@@ -214,6 +219,7 @@ impl Db {
         sealer: Sealer,
         metrics: Arc<Metrics>,
     ) -> Result<Db> {
+        let audit_next = store.audit_last_id().await?.saturating_add(1);
         let mut map = LwwMap::new();
         for entry in store.load().await? {
             hlc.observe(entry.version.hlc);
@@ -233,6 +239,8 @@ impl Db {
             metrics,
             closing: tokio::sync::watch::Sender::new(false),
             storage_full: AtomicBool::new(false),
+            audit_next: AtomicU64::new(audit_next),
+            retention: parking_lot::Mutex::new(None),
         });
         tokio::spawn(writer::run(shared.clone(), queue));
         Ok(Db { shared })
@@ -354,8 +362,15 @@ impl Db {
                 })
                 .collect());
         }
-        self.call(|reply| writer::Command::Write { ops, name_ops, reply })
-            .await?
+        // The audit record of the request writing, committed in the same transaction (see `crate::audit`).
+        let audit = context::claim();
+        self.call(|reply| writer::Command::Write {
+            ops,
+            name_ops,
+            audit,
+            reply,
+        })
+        .await?
     }
 
     /// Merge entries written elsewhere (replication, import): each is applied only if it supersedes what
@@ -364,7 +379,34 @@ impl Db {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        self.call(|reply| writer::Command::Merge { entries, reply }).await?
+        let audit = context::claim();
+        self.call(|reply| writer::Command::Merge { entries, audit, reply })
+            .await?
+    }
+
+    /// Store audit records through the group commit (batched with the writes queued meanwhile): a record
+    /// with id 0 gets the next id, one with an id replaces the stored record of that id. Returns once they
+    /// are durable.
+    pub async fn audit(&self, records: Vec<AuditRecord>) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.call(|reply| writer::Command::Audit { records, reply }).await?
+    }
+
+    /// The page of audit records `query` asks for, read from the store (not through the writer).
+    pub async fn audit_read(&self, query: &AuditQuery) -> Result<AuditPage> {
+        crate::audit::query::read(&*self.shared.store, query).await
+    }
+
+    /// Delete audit records older than `retention` from now on, in the background, until [`Db::close`]
+    /// (which stops and awaits the task). A second call replaces the first task.
+    pub async fn start_audit_retention(&self, retention: std::time::Duration) {
+        let task = Retention::start(self.shared.store.clone(), self.shared.hlc.clone(), retention);
+        let previous = self.shared.retention.lock().replace(task);
+        if let Some(previous) = previous {
+            previous.stop().await;
+        }
     }
 
     /// Purge tombstones whose version is older than `before_hlc`. Returns how many were purged.
@@ -434,6 +476,10 @@ impl Db {
     /// [`Error::Unavailable`]; reads keep answering from memory.
     pub async fn close(&self) -> Result<()> {
         self.begin_shutdown();
+        let retention = self.shared.retention.lock().take();
+        if let Some(retention) = retention {
+            retention.stop().await;
+        }
         match self.call(|reply| writer::Command::Close { reply }).await {
             Err(Error::Unavailable(_)) => Ok(()), // already closed
             other => other?,
@@ -489,5 +535,7 @@ fn closed() -> Error {
     Error::Unavailable("the database is shutting down".into())
 }
 
+#[cfg(test)]
+mod audit_tests;
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::*;
 use crate::crdt::ManualTime;
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
-use crate::storage::{MemoryStore, Store};
+use crate::storage::{AuditRecord, MemoryStore, Store};
 
 async fn open_with(store: Arc<dyn Store>) -> Db {
     let hlc = Arc::new(Hlc::new(ManualTime::new(1_000)));
@@ -445,11 +445,23 @@ impl Store for FlakyStore {
     async fn load(&self) -> Result<Vec<Entry>> {
         self.inner.load().await
     }
-    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         if self.fail.load(Ordering::SeqCst) {
             return Err(Error::internal("disk full"));
         }
-        self.inner.apply(entries).await
+        self.inner.apply_with_audit(entries, audit).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.inner.audit_scan(after, limit).await
+    }
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.inner.audit_time_at(id).await
+    }
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
+        self.inner.audit_purge(before_ms, max_rows).await
+    }
+    async fn audit_last_id(&self) -> Result<u64> {
+        self.inner.audit_last_id().await
     }
     async fn purge_tombstones(&self, before_hlc: u64) -> Result<Vec<String>> {
         self.inner.purge_tombstones(before_hlc).await

@@ -8,6 +8,8 @@ use std::time::Instant;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{publish, Op, Outcome, Shared};
+use crate::audit::context::{Claim, COMMITTED_STATUS};
+use crate::audit::AuditRecord;
 use crate::crdt::{Entry, Version};
 use crate::error::{Error, Result};
 use crate::key;
@@ -18,15 +20,23 @@ use crate::telemetry::limiter::LogLimiter;
 pub const MAX_GROUP_ENTRIES: usize = 8192;
 
 pub(super) enum Command {
+    /// `audit`: the record of the request writing, committed with the write if it succeeds.
     Write {
         ops: Vec<Op>,
         /// Prefix an error one op causes with its index (see `Db::write_batch`).
         name_ops: bool,
+        audit: Option<Claim>,
         reply: oneshot::Sender<Result<Vec<Outcome>>>,
     },
     Merge {
         entries: Vec<Entry>,
+        audit: Option<Claim>,
         reply: oneshot::Sender<Result<Vec<Entry>>>,
+    },
+    /// Audit records on their own (requests that wrote nothing, corrected statuses).
+    Audit {
+        records: Vec<AuditRecord>,
+        reply: oneshot::Sender<Result<()>>,
     },
     Purge {
         before_hlc: u64,
@@ -42,6 +52,7 @@ impl Command {
         match self {
             Command::Write { ops, .. } => ops.len(),
             Command::Merge { entries, .. } => entries.len(),
+            Command::Audit { records, .. } => records.len(),
             Command::Purge { .. } | Command::Close { .. } => 1,
         }
     }
@@ -51,6 +62,7 @@ impl Command {
 enum Pending {
     Write(oneshot::Sender<Result<Vec<Outcome>>>, Result<Vec<Outcome>>),
     Merge(oneshot::Sender<Result<Vec<Entry>>>, Vec<Entry>),
+    Audit(oneshot::Sender<Result<()>>),
 }
 
 pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>) {
@@ -128,6 +140,10 @@ struct Group {
     changes: Vec<Entry>,
     pending: Vec<Pending>,
     weight: usize,
+    /// Audit records committed with the group's entries.
+    audit: Vec<AuditRecord>,
+    /// The requests' pending records among them, with their ids: told once committed.
+    claims: Vec<(Claim, u64)>,
 }
 
 impl Group {
@@ -138,17 +154,48 @@ impl Group {
     fn add(&mut self, shared: &Shared, command: Command) {
         self.weight += command.weight();
         match command {
-            Command::Write { ops, name_ops, reply } => {
+            Command::Write {
+                ops,
+                name_ops,
+                audit,
+                reply,
+            } => {
                 let result = self.write(shared, ops, name_ops);
+                // A write that failed its own checks stored nothing: its request records it with its answer.
+                if result.is_ok() {
+                    self.claim(shared, audit);
+                }
                 self.pending.push(Pending::Write(reply, result));
             }
-            Command::Merge { entries, reply } => {
+            Command::Merge { entries, audit, reply } => {
                 let applied = self.merge(shared, entries);
+                self.claim(shared, audit);
                 self.pending.push(Pending::Merge(reply, applied));
+            }
+            Command::Audit { records, reply } => {
+                for mut record in records {
+                    if record.id == 0 {
+                        record.id = shared.audit_next.fetch_add(1, Ordering::AcqRel);
+                    }
+                    self.audit.push(record);
+                }
+                self.pending.push(Pending::Audit(reply));
             }
             Command::Purge { reply, .. } => drop(reply.send(Err(out_of_turn()))),
             Command::Close { reply } => drop(reply.send(Err(out_of_turn()))),
         }
+    }
+
+    /// Commit the request's pending audit record with the group.
+    fn claim(&mut self, shared: &Shared, claim: Option<Claim>) {
+        let Some(claim) = claim else { return };
+        let id = shared.audit_next.fetch_add(1, Ordering::AcqRel);
+        self.audit.push(AuditRecord {
+            id,
+            status: COMMITTED_STATUS,
+            ..claim.record.clone()
+        });
+        self.claims.push((claim, id));
     }
 
     /// The entry of `key` as this group sees it: its own uncommitted effects first, then committed state.
@@ -286,20 +333,31 @@ impl Group {
             overlay,
             changes,
             pending,
+            audit,
+            claims,
             ..
         } = self;
         let batch: Vec<Entry> = overlay.into_values().collect();
-        let committed = if batch.is_empty() {
+        let committed = if batch.is_empty() && audit.is_empty() {
             Ok(0)
         } else {
             let started = Instant::now();
-            let committed = shared.store.apply(&batch).await;
+            let committed = shared.store.apply_with_audit(&batch, &audit).await;
             // `storage_full` is set by a full disk and cleared only by a commit that succeeds: another failure
             // says nothing about space.
             match &committed {
                 Ok(_) => {
-                    shared.metrics.commit(batch.len(), started.elapsed());
-                    shared.storage_full.store(false, Ordering::Release);
+                    if !batch.is_empty() {
+                        shared.metrics.commit(batch.len(), started.elapsed());
+                    }
+                    if !audit.is_empty() {
+                        shared.metrics.audit_records(audit.len() as u64);
+                    }
+                    // Only entries show there is room again: a few audit records (the refusal of a write
+                    // for want of space) still fit in pages SQLite keeps free.
+                    if !batch.is_empty() {
+                        shared.storage_full.store(false, Ordering::Release);
+                    }
                 }
                 Err(err) => {
                     shared.metrics.commit_failed();
@@ -312,6 +370,9 @@ impl Group {
         };
         match committed {
             Ok(_) => {
+                for (claim, id) in claims {
+                    claim.committed(id, COMMITTED_STATUS);
+                }
                 record_ops(shared, &pending);
                 {
                     let mut state = shared.state.write();
@@ -324,6 +385,7 @@ impl Group {
                     match p {
                         Pending::Write(reply, result) => drop(reply.send(result)),
                         Pending::Merge(reply, applied) => drop(reply.send(Ok(applied))),
+                        Pending::Audit(reply) => drop(reply.send(Ok(()))),
                     }
                 }
             }
@@ -339,6 +401,7 @@ impl Group {
                         Pending::Write(reply, Err(own)) => drop(reply.send(Err(own))),
                         Pending::Write(reply, Ok(_)) => drop(reply.send(Err(err.clone()))),
                         Pending::Merge(reply, _) => drop(reply.send(Err(err.clone()))),
+                        Pending::Audit(reply) => drop(reply.send(Err(err.clone()))),
                     }
                 }
             }

@@ -25,6 +25,8 @@ fn counters_exist_before_their_first_event() {
         "cave_anti_entropy_entries_repaired_total",
         "cave_clock_drift_rejections_total",
         "cave_seal_failures_total",
+        "cave_audit_records_total",
+        "cave_audit_write_failures_total",
         "cave_watch_subscribers",
         "cave_peers{status=\"alive\"}",
         "cave_peers{status=\"dead\"}",

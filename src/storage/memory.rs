@@ -19,15 +19,18 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
-use super::Store;
+use super::{AuditRecord, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 
-/// The "disk": entries by key, and their total [`Entry::size`] kept up to date so `size_bytes` is O(1).
+/// The "disk": entries by key, and their total [`Entry::size`] kept up to date so `size_bytes` is O(1); the
+/// audit trail by id, and the greatest id it ever held.
 #[derive(Debug, Default)]
 struct Data {
     entries: BTreeMap<String, Entry>,
     bytes: usize,
+    audit: BTreeMap<u64, AuditRecord>,
+    audit_high: u64,
 }
 
 /// A [`Store`] held in memory. See the module docs for how it models restarts.
@@ -88,14 +91,20 @@ impl Store for MemoryStore {
         Ok(self.data.read().entries.values().cloned().collect())
     }
 
-    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         let mut data = self.data.write();
         // Checked under the lock so that a batch either completes before `close` or is refused.
         self.check_open()?;
-        if self.full.load(Ordering::Acquire) && !entries.is_empty() {
+        if self.full.load(Ordering::Acquire) && !(entries.is_empty() && audit.is_empty()) {
             return Err(Error::StorageFull("storage is full (simulated)".to_string()));
         }
-        let Data { entries: stored, bytes } = &mut *data;
+        for record in audit {
+            data.audit_high = data.audit_high.max(record.id);
+            data.audit.insert(record.id, record.clone());
+        }
+        let Data {
+            entries: stored, bytes, ..
+        } = &mut *data;
         let mut changed = 0;
         for entry in entries {
             match stored.get_mut(&entry.key) {
@@ -117,7 +126,7 @@ impl Store for MemoryStore {
     async fn purge_tombstones(&self, before_hlc: u64) -> Result<Vec<String>> {
         let mut data = self.data.write();
         self.check_open()?;
-        let Data { entries, bytes } = &mut *data;
+        let Data { entries, bytes, .. } = &mut *data;
         let mut purged = Vec::new();
         entries.retain(|key, entry| {
             let purge = entry.deleted && entry.version.hlc < before_hlc;
@@ -128,6 +137,36 @@ impl Store for MemoryStore {
             !purge
         });
         Ok(purged)
+    }
+
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.check_open()?;
+        let data = self.data.read();
+        let records = data.audit.range(after.saturating_add(1)..).map(|(_, r)| r.clone());
+        Ok(records.take(limit).collect())
+    }
+
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        Ok(self.data.read().audit.range(id..).next().map(|(_, r)| r.time_ms))
+    }
+
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
+        let mut data = self.data.write();
+        self.check_open()?;
+        let old: Vec<u64> = (data.audit.values().take(max_rows))
+            .filter(|r| r.time_ms < before_ms)
+            .map(|r| r.id)
+            .collect();
+        for id in &old {
+            data.audit.remove(id);
+        }
+        Ok(old.len())
+    }
+
+    async fn audit_last_id(&self) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.data.read().audit_high)
     }
 
     async fn size_bytes(&self) -> Result<u64> {

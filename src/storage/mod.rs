@@ -15,9 +15,14 @@
 //! - **Durable acknowledgement.** When `apply` returns `Ok`, the batch survives a clean restart, and with
 //!   [`Durability::Fsync`] also a crash of the process or machine.
 //!
+//! - **Audit rows ride along.** [`Store::apply_with_audit`] commits a group's [`AuditRecord`]s in the same
+//!   transaction as its entries (see [`AuditRecord`]): a write is never stored without the record of the request
+//!   that made it, nor the other way round.
+//!
 //! [`SqliteStore`] is the production store; [`MemoryStore`] serves tests and the simulation. Both pass the
 //! same test suite (`suite/`).
 
+mod audit;
 mod memory;
 mod sqlite;
 #[cfg(test)]
@@ -29,6 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::crdt::Entry;
 use crate::error::Result;
 
+pub use audit::AuditRecord;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, StoreTuning};
 
@@ -57,7 +63,28 @@ pub trait Store: Send + Sync + 'static {
     /// Returns how many entries were written: at least the number that changed the stored state, at most
     /// `entries.len()` ([`MemoryStore`] counts the changes, [`SqliteStore`] every appended entry). The count is
     /// informational; which entries won is decided by [`Entry::supersedes`], not by it.
-    async fn apply(&self, entries: &[Entry]) -> Result<usize>;
+    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+        self.apply_with_audit(entries, &[]).await
+    }
+
+    /// [`Store::apply`], and in the same transaction store `audit` (a record whose id is stored already
+    /// replaces it). All of it or, on any failure, none: a full disk fails even a batch of audit records
+    /// alone with [`crate::Error::StorageFull`].
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize>;
+
+    /// At most `limit` audit records with an id greater than `after`, in id order.
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>>;
+
+    /// The time of the first audit record with an id at least `id`, if there is one.
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>>;
+
+    /// Of the `max_rows` audit records with the lowest ids, delete those older than `before_ms`, in one
+    /// transaction. Returns how many went (fewer than `max_rows`: no older record is left at the front).
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize>;
+
+    /// The greatest audit id ever stored (0 if none), even if its record has been purged since: the next
+    /// id must be greater, so that a reader's cursor never skips a record.
+    async fn audit_last_id(&self) -> Result<u64>;
 
     /// Delete every tombstone whose version HLC is below `before_hlc` (tombstone garbage collection), in one
     /// transaction. Returns the purged keys.

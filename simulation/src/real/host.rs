@@ -17,7 +17,7 @@ use cave::crdt::Entry;
 use cave::crdt::{Hlc, NodeId, TimeSource};
 use cave::node::Node;
 use cave::secrets::MasterKey;
-use cave::storage::{MemoryStore, Store};
+use cave::storage::{AuditRecord, MemoryStore, Store};
 use tokio::sync::Notify;
 
 use super::net::{dialer, incoming, HttpListener, TransportFault};
@@ -147,11 +147,23 @@ impl Store for AcksOnFullDisk {
         self.0.load().await
     }
 
-    async fn apply(&self, entries: &[Entry]) -> cave::Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> cave::Result<usize> {
         if self.0.is_full() {
             return Ok(0);
         }
-        self.0.apply(entries).await
+        self.0.apply_with_audit(entries, audit).await
+    }
+    async fn audit_scan(&self, after: u64, limit: usize) -> cave::Result<Vec<AuditRecord>> {
+        self.0.audit_scan(after, limit).await
+    }
+    async fn audit_time_at(&self, id: u64) -> cave::Result<Option<u64>> {
+        self.0.audit_time_at(id).await
+    }
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> cave::Result<usize> {
+        self.0.audit_purge(before_ms, max_rows).await
+    }
+    async fn audit_last_id(&self) -> cave::Result<u64> {
+        self.0.audit_last_id().await
     }
 
     async fn purge_tombstones(&self, before_hlc: u64) -> cave::Result<Vec<String>> {

@@ -74,6 +74,7 @@ fn every_bad_value_names_its_parameter() {
             ],
         ),
         (&["--tombstone-ttl", "1w"], &[], &["tombstone_ttl", "unknown unit"]),
+        (&["--audit-retention", "0s"], &[], &["audit_retention", "longer than 0"]),
         (
             &["--max-clock-drift", "1.5s"],
             &[],

@@ -183,6 +183,7 @@
 //! the high-bit values are the large ones, and within each half the signed order already agrees with the
 //! unsigned one. (SQLite has no XOR operator, so the usual `x ^ i64::MIN` trick is not available.)
 
+mod audit;
 mod checkpoint;
 mod sql;
 #[cfg(test)]
@@ -202,7 +203,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 use tokio::sync::{oneshot, Mutex};
 
-use super::{Durability, Store};
+use super::{AuditRecord, Durability, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 use checkpoint::{checkpoint_loop, Checkpointer, DatabaseFile, Round, CHECKPOINT_TRUNCATE};
@@ -421,13 +422,13 @@ impl Store for SqliteStore {
         self.read(&LOAD, &[]).await
     }
 
-    async fn apply(&self, entries: &[Entry]) -> Result<usize> {
+    async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         let mut writer = self.writer.lock().await;
         let writer = writer.as_mut().ok_or_else(closed)?;
-        if entries.is_empty() {
+        if entries.is_empty() && audit.is_empty() {
             return Ok(0);
         }
-        writer.append(entries).await?;
+        writer.append(entries, audit).await?;
         // The batch is committed: from here on nothing may turn this call into an error.
         if let Err(err) = writer.compact_due(&self.tuning, entries.len()).await {
             tracing::warn!(error = %err, log_rows = writer.log_rows, "compacting the storage log failed; will retry");
@@ -460,6 +461,31 @@ impl Store for SqliteStore {
         writer.freed_pages();
         keys.sort_unstable();
         Ok(keys)
+    }
+
+    async fn audit_scan(&self, after: u64, limit: usize) -> Result<Vec<AuditRecord>> {
+        self.check_open()?;
+        audit::scan(&self.readers, after, limit).await
+    }
+
+    async fn audit_time_at(&self, id: u64) -> Result<Option<u64>> {
+        self.check_open()?;
+        audit::time_at(&self.readers, id).await
+    }
+
+    async fn audit_purge(&self, before_ms: u64, max_rows: usize) -> Result<usize> {
+        let mut writer = self.writer.lock().await;
+        let writer = writer.as_mut().ok_or_else(closed)?;
+        let purged = audit::purge(&mut writer.conn, before_ms, max_rows).await?;
+        if purged > 0 {
+            writer.freed_pages();
+        }
+        Ok(purged)
+    }
+
+    async fn audit_last_id(&self) -> Result<u64> {
+        let mut writer = self.writer.lock().await;
+        audit::last_id(&mut writer.as_mut().ok_or_else(closed)?.conn).await
     }
 
     async fn size_bytes(&self) -> Result<u64> {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use sqlx::SqliteConnection;
 use tokio::sync::Mutex;
 
+use super::audit::{rows_json, INSERT_AND_COMMIT_SQL};
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
 use super::sql::{
     append_for, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SAMPLE_KEYS_SQL, SWEEP_BOUND_SQL, TRIM_LOG_SQL,
@@ -17,6 +18,7 @@ use super::sql::{
 use super::{StoreTuning, BUSY_TIMEOUT};
 use crate::crdt::Entry;
 use crate::error::Result;
+use crate::storage::AuditRecord;
 
 /// Keys sampled per slice's worth of appended rows: enough to place the ends of a sweep's key ranges within a
 /// few percent of the quantile they aim at.
@@ -140,11 +142,25 @@ impl Writer {
         committed
     }
 
-    /// Append `entries` to the log in one transaction: all of them or, on any failure, none.
-    pub(super) async fn append(&mut self, entries: &[Entry]) -> Result<()> {
+    /// Append `entries` to the log and `audit` to the audit table in one transaction: all of them or, on any
+    /// failure, none.
+    pub(super) async fn append(&mut self, entries: &[Entry], audit: &[AuditRecord]) -> Result<()> {
         self.begin().await?;
         let appended = self.append_pieces(entries).await;
-        self.commit_or_rollback(appended).await?;
+        if audit.is_empty() || appended.is_err() {
+            self.commit_or_rollback(appended).await?;
+        } else {
+            // The records and the COMMIT in one call (see `INSERT_AND_COMMIT_SQL`); a failure of either rolls
+            // the whole transaction back.
+            let committed = sqlx::query(INSERT_AND_COMMIT_SQL)
+                .bind(rows_json(audit))
+                .execute(&mut self.conn)
+                .await;
+            if let Err(err) = committed {
+                self.rollback().await;
+                return Err(err.into());
+            }
+        }
         self.log_rows += entries.len();
         self.log_bytes += entries
             .iter()

@@ -10,6 +10,7 @@
 //! Versions deliberately include values at and above 2^63: SQLite stores the `u64`s as bit-cast `i64`s, and
 //! a signed comparison would order those before small versions.
 
+mod audit;
 mod basic;
 mod checkpointer;
 mod compaction;
@@ -27,6 +28,10 @@ use sqlx::ConnectOptions;
 
 use super::{Durability, SqliteStore, Store, StoreTuning};
 use crate::crdt::{Entry, NodeId, Version};
+use audit::{
+    an_audit_record_is_replaced_by_its_id, audit_purge_is_bounded_and_ids_are_never_reused,
+    audit_records_round_trip_and_filter,
+};
 use basic::{
     an_empty_batch_changes_nothing, close_makes_every_call_unavailable, concurrent_batches_all_persist,
     purge_removes_only_old_tombstones, round_trip, scan_matches_exactly_the_prefix, size_grows_with_the_data,
@@ -215,4 +220,7 @@ for_each_store!(
     size_grows_with_the_data,
     concurrent_batches_all_persist,
     close_makes_every_call_unavailable,
+    audit_records_round_trip_and_filter,
+    an_audit_record_is_replaced_by_its_id,
+    audit_purge_is_bounded_and_ids_are_never_reused,
 );
