@@ -432,6 +432,7 @@ impl Config {
             data_dir = %self.data_dir.display(),
             durability = %cli::enum_name(&self.durability),
             allow_empty_start = self.allow_empty_start,
+            new_cluster = self.new_cluster,
             log_level = %self.log_level,
             access_log = self.access_log,
             "configuration: node"
@@ -443,10 +444,21 @@ impl Config {
             peers = %list(&self.peers),
             mdns = self.mdns,
             discovery_window = %format_duration(self.discovery_window),
+            isolated_unready = self.isolated_unready,
             cluster_key = if self.cluster_key.is_some() { "<redacted>" } else { "none" },
+            cluster_key_file = %none(self.cluster_key_file.as_ref().map(|p| p.display().to_string())),
             allowed_hosts = %list(&self.allowed_hosts),
             cors_origins = %list(&self.cors_origins),
+            tls_cert = %none(self.tls.as_ref().map(|tls| tls.cert.display().to_string())),
+            tls_key = %none(self.tls.as_ref().map(|tls| tls.key.display().to_string())),
             "configuration: network"
+        );
+        tracing::info!(
+            acl = self.acl_enabled(),
+            acl_root_token = if self.acl_root_token.is_some() { "<redacted>" } else { "none" },
+            metrics_public = self.metrics_public,
+            audit_retention = %format_duration(self.audit_retention),
+            "configuration: access"
         );
         tracing::info!(
             max_value_bytes = self.max_value_bytes,
