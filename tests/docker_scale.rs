@@ -12,6 +12,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const IMAGE: &str = "cave:test-scale";
+/// The root token every replica is given (access control is on in prod mode).
+const ROOT_TOKEN: &str = "docker-scale-root-token-0123456789";
 const DEADLINE: Duration = Duration::from_secs(90);
 
 fn say(line: &str) {
@@ -150,11 +152,16 @@ async fn a_scaled_service_finds_its_members_by_dns() {
                 "CAVE_CLUSTER_KEY".into(),
                 cave::secrets::MasterKey::generate().to_base64(),
             ),
+            ("CAVE_ACL_ROOT_TOKEN".into(), ROOT_TOKEN.into()),
             ("CAVE_ANTI_ENTROPY_INTERVAL".into(), "1s".into()),
             ("CAVE_PUBLISH_IP".into(), "127.0.0.1".into()),
         ],
     };
+    let mut headers = reqwest::header::HeaderMap::new();
+    let bearer = reqwest::header::HeaderValue::from_str(&format!("Bearer {ROOT_TOKEN}")).unwrap();
+    headers.insert(reqwest::header::AUTHORIZATION, bearer);
     let http = reqwest::Client::builder()
+        .default_headers(headers)
         .no_proxy()
         .timeout(Duration::from_secs(5))
         .build()

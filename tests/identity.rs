@@ -41,6 +41,7 @@ fn free_port() -> u16 {
 fn launch(dir: &Path, http: u16, grpc: u16, env: &[(&str, &str)], extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cave"))
         .env_clear()
+        .env("CAVE_ACL_ROOT_TOKEN", common::ROOT_TOKEN)
         .envs(env.iter().copied())
         .args(["--mode=prod", "--mdns=false", "--data-dir", dir.to_str().unwrap()])
         .args(["--http-addr", &format!("127.0.0.1:{http}")])
@@ -78,7 +79,7 @@ impl Proc {
 
     /// Wait until `/healthz` answers.
     async fn healthy(&mut self) {
-        let client = common::client();
+        let client = common::client_with_token(common::ROOT_TOKEN);
         let deadline = Instant::now() + DEADLINE;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -120,7 +121,7 @@ impl Proc {
     }
 
     async fn json(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = common::client().get(self.url(path)).send().await.unwrap();
+        let response = common::client_with_token(common::ROOT_TOKEN).get(self.url(path)).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -209,7 +210,7 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
 /// Every node lists the other two as alive.
 async fn converged(nodes: &[Proc]) -> bool {
     for node in nodes {
-        let Ok(response) = common::client().get(node.url("/api/v1/cluster/nodes")).send().await else {
+        let Ok(response) = common::client_with_token(common::ROOT_TOKEN).get(node.url("/api/v1/cluster/nodes")).send().await else {
             return false;
         };
         let Ok(list) = response.json::<Vec<serde_json::Value>>().await else {
@@ -305,7 +306,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 async fn put(node: &Proc, key: &str) -> u16 {
     let url = node.url(&format!("/api/v1/kv/{key}"));
-    common::client()
+    common::client_with_token(common::ROOT_TOKEN)
         .put(url)
         .body("v")
         .send()
@@ -316,7 +317,7 @@ async fn put(node: &Proc, key: &str) -> u16 {
 }
 
 async fn metric(node: &Proc, name: &str) -> String {
-    let text = common::client()
+    let text = common::client_with_token(common::ROOT_TOKEN)
         .get(node.url("/api/v1/perf/metrics"))
         .send()
         .await
@@ -425,7 +426,7 @@ async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_gi
     let (_, info) = b.json("/api/v1/system/info").await;
     assert_ne!(info["node_id"], id.as_str(), "a fresh id");
     assert_eq!(put(&b, "after-reset").await, 200);
-    let kept = common::client().get(b.url("/api/v1/kv/before")).send().await.unwrap();
+    let kept = common::client_with_token(common::ROOT_TOKEN).get(b.url("/api/v1/kv/before")).send().await.unwrap();
     assert_eq!(kept.status(), 200, "the data is kept");
     let deadline = Instant::now() + DEADLINE;
     let nodes = [a, b];
