@@ -121,7 +121,11 @@ impl Proc {
     }
 
     async fn json(&self, path: &str) -> (u16, serde_json::Value) {
-        let response = common::client_with_token(common::ROOT_TOKEN).get(self.url(path)).send().await.unwrap();
+        let response = common::client_with_token(common::ROOT_TOKEN)
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap())
     }
@@ -210,7 +214,11 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
 /// Every node lists the other two as alive.
 async fn converged(nodes: &[Proc]) -> bool {
     for node in nodes {
-        let Ok(response) = common::client_with_token(common::ROOT_TOKEN).get(node.url("/api/v1/cluster/nodes")).send().await else {
+        let Ok(response) = common::client_with_token(common::ROOT_TOKEN)
+            .get(node.url("/api/v1/cluster/nodes"))
+            .send()
+            .await
+        else {
             return false;
         };
         let Ok(list) = response.json::<Vec<serde_json::Value>>().await else {
@@ -426,7 +434,11 @@ async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_gi
     let (_, info) = b.json("/api/v1/system/info").await;
     assert_ne!(info["node_id"], id.as_str(), "a fresh id");
     assert_eq!(put(&b, "after-reset").await, 200);
-    let kept = common::client_with_token(common::ROOT_TOKEN).get(b.url("/api/v1/kv/before")).send().await.unwrap();
+    let kept = common::client_with_token(common::ROOT_TOKEN)
+        .get(b.url("/api/v1/kv/before"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(kept.status(), 200, "the data is kept");
     let deadline = Instant::now() + DEADLINE;
     let nodes = [a, b];
