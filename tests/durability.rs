@@ -274,7 +274,7 @@ async fn seed(data_dir: &Path, key: &str, secret: bool) {
 
 /// `Node::open` on `data_dir` fails, naming each of `needles`.
 async fn refused(config: cave::config::Config, needles: &[&str]) {
-    let message = match cave::node::Node::open(config).await {
+    let message = match open(config).await {
         Ok(node) => {
             let _ = node.close().await;
             panic!("the node started");
@@ -286,8 +286,23 @@ async fn refused(config: cave::config::Config, needles: &[&str]) {
     }
 }
 
+/// `Node::open`, waiting out a data-dir lock that a closed node of this test still seems to hold: a child
+/// process another test forks in the same moment inherits the lock's descriptor until it execs (the
+/// descriptor is close-on-exec), and for that instant the flock is still held.
+async fn open(config: cave::config::Config) -> cave::Result<cave::node::Node> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match cave::node::Node::open(config.clone()).await {
+            Err(cave::Error::Unavailable(m)) if m.contains("in use") && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await
+            }
+            other => return other,
+        }
+    }
+}
+
 async fn keys(config: cave::config::Config) -> usize {
-    let node = cave::node::Node::open(config).await.unwrap();
+    let node = open(config).await.unwrap();
     let keys = node.db.stats().keys;
     node.close().await.unwrap();
     keys
