@@ -92,9 +92,9 @@ pub(super) fn parse_file(value: &Value) -> std::result::Result<Option<PathBuf>, 
     Ok((!text.trim().is_empty()).then(|| PathBuf::from(text)))
 }
 
-/// Peers as a comma-separated string (flags, environment, file) or an array of strings (file). Empty items
-/// are skipped so that a trailing comma or an empty value (no peers) is harmless.
-pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, String> {
+/// The items of a list setting: a comma-separated string (flags, environment, file) or an array of strings
+/// (file), each trimmed, empty ones skipped (so a trailing comma or an empty value is harmless).
+fn text_items(value: &Value) -> std::result::Result<Vec<String>, String> {
     let items: Vec<String> = match value {
         Value::Array(_, items) => items
             .iter()
@@ -102,9 +102,20 @@ pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, Str
             .collect::<Result<_, _>>()?,
         other => as_text(other)?.split(',').map(str::to_string).collect(),
     };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_string())
+        .filter(|item| !item.is_empty())
+        .collect())
+}
+
+/// Peers as a comma-separated string (flags, environment, file) or an array of strings (file). Empty items
+/// are skipped so that a trailing comma or an empty value (no peers) is harmless.
+pub(super) fn parse_peers(value: &Value) -> std::result::Result<Vec<String>, String> {
+    let items = text_items(value)?;
     let mut peers = Vec::new();
     let mut seen = BTreeSet::new();
-    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+    for item in items.iter().map(String::as_str) {
         let peer = match item.strip_prefix(crate::discovery::dns::PREFIX) {
             Some(name) => dns_peer(item, name)?,
             None => {
@@ -202,15 +213,9 @@ pub(super) fn parse_max_connections(value: &Value) -> std::result::Result<Option
 /// Host names as a comma-separated string or an array of strings: names or IP addresses without a port
 /// (IPv6 in brackets), or `*` for any. Lower-cased, as host names compare without case.
 pub(super) fn parse_allowed_hosts(value: &Value) -> std::result::Result<Vec<String>, String> {
-    let items: Vec<String> = match value {
-        Value::Array(_, items) => items
-            .iter()
-            .map(|item| as_text(item).map(str::to_string))
-            .collect::<Result<_, _>>()?,
-        other => as_text(other)?.split(',').map(str::to_string).collect(),
-    };
+    let items = text_items(value)?;
     let mut hosts = Vec::new();
-    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+    for item in items.iter().map(String::as_str) {
         let host = item.to_ascii_lowercase();
         let bracketed = host.starts_with('[') && host.ends_with(']');
         if bracketed {
@@ -237,15 +242,9 @@ pub(super) fn parse_allowed_hosts(value: &Value) -> std::result::Result<Vec<Stri
 /// them in `Origin`. Lower-cased (browsers send them so) and without a final `/`. `*` is refused: an origin
 /// allowed by CORS may also write, so "any website may change data" must not be one character away.
 pub(super) fn parse_cors_origins(value: &Value) -> std::result::Result<Vec<String>, String> {
-    let items: Vec<String> = match value {
-        Value::Array(_, items) => items
-            .iter()
-            .map(|item| as_text(item).map(str::to_string))
-            .collect::<Result<_, _>>()?,
-        other => as_text(other)?.split(',').map(str::to_string).collect(),
-    };
+    let items = text_items(value)?;
     let mut origins = Vec::new();
-    for item in items.iter().map(|item| item.trim()).filter(|item| !item.is_empty()) {
+    for item in items.iter().map(String::as_str) {
         if item == "*" {
             return Err("`*` is not accepted: list the origins of the apps, such as https://app.example.com".into());
         }
