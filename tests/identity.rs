@@ -29,14 +29,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `cave --mode=prod --mdns=false` on `dir`, HTTP on `http`, gRPC on `grpc`, with `env` and `extra` flags.
 fn launch(dir: &Path, http: u16, grpc: u16, env: &[(&str, &str)], extra: &[&str]) -> Proc {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cave"))
@@ -137,7 +129,7 @@ fn keygen() -> String {
 
 /// Start a prod node on `dir` and expect it to refuse: exit status 2 and a message naming each of `needles`.
 async fn refused(dir: &Path, env: &[(&str, &str)], extra: &[&str], needles: &[&str]) {
-    let mut node = launch(dir, free_port(), free_port(), env, extra);
+    let mut node = launch(dir, common::child::free_port(), common::child::free_port(), env, extra);
     let (code, log) = node.exit().await;
     assert_eq!(code, Some(2), "{log}");
     for needle in needles {
@@ -150,7 +142,13 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("member");
     let key = keygen();
-    let mut node = launch(&dir, free_port(), free_port(), &[("CAVE_CLUSTER_KEY", &key)], &[]);
+    let mut node = launch(
+        &dir,
+        common::child::free_port(),
+        common::child::free_port(),
+        &[("CAVE_CLUSTER_KEY", &key)],
+        &[],
+    );
     node.healthy().await;
     let (_, info) = node.json("/api/v1/system/info").await;
     let cluster_id = info["cluster_id"].as_str().unwrap().to_string();
@@ -183,7 +181,13 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
     let key_file = tmp.path().join("key");
     std::fs::write(&key_file, format!("{key}\n")).unwrap();
     let file_flag = ["--cluster-key-file", key_file.to_str().unwrap()];
-    let mut node = launch(&dir, free_port(), free_port(), &[], &file_flag);
+    let mut node = launch(
+        &dir,
+        common::child::free_port(),
+        common::child::free_port(),
+        &[],
+        &file_flag,
+    );
     node.healthy().await;
     let (_, info) = node.json("/api/v1/system/info").await;
     assert_eq!(info["cluster_id"], cluster_id.as_str());
@@ -198,7 +202,13 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
     .await;
 
     // Founding a new cluster on this data, explicitly.
-    let mut node = launch(&dir, free_port(), free_port(), &[], &["--new-cluster"]);
+    let mut node = launch(
+        &dir,
+        common::child::free_port(),
+        common::child::free_port(),
+        &[],
+        &["--new-cluster"],
+    );
     node.healthy().await;
     let (_, info) = node.json("/api/v1/system/info").await;
     let new_id = info["cluster_id"].as_str().unwrap().to_string();
@@ -206,7 +216,7 @@ async fn a_member_restarted_without_its_key_or_with_another_refuses_to_start() {
     node.stop().await;
     assert_eq!(std::fs::read_to_string(dir.join("cluster.id")).unwrap().trim(), new_id);
     // ... whose key is now in the data dir: the next start needs no flag.
-    let mut node = launch(&dir, free_port(), free_port(), &[], &[]);
+    let mut node = launch(&dir, common::child::free_port(), common::child::free_port(), &[], &[]);
     node.healthy().await;
     node.stop().await;
 }
@@ -236,8 +246,8 @@ async fn three_nodes_started_at_once_converge_within_two_seconds() {
     let tmp = tempfile::tempdir().unwrap();
     let key = keygen();
     let env = [("CAVE_CLUSTER_KEY", key.as_str())];
-    let grpc: Vec<u16> = (0..3).map(|_| free_port()).collect();
-    let http: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let grpc: Vec<u16> = (0..3).map(|_| common::child::free_port()).collect();
+    let http: Vec<u16> = (0..3).map(|_| common::child::free_port()).collect();
     // The README's start: node 2 seeds with node 1, node 3 with node 2, all at once.
     let started = Instant::now();
     let nodes: Vec<Proc> = (0..3)
@@ -273,7 +283,7 @@ async fn a_node_whose_seeds_are_unreachable_says_it_is_isolated() {
     let tmp = tempfile::tempdir().unwrap();
     let key = keygen();
     let env = [("CAVE_CLUSTER_KEY", key.as_str())];
-    let nowhere = format!("127.0.0.1:{}", free_port());
+    let nowhere = format!("127.0.0.1:{}", common::child::free_port());
     let flags = ["--peers", &nowhere, "--discovery-window", "0s"];
     for unready in [false, true] {
         let mut extra = flags.to_vec();
@@ -281,7 +291,13 @@ async fn a_node_whose_seeds_are_unreachable_says_it_is_isolated() {
             extra.push("--isolated-unready");
         }
         let dir = tmp.path().join(format!("n{unready}"));
-        let mut node = launch(&dir, free_port(), free_port(), &env, &extra);
+        let mut node = launch(
+            &dir,
+            common::child::free_port(),
+            common::child::free_port(),
+            &env,
+            &extra,
+        );
         node.healthy().await;
         let deadline = Instant::now() + DEADLINE;
         let (status, body) = loop {
@@ -352,14 +368,20 @@ async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_gi
     let key = keygen();
     let env = [("CAVE_CLUSTER_KEY", key.as_str())];
     let window = ["--discovery-window", "0s"];
-    let mut a = launch(&original, free_port(), free_port(), &env, &window);
+    let mut a = launch(
+        &original,
+        common::child::free_port(),
+        common::child::free_port(),
+        &env,
+        &window,
+    );
     a.healthy().await;
     assert_eq!(put(&a, "before").await, 200);
     a.stop().await;
     copy_dir(&original, &copy);
 
-    let a_grpc = free_port();
-    let mut a = launch(&original, free_port(), a_grpc, &env, &window);
+    let a_grpc = common::child::free_port();
+    let mut a = launch(&original, common::child::free_port(), a_grpc, &env, &window);
     a.healthy().await;
     let (_, info) = a.json("/api/v1/system/info").await;
     let id = info["node_id"].as_str().unwrap().to_string();
@@ -376,8 +398,8 @@ async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_gi
     let seed = format!("127.0.0.1:{a_grpc}");
     let mut b = launch(
         &copy,
-        free_port(),
-        free_port(),
+        common::child::free_port(),
+        common::child::free_port(),
         &env,
         &["--peers", &seed, "--discovery-window", "0s"],
     );
@@ -425,8 +447,8 @@ async fn a_copy_of_a_data_dir_running_beside_its_original_stops_serving_until_gi
     assert!(said.contains(&id), "{said}");
     let mut b = launch(
         &copy,
-        free_port(),
-        free_port(),
+        common::child::free_port(),
+        common::child::free_port(),
         &env,
         &["--peers", &seed, "--discovery-window", "0s"],
     );
