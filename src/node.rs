@@ -366,7 +366,7 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     // Before the data directory is touched: a bad certificate or key is a configuration error to fix first.
-    let tls = config.tls.as_ref().map(api::tls::Tls::load).transpose()?;
+    let tls = config.tls().map(|files| api::tls::Tls::load(&files)).transpose()?;
     let node = Node::open(config).await?;
     let cluster = if node.replicates() {
         Some(node.start_cluster(grpc).await?)

@@ -9,10 +9,10 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 use super::layers::resolve;
-use super::values::{format_duration, format_size, parse_duration};
-use super::{Config, Mode, CONFIG_ENV, ENV_PREFIX, KEYS};
+use super::settings::help_default;
+use super::values::parse_duration;
+use super::{Config, ServeArgs, CONFIG_ENV, ENV_PREFIX, KEYS};
 use crate::error::{Error, Result};
-use crate::storage::Durability;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -127,7 +127,7 @@ fn probe(args: &HealthcheckArgs, env: &[(String, String)]) -> Result<Probe> {
     Ok(Probe {
         addr,
         timeout,
-        tls: args.tls || node.tls.is_some(),
+        tls: args.tls || node.tls().is_some(),
     })
 }
 
@@ -201,124 +201,6 @@ pub struct HealthcheckArgs {
     pub tls: bool,
 }
 
-/// Settings given as flags. Each is optional: only the flags present override the other layers, which is
-/// why none of them has a clap default or a clap `env` (the environment is a layer of its own, below flags).
-/// Values are kept as text and validated with the other layers, except the enums, whose possible values
-/// clap can then list. No `Debug`: it would print the cluster key.
-#[derive(Args, Default)]
-pub struct ServeArgs {
-    /// TOML file of settings, keys as in cave.example.toml
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// dev binds to loopback only; prod binds to every interface
-    #[arg(long, value_enum, value_name = "dev|prod", hide_possible_values = true)]
-    pub mode: Option<Mode>,
-    /// Address of the REST API and web UI
-    #[arg(long, value_name = "IP:PORT")]
-    pub http_addr: Option<String>,
-    /// Address of the replication (gRPC) endpoint
-    #[arg(long, value_name = "IP:PORT")]
-    pub grpc_addr: Option<String>,
-    /// Address peers use to reach the replication endpoint, if not grpc-addr (NAT, containers)
-    #[arg(long, value_name = "HOST:PORT")]
-    pub advertise_addr: Option<String>,
-    /// Directory of the database, node id and local key
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<String>,
-    /// Seed peers to join, comma-separated replication addresses; dns:NAME or dns:NAME:PORT dials every
-    /// address NAME resolves to, looked up again and again (a headless service, a scaled compose service)
-    #[arg(long, value_name = "HOST:PORT|dns:NAME[:PORT],...")]
-    pub peers: Option<String>,
-    /// Find peers and announce this node with mDNS on the local network; --mdns alone means true
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub mdns: Option<String>,
-    /// In prod mode, how long to look for peers before founding a new cluster
-    #[arg(long, value_name = "DURATION")]
-    pub discovery_window: Option<String>,
-    /// Answer /readyz with 503 while no seed peer is reachable and no member is known (isolated); else 200
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub isolated_unready: Option<String>,
-    /// Cluster key from `cave keygen` (prefer CAVE_CLUSTER_KEY: flags are visible in ps)
-    #[arg(long, value_name = "BASE64")]
-    pub cluster_key: Option<String>,
-    /// File holding the cluster key (a mounted secret; a trailing newline is fine); not with --cluster-key
-    #[arg(long, value_name = "FILE")]
-    pub cluster_key_file: Option<String>,
-    /// Found a new cluster on a used data dir: make a new key although the dir's cluster key is lost, or adopt
-    /// a key of another cluster than the one it recorded (for one start; --new-cluster alone means true)
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub new_cluster: Option<String>,
-    /// normal survives a process crash; fsync also a power loss, at a cost per commit
-    #[arg(long, value_enum, value_name = "normal|fsync", hide_possible_values = true)]
-    pub durability: Option<Durability>,
-    /// Start although the database (or, with sealed secrets, the key file) of a used data dir is missing;
-    /// --allow-empty-start alone means true
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub allow_empty_start: Option<String>,
-    /// Largest value of one key
-    #[arg(long, value_name = "SIZE")]
-    pub max_value_bytes: Option<String>,
-    /// Largest body of a /api/v1/query or /api/v1/import request
-    #[arg(long, value_name = "SIZE")]
-    pub max_request_bytes: Option<String>,
-    /// Mean interval between anti-entropy rounds with a random peer
-    #[arg(long, value_name = "DURATION")]
-    pub anti_entropy_interval: Option<String>,
-    /// Versions stamped further ahead of the local clock wait until it catches up
-    #[arg(long, value_name = "DURATION")]
-    pub max_clock_drift: Option<String>,
-    /// Age at which tombstones (deleted keys) are purged
-    #[arg(long, value_name = "DURATION")]
-    pub tombstone_ttl: Option<String>,
-    /// Age at which audit records are deleted
-    #[arg(long, value_name = "DURATION")]
-    pub audit_retention: Option<String>,
-    /// How long a stopping node tries to hand its writes to a peer before leaving (0s: leave at once)
-    #[arg(long, value_name = "DURATION")]
-    pub shutdown_drain: Option<String>,
-    /// Close a connection whose request head is not complete this long after its first byte
-    #[arg(long, value_name = "DURATION")]
-    pub http_header_timeout: Option<String>,
-    /// Close a connection that has had no request in progress for this long
-    #[arg(long, value_name = "DURATION")]
-    pub http_idle_timeout: Option<String>,
-    /// Fail a request whose body has not arrived in full this long after its head
-    #[arg(long, value_name = "DURATION")]
-    pub http_body_timeout: Option<String>,
-    /// Most HTTP connections open at once; more are closed at once
-    #[arg(long, value_name = "COUNT")]
-    pub http_max_connections: Option<String>,
-    /// Host names the REST API answers besides its own addresses and loopback, comma-separated; * for any
-    #[arg(long, value_name = "HOST,...")]
-    pub allowed_hosts: Option<String>,
-    /// PEM certificate chain: the REST API then speaks HTTPS only (with --tls-key; re-read on SIGHUP)
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<String>,
-    /// PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1)
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<String>,
-    /// Require a token for every request but /healthz, /readyz and the UI's files; --acl alone means true
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub acl: Option<String>,
-    /// A management token every request may use (prefer CAVE_ACL_ROOT_TOKEN: flags are visible in ps)
-    #[arg(long, value_name = "TOKEN")]
-    pub acl_root_token: Option<String>,
-    /// Serve /api/v1/perf/metrics without a token while access control is on; --metrics-public alone means
-    /// true
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub metrics_public: Option<String>,
-    /// Origins (scheme://host or scheme://host:port) of browser apps allowed to call the API across
-    /// origins (CORS), comma-separated
-    #[arg(long, value_name = "ORIGIN,...")]
-    pub cors_origins: Option<String>,
-    /// Log filter: a level (trace, debug, info, warn, error, off) and/or target=level, comma-separated
-    #[arg(long, value_name = "FILTER")]
-    pub log_level: Option<String>,
-    /// Log one line per HTTP request (method, route, status, duration, bytes); --access-log alone means true
-    #[arg(long, value_name = "true|false", num_args = 0..=1, default_missing_value = "true")]
-    pub access_log: Option<String>,
-}
-
 /// The clap command of [`Cli`], its help completed with each parameter's default and environment variable
 /// (computed here from the one set of defaults rather than repeated in attributes).
 pub fn command() -> clap::Command {
@@ -334,51 +216,6 @@ pub fn command() -> clap::Command {
         cmd
     }
     annotate(Cli::command()).mut_subcommand("serve", annotate)
-}
-
-/// The default of `key` as shown by `--help`.
-fn help_default(key: &str) -> String {
-    let dev = Config::default();
-    match key {
-        "mode" => dev.mode.to_string(),
-        "http_addr" => format!(
-            "{} in dev mode, {} in prod",
-            dev.http_addr,
-            Mode::Prod.default_http_addr()
-        ),
-        "grpc_addr" => format!(
-            "{} in dev mode, {} in prod",
-            dev.grpc_addr,
-            Mode::Prod.default_grpc_addr()
-        ),
-        "advertise_addr" => "grpc-addr, with this host's name if its IP is unspecified".to_string(),
-        "data_dir" => dev.data_dir.display().to_string(),
-        "peers" | "cluster_key" | "cluster_key_file" => "none".to_string(),
-        "isolated_unready" => dev.isolated_unready.to_string(),
-        "new_cluster" => dev.new_cluster.to_string(),
-        "mdns" => format!("{} in dev mode, {} in prod", dev.mdns, Mode::Prod.default_mdns()),
-        "discovery_window" => format_duration(dev.discovery_window),
-        "durability" => enum_name(&dev.durability),
-        "allow_empty_start" => dev.allow_empty_start.to_string(),
-        "max_value_bytes" => format_size(dev.max_value_bytes),
-        "max_request_bytes" => format_size(dev.max_request_bytes),
-        "anti_entropy_interval" => format_duration(dev.anti_entropy_interval),
-        "max_clock_drift" => format_duration(dev.max_clock_drift),
-        "tombstone_ttl" => format_duration(dev.tombstone_ttl),
-        "audit_retention" => format_duration(dev.audit_retention),
-        "shutdown_drain" => format_duration(dev.shutdown_drain),
-        "http_header_timeout" => format_duration(dev.http_header_timeout),
-        "http_idle_timeout" => format_duration(dev.http_idle_timeout),
-        "http_body_timeout" => format_duration(dev.http_body_timeout),
-        "http_max_connections" => format!("the open-files limit less {}", super::HTTP_FD_HEADROOM),
-        "allowed_hosts" | "tls_cert" | "tls_key" | "cors_origins" => "none".to_string(),
-        "acl" => format!("{} in dev mode, true in prod", dev.acl_enabled()),
-        "acl_root_token" => "none; a founding prod node makes one".to_string(),
-        "metrics_public" => dev.metrics_public.to_string(),
-        "log_level" => dev.log_level,
-        "access_log" => dev.access_log.to_string(),
-        other => unreachable!("no default for unknown key {other}"),
-    }
 }
 
 /// The clap (and serde) name of a value of a `ValueEnum`.

@@ -7,6 +7,8 @@ use std::collections::BTreeSet;
 
 use super::cli::{env_name, flag_name};
 use super::*;
+use crate::secrets::MasterKey;
+use crate::storage::Durability;
 
 const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -650,21 +652,21 @@ fn tls_files_come_from_every_source_and_only_together() {
             key: key.into(),
         })
     };
-    assert_eq!(ok(&[], &[]).tls, None);
+    assert_eq!(ok(&[], &[]).tls(), None);
     assert_eq!(
-        ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).tls,
+        ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).tls(),
         files("c.pem", "k.pem")
     );
     let vars = [("CAVE_TLS_CERT", "/e/c.pem"), ("CAVE_TLS_KEY", "/e/k.pem")];
-    assert_eq!(ok(&[], &vars).tls, files("/e/c.pem", "/e/k.pem"));
+    assert_eq!(ok(&[], &vars).tls(), files("/e/c.pem", "/e/k.pem"));
     let (_dir, path) = file("tls_cert = \"/f/c.pem\"\ntls_key = \"/f/k.pem\"\n");
-    assert_eq!(ok(&["--config", &path], &[]).tls, files("/f/c.pem", "/f/k.pem"));
+    assert_eq!(ok(&["--config", &path], &[]).tls(), files("/f/c.pem", "/f/k.pem"));
     // Key by key: the flag's certificate with the file's key.
-    let mixed = ok(&["--config", &path, "--tls-cert", "/x/c.pem"], &[]).tls;
+    let mixed = ok(&["--config", &path, "--tls-cert", "/x/c.pem"], &[]).tls();
     assert_eq!(mixed, files("/x/c.pem", "/f/k.pem"));
     // An empty value is unset, so an empty flag turns the file's HTTPS off only together with its pair.
     assert_eq!(
-        ok(&["--config", &path, "--tls-cert", "", "--tls-key", ""], &[]).tls,
+        ok(&["--config", &path, "--tls-cert", "", "--tls-key", ""], &[]).tls(),
         None
     );
     let json = ok(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).redacted();
@@ -754,7 +756,8 @@ fn the_effective_configuration_is_logged_as_one_field_per_setting() {
     assert_eq!(value("cors_origins").as_deref(), Some("https://app.example"));
     assert_eq!(value("mdns").as_deref(), Some("false"));
     assert_eq!(value("max_clock_drift").as_deref(), Some("1s"));
-    assert_eq!(value("cluster_key").as_deref(), Some("\"<redacted>\""));
+    assert_eq!(value("cluster_key").as_deref(), Some("<redacted>"));
+    assert_eq!(value("acl_root_token").as_deref(), Some("none"));
     assert!(
         logged.iter().all(|(_, v)| !v.contains(KEY)),
         "the key leaked: {logged:?}"

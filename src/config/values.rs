@@ -356,6 +356,15 @@ pub(super) fn parse_duration_value(value: &Value) -> std::result::Result<Duratio
     }
 }
 
+/// A duration that must not be zero (an interval, a timeout, an age).
+pub(super) fn parse_nonzero_duration(value: &Value) -> std::result::Result<Duration, String> {
+    let duration = parse_duration_value(value)?;
+    if duration.is_zero() {
+        return Err("must be longer than 0".into());
+    }
+    Ok(duration)
+}
+
 /// A whole number with a unit: `ms`, `s`, `m`, `h` or `d` (`500ms`, `10s`, `7d`; a space before the unit is
 /// allowed). A bare number is refused rather than guessed: seconds and milliseconds are both common.
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
