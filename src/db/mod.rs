@@ -220,11 +220,11 @@ impl Db {
         metrics: Arc<Metrics>,
     ) -> Result<Db> {
         let audit_next = store.audit_last_id().await?.saturating_add(1);
-        let mut map = LwwMap::new();
-        for entry in store.load().await? {
-            hlc.observe(entry.version.hlc);
-            map.merge(entry);
+        let entries = store.load().await?;
+        if let Some(latest) = entries.iter().map(|entry| entry.version.hlc).max() {
+            hlc.observe(latest);
         }
+        let map = LwwMap::from_entries(entries);
         let (commands, queue) = mpsc::channel(WRITER_QUEUE_COMMANDS);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {
