@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
-use super::encoding::{content_type, path_after, version_headers, EntryMeta, Params, SECRET_HEADER};
+use super::encoding::{content_type, path_after, version_headers, written_response, EntryMeta, Params, SECRET_HEADER};
 use super::AppState;
 use crate::acl::{Access, Capability};
 use crate::db::{Op, Outcome};
@@ -265,9 +265,7 @@ pub async fn put(
         cas,
     };
     let entry = written(app.db.write(vec![op]).await?)?;
-    let mut response = Json(json!({"message": "ok", "version": entry.version})).into_response();
-    version_headers(response.headers_mut(), entry.version);
-    Ok(response)
+    Ok(written_response(entry.version))
 }
 
 /// DELETE: a tombstone for one key, or for a whole folder with `?recurse=true`. The answer says whether a

@@ -12,37 +12,48 @@ use crate::crdt::NodeId;
 use crate::error::Result;
 use crate::storage::AuditRecord;
 
+/// The insert of [`INSERT_AND_COMMIT_SQL`], its one parameter unnumbered (`?`) so that it also binds in
+/// order after other statements of one call (see `super::sql::append_in_one_call`).
+macro_rules! insert_audit_rows {
+    () => {
+        "INSERT OR REPLACE INTO audit \
+         (id, time_ms, node, accessor, method, route, key, status, remote_addr) \
+         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
+         json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
+         json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]') \
+         FROM json_each(?) ORDER BY key"
+    };
+}
+pub(super) use insert_audit_rows;
+
 /// Every record of a commit in one statement, whatever their number, with one bound parameter (a JSON array
 /// of rows), run in the same call as the transaction's `COMMIT`: the records add no round trip to the
 /// connection's worker thread, which under load cost more than the inserts themselves (a statement per
 /// power-of-two piece of rows, as the log's appends are cut, added about a third to a PUT's CPU time).
-pub(super) const INSERT_AND_COMMIT_SQL: &str = "INSERT OR REPLACE INTO audit \
-     (id, time_ms, node, accessor, method, route, key, status, remote_addr) \
-     SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]'), \
-     json_extract(value, '$[3]'), json_extract(value, '$[4]'), json_extract(value, '$[5]'), \
-     json_extract(value, '$[6]'), json_extract(value, '$[7]'), json_extract(value, '$[8]') \
-     FROM json_each(?1) ORDER BY key; COMMIT";
+pub(super) const INSERT_AND_COMMIT_SQL: &str = concat!(insert_audit_rows!(), "; COMMIT");
 
 /// `records` as the JSON parameter of [`INSERT_AND_COMMIT_SQL`]. `node` and `id` are bit-cast to i64 like
 /// every u64 the store keeps.
-pub(super) fn rows_json(records: &[AuditRecord]) -> String {
-    let rows: Vec<serde_json::Value> = records
+pub(super) fn rows_json(records: &[AuditRecord]) -> Result<String> {
+    // Tuples of references serialise to the same arrays as `json!` built them, without a `Value` (and a copy
+    // of every string) per field first.
+    let rows: Vec<_> = records
         .iter()
         .map(|r| {
-            serde_json::json!([
+            (
                 r.id as i64,
                 r.time_ms as i64,
                 r.node.0 as i64,
-                r.accessor,
-                r.method,
-                r.route,
-                r.key,
+                &r.accessor,
+                &r.method,
+                &r.route,
+                &r.key,
                 r.status,
-                r.remote_addr
-            ])
+                &r.remote_addr,
+            )
         })
         .collect();
-    serde_json::Value::Array(rows).to_string()
+    serde_json::to_string(&rows).map_err(crate::error::Error::internal)
 }
 
 /// A row as sqlx decodes it.

@@ -220,6 +220,11 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// How long a connection waits for a lock held by another (SQLite's busy handler).
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements the writer connection keeps: the one-call appends of every commit size up to
+/// `sql::ONE_CALL_MAX_ROWS`, with and without audit records, the power-of-two pieces of larger batches and
+/// the compaction and maintenance statements, with room to spare (sqlx's default of 100 would evict and
+/// re-prepare them as group sizes vary).
+const WRITER_STATEMENT_CACHE: usize = 2 * sql::ONE_CALL_MAX_ROWS + 64;
 /// Page cache of the writer connection, in KiB (SQLite's default is 2 MiB).
 const WRITER_CACHE_KIB: u64 = 64 * 1024;
 /// Bytes of the database file the writer maps into memory for reading.
@@ -303,7 +308,8 @@ impl SqliteStore {
             .clone()
             .pragma("cache_size", format!("-{}", WRITER_CACHE_KIB))
             .pragma("mmap_size", MMAP_BYTES.to_string())
-            .pragma("wal_autocheckpoint", "0");
+            .pragma("wal_autocheckpoint", "0")
+            .statement_cache_capacity(WRITER_STATEMENT_CACHE);
         let mut conn = writer_options.create_if_missing(true).connect().await?;
         enable_incremental_vacuum(&mut conn).await;
         // `run_direct` on the connection itself rather than `run(&mut conn)` through `Acquire`: the generic

@@ -107,6 +107,33 @@ fn append_sql(rows: usize) -> String {
     sql
 }
 
+/// Most entries a commit appends in one call to the connection's worker thread (see [`append_in_one_call`]):
+/// the commit groups of a few dozen concurrent writers, each its own cached statement.
+pub(super) const ONE_CALL_MAX_ROWS: usize = 64;
+
+/// The append of exactly `rows` rows (`1..=ONE_CALL_MAX_ROWS`), with `audit` the audit records' insert,
+/// and `COMMIT`, as one SQL text run inside the transaction `BEGIN` opened: two round trips to sqlx's worker
+/// thread per commit instead of one per statement. Each round trip wakes that thread and then the writer
+/// task again, and on a loaded machine each wake-up waits for a core: a commit group of ~30 entries made six
+/// of them (BEGIN, four power-of-two pieces, the audit insert with COMMIT). `BEGIN` stays a call of its own
+/// so that a connection left inside a transaction is still recovered before anything is written (see
+/// `Writer::begin`). Parameters are unnumbered, so sqlx binds them in order across the statements: the
+/// rows' seven each, then the audit rows' JSON.
+pub(super) fn append_in_one_call(rows: usize, audit: bool) -> &'static str {
+    static SQL: LazyLock<Vec<[String; 2]>> = LazyLock::new(|| {
+        (1..=ONE_CALL_MAX_ROWS)
+            .map(|rows| {
+                let append = append_sql(rows);
+                [
+                    format!("{append}; COMMIT"),
+                    format!("{append}; {}; COMMIT", super::audit::insert_audit_rows!()),
+                ]
+            })
+            .collect()
+    });
+    &SQL[rows - 1][usize::from(audit)]
+}
+
 /// The prepared append for exactly `rows` rows (one of the sizes in [`APPENDS`]).
 pub(super) fn append_for(rows: usize) -> &'static str {
     APPENDS

@@ -13,7 +13,8 @@ use tokio::sync::Mutex;
 use super::audit::{rows_json, INSERT_AND_COMMIT_SQL};
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
 use super::sql::{
-    append_for, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, SAMPLE_KEYS_SQL, SWEEP_BOUND_SQL, TRIM_LOG_SQL,
+    append_for, append_in_one_call, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, ONE_CALL_MAX_ROWS, SAMPLE_KEYS_SQL,
+    SWEEP_BOUND_SQL, TRIM_LOG_SQL,
 };
 use super::{StoreTuning, BUSY_TIMEOUT};
 use crate::crdt::Entry;
@@ -47,6 +48,24 @@ pub(super) struct Sweep {
     next: String,
     /// Ends of the ranges after `next`, ascending; past the last of them, the final range is unbounded.
     pub(super) ends: VecDeque<String>,
+}
+
+/// `query` with the seven columns of each of `entries` bound, in the order of the append statements.
+fn bind_rows<'q>(
+    mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    entries: &'q [Entry],
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    for e in entries {
+        query = query
+            .bind(e.key.as_str())
+            .bind(&e.value[..])
+            .bind(e.content_type.as_str())
+            .bind(e.secret)
+            .bind(e.deleted)
+            .bind(e.version.hlc as i64)
+            .bind(e.version.node.0 as i64);
+    }
+    query
 }
 
 /// The writer connection and what it knows about the log.
@@ -146,21 +165,53 @@ impl Writer {
     /// failure, none.
     pub(super) async fn append(&mut self, entries: &[Entry], audit: &[AuditRecord]) -> Result<()> {
         self.begin().await?;
+        if (1..=ONE_CALL_MAX_ROWS).contains(&entries.len()) {
+            // The rows, the records and the COMMIT in one call (see `append_in_one_call`); a failure of any
+            // of them rolls the whole transaction back, as below.
+            let rows = if audit.is_empty() { None } else { Some(rows_json(audit)) }.transpose();
+            let committed = match rows {
+                Ok(rows) => {
+                    let query = bind_rows(sqlx::query(append_in_one_call(entries.len(), rows.is_some())), entries);
+                    let query = match rows {
+                        Some(rows) => query.bind(rows),
+                        None => query,
+                    };
+                    query.execute(&mut self.conn).await.map(drop).map_err(Into::into)
+                }
+                Err(err) => Err(err),
+            };
+            if let Err(err) = committed {
+                self.rollback().await;
+                return Err(err);
+            }
+            self.appended(entries);
+            return Ok(());
+        }
         let appended = self.append_pieces(entries).await;
         if audit.is_empty() || appended.is_err() {
             self.commit_or_rollback(appended).await?;
         } else {
             // The records and the COMMIT in one call (see `INSERT_AND_COMMIT_SQL`); a failure of either rolls
             // the whole transaction back.
-            let committed = sqlx::query(INSERT_AND_COMMIT_SQL)
-                .bind(rows_json(audit))
-                .execute(&mut self.conn)
-                .await;
+            let committed = match rows_json(audit) {
+                Ok(rows) => sqlx::query(INSERT_AND_COMMIT_SQL)
+                    .bind(rows)
+                    .execute(&mut self.conn)
+                    .await
+                    .map_err(Into::into),
+                Err(err) => Err(err),
+            };
             if let Err(err) = committed {
                 self.rollback().await;
-                return Err(err.into());
+                return Err(err);
             }
         }
+        self.appended(entries);
+        Ok(())
+    }
+
+    /// Count `entries`, just committed to the log, and sample their keys.
+    fn appended(&mut self, entries: &[Entry]) {
         self.log_rows += entries.len();
         self.log_bytes += entries
             .iter()
@@ -172,7 +223,6 @@ impl Writer {
             }
             self.appended += 1;
         }
-        Ok(())
     }
 
     /// The inserts of [`Writer::append`], inside its transaction.
@@ -181,18 +231,9 @@ impl Writer {
         for size in pieces(entries.len()) {
             let (piece, tail) = rest.split_at(size);
             rest = tail;
-            let mut query = sqlx::query(append_for(size));
-            for e in piece {
-                query = query
-                    .bind(e.key.as_str())
-                    .bind(&e.value[..])
-                    .bind(e.content_type.as_str())
-                    .bind(e.secret)
-                    .bind(e.deleted)
-                    .bind(e.version.hlc as i64)
-                    .bind(e.version.node.0 as i64);
-            }
-            query.execute(&mut self.conn).await?;
+            bind_rows(sqlx::query(append_for(size)), piece)
+                .execute(&mut self.conn)
+                .await?;
         }
         Ok(())
     }

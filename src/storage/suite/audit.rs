@@ -171,3 +171,34 @@ async fn sqlite_a_full_disk_refuses_audit_records_with_their_entries() {
     assert_eq!(store.audit_last_id().await.unwrap(), 1);
     store.close().await.unwrap();
 }
+
+/// Batches of every size around the SQLite store's one-call bound (`sql::ONE_CALL_MAX_ROWS`: below it a
+/// commit is one call, above it statement by statement), with and without audit records, all persist with
+/// their records, and the entries bind to the right rows (each key keeps its own value and version).
+pub(super) async fn batches_of_every_size_persist_with_their_records(store: &dyn Store) {
+    let mut expected = Vec::new();
+    let mut records = Vec::new();
+    let mut next_id = 1;
+    for (round, size) in [1usize, 2, 3, 7, 31, 63, 64, 65, 100].into_iter().enumerate() {
+        let batch: Vec<_> = (0..size)
+            .map(|i| {
+                let key = format!("size/{size:03}/{i:03}");
+                let body = format!("{key}={round}");
+                value(&key, body.as_bytes(), v((round * 1000 + i + 1) as u64, i as u64))
+            })
+            .collect();
+        let mut audit = Vec::new();
+        if round % 2 == 0 {
+            for _ in 0..3 {
+                audit.push(record(next_id, next_id, "alice"));
+                next_id += 1;
+            }
+        }
+        store.apply_with_audit(&batch, &audit).await.unwrap();
+        expected.extend(batch);
+        records.extend(audit);
+    }
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(store.load().await.unwrap(), expected);
+    assert_eq!(read(store, &all(0)).await.unwrap().records, records);
+}

@@ -30,7 +30,7 @@ use super::{Durability, SqliteStore, Store, StoreTuning};
 use crate::crdt::{Entry, NodeId, Version};
 use audit::{
     an_audit_record_is_replaced_by_its_id, audit_purge_is_bounded_and_ids_are_never_reused,
-    audit_records_round_trip_and_filter,
+    audit_records_round_trip_and_filter, batches_of_every_size_persist_with_their_records,
 };
 use basic::{
     an_empty_batch_changes_nothing, close_makes_every_call_unavailable, concurrent_batches_all_persist,
@@ -217,4 +217,5 @@ for_each_store!(
     audit_records_round_trip_and_filter,
     an_audit_record_is_replaced_by_its_id,
     audit_purge_is_bounded_and_ids_are_never_reused,
+    batches_of_every_size_persist_with_their_records,
 );
