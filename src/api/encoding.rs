@@ -286,6 +286,8 @@ pub struct EntryMeta {
     pub secret: bool,
     /// Size of the stored value in bytes.
     pub size: usize,
+    /// When it was written: the physical milliseconds (Unix time) of its version's clock reading.
+    pub modified_ms: u64,
 }
 
 impl From<&Entry> for EntryMeta {
@@ -296,6 +298,44 @@ impl From<&Entry> for EntryMeta {
             content_type: e.content_type.clone(),
             secret: e.secret,
             size: e.value.len(),
+            modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
+        }
+    }
+}
+
+/// One child of a plain listing with `?meta=true`: a folder as `{"key": "a/b/", "folder": true}`, a key as
+/// its [`EntryMeta`] with `"folder": false`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ChildMeta {
+    /// A sub-folder.
+    Folder {
+        /// Its full path, ending in `/`.
+        key: String,
+        /// Always `true`.
+        folder: bool,
+    },
+    /// A key directly in the folder.
+    Key {
+        /// Its metadata.
+        #[serde(flatten)]
+        meta: EntryMeta,
+        /// Always `false`.
+        folder: bool,
+    },
+}
+
+impl From<&crate::db::Listed> for ChildMeta {
+    fn from(child: &crate::db::Listed) -> ChildMeta {
+        match child {
+            crate::db::Listed::Folder(path) => ChildMeta::Folder {
+                key: path.clone(),
+                folder: true,
+            },
+            crate::db::Listed::Key(entry) => ChildMeta::Key {
+                meta: EntryMeta::from(entry),
+                folder: false,
+            },
         }
     }
 }
