@@ -273,6 +273,37 @@ impl EntryJson {
     }
 }
 
+/// [`EntryJson`] borrowing from its entry: the same JSON, written without copying the key or a UTF-8 value
+/// (an export writes millions of these).
+#[derive(Debug, Serialize)]
+pub struct EntryJsonRef<'a> {
+    key: &'a str,
+    value: std::borrow::Cow<'a, str>,
+    encoding: ValueEncoding,
+    content_type: &'a str,
+    secret: bool,
+    deleted: bool,
+    version: Version,
+}
+
+impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
+    fn from(e: &'a Entry) -> EntryJsonRef<'a> {
+        let (value, encoding) = match std::str::from_utf8(&e.value) {
+            Ok(text) => (std::borrow::Cow::Borrowed(text), ValueEncoding::Utf8),
+            Err(_) => (std::borrow::Cow::Owned(B64.encode(&e.value)), ValueEncoding::Base64),
+        };
+        EntryJsonRef {
+            key: &e.key,
+            value,
+            encoding,
+            content_type: &e.content_type,
+            secret: e.secret,
+            deleted: e.deleted,
+            version: e.version,
+        }
+    }
+}
+
 /// Metadata of an entry for listings (no value).
 #[derive(Debug, Clone, Serialize)]
 pub struct EntryMeta {
@@ -378,6 +409,20 @@ mod tests {
                 matches!(&err, Error::InvalidInput(m) if m.contains("secret")),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_borrowed_export_line_is_the_owned_one() {
+        let version = Version::new(7, crate::crdt::NodeId(3));
+        for entry in [
+            Entry::value("a/é", "text \"quoted\"", version),
+            Entry::value("bin", Bytes::from_static(&[0xff, 0, 1]), version),
+            Entry::tombstone("gone", version),
+        ] {
+            let owned = serde_json::to_string(&EntryJson::from(&entry)).unwrap();
+            let borrowed = serde_json::to_string(&EntryJsonRef::from(&entry)).unwrap();
+            assert_eq!(borrowed, owned);
         }
     }
 

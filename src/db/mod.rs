@@ -405,8 +405,27 @@ impl Db {
     /// range), so walking a key space page by page costs its size once, and each page holds the read lock
     /// only for its own entries.
     pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize, tombstones: bool) -> Vec<Entry> {
-        let state = self.shared.state.read();
         let mut out = Vec::with_capacity(limit.min(1024));
+        self.visit(prefix, after, limit, tombstones, |entry| out.push(entry.clone()));
+        out
+    }
+
+    /// [`Db::page`] without copying: `f` sees each entry of the page under the read lock (keep it short: the
+    /// writer waits). Returns the last key visited when the page is full, the `after` of the next page
+    /// (which may turn out empty), and `None` when the range is exhausted.
+    pub fn visit(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        tombstones: bool,
+        mut f: impl FnMut(&Entry),
+    ) -> Option<String> {
+        if limit == 0 {
+            return None;
+        }
+        let state = self.shared.state.read();
+        let mut visited = 0usize;
         let mut from = after.map_or(Bound::Unbounded, Bound::Excluded);
         loop {
             let mut reserved = false;
@@ -418,13 +437,14 @@ impl Db {
                 if (entry.deleted && !tombstones) || key::is_reserved(&entry.key) {
                     continue;
                 }
-                if out.len() == limit {
-                    return out;
+                f(entry);
+                visited += 1;
+                if visited == limit {
+                    return Some(entry.key.clone());
                 }
-                out.push(entry.clone());
             }
             if !reserved {
-                return out;
+                return None;
             }
             from = Bound::Included(key::SYSTEM_END);
         }
