@@ -51,12 +51,18 @@ async fn system_info_and_metrics_report_the_resident_set() {
 
     let metrics = node.text("/api/v1/perf/metrics").await;
     let resident = sample(&metrics, "process_resident_memory_bytes").expect("process_resident_memory_bytes");
-    assert!((resident as u64).abs_diff(vm_rss) * 10 < vm_rss, "{resident} vs {vm_rss}");
+    assert!(
+        (resident as u64).abs_diff(vm_rss) * 10 < vm_rss,
+        "{resident} vs {vm_rss}"
+    );
     let cpu = sample(&metrics, "process_cpu_seconds_total").expect("process_cpu_seconds_total");
     assert!(cpu > 0.0, "{cpu}");
     let fds = sample(&metrics, "process_open_fds").expect("process_open_fds");
     // At least the listeners, the store's files and stdio.
     assert!(fds >= 5.0, "{fds}");
-    assert!(metrics.contains("# TYPE process_cpu_seconds_total counter"), "{metrics}");
+    assert!(
+        metrics.contains("# TYPE process_cpu_seconds_total counter"),
+        "{metrics}"
+    );
     node.stop().await;
 }

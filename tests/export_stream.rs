@@ -49,7 +49,13 @@ async fn a_large_export_streams_every_entry_once_in_key_order() {
         })
         .collect();
     for chunk in ops.chunks(5_000) {
-        let response = node.client.post(node.url("/api/v1/query")).json(&chunk).send().await.unwrap();
+        let response = node
+            .client
+            .post(node.url("/api/v1/query"))
+            .json(&chunk)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 200);
     }
     for i in (0..KEYS).step_by(97) {

@@ -83,11 +83,17 @@ async fn a_big_folder_lists_in_pages_with_the_cursor_in_headers_and_in_the_body(
 
     // Following the Link, then `next` in the body, walks every child once, in order.
     let mut seen = first;
-    let mut page = node.get_json(link.trim_start_matches('<').split('>').next().unwrap()).await;
+    let mut page = node
+        .get_json(link.trim_start_matches('<').split('>').next().unwrap())
+        .await;
     loop {
         seen.extend(strings(&page["children"]));
         match page["next"].as_str() {
-            Some(next) => page = node.get_json(&format!("/api/v1/kv/big/?limit=700&after={}", encode(next))).await,
+            Some(next) => {
+                page = node
+                    .get_json(&format!("/api/v1/kv/big/?limit=700&after={}", encode(next)))
+                    .await
+            }
             None => break,
         }
     }
@@ -98,7 +104,10 @@ async fn a_big_folder_lists_in_pages_with_the_cursor_in_headers_and_in_the_body(
         let page = node
             .get_json(&format!("/api/v1/kv/big/?limit=2&after={}", encode(cursor)))
             .await;
-        assert_eq!(page, json!({"children": ["big/k00101", "big/k00102"], "next": "big/k00102"}));
+        assert_eq!(
+            page,
+            json!({"children": ["big/k00101", "big/k00102"], "next": "big/k00102"})
+        );
     }
     // The last page says so, and a cursor past everything is an empty last page, not a 404.
     let last = node.get_json("/api/v1/kv/big/?after=big/k02499").await;
@@ -111,7 +120,14 @@ async fn a_big_folder_lists_in_pages_with_the_cursor_in_headers_and_in_the_body(
     assert_eq!(strings(&response.json().await.unwrap()).len(), 1_000);
 
     // Bad paging parameters are 400s naming the parameter.
-    for bad in ["limit=0", "limit=10001", "limit=ten", "after=a//b", "contains=x", "count=true&limit=3"] {
+    for bad in [
+        "limit=0",
+        "limit=10001",
+        "limit=ten",
+        "after=a//b",
+        "contains=x",
+        "count=true&limit=3",
+    ] {
         let response = node.client.get(node.kv(&format!("big/?{bad}"))).send().await.unwrap();
         let name = bad.split(['=', '&']).next().unwrap();
         expect_error(response, 400, "invalid_input", name).await;
@@ -149,7 +165,10 @@ async fn meta_count_and_contains_describe_a_folder() {
         .unwrap()
         .as_millis() as u64;
     let modified = greeting["modified_ms"].as_u64().unwrap();
-    assert!(modified <= now_ms && now_ms - modified < 60_000, "{modified} vs {now_ms}");
+    assert!(
+        modified <= now_ms && now_ms - modified < 60_000,
+        "{modified} vs {now_ms}"
+    );
     // Recursive listings carry modified_ms too; meta pages like the rest.
     let recurse = node.get_json("/api/v1/kv/app/?recurse=true").await;
     assert!(recurse[0]["modified_ms"].as_u64().unwrap() > 0, "{recurse}");
@@ -159,9 +178,15 @@ async fn meta_count_and_contains_describe_a_folder() {
 
     // count: live keys below, as a recursive delete would delete them; the root too.
     assert_eq!(node.get_json("/api/v1/kv/app/?count=true").await, json!({"count": 4}));
-    assert_eq!(node.get_json("/api/v1/kv/app/db/?count=true").await, json!({"count": 2}));
+    assert_eq!(
+        node.get_json("/api/v1/kv/app/db/?count=true").await,
+        json!({"count": 2})
+    );
     assert_eq!(node.get_json("/api/v1/kv/?count=true").await, json!({"count": 4}));
-    assert_eq!(node.get_json("/api/v1/kv/nothing/?count=true").await, json!({"count": 0}));
+    assert_eq!(
+        node.get_json("/api/v1/kv/nothing/?count=true").await,
+        json!({"count": 0})
+    );
 
     // contains: case-insensitive, on the path below the folder, unicode included.
     let found = |query: &str| {
@@ -178,9 +203,18 @@ async fn meta_count_and_contains_describe_a_folder() {
             (keys, page["next"].clone())
         }
     };
-    assert_eq!(found("contains=DB").await, (vec!["app/db/password".into(), "app/db/user".into()], Value::Null));
-    assert_eq!(found(&format!("contains={}", encode("STRAßE"))).await.0, ["app/Ünïcode/Straße"]);
-    assert_eq!(found(&format!("contains={}", encode("üNÏ"))).await.0, ["app/Ünïcode/Straße"]);
+    assert_eq!(
+        found("contains=DB").await,
+        (vec!["app/db/password".into(), "app/db/user".into()], Value::Null)
+    );
+    assert_eq!(
+        found(&format!("contains={}", encode("STRAßE"))).await.0,
+        ["app/Ünïcode/Straße"]
+    );
+    assert_eq!(
+        found(&format!("contains={}", encode("üNÏ"))).await.0,
+        ["app/Ünïcode/Straße"]
+    );
     // "app" is the folder itself, not below it: nothing matches, and that is an empty page.
     assert_eq!(found("contains=app").await, (vec![], Value::Null));
     // Paged: `next` is the last key examined.
@@ -190,7 +224,12 @@ async fn meta_count_and_contains_describe_a_folder() {
     );
     let tree = node.get_json("/api/v1/kv/app/?tree=true&contains=user").await;
     assert_eq!(tree["tree"]["db/"]["user"]["size"], 4, "{tree}");
-    let response = node.client.get(node.kv("missing/?recurse=true&contains=x")).send().await.unwrap();
+    let response = node
+        .client
+        .get(node.kv("missing/?recurse=true&contains=x"))
+        .send()
+        .await
+        .unwrap();
     expect_error(response, 404, "not_found", "no keys").await;
     node.stop().await;
 }
@@ -200,17 +239,32 @@ async fn contains_examines_a_bounded_number_of_keys_per_request() {
     let (_dir, node) = prod_node().await;
     // 100,000 examined per request: 100,005 keys of which only the last matches.
     let keys: Vec<String> = (0..100_005)
-        .map(|i| if i == 100_004 { "hay/needle".into() } else { format!("hay/k{i:06}") })
+        .map(|i| {
+            if i == 100_004 {
+                "hay/needle".into()
+            } else {
+                format!("hay/k{i:06}")
+            }
+        })
         .collect();
     fill(&node, &keys).await;
-    let first = node.get_json("/api/v1/kv/hay/?recurse=true&contains=needle&limit=10").await;
+    let first = node
+        .get_json("/api/v1/kv/hay/?recurse=true&contains=needle&limit=10")
+        .await;
     assert_eq!(first["entries"], json!([]));
     let next = first["next"].as_str().unwrap().to_string();
     assert_eq!(next, "hay/k099999");
     let second = node
-        .get_json(&format!("/api/v1/kv/hay/?recurse=true&contains=needle&limit=10&after={next}"))
+        .get_json(&format!(
+            "/api/v1/kv/hay/?recurse=true&contains=needle&limit=10&after={next}"
+        ))
         .await;
-    let keys: Vec<&str> = second["entries"].as_array().unwrap().iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = second["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
     assert_eq!(keys, ["hay/needle"]);
     assert_eq!(second["next"], Value::Null);
     node.stop().await;

@@ -160,7 +160,8 @@ fn count_below(app: &AppState, access: &Access, prefix: &str) -> usize {
     if access.require_all_below(Capability::List, prefix).is_ok() {
         app.db.count(prefix, None)
     } else {
-        app.db.count(prefix, Some(&|key: &str| access.may(Capability::List, key)))
+        app.db
+            .count(prefix, Some(&|key: &str| access.may(Capability::List, key)))
     }
 }
 

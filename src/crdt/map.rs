@@ -166,7 +166,13 @@ impl LwwMap {
                     None => Bound::Excluded(Cow::Borrowed(after)),
                 },
                 // After every key of the folder: nothing is left.
-                None => return Children { map: self, prefix, lower: None },
+                None => {
+                    return Children {
+                        map: self,
+                        prefix,
+                        lower: None,
+                    }
+                }
             },
             // The folder's path itself is no child of it (keys never end in '/', but the map takes any).
             _ => Bound::Excluded(Cow::Borrowed(prefix)),
@@ -420,14 +426,27 @@ mod paging_tests {
     }
 
     const KEYS: &[&str] = &[
-        "a/x", "a/y/1", "a/y/2", "a/y.txt", "a/y0", "a/z/deep/k", "a/é", "a/日本/語", "a/日本語", "b", "a",
+        "a/x",
+        "a/y/1",
+        "a/y/2",
+        "a/y.txt",
+        "a/y0",
+        "a/z/deep/k",
+        "a/é",
+        "a/日本/語",
+        "a/日本語",
+        "b",
+        "a",
     ];
 
     #[test]
     fn pages_of_any_size_list_every_child_once_in_byte_order() {
         let map = map_of(KEYS);
         let all = map.children("a/");
-        assert_eq!(all, ["a/x", "a/y.txt", "a/y/", "a/y0", "a/z/", "a/é", "a/日本/", "a/日本語"]);
+        assert_eq!(
+            all,
+            ["a/x", "a/y.txt", "a/y/", "a/y0", "a/z/", "a/é", "a/日本/", "a/日本語"]
+        );
         for size in 1..=all.len() + 1 {
             assert_eq!(walk(&map, "a/", size), all, "page size {size}");
         }
@@ -458,7 +477,11 @@ mod paging_tests {
     #[test]
     fn keys_deleted_between_pages_are_passed_over() {
         let mut map = map_of(KEYS);
-        let first: Vec<String> = map.children_after("a/", None).take(2).map(|c| c.path().to_string()).collect();
+        let first: Vec<String> = map
+            .children_after("a/", None)
+            .take(2)
+            .map(|c| c.path().to_string())
+            .collect();
         assert_eq!(first, ["a/x", "a/y.txt"]);
         // Between two pages the next folder loses all its keys and the key after it is deleted.
         for (i, k) in ["a/y/1", "a/y/2", "a/y0"].iter().enumerate() {
@@ -470,7 +493,10 @@ mod paging_tests {
             .collect();
         assert_eq!(rest, ["a/z/", "a/é", "a/日本/", "a/日本語"]);
         // The deleted cursor itself still continues where it was.
-        let after_dead: Vec<String> = map.children_after("a/", Some("a/y0")).map(|c| c.path().to_string()).collect();
+        let after_dead: Vec<String> = map
+            .children_after("a/", Some("a/y0"))
+            .map(|c| c.path().to_string())
+            .collect();
         assert_eq!(after_dead, rest);
     }
 
