@@ -24,6 +24,7 @@ use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::encoding::{ChildMeta, EntryMeta, Params};
@@ -50,6 +51,21 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~')
     .remove(b'/');
+
+/// A page of entries as JSON, serialised from typed values (a `json!` value tree would cost an allocation
+/// per field of every entry first).
+#[derive(Serialize)]
+struct EntriesPage<T: Serialize> {
+    entries: Vec<T>,
+    next: Option<String>,
+}
+
+/// A page of child paths as JSON.
+#[derive(Serialize)]
+struct ChildrenPage<'a> {
+    children: Vec<&'a str>,
+    next: Option<String>,
+}
 
 /// Answer the listing of the folder `prefix` (`""` or ending in `/`) that `params` ask for.
 pub fn list(app: &AppState, access: &Access, uri: &Uri, prefix: &str, params: &Params) -> Result<Response> {
@@ -88,11 +104,11 @@ pub fn list(app: &AppState, access: &Access, uri: &Uri, prefix: &str, params: &P
     });
     if meta {
         let entries: Vec<ChildMeta> = items.iter().map(ChildMeta::from).collect();
-        return Ok(Json(json!({"entries": entries, "next": next})).into_response());
+        return Ok(Json(EntriesPage { entries, next }).into_response());
     }
     let children: Vec<&str> = items.iter().map(Listed::path).collect();
     if wrapped {
-        return Ok(Json(json!({"children": children, "next": next})).into_response());
+        return Ok(Json(ChildrenPage { children, next }).into_response());
     }
     let mut response = Json(children).into_response();
     if let Some(next) = next {
@@ -151,7 +167,11 @@ fn deep(
         (false, true) => Json(build_tree(prefix, &items)).into_response(),
         (false, false) => Json(metas(&items)).into_response(),
         (true, true) => Json(json!({"tree": build_tree(prefix, &items), "next": next})).into_response(),
-        (true, false) => Json(json!({"entries": metas(&items), "next": next})).into_response(),
+        (true, false) => Json(EntriesPage {
+            entries: metas(&items),
+            next,
+        })
+        .into_response(),
     })
 }
 
