@@ -7,6 +7,8 @@
 //!    export; each PUT's latency counts as "without export" or "during export" by when it started. The
 //!    alternation exposes both sets to the same drift in machine load (other jobs share the cores).
 //!
+//! It also prints the process's resident memory before and after an export (RSS growth of one export).
+//!
 //! Run: `cargo bench --bench export` (env KEYS to change the size, ROUNDS, WRITERS and PUT_INTERVAL_MS the
 //! load).
 
@@ -149,8 +151,17 @@ async fn main() {
     }
     println!("filled {keys} keys in {:.1} s", started.elapsed().as_secs_f64());
 
-    // 1. Export alone.
+    // 1. Export alone, with the resident memory of this process (node and client) around it: an export
+    // streams, so it should leave the resident set where it was.
+    let rss_mb = || cave::metrics::process::resident_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64);
+    let rss_before = rss_mb();
     let (lines, bytes, alone) = export(&client, &base).await;
+    let rss_after = rss_mb();
+    let (_, _, _) = export(&client, &base).await;
+    println!(
+        "RSS before the first export {rss_before:.0} MB, after it {rss_after:.0} MB, after a second {:.0} MB",
+        rss_mb()
+    );
     assert!(lines >= keys, "export had {lines} lines for {keys} keys");
     println!(
         "export alone: {lines} entries, {} MB in {:.2} s = {:.0} entries/s",

@@ -179,6 +179,7 @@ pub struct Metrics {
     routes: RwLock<HashMap<Box<str>, Arc<str>>>,
     clock: Arc<clock::ClockState>,
     tls: tls::TlsMetrics,
+    _process: process::ProcessInstruments,
     /// Observable gauges stay registered while their handles live.
     _gauges: Vec<ObservableGauge<u64>>,
     _offset_gauges: Vec<ObservableGauge<f64>>,
@@ -409,6 +410,7 @@ impl Metrics {
             routes: RwLock::new(HashMap::new()),
             clock,
             tls: tls::TlsMetrics::new(&meter),
+            _process: process::ProcessInstruments::new(&meter),
             _gauges: gauges,
             _offset_gauges: offset_gauges,
             registry,
@@ -714,6 +716,7 @@ fn method_label(method: &str) -> &'static str {
 
 mod audit;
 mod clock;
+pub mod process;
 #[cfg(test)]
 mod tests;
 mod tls;

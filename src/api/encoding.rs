@@ -302,6 +302,37 @@ impl EntryJson {
     }
 }
 
+/// [`EntryJson`] borrowing from its entry: the same JSON, written without copying the key or a UTF-8 value
+/// (an export writes millions of these).
+#[derive(Debug, Serialize)]
+pub struct EntryJsonRef<'a> {
+    key: &'a str,
+    value: std::borrow::Cow<'a, str>,
+    encoding: ValueEncoding,
+    content_type: &'a str,
+    secret: bool,
+    deleted: bool,
+    version: Version,
+}
+
+impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
+    fn from(e: &'a Entry) -> EntryJsonRef<'a> {
+        let (value, encoding) = match std::str::from_utf8(&e.value) {
+            Ok(text) => (std::borrow::Cow::Borrowed(text), ValueEncoding::Utf8),
+            Err(_) => (std::borrow::Cow::Owned(B64.encode(&e.value)), ValueEncoding::Base64),
+        };
+        EntryJsonRef {
+            key: &e.key,
+            value,
+            encoding,
+            content_type: &e.content_type,
+            secret: e.secret,
+            deleted: e.deleted,
+            version: e.version,
+        }
+    }
+}
+
 /// Metadata of an entry for listings (no value).
 #[derive(Debug, Clone, Serialize)]
 pub struct EntryMeta {
@@ -315,6 +346,8 @@ pub struct EntryMeta {
     pub secret: bool,
     /// Size of the stored value in bytes.
     pub size: usize,
+    /// When it was written: the physical milliseconds (Unix time) of its version's clock reading.
+    pub modified_ms: u64,
 }
 
 impl From<&Entry> for EntryMeta {
@@ -325,6 +358,44 @@ impl From<&Entry> for EntryMeta {
             content_type: e.content_type.clone(),
             secret: e.secret,
             size: e.value.len(),
+            modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
+        }
+    }
+}
+
+/// One child of a plain listing with `?meta=true`: a folder as `{"key": "a/b/", "folder": true}`, a key as
+/// its [`EntryMeta`] with `"folder": false`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum ChildMeta {
+    /// A sub-folder.
+    Folder {
+        /// Its full path, ending in `/`.
+        key: String,
+        /// Always `true`.
+        folder: bool,
+    },
+    /// A key directly in the folder.
+    Key {
+        /// Its metadata.
+        #[serde(flatten)]
+        meta: EntryMeta,
+        /// Always `false`.
+        folder: bool,
+    },
+}
+
+impl From<&crate::db::Listed> for ChildMeta {
+    fn from(child: &crate::db::Listed) -> ChildMeta {
+        match child {
+            crate::db::Listed::Folder(path) => ChildMeta::Folder {
+                key: path.clone(),
+                folder: true,
+            },
+            crate::db::Listed::Key(entry) => ChildMeta::Key {
+                meta: EntryMeta::from(entry),
+                folder: false,
+            },
         }
     }
 }
@@ -383,6 +454,20 @@ mod tests {
                 matches!(&err, Error::InvalidInput(m) if m.contains("secret")),
                 "{bad}: {err}"
             );
+        }
+    }
+
+    #[test]
+    fn the_borrowed_export_line_is_the_owned_one() {
+        let version = Version::new(7, crate::crdt::NodeId(3));
+        for entry in [
+            Entry::value("a/é", "text \"quoted\"", version),
+            Entry::value("bin", Bytes::from_static(&[0xff, 0, 1]), version),
+            Entry::tombstone("gone", version),
+        ] {
+            let owned = serde_json::to_string(&EntryJson::from(&entry)).unwrap();
+            let borrowed = serde_json::to_string(&EntryJsonRef::from(&entry)).unwrap();
+            assert_eq!(borrowed, owned);
         }
     }
 

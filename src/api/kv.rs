@@ -1,11 +1,5 @@
-//! `/api/v1/kv/{key}`: single keys (GET/PUT/POST/DELETE) and, with a trailing slash, folders (listing,
-//! recursive listing, tree, recursive delete).
-//!
-//! A recursive listing or tree answers at most [`MAX_LISTING_ENTRIES`] keys at once: the body is built in
-//! memory, and an unbounded one (the root of a million keys is ~150 MB of JSON) would let a few requests
-//! exhaust it. Past the bound the request is refused (413) with how to page: `?limit=N&after=KEY` answers up
-//! to N keys after KEY, wrapped as `{"entries": [...], "next": KEY|null}` (or `{"tree": {...}, "next": ...}`),
-//! where `next` is the `after` of the following page. Without `limit` small answers keep their plain shape.
+//! `/api/v1/kv/{key}`: single keys (GET/PUT/POST/DELETE) and, with a trailing slash, folders (listings,
+//! which [`super::listing`] answers page by page, and the recursive delete).
 
 use std::sync::Arc;
 
@@ -15,9 +9,9 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, IF_NONE_MATCH};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 
-use super::encoding::{content_type, path_after, version_headers, written_response, EntryMeta, Params, SECRET_HEADER};
+use super::encoding::{content_type, path_after, version_headers, written_response, Params, SECRET_HEADER};
 use super::AppState;
 use crate::acl::{Access, Capability};
 use crate::db::{Op, Outcome};
@@ -25,9 +19,6 @@ use crate::error::{Error, Result};
 use crate::key;
 
 const ROUTE: &str = "/api/v1/kv";
-
-/// Most keys a recursive listing or tree answers in one response (the bound of `?limit=`).
-pub const MAX_LISTING_ENTRIES: usize = 10_000;
 
 /// What a request path names: one key, or a folder (trailing slash; `""` is the root).
 enum Target {
@@ -58,7 +49,7 @@ pub async fn get(
 ) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => read_key(&app, &access, &key, &params, &headers),
-        Target::Folder(prefix) => list(&app, &access, &prefix, &params),
+        Target::Folder(prefix) => super::listing::list(&app, &access, &uri, &prefix, &params),
     }
 }
 
@@ -118,122 +109,6 @@ fn not_found(app: &AppState, access: &Access, key: &str) -> Error {
         ));
     }
     Error::NotFound("key not found".into())
-}
-
-fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Result<Response> {
-    let recurse = params.flag("recurse")?;
-    let tree = params.flag("tree")?;
-    let page = page_params(params)?;
-    access.require_some_below(Capability::List, prefix)?;
-    // Listings skip what the token may not list (after paging, so that `next` still walks every key).
-    let listable = |entries: &mut Vec<crate::crdt::Entry>| entries.retain(|e| access.may(Capability::List, &e.key));
-    if tree || recurse {
-        return Ok(match page {
-            None => {
-                let entries = app.db.page(prefix, None, MAX_LISTING_ENTRIES + 1, false);
-                if entries.len() > MAX_LISTING_ENTRIES {
-                    return Err(Error::TooLarge(format!(
-                        "the listing holds more than {MAX_LISTING_ENTRIES} keys; page it with ?limit=N (at most \
-                         {MAX_LISTING_ENTRIES}) and then ?after= the \"next\" key of each answer"
-                    )));
-                }
-                if entries.is_empty() && !prefix.is_empty() {
-                    return Err(Error::NotFound("no keys under this prefix".into()));
-                }
-                let mut entries = entries;
-                listable(&mut entries);
-                if tree {
-                    Json(build_tree(prefix, &entries)).into_response()
-                } else {
-                    Json(metas(&entries)).into_response()
-                }
-            }
-            Some((limit, after)) => {
-                let mut entries = app.db.page(prefix, after, limit + 1, false);
-                if entries.is_empty() && !prefix.is_empty() && after.is_none() {
-                    return Err(Error::NotFound("no keys under this prefix".into()));
-                }
-                let more = entries.len() > limit;
-                entries.truncate(limit);
-                let next = if more {
-                    entries.last().map(|e| e.key.clone())
-                } else {
-                    None
-                };
-                listable(&mut entries);
-                if tree {
-                    Json(json!({"tree": build_tree(prefix, &entries), "next": next})).into_response()
-                } else {
-                    Json(json!({"entries": metas(&entries), "next": next})).into_response()
-                }
-            }
-        });
-    }
-    if page.is_some() {
-        return Err(Error::invalid(
-            "limit and after page a ?recurse=true or ?tree=true listing",
-        ));
-    }
-    let mut children = app.db.children(prefix);
-    children.retain(|child| match child.strip_suffix('/') {
-        Some(_) => access.may_some_below(Capability::List, &format!("{prefix}{child}")),
-        None => access.may(Capability::List, &format!("{prefix}{child}")),
-    });
-    if children.is_empty() && !prefix.is_empty() {
-        return Err(Error::NotFound("no keys under this prefix".into()));
-    }
-    Ok(Json(children).into_response())
-}
-
-/// `?limit=&after=`: `None` when neither is given. `after` alone pages with the largest limit.
-fn page_params(params: &Params) -> Result<Option<(usize, Option<&str>)>> {
-    let after = params.get("after");
-    let limit = match params.get("limit") {
-        None if after.is_none() => return Ok(None),
-        None => MAX_LISTING_ENTRIES,
-        Some(text) => match text.parse::<usize>() {
-            Ok(n) if (1..=MAX_LISTING_ENTRIES).contains(&n) => n,
-            _ => {
-                return Err(Error::invalid(format!(
-                    "limit must be a number from 1 to {MAX_LISTING_ENTRIES}, got {text:?}"
-                )))
-            }
-        },
-    };
-    if let Some(after) = after {
-        key::validate_prefix(after).map_err(|e| Error::invalid(format!("after: {e}")))?;
-    }
-    Ok(Some((limit, after)))
-}
-
-fn metas(entries: &[crate::crdt::Entry]) -> Vec<EntryMeta> {
-    entries.iter().map(EntryMeta::from).collect()
-}
-
-/// Nest entries below `prefix` as JSON objects: folders as `"name/": {...}`, keys as `"name": {metadata}`.
-/// The trailing slash keeps a key `a` and a folder `a/` apart (both may exist).
-fn build_tree(prefix: &str, entries: &[crate::crdt::Entry]) -> Value {
-    let mut root = Map::new();
-    for entry in entries {
-        let rest = &entry.key[prefix.len()..];
-        let mut node = &mut root;
-        let mut segments = rest.split('/').peekable();
-        while let Some(segment) = segments.next() {
-            if segments.peek().is_none() {
-                let meta = serde_json::to_value(EntryMeta::from(entry)).unwrap_or(Value::Null);
-                node.insert(segment.to_string(), meta);
-            } else {
-                let child = node
-                    .entry(format!("{segment}/"))
-                    .or_insert_with(|| Value::Object(Map::new()));
-                node = match child {
-                    Value::Object(map) => map,
-                    _ => unreachable!("folder names end in '/', leaf names never do"),
-                };
-            }
-        }
-    }
-    Value::Object(root)
 }
 
 /// PUT and POST: store the raw body.

@@ -12,6 +12,7 @@ mod encoding;
 pub mod error;
 mod guard;
 mod kv;
+mod listing;
 mod origin;
 mod perf;
 mod query;

@@ -22,6 +22,7 @@ pub const STALE_HEADER: &str = "x-cave-stale";
 pub async fn info(State(app): State<Arc<AppState>>) -> Result<Json<Value>> {
     let stats = app.db.stats();
     let db_size = app.db.size_bytes().await.unwrap_or(0);
+    let rss_bytes = crate::metrics::process::resident_bytes();
     Ok(Json(json!({
         "node_id": app.db.node_id().to_string(),
         "cluster_id": &*app.cluster_id,
@@ -30,7 +31,11 @@ pub async fn info(State(app): State<Arc<AppState>>) -> Result<Json<Value>> {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "keys": stats.keys,
         "tombstones": stats.tombstones,
-        "memory_bytes": stats.bytes,
+        // What the key space is estimated to take (keys, values, metadata), and what the process really
+        // holds: the resident set (`null` where it cannot be read). `memory_bytes` is the resident set too.
+        "data_bytes": stats.bytes,
+        "rss_bytes": rss_bytes,
+        "memory_bytes": rss_bytes,
         "db_size_bytes": db_size,
         "http_addr": app.config.http_addr.to_string(),
         "grpc_addr": app.config.grpc_addr.to_string(),

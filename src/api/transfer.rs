@@ -2,9 +2,11 @@
 //!
 //! An export is every entry (tombstones included, so that deletes travel too) as one [`EntryJson`] per
 //! line; secrets stay sealed; keys reserved for Cave are left out (they replicate between nodes, they do not
-//! leave through the client API). It walks the key space in chunks, each a seek from the last key of the
-//! one before under a short read lock, so an export is linear in its size and writers wait at most for one
-//! chunk. An import *merges by version*: an entry is applied only if it supersedes what
+//! leave through the client API). It walks the key space in chunks of [`EXPORT_CHUNK_ENTRIES`], each a seek
+//! from the last key of the one before, serialised straight from the map under a short read lock: an export
+//! is linear in its size, writers wait at most for one chunk, and the export never holds more than the chunk
+//! the socket has not taken yet (hyper asks for the next chunk only when it wrote the last), however large
+//! the key space. An import *merges by version*: an entry is applied only if it supersedes what
 //! the node has, so importing an old export never clobbers newer data, and importing twice is harmless.
 //! The import is validated completely before anything is applied: one bad line rejects the whole file.
 
@@ -18,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::stream;
 
-use super::encoding::{EntryJson, NdjsonBody, Params};
+use super::encoding::{EntryJson, EntryJsonRef, NdjsonBody, Params};
 use super::kv::read_body;
 use super::AppState;
 use crate::acl::{Access, Capability};
@@ -53,21 +55,22 @@ pub async fn export(State(app): State<Arc<AppState>>, access: Access, params: Pa
             // takes the last: without a yield a long export runs chunk after chunk on one worker thread,
             // and the requests queued behind it (writes) wait.
             tokio::task::yield_now().await;
-            let page = db.page(&prefix, after.as_deref(), EXPORT_CHUNK_ENTRIES, true);
-            if page.is_empty() {
+            // Serialised straight from the map under the read lock: no entry is copied, and the chunk's
+            // buffer is the only allocation that grows with it.
+            let mut buf = Vec::with_capacity(EXPORT_CHUNK_ENTRIES * 192);
+            let mut any = false;
+            let next = db.visit(&prefix, after.as_deref(), EXPORT_CHUNK_ENTRIES, true, |entry| {
+                any = true;
+                if exportable(&entry.key) {
+                    // Serialising a plain struct of strings into a Vec cannot fail.
+                    serde_json::to_writer(&mut buf, &EntryJsonRef::from(entry)).expect("entry serialises");
+                    buf.push(b'\n');
+                }
+            });
+            if !any {
                 return None;
             }
-            let next = if page.len() < EXPORT_CHUNK_ENTRIES {
-                None
-            } else {
-                page.last().map(|e| Some(e.key.clone()))
-            };
-            let mut buf = Vec::with_capacity(page.len() * 128);
-            for entry in page.iter().filter(|e| exportable(&e.key)) {
-                // Serialising a plain struct of strings cannot fail.
-                serde_json::to_writer(&mut buf, &EntryJson::from(entry)).expect("entry serialises");
-                buf.push(b'\n');
-            }
+            let next = next.map(Some);
             Some((Ok::<_, std::convert::Infallible>(buf), next))
         }
     });

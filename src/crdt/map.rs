@@ -5,6 +5,7 @@
 //! simulation use it directly. Keys are kept ordered so that a folder listing or a prefix scan is a range
 //! query rather than a scan of everything.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -167,45 +168,45 @@ impl LwwMap {
 
     /// Direct children of the folder whose keys start with `prefix` (`""` for the root, else ending in
     /// `/`): live keys as themselves, deeper paths as their folder ending in `/`, each once, in order.
-    ///
-    /// Cost grows with the number of children, not with the size of the subtree: after a folder is found
-    /// the scan jumps past all its keys.
+    /// Every child at once: a client listing pages through [`LwwMap::children_after`] instead.
     pub fn children(&self, prefix: &str) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut from = prefix.to_string();
-        let mut inclusive = true;
-        loop {
-            let lower = if inclusive {
-                Bound::Included(from.as_str())
-            } else {
-                Bound::Excluded(from.as_str())
-            };
-            let next = self
-                .entries
-                .range::<str, _>((lower, Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .find(|(k, e)| !e.deleted || k[prefix.len()..].contains('/'));
-            let Some((key, _)) = next else { break };
-            let rest = &key[prefix.len()..];
-            match rest.find('/') {
-                Some(slash) => {
-                    let folder = &key[..prefix.len() + slash + 1];
-                    // Only list a folder that has a live key below it.
-                    if self.range_prefix(folder).any(|e| !e.deleted) {
-                        out.push(folder.to_string());
-                    }
-                    // Jump past every key of the folder: '0' is the byte after '/'.
-                    from = format!("{}0", &folder[..folder.len() - 1]);
-                    inclusive = true;
-                }
+        self.children_after(prefix, None)
+            .map(|child| child.path().to_string())
+            .collect()
+    }
+
+    /// The direct children of the folder `prefix` (as [`LwwMap::children`]) that sort after the cursor
+    /// `after`, lazily and in byte order. The cursor is the last child of the previous page: a key, or a
+    /// folder ending in `/`, which skips everything below it. A cursor deeper than one level stands for the
+    /// child folder that holds it; one before the folder starts at its first child.
+    ///
+    /// A seek, not a scan: each child costs one range seek (a folder's keys are jumped over, however many),
+    /// plus the tombstones passed on the way, so a page of N children of a folder of a million keys costs
+    /// O(N log n) whatever the page's position.
+    pub fn children_after<'a>(&'a self, prefix: &'a str, after: Option<&'a str>) -> Children<'a> {
+        let lower = match after {
+            Some(after) if after > prefix => match after.strip_prefix(prefix) {
+                Some(rest) => match rest.find('/') {
+                    Some(slash) => Bound::Included(Cow::Owned(past_folder(&after[..prefix.len() + slash + 1]))),
+                    None => Bound::Excluded(Cow::Borrowed(after)),
+                },
+                // After every key of the folder: nothing is left.
                 None => {
-                    out.push(key.clone());
-                    from = key.clone();
-                    inclusive = false;
+                    return Children {
+                        map: self,
+                        prefix,
+                        lower: None,
+                    }
                 }
-            }
+            },
+            // The folder's path itself is no child of it (keys never end in '/', but the map takes any).
+            _ => Bound::Excluded(Cow::Borrowed(prefix)),
+        };
+        Children {
+            map: self,
+            prefix,
+            lower: Some(lower),
         }
-        out
     }
 
     /// All entries in key order.
@@ -236,6 +237,77 @@ impl LwwMap {
     /// Estimated bytes held (keys, values, metadata).
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+/// One direct child of a folder, as [`LwwMap::children_after`] yields it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Child<'a> {
+    /// A live key directly in the folder.
+    Key(&'a Entry),
+    /// A sub-folder holding at least one live key: its full path, ending in `/`.
+    Folder(&'a str),
+}
+
+impl<'a> Child<'a> {
+    /// The child's full path (a folder's ends in `/`): the cursor that continues after it.
+    pub fn path(&self) -> &'a str {
+        match self {
+            Child::Key(entry) => &entry.key,
+            Child::Folder(path) => path,
+        }
+    }
+}
+
+/// The first string after every key below `folder` (which ends in `/`; `'0'` is the byte after `'/'`).
+fn past_folder(folder: &str) -> String {
+    format!("{}0", &folder[..folder.len() - 1])
+}
+
+/// Iterator over the children of a folder, from [`LwwMap::children_after`].
+#[derive(Debug)]
+pub struct Children<'a> {
+    map: &'a LwwMap,
+    prefix: &'a str,
+    /// Where the next child is looked for; `None` once the folder is exhausted.
+    lower: Option<Bound<Cow<'a, str>>>,
+}
+
+impl<'a> Iterator for Children<'a> {
+    type Item = Child<'a>;
+
+    fn next(&mut self) -> Option<Child<'a>> {
+        let prefix = self.prefix;
+        loop {
+            let lower = self.lower.take()?;
+            let bound = match &lower {
+                Bound::Included(k) => Bound::Included(k.as_ref()),
+                Bound::Excluded(k) => Bound::Excluded(k.as_ref()),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            // The next key that is live or lies in a sub-folder (dead keys of this level are passed over).
+            let (key, entry) = self
+                .map
+                .entries
+                .range::<str, _>((bound, Bound::Unbounded))
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .find(|(k, e)| !e.deleted || k[prefix.len()..].contains('/'))?;
+            let rest = &key[prefix.len()..];
+            match rest.find('/') {
+                Some(slash) => {
+                    let folder = &key[..prefix.len() + slash + 1];
+                    self.lower = Some(Bound::Included(Cow::Owned(past_folder(folder))));
+                    // Only a folder with a live key below it is listed.
+                    if self.map.range_prefix(folder).any(|e| !e.deleted) {
+                        return Some(Child::Folder(folder));
+                    }
+                }
+                None => {
+                    self.lower = Some(Bound::Excluded(Cow::Borrowed(key.as_str())));
+                    return Some(Child::Key(entry));
+                }
+            }
+        }
     }
 }
 
@@ -349,6 +421,174 @@ mod tests {
                 let bucket = crate::crdt::digest::bucket_of(&format!("k/{key}"));
                 proptest::prop_assert_eq!(bulk.bucket_entries(bucket).count(), merged.bucket_entries(bucket).count());
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod paging_tests {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crdt::{NodeId, Version};
+
+    fn v(hlc: u64) -> Version {
+        Version::new(hlc, NodeId(1))
+    }
+
+    fn map_of(keys: &[&str]) -> LwwMap {
+        let mut map = LwwMap::new();
+        for (i, k) in keys.iter().enumerate() {
+            map.merge(Entry::value(*k, "v", v(i as u64 + 1)));
+        }
+        map
+    }
+
+    /// Every child of `prefix`, walked in pages of `size`, each page continuing after the last path of the one
+    /// before (as a client does with `next`).
+    fn walk(map: &LwwMap, prefix: &str, size: usize) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        loop {
+            let after = out.last().cloned();
+            let page: Vec<String> = map
+                .children_after(prefix, after.as_deref())
+                .take(size)
+                .map(|c| c.path().to_string())
+                .collect();
+            if page.is_empty() {
+                return out;
+            }
+            out.extend(page);
+            // Every child is a distinct key or folder of the map: more would mean a page repeated itself.
+            assert!(out.len() <= map.len(), "the walk does not advance: {out:?}");
+        }
+    }
+
+    /// The children computed the slow way: every live key below `prefix`, cut after its next `/`.
+    fn brute(map: &LwwMap, prefix: &str) -> Vec<String> {
+        let set: BTreeSet<String> = map
+            .iter()
+            .filter(|e| !e.deleted && e.key.starts_with(prefix) && e.key != prefix)
+            .map(|e| {
+                let rest = &e.key[prefix.len()..];
+                match rest.find('/') {
+                    Some(slash) => e.key[..prefix.len() + slash + 1].to_string(),
+                    None => e.key.clone(),
+                }
+            })
+            .collect();
+        set.into_iter().collect()
+    }
+
+    const KEYS: &[&str] = &[
+        "a/x",
+        "a/y/1",
+        "a/y/2",
+        "a/y.txt",
+        "a/y0",
+        "a/z/deep/k",
+        "a/é",
+        "a/日本/語",
+        "a/日本語",
+        "b",
+        "a",
+    ];
+
+    #[test]
+    fn pages_of_any_size_list_every_child_once_in_byte_order() {
+        let map = map_of(KEYS);
+        let all = map.children("a/");
+        assert_eq!(
+            all,
+            ["a/x", "a/y.txt", "a/y/", "a/y0", "a/z/", "a/é", "a/日本/", "a/日本語"]
+        );
+        for size in 1..=all.len() + 1 {
+            assert_eq!(walk(&map, "a/", size), all, "page size {size}");
+        }
+        assert_eq!(walk(&map, "", 1), ["a", "a/", "b"]);
+    }
+
+    #[test]
+    fn a_folder_cursor_skips_the_whole_folder() {
+        let map = map_of(KEYS);
+        let after = |cursor| {
+            map.children_after("a/", Some(cursor))
+                .map(|c| c.path().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(after("a/y/"), ["a/y0", "a/z/", "a/é", "a/日本/", "a/日本語"]);
+        // A cursor deeper than one level stands for its folder.
+        assert_eq!(after("a/y/1"), after("a/y/"));
+        assert_eq!(after("a/日本/"), ["a/日本語"]);
+        // A key cursor is passed by itself: the folder of the same name (sorting after it) still comes.
+        assert_eq!(map_of(&["a/y", "a/y/1"]).children_after("a/", Some("a/y")).count(), 1);
+        // A cursor before the folder starts at its beginning, one after it yields nothing.
+        assert_eq!(after("0"), map.children("a/"));
+        assert_eq!(after("a/"), map.children("a/"));
+        assert!(after("b").is_empty());
+        assert!(after("a/日本語").is_empty());
+    }
+
+    #[test]
+    fn keys_deleted_between_pages_are_passed_over() {
+        let mut map = map_of(KEYS);
+        let first: Vec<String> = map
+            .children_after("a/", None)
+            .take(2)
+            .map(|c| c.path().to_string())
+            .collect();
+        assert_eq!(first, ["a/x", "a/y.txt"]);
+        // Between two pages the next folder loses all its keys and the key after it is deleted.
+        for (i, k) in ["a/y/1", "a/y/2", "a/y0"].iter().enumerate() {
+            map.merge(Entry::tombstone(*k, v(100 + i as u64)));
+        }
+        let rest: Vec<String> = map
+            .children_after("a/", Some("a/y.txt"))
+            .map(|c| c.path().to_string())
+            .collect();
+        assert_eq!(rest, ["a/z/", "a/é", "a/日本/", "a/日本語"]);
+        // The deleted cursor itself still continues where it was.
+        let after_dead: Vec<String> = map
+            .children_after("a/", Some("a/y0"))
+            .map(|c| c.path().to_string())
+            .collect();
+        assert_eq!(after_dead, rest);
+    }
+
+    #[test]
+    fn children_carry_the_entry_of_a_key() {
+        let map = map_of(KEYS);
+        let kinds: Vec<(String, bool)> = map
+            .children_after("a/", Some("a/y.txt"))
+            .take(2)
+            .map(|c| match c {
+                Child::Key(e) => (e.key.clone(), false),
+                Child::Folder(f) => (f.to_string(), true),
+            })
+            .collect();
+        assert_eq!(kinds, [("a/y/".to_string(), true), ("a/y0".to_string(), false)]);
+    }
+
+    proptest! {
+        #[test]
+        fn paged_children_match_the_slow_definition(
+            keys in prop::collection::vec("[ab/é]{1,5}", 0..40),
+            dead in prop::collection::vec(any::<bool>(), 40),
+            prefix in prop::sample::select(vec!["", "a/", "b/", "a/b/", "é/"]),
+            size in 1usize..5,
+        ) {
+            let mut map = LwwMap::new();
+            for (i, k) in keys.iter().enumerate() {
+                map.merge(Entry::value(k.clone(), "v", v(i as u64 + 1)));
+                if dead[i] {
+                    map.merge(Entry::tombstone(k.clone(), v(1000 + i as u64)));
+                }
+            }
+            let want = brute(&map, prefix);
+            prop_assert_eq!(map.children(prefix), want.clone());
+            prop_assert_eq!(walk(&map, prefix, size), want);
         }
     }
 }

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use hlc::{Hlc, ManualTime, SystemTime, TimeSource};
-pub use map::LwwMap;
+pub use map::{Child, Children, LwwMap};
 
 /// A node's identity: random, generated once and kept in the data directory.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]

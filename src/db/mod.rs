@@ -43,11 +43,13 @@
 //! The listing helpers ([`Db::children`], [`Db::page`]) serve the client API and pass over the keys reserved
 //! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
+mod listing;
 mod writer;
+
+pub use listing::{Listed, Page};
 
 pub use writer::MAX_GROUP_ENTRIES;
 
-use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -58,7 +60,6 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::audit::{context, AuditPage, AuditQuery, AuditRecord, Retention};
 use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
-use crate::key;
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
 use crate::storage::Store;
@@ -277,46 +278,6 @@ impl Db {
     /// Keep `f` short: the writer waits for it.
     pub fn with_state<T>(&self, f: impl FnOnce(&LwwMap) -> T) -> T {
         f(&self.shared.state.read())
-    }
-
-    /// Direct children of a folder prefix (`""` or ending in `/`), for a client; see [`LwwMap::children`].
-    /// Reserved keys are not listed.
-    pub fn children(&self, prefix: &str) -> Vec<String> {
-        let mut children = self.shared.state.read().children(prefix);
-        if prefix.is_empty() {
-            children.retain(|child| !key::is_reserved(child.strip_suffix('/').unwrap_or(child)));
-        }
-        children
-    }
-
-    /// Up to `limit` entries under `prefix` with keys strictly after `after`, in key order, for a client:
-    /// tombstones only if `tombstones`, reserved keys passed over. It seeks to `after` (and past the reserved
-    /// range), so walking a key space page by page costs its size once, and each page holds the read lock
-    /// only for its own entries.
-    pub fn page(&self, prefix: &str, after: Option<&str>, limit: usize, tombstones: bool) -> Vec<Entry> {
-        let state = self.shared.state.read();
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let mut from = after.map_or(Bound::Unbounded, Bound::Excluded);
-        loop {
-            let mut reserved = false;
-            for entry in state.range_from(prefix, from) {
-                if entry.key.starts_with(key::SYSTEM_PREFIX) {
-                    reserved = true;
-                    break;
-                }
-                if (entry.deleted && !tombstones) || key::is_reserved(&entry.key) {
-                    continue;
-                }
-                if out.len() == limit {
-                    return out;
-                }
-                out.push(entry.clone());
-            }
-            if !reserved {
-                return out;
-            }
-            from = Bound::Included(key::SYSTEM_END);
-        }
     }
 
     /// Counts of the in-memory state.
