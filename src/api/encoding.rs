@@ -286,6 +286,8 @@ pub struct EntryMeta {
     pub secret: bool,
     /// Size of the stored value in bytes.
     pub size: usize,
+    /// When the version was written: the physical milliseconds (Unix epoch) of its HLC timestamp.
+    pub modified_ms: u64,
 }
 
 impl From<&Entry> for EntryMeta {
@@ -296,6 +298,7 @@ impl From<&Entry> for EntryMeta {
             content_type: e.content_type.clone(),
             secret: e.secret,
             size: e.value.len(),
+            modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
         }
     }
 }

@@ -18,7 +18,7 @@ use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::encoding::{content_type, path_after, version_headers, EntryMeta, Params, SECRET_HEADER};
-use super::AppState;
+use super::{listing, AppState};
 use crate::acl::{Access, Capability};
 use crate::db::{Op, Outcome};
 use crate::error::{Error, Result};
@@ -125,6 +125,9 @@ fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Resul
     let tree = params.flag("tree")?;
     let page = page_params(params)?;
     access.require_some_below(Capability::List, prefix)?;
+    if let Some(response) = listing_extras(app, access, prefix, params, page, recurse || tree)? {
+        return Ok(response);
+    }
     // Listings skip what the token may not list (after paging, so that `next` still walks every key).
     let listable = |entries: &mut Vec<crate::crdt::Entry>| entries.retain(|e| access.may(Capability::List, &e.key));
     if tree || recurse {
@@ -183,6 +186,50 @@ fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Resul
         return Err(Error::NotFound("no keys under this prefix".into()));
     }
     Ok(Json(children).into_response())
+}
+
+/// The console's listings (see [`listing`]): `?count=true`, `?meta=true` on a plain listing, and
+/// `?contains=` on a recursive one; `None` for every other listing.
+fn listing_extras(
+    app: &AppState,
+    access: &Access,
+    prefix: &str,
+    params: &Params,
+    page: Option<(usize, Option<&str>)>,
+    recursive: bool,
+) -> Result<Option<Response>> {
+    if params.flag("count")? {
+        let count = app.db.with_state(|map| listing::count(map, access, prefix));
+        return Ok(Some(Json(json!({"count": count})).into_response()));
+    }
+    if let Some(needle) = params.get("contains") {
+        if !recursive || params.flag("tree")? {
+            return Err(Error::invalid("contains searches a ?recurse=true listing"));
+        }
+        let (limit, after) = page.unwrap_or((listing::DEFAULT_LISTING_LIMIT, None));
+        let needle = needle.to_lowercase();
+        let (found, next) = app
+            .db
+            .with_state(|map| listing::search(map, access, prefix, after, limit, &needle));
+        return Ok(Some(
+            Json(json!({"entries": metas(&found), "next": next})).into_response(),
+        ));
+    }
+    if !params.flag("meta")? || recursive {
+        return Ok(None);
+    }
+    let (limit, after) = match page {
+        Some((limit, after)) if params.get("limit").is_some() => (limit, after),
+        Some((_, after)) => (listing::DEFAULT_LISTING_LIMIT, after),
+        None => (listing::DEFAULT_LISTING_LIMIT, None),
+    };
+    let (children, next) = app
+        .db
+        .with_state(|map| listing::children_page(map, access, prefix, after, limit));
+    if children.is_empty() && next.is_none() && after.is_none() && !prefix.is_empty() {
+        return Err(Error::NotFound("no keys under this prefix".into()));
+    }
+    Ok(Some(Json(json!({"entries": children, "next": next})).into_response()))
 }
 
 /// `?limit=&after=`: `None` when neither is given. `after` alone pages with the largest limit.
