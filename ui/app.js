@@ -1133,7 +1133,8 @@
       clearError();
       nodes.refresh();
     });
-    $('filter').addEventListener('input', onFilterInput);
+    // `change` too: a field emptied by script or by the browser's own clear button sends no `input`.
+    for (const type of ['input', 'change', 'search']) $('filter').addEventListener(type, onFilterInput);
     $('filter-form').addEventListener('submit', search);
     $('btn-more').addEventListener('click', loadMore);
     state.moreObserver = new IntersectionObserver((seen) => {

@@ -239,7 +239,8 @@ window.CaveNodes = function (ctx) {
   }
 
   function drawChart() {
-    const W = 600;
+    // Drawn at the size it is shown (one user unit a CSS pixel), so that text and lines keep their size.
+    const W = Math.max(300, Math.round($('chart').clientWidth || 600));
     const H = 140;
     const PAD = { l: 40, r: 8, t: 10, b: 18 };
     const r = rates();

@@ -58,8 +58,20 @@ pub async fn get(
 ) -> Result<Response> {
     match target(&uri)? {
         Target::Key(key) => read_key(&app, &access, &key, &params, &headers),
+        Target::Folder(prefix) if params.flag("count")? => count(app, access, prefix).await,
         Target::Folder(prefix) => list(&app, &access, &prefix, &params),
     }
+}
+
+/// `?count=true` on a folder: `{"count": N}`. Counting is linear in the folder (a million keys take tens of
+/// milliseconds), so it runs on a blocking thread rather than holding up the requests of an async worker.
+async fn count(app: Arc<AppState>, access: Access, prefix: String) -> Result<Response> {
+    access.require_some_below(Capability::List, &prefix)?;
+    let db = app.db.clone();
+    let count = tokio::task::spawn_blocking(move || db.with_state(|map| listing::count(map, &access, &prefix)))
+        .await
+        .map_err(Error::internal)?;
+    Ok(Json(json!({"count": count})).into_response())
 }
 
 fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers: &HeaderMap) -> Result<Response> {
@@ -188,8 +200,8 @@ fn list(app: &AppState, access: &Access, prefix: &str, params: &Params) -> Resul
     Ok(Json(children).into_response())
 }
 
-/// The console's listings (see [`listing`]): `?count=true`, `?meta=true` on a plain listing, and
-/// `?contains=` on a recursive one; `None` for every other listing.
+/// The console's listings (see [`listing`]): `?meta=true` on a plain listing and `?contains=` on a
+/// recursive one; `None` for every other listing.
 fn listing_extras(
     app: &AppState,
     access: &Access,
@@ -198,10 +210,6 @@ fn listing_extras(
     page: Option<(usize, Option<&str>)>,
     recursive: bool,
 ) -> Result<Option<Response>> {
-    if params.flag("count")? {
-        let count = app.db.with_state(|map| listing::count(map, access, prefix));
-        return Ok(Some(Json(json!({"count": count})).into_response()));
-    }
     if let Some(needle) = params.get("contains") {
         if !recursive || params.flag("tree")? {
             return Err(Error::invalid("contains searches a ?recurse=true listing"));

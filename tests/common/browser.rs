@@ -266,6 +266,24 @@ impl Ui<'_> {
         self.c.execute(script, vec![]).await.unwrap()
     }
 
+    /// Wait until `script` returns something other than `null`, `false`, `0` or `""`; returns it.
+    pub async fn wait_js(&self, script: &str, what: &str) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let value = self.js(script).await;
+            let falsy = matches!(&value, Value::Null | Value::Bool(false))
+                || value.as_f64() == Some(0.0)
+                || value.as_str() == Some("");
+            if !falsy {
+                return value;
+            }
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what} (last {value}); {}", self.context().await);
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     pub async fn screenshot(&self, name: &str) {
         let png = self.c.screenshot().await.unwrap();
         assert!(png.starts_with(b"\x89PNG"), "a PNG");
