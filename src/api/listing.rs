@@ -159,13 +159,11 @@ pub fn search(
 ) -> (Vec<Entry>, Option<String>) {
     let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut out = Vec::new();
-    let mut scanned = 0usize;
     let mut last: Option<&str> = None;
-    for entry in map.range_from(prefix, lower) {
+    for (scanned, entry) in map.range_from(prefix, lower).enumerate() {
         if scanned == MAX_SCANNED_KEYS || out.len() == limit {
             return (out, last.map(str::to_string));
         }
-        scanned += 1;
         last = Some(&entry.key);
         if entry.deleted || key::is_reserved(&entry.key) {
             continue;
