@@ -740,6 +740,19 @@ async fn web_ui_signs_in_with_a_token_and_out_again() {
         // No write capability: the button to make a key is greyed out.
         let disabled = ui.js("return document.getElementById('btn-new').disabled;").await;
         assert_eq!(disabled, json!(true));
+        // What the token may do here is shown, what it may not struck out; a folder delete is greyed out,
+        // and the cluster tab says the member list needs admin.
+        let caps = ui
+            .js("return [...document.querySelectorAll('#perms .cap')].map((e) => [e.textContent, e.classList.contains('no')]);")
+            .await;
+        assert_eq!(
+            caps,
+            json!([["list", false], ["read", false], ["write", true], ["delete", true], ["secret", false]])
+        );
+        let greyed = ui
+            .js("return [document.getElementById('btn-delete-folder').disabled, document.getElementById('tab-nodes').classList.contains('disabled')];")
+            .await;
+        assert_eq!(greyed, json!([true, true]));
         ui.c.goto(&node.url(&format!("/ui/#/{}", enc(SECRET_KEY))))
             .await
             .unwrap();

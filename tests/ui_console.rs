@@ -415,6 +415,12 @@ async fn the_cluster_view_of_three_nodes_lists_all_three_alive() {
             assert!(text.matches("open its console").count() == 2, "{text}");
             ui.wait_text("#sum-members", |t| t == "3 (3 alive)", "the member count")
                 .await;
+            // The chart has drawn its first rates (a sample every two seconds).
+            ui.wait_js(
+                "return document.querySelectorAll('#chart polyline').length === 2;",
+                "the chart's lines",
+            )
+            .await;
             ui.screenshot("ui-console-cluster.png").await;
         })
     })

@@ -39,6 +39,7 @@
     nodesTimer: null,
     whoami: null, // the answer of /acl/whoami: {acl, accessor, admin, rules}
     listing: null, // the loaded part of the current folder, see freshListing
+    counting: null, // the folder whose key count is being read
     folderDelete: null, // {folder, count} while a folder delete waits for its typed confirmation
     moreObserver: null, // loads the next page when the end of the list scrolls into view
   };
@@ -443,7 +444,7 @@
       performance.clearMeasures('cave-listing');
       performance.measure('cave-listing', 'cave-listing-start', 'cave-listing-shown');
     }
-    if (l.mode === 'list') loadCount(seq);
+    if (l.mode === 'list') loadCount();
   }
 
   /** A listing entry as the page shows it; a search hit is a key (folders are not searched). */
@@ -458,15 +459,22 @@
     };
   }
 
-  async function loadCount(seq) {
+  /** The folder's key count. It is linear in the folder on the server: while one is on its way, a burst of
+   * live refreshes asks for no other (the next refresh after it counts again). */
+  async function loadCount() {
     const folder = state.folder;
+    if (state.counting === folder) return;
+    state.counting = folder;
     try {
       const answer = await (await api('GET', '/kv/' + encodePath(folder), { query: { count: 'true' } })).json();
-      if (seq !== state.listingSeq || !state.listing) return;
+      // Any answer for the folder still shown will do, whichever refresh asked for it.
+      if (!state.listing || state.listing.folder !== folder) return;
       state.listing.count = typeof answer.count === 'number' ? answer.count : null;
     } catch (e) {
-      if (seq !== state.listingSeq || !state.listing) return;
+      if (!state.listing || state.listing.folder !== folder) return;
       state.listing.count = null; // the count is a help, the listing itself is what matters
+    } finally {
+      if (state.counting === folder) state.counting = null;
     }
     renderCount();
   }
