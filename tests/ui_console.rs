@@ -429,3 +429,109 @@ async fn the_cluster_view_of_three_nodes_lists_all_three_alive() {
         n.stop().await;
     }
 }
+
+// ---------------------------------------------------------------- the listings the console reads (no browser)
+
+#[tokio::test]
+async fn the_console_listings_answer_pages_counts_and_searches() {
+    let (_dir, node) = common::start_with(|c| c.acl = Some(true)).await;
+    for key in [
+        "app/b",
+        "app/a",
+        "app/db/host",
+        "app/db/port",
+        "app/web/Hostname",
+        "other",
+    ] {
+        node.put(key, "v").await;
+    }
+    // One page of children with metadata; a folder cursor skips the folder.
+    let page = node.get_json("/api/v1/kv/app/?meta=true&limit=2").await;
+    assert_eq!(
+        page["entries"][0],
+        json!({"key": "app/a", "folder": false, "version": page["entries"][0]["version"], "content_type": "application/octet-stream", "secret": false, "size": 1, "modified_ms": page["entries"][0]["modified_ms"]})
+    );
+    assert_eq!(page["entries"][1]["key"], "app/b");
+    assert_eq!(page["next"], "app/b");
+    let modified = page["entries"][0]["modified_ms"].as_u64().unwrap();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        now_ms.abs_diff(modified) < 60_000,
+        "modified_ms is wall-clock ms: {modified} vs {now_ms}"
+    );
+    let rest = node.get_json("/api/v1/kv/app/?meta=true&after=app/b").await;
+    assert_eq!(
+        rest,
+        json!({"entries": [{"key": "app/db/", "folder": true}, {"key": "app/web/", "folder": true}], "next": null})
+    );
+    let past = node.get_json("/api/v1/kv/app/?meta=true&after=app/db/").await;
+    assert_eq!(past["entries"], json!([{"key": "app/web/", "folder": true}]));
+    // Counts, and a case-insensitive search below the prefix.
+    assert_eq!(node.get_json("/api/v1/kv/app/?count=true").await, json!({"count": 5}));
+    assert_eq!(node.get_json("/api/v1/kv/?count=true").await, json!({"count": 6}));
+    let found = node.get_json("/api/v1/kv/app/?recurse=true&contains=HOST").await;
+    let keys: Vec<&str> = found["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["app/db/host", "app/web/Hostname"]);
+    assert_eq!(found["next"], Value::Null);
+    // Bad input is a clear 400.
+    for bad in [
+        "/api/v1/kv/app/?contains=x",
+        "/api/v1/kv/app/?meta=true&limit=0",
+        "/api/v1/kv/app/?meta=maybe",
+    ] {
+        let response = node.client.get(node.url(bad)).send().await.unwrap();
+        common::expect_error(response, 400, "invalid_input", "").await;
+    }
+    // A token that may list only app/db/ sees only that there, and counts only that.
+    let policy = node
+        .client
+        .put(node.url("/api/v1/acl/policies/db"))
+        .header("content-type", "application/json")
+        .body(r#"{"rules":[{"prefix":"app/db/","allow":["list"]}]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(policy.status(), 200);
+    let made: Value = node
+        .client
+        .post(node.url("/api/v1/acl/tokens"))
+        .header("content-type", "application/json")
+        .body(r#"{"policies":["db"]}"#)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let narrow = common::client_with_token(made["token"].as_str().unwrap());
+    let seen: Value = narrow
+        .get(node.url("/api/v1/kv/app/?meta=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        seen,
+        json!({"entries": [{"key": "app/db/", "folder": true}], "next": null})
+    );
+    let counted: Value = narrow
+        .get(node.url("/api/v1/kv/app/?count=true"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counted, json!({"count": 2}));
+    node.stop().await;
+}

@@ -256,7 +256,9 @@ fn page_params(params: &Params) -> Result<Option<(usize, Option<&str>)>> {
         },
     };
     if let Some(after) = after {
-        key::validate_prefix(after).map_err(|e| Error::invalid(format!("after: {e}")))?;
+        // A folder child (`app/db/`) is a cursor too: the page after it skips the whole folder.
+        let cursor = after.strip_suffix('/').unwrap_or(after);
+        key::validate_prefix(cursor).map_err(|e| Error::invalid(format!("after: {e}")))?;
     }
     Ok(Some((limit, after)))
 }
