@@ -7,30 +7,21 @@
 //! Screenshots go to `target/ui-screenshots/`. Also here, as they need the same browser: the UI over HTTPS,
 //! and stored `<script>` values (HTML, SVG) opened in the browser, which must run nothing.
 
+#[path = "common/browser.rs"]
+mod browser;
 mod common;
 #[path = "common/tls.rs"]
 mod tls_support;
 
-use std::io::Write;
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::TestNode;
-use fantoccini::elements::Element;
+use browser::{
+    browser_tools, crumb, enc, header, is_stale, listed, session, Chromedriver, Ui, HEIGHT, POLL, WAIT, WIDTH,
+};
 use fantoccini::{Client, ClientBuilder, Locator};
 use futures::FutureExt;
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
-
-/// Longest wait for any one condition in the browser.
-const WAIT: Duration = Duration::from_secs(20);
-/// How often a condition is re-checked while waiting.
-const POLL: Duration = Duration::from_millis(50);
-/// The browser's window: a phone.
-const WIDTH: u64 = 390;
-const HEIGHT: u64 = 844;
 
 const MASK: &str = "••••••";
 const ENVELOPE_PREFIX: &str = "cave-sealed:v1:";
@@ -39,23 +30,6 @@ const ENVELOPE_PREFIX: &str = "cave-sealed:v1:";
 const KEY: &str = "app/my folder/grüße 50%?#";
 const SECRET_KEY: &str = "app/db/password";
 const SECRET: &str = "hunter2-ZQX";
-
-/// A key path as it appears in a URL: each segment percent-encoded on its own.
-fn enc(key: &str) -> String {
-    key.split('/')
-        .map(|s| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
-fn header(response: &reqwest::Response, name: &str) -> Option<String> {
-    response.headers().get(name).map(|v| v.to_str().unwrap().to_string())
-}
-
-/// Write a line past the test harness's output capture, so a skip is visible in `cargo test` output.
-fn say(line: &str) {
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
 
 // ---------------------------------------------------------------- the files over HTTP (no browser needed)
 
@@ -69,14 +43,18 @@ async fn ui_files_are_served_with_types_caching_and_a_strict_policy() {
         .build()
         .unwrap();
 
-    let response = no_redirects.get(node.url("/ui")).send().await.unwrap();
-    assert!(response.status().is_redirection(), "{}", response.status());
-    assert_eq!(header(&response, "location").as_deref(), Some("/ui/"));
+    // The UI's own address, and the node's bare address (as the original Cave served its UI there).
+    for path in ["/ui", "/"] {
+        let response = no_redirects.get(node.url(path)).send().await.unwrap();
+        assert!(response.status().is_redirection(), "{path}: {}", response.status());
+        assert_eq!(header(&response, "location").as_deref(), Some("/ui/"), "{path}");
+    }
 
     for (path, content_type) in [
         ("/ui/", "text/html; charset=utf-8"),
         ("/ui/index.html", "text/html; charset=utf-8"),
         ("/ui/app.js", "text/javascript; charset=utf-8"),
+        ("/ui/nodes.js", "text/javascript; charset=utf-8"),
         ("/ui/style.css", "text/css; charset=utf-8"),
         ("/ui/icon.svg", "image/svg+xml"),
     ] {
@@ -146,7 +124,8 @@ fn ui_sources_have_no_inline_code_and_no_html_injection_sinks() {
     ] {
         assert!(!lower.contains(handler), "inline event handler {handler}");
     }
-    let js = std::fs::read_to_string(root.join("app.js")).unwrap();
+    let js = std::fs::read_to_string(root.join("app.js")).unwrap()
+        + &std::fs::read_to_string(root.join("nodes.js")).unwrap();
     for sink in [
         ".innerHTML",
         ".outerHTML",
@@ -156,311 +135,11 @@ fn ui_sources_have_no_inline_code_and_no_html_injection_sinks() {
         "new Function",
         "srcdoc",
     ] {
-        assert!(!js.contains(sink), "app.js uses {sink}");
+        assert!(!js.contains(sink), "the UI's script uses {sink}");
     }
 }
 
 // ---------------------------------------------------------------- the UI in headless Chromium
-
-/// Where `name` is on `PATH`.
-fn find_program(names: &[&str]) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
-        .find(|candidate| candidate.is_file())
-}
-
-/// `(chromedriver, chromium)`, or `None` (after saying why) when the test must be skipped.
-fn browser_tools() -> Option<(PathBuf, PathBuf)> {
-    let driver = find_program(&["chromedriver"]);
-    let browser = find_program(&["chromium", "chromium-browser"]);
-    match (driver, browser) {
-        (Some(driver), Some(browser)) => Some((driver, browser)),
-        (driver, browser) => {
-            let missing = format!(
-                "chromedriver found: {}, chromium found: {}",
-                driver.is_some(),
-                browser.is_some()
-            );
-            if std::env::var("CAVE_REQUIRE_TOOLS").as_deref() == Ok("1") {
-                panic!("CAVE_REQUIRE_TOOLS=1 but the browser tools are missing ({missing}): install Debian packages chromium chromium-driver");
-            }
-            say(&format!(
-                "skipped: install Debian packages chromium chromium-driver ({missing}) to run the web UI browser test"
-            ));
-            None
-        }
-    }
-}
-
-/// A `chromedriver` child process in a process group of its own; dropping it kills the group (the driver and
-/// every browser process it started), so a failing test leaves nothing running.
-struct Chromedriver {
-    child: Child,
-    port: u16,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Chromedriver {
-    async fn start(program: &Path) -> Chromedriver {
-        use std::os::unix::process::CommandExt;
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("chromedriver.log");
-        let port = {
-            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let child = Command::new(program)
-            .arg(format!("--port={port}"))
-            .arg(format!("--log-path={}", log.display()))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
-        let mut driver = Chromedriver {
-            child,
-            port,
-            log,
-            _dir: dir,
-        };
-        driver.wait_ready().await;
-        driver
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    async fn wait_ready(&mut self) {
-        let client = common::client();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("chromedriver exited early ({status}): {}", self.log_tail());
-            }
-            let probe = client
-                .get(format!("{}/status", self.url()))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await;
-            if let Ok(response) = probe {
-                if let Ok(status) = response.json::<Value>().await {
-                    if status["value"]["ready"] == true {
-                        return;
-                    }
-                }
-            }
-            assert!(Instant::now() < deadline, "chromedriver not ready: {}", self.log_tail());
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut start = text.len().saturating_sub(4000);
-        while !text.is_char_boundary(start) {
-            start += 1;
-        }
-        text[start..].to_string()
-    }
-}
-
-impl Drop for Chromedriver {
-    fn drop(&mut self) {
-        let pgid = self.child.id() as libc::pid_t;
-        // SAFETY: kill(2) on the process group this test created for the driver.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// The browser session plus the node it looks at.
-struct Ui<'a> {
-    c: Client,
-    node: &'a TestNode,
-    shots: PathBuf,
-}
-
-impl Ui<'_> {
-    /// The element if it exists now.
-    async fn try_find(&self, css: &str) -> Option<Element> {
-        self.c.find(Locator::Css(css)).await.ok()
-    }
-
-    /// What the page shows that helps to understand a failed wait.
-    async fn context(&self) -> String {
-        let url = self.c.current_url().await.map(|u| u.to_string()).unwrap_or_default();
-        let mut error = String::new();
-        if let Some(banner) = self.try_find("#error").await {
-            if banner.is_displayed().await.unwrap_or(false) {
-                error = banner.text().await.unwrap_or_default();
-            }
-        }
-        format!("url {url}, error banner {error:?}")
-    }
-
-    /// Wait until `css` matches a displayed element whose text satisfies `pred`; returns the text.
-    async fn wait_text(&self, css: &str, pred: impl Fn(&str) -> bool, what: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        loop {
-            if let Some(el) = self.try_find(css).await {
-                if el.is_displayed().await.unwrap_or(false) {
-                    let text = el.text().await.unwrap_or_default();
-                    if pred(&text) {
-                        return text;
-                    }
-                    last = Some(text);
-                }
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "timed out waiting for {what} ({css}); last text {last:?}; {}",
-                    self.context().await
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Wait for a displayed element.
-    async fn wait_shown(&self, css: &str) -> Element {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(el) = self.try_find(css).await {
-                if el.is_displayed().await.unwrap_or(false) {
-                    return el;
-                }
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {css} to be shown; {}", self.context().await);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Wait until no element matches `css`, or none is displayed.
-    async fn wait_gone(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let shown = match self.try_find(css).await {
-                Some(el) => el.is_displayed().await.unwrap_or(false),
-                None => false,
-            };
-            if !shown {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("timed out waiting for {css} to go away; {}", self.context().await);
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    /// Click a displayed element; if the page re-rendered it between finding and clicking (a live refresh),
-    /// find it again.
-    async fn click(&self, css: &str) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self.wait_shown(css).await.click().await {
-                Ok(()) => return,
-                Err(e) if is_stale(&e) && Instant::now() < deadline => continue,
-                Err(e) => panic!("click {css}: {e}; {}", self.context().await),
-            }
-        }
-    }
-
-    async fn fill(&self, css: &str, text: &str) {
-        let el = self.wait_shown(css).await;
-        el.clear().await.unwrap();
-        el.send_keys(text).await.unwrap();
-        let value = el.prop("value").await.unwrap().unwrap_or_default();
-        assert_eq!(value, text, "typed into {css}");
-    }
-
-    async fn js(&self, script: &str) -> Value {
-        self.c.execute(script, vec![]).await.unwrap()
-    }
-
-    async fn screenshot(&self, name: &str) {
-        let png = self.c.screenshot().await.unwrap();
-        assert!(png.starts_with(b"\x89PNG"), "a PNG");
-        let path = self.shots.join(name);
-        std::fs::write(&path, png).unwrap();
-        say(&format!("screenshot: {}", path.display()));
-    }
-
-    /// The error banner's text, once it is shown.
-    async fn wait_error(&self, pred: impl Fn(&str) -> bool, what: &str) -> String {
-        self.wait_text("#error", pred, what).await
-    }
-
-    /// The page must not scroll sideways on a phone.
-    async fn assert_fits_width(&self, at: &str) {
-        let widths = self
-            .js("return [document.documentElement.scrollWidth, window.innerWidth];")
-            .await;
-        let (scroll, inner) = (widths[0].as_u64().unwrap(), widths[1].as_u64().unwrap());
-        assert!(inner <= WIDTH, "the window is phone-sized: {inner}");
-        assert!(scroll <= inner, "{at}: page is {scroll}px wide in a {inner}px window");
-    }
-
-    // ----- REST checks
-
-    async fn api_get(&self, key_and_query: &str) -> reqwest::Response {
-        self.node.client.get(self.node.kv(key_and_query)).send().await.unwrap()
-    }
-
-    async fn api_value(&self, key: &str) -> Option<(String, String)> {
-        let response = self.api_get(&enc(key)).await;
-        match response.status().as_u16() {
-            404 => None,
-            200 => {
-                let content_type = header(&response, "content-type").unwrap_or_default();
-                Some((response.text().await.unwrap(), content_type))
-            }
-            other => panic!("GET {key}: {other} {}", response.text().await.unwrap()),
-        }
-    }
-
-    async fn api_put(&self, key: &str, body: impl Into<reqwest::Body>, content_type: &str) -> String {
-        let response = self
-            .node
-            .client
-            .put(self.node.kv(&enc(key)))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        response.json::<Value>().await.unwrap()["version"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-}
-
-fn is_stale(e: &fantoccini::error::CmdError) -> bool {
-    e.is_stale_element_reference()
-}
-
-/// CSS attribute selector for the listing link of `path`.
-fn listed(path: &str) -> String {
-    format!(
-        "#listing a[data-path=\"{}\"]",
-        path.replace('\\', "\\\\").replace('"', "\\\"")
-    )
-}
-
-fn crumb(path: &str) -> String {
-    format!("#crumbs a[data-path=\"{path}\"]")
-}
 
 #[tokio::test]
 async fn web_ui_in_headless_chromium() {
@@ -833,32 +512,6 @@ async fn steps(ui: &Ui<'_>) {
 
 // ---------------------------------------------------------------- values served safely, the UI over TLS
 
-/// A WebDriver session of headless Chromium with `args` added to the usual ones; downloads go to
-/// `downloads`.
-async fn session(driver: &Chromedriver, browser: &Path, args: &[&str], downloads: &Path) -> Client {
-    let mut all = vec![
-        "--headless=new".to_string(),
-        "--no-sandbox".to_string(),
-        "--disable-gpu".to_string(),
-        format!("--window-size={WIDTH},{HEIGHT}"),
-    ];
-    all.extend(args.iter().map(|a| a.to_string()));
-    let mut capabilities = serde_json::Map::new();
-    capabilities.insert(
-        "goog:chromeOptions".into(),
-        json!({
-            "binary": browser,
-            "args": all,
-            "prefs": {"download.default_directory": downloads, "download.prompt_for_download": false},
-        }),
-    );
-    ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-        .capabilities(capabilities)
-        .connect(&driver.url())
-        .await
-        .unwrap_or_else(|e| panic!("WebDriver session: {e}; chromedriver log: {}", driver.log_tail()))
-}
-
 /// A script that, if it ever runs on Cave's origin, writes `marker/{name}`.
 fn payload(name: &str) -> String {
     format!("fetch('/api/v1/kv/marker/{name}', {{method: 'PUT', body: 'the stored script ran'}})")
@@ -1087,6 +740,19 @@ async fn web_ui_signs_in_with_a_token_and_out_again() {
         // No write capability: the button to make a key is greyed out.
         let disabled = ui.js("return document.getElementById('btn-new').disabled;").await;
         assert_eq!(disabled, json!(true));
+        // What the token may do here is shown, what it may not struck out; a folder delete is greyed out,
+        // and the cluster tab says the member list needs admin.
+        let caps = ui
+            .js("return [...document.querySelectorAll('#perms .cap')].map((e) => [e.textContent, e.classList.contains('no')]);")
+            .await;
+        assert_eq!(
+            caps,
+            json!([["list", false], ["read", false], ["write", true], ["delete", true], ["secret", false]])
+        );
+        let greyed = ui
+            .js("return [document.getElementById('btn-delete-folder').disabled, document.getElementById('tab-nodes').classList.contains('disabled')];")
+            .await;
+        assert_eq!(greyed, json!([true, true]));
         ui.c.goto(&node.url(&format!("/ui/#/{}", enc(SECRET_KEY))))
             .await
             .unwrap();

@@ -10,7 +10,7 @@
 // `whoami` tells which actions to grey out. A 401 anywhere shows the login screen.
 //
 // Location: `#/` + encoded path. A path ending in "/" (or empty) is a folder; anything else is a key, shown
-// together with the listing of its folder. `#nodes` is the node list.
+// together with the listing of its folder. `#nodes` is the cluster view (nodes.js).
 'use strict';
 
 (function () {
@@ -38,6 +38,10 @@
     refreshTimer: null,
     nodesTimer: null,
     whoami: null, // the answer of /acl/whoami: {acl, accessor, admin, rules}
+    listing: null, // the loaded part of the current folder, see freshListing
+    counting: null, // the folder whose key count is being read
+    folderDelete: null, // {folder, count} while a folder delete waits for its typed confirmation
+    moreObserver: null, // loads the next page when the end of the list scrolls into view
   };
 
   // ---------- access ----------
@@ -68,17 +72,51 @@
     return may(cap, prefix) || rules.some((r) => r.prefix.startsWith(prefix) && r.allow.includes(cap));
   }
 
+  /** Whether the token may `cap` on every key below `prefix` (a folder delete needs that). */
+  function mayAllBelow(cap, prefix) {
+    const rules = (state.whoami && state.whoami.rules) || [];
+    return may(cap, prefix) && rules.every((r) => !r.prefix.startsWith(prefix) || r.allow.includes(cap));
+  }
+
+  const CAPS = ['list', 'read', 'write', 'delete', 'secret'];
+
+  /** Grey out what the token may not do here, and say what it may. */
   function applyPermissions() {
     const grey = (id, allowed, why) => {
       $(id).disabled = !allowed;
       $(id).title = allowed ? '' : why;
     };
-    grey('btn-new', maySomeBelow('write', state.folder), 'your token may not write here');
+    const folder = state.folder;
+    grey('btn-new', maySomeBelow('write', folder), 'your token may not write here');
+    grey('btn-delete-folder', folder !== '' && mayAllBelow('delete', folder), 'your token may not delete every key of this folder');
     if (state.key) {
       grey('btn-edit', may('write', state.key), 'your token may not write this key');
       grey('btn-delete', may('delete', state.key), 'your token may not delete this key');
       grey('btn-reveal', may('secret', state.key), 'your token may not open secrets here');
+      grey('btn-download', may('read', state.key), 'your token may not read this key');
     }
+    const w = state.whoami;
+    const perms = $('perms');
+    perms.replaceChildren();
+    if (!w || w.acl === false) {
+      perms.hidden = true;
+    } else {
+      perms.hidden = false;
+      const where = state.key || folder;
+      perms.append('Your token ' + (w.admin ? '(admin) ' : '') + 'in ' + (where || 'the root') + ': ');
+      for (const cap of CAPS) {
+        const allowed = state.key ? may(cap, where) : maySomeBelow(cap, where);
+        const c = document.createElement('span');
+        c.className = allowed ? 'cap' : 'cap no';
+        c.textContent = cap;
+        c.title = allowed ? 'allowed' : 'not allowed';
+        perms.appendChild(c);
+      }
+    }
+    const tab = $('tab-nodes');
+    // The member list needs admin; without it the view shows this node from its own information.
+    tab.classList.toggle('disabled', !!w && w.acl !== false && !w.admin);
+    tab.title = w && w.acl !== false && !w.admin ? 'Your token is not admin: the view shows this node only' : '';
   }
 
   function showLogin(message) {
@@ -262,13 +300,22 @@
     $('view-nodes').hidden = r.view !== 'nodes';
     $('tab-keys').classList.toggle('active', r.view === 'keys');
     $('tab-nodes').classList.toggle('active', r.view === 'nodes');
-    clearInterval(state.nodesTimer);
+    // The watch stream (and so the live badge) runs on every view: on the node list it follows the last
+    // folder shown, so that going back to it is current at once.
+    watch(r.view === 'nodes' ? state.folder : r.folder);
     if (r.view === 'nodes') {
-      loadNodes();
-      state.nodesTimer = setInterval(loadNodes, 5000);
+      nodes.show();
       return;
     }
+    nodes.hide();
     const keyChanged = r.key !== state.key;
+    if (r.folder !== state.folder || !state.listing) {
+      state.listing = freshListing(r.folder);
+      state.listingSignature = null;
+      $('filter').value = '';
+      $('confirm-folder').hidden = true;
+      $('listing').scrollTop = 0;
+    }
     state.folder = r.folder;
     state.key = r.key;
     if (keyChanged) {
@@ -279,10 +326,15 @@
     if (state.editor && state.editor.mode === 'edit' && state.editor.key !== r.key) closeEditor();
     renderCrumbs();
     applyPermissions();
-    watch(r.folder);
     loadListing();
     if (r.key) loadValue(false);
     else $('value-view').hidden = true;
+    showPlaceholder();
+  }
+
+  /** The right pane's hint, while neither a key nor the editor is in it. */
+  function showPlaceholder() {
+    $('placeholder').hidden = !$('value-view').hidden || !$('editor').hidden;
   }
 
   function renderCrumbs() {
@@ -314,59 +366,329 @@
   }
 
   // ---------- listing ----------
+  //
+  // A folder is read a page at a time (`?meta=true&limit=&after=`, byte order, each page costs what it holds
+  // on the server): the first page shows at once, the next one loads when the end of the list scrolls into
+  // view or on "Load more". What is loaded is shown folders first, in natural order (`k2` before `k10`). The
+  // filter box narrows what is loaded as one types; "Search below" asks the server for every key below the
+  // folder whose name contains the text (`?recurse=true&contains=`), page by page as well.
 
+  const PAGE_LIMIT = 1000;
+  const SEARCH_LIMIT = 200;
+  const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+
+  function naturalOrder(a, b) {
+    if (a.folder !== b.folder) return a.folder ? -1 : 1;
+    return collator.compare(a.key, b.key) || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
+  }
+
+  /** The listing state of the current folder. */
+  function freshListing(folder) {
+    return { folder, mode: 'list', query: '', entries: [], next: null, count: null, loading: false, emptyText: '' };
+  }
+
+  function listingQuery(l, after, limit) {
+    if (l.mode === 'search') {
+      const q = { recurse: 'true', contains: l.query, limit: String(limit || SEARCH_LIMIT) };
+      if (after) q.after = after;
+      return q;
+    }
+    const q = { meta: 'true', limit: String(limit || PAGE_LIMIT) };
+    if (after) q.after = after;
+    return q;
+  }
+
+  /** Read the folder again from its start, as many entries as are loaded now (a live refresh keeps the scroll). */
   async function loadListing() {
-    const seq = ++state.listingSeq;
     const folder = state.folder;
+    if (!state.listing || state.listing.folder !== folder) state.listing = freshListing(folder);
+    const l = state.listing;
+    const seq = ++state.listingSeq;
     $('listing-title').textContent = folder === '' ? 'Keys at the root' : 'Keys in ' + folder;
-    let items;
+    const first = l.entries.length === 0 && l.mode === 'list';
+    if (first) performance.mark('cave-listing-start');
+    const want = Math.min(Math.max(l.entries.length, l.mode === 'search' ? SEARCH_LIMIT : PAGE_LIMIT), 10000);
+    let page;
     try {
-      const resp = await api('GET', '/kv/' + encodePath(folder));
-      items = await resp.json();
+      page = await (await api('GET', '/kv/' + encodePath(folder), { query: listingQuery(l, null, want) })).json();
     } catch (e) {
       if (seq !== state.listingSeq) return;
+      l.entries = [];
+      l.next = null;
       if (e.status === 404 && folder !== '') {
         // The API answers 404 for a folder with no live key: say so, it is not a failure of the UI.
-        renderListing([], 'No keys in ' + folder + ' (empty, or everything in it was deleted).');
-        return;
+        l.emptyText = 'No keys in ' + folder + ' (empty, or everything in it was deleted).';
+      } else {
+        l.emptyText = 'The listing could not be loaded.';
+        showError(e, 'Listing ' + (folder || 'the root'));
       }
-      renderListing([], 'The listing could not be loaded.');
-      showError(e, 'Listing ' + (folder || 'the root'));
+      renderListing();
       return;
     }
     if (seq !== state.listingSeq) return;
-    if (!Array.isArray(items)) {
-      showError(new ApiError(0, 'unexpected', 'the listing is not a JSON array'), 'Listing');
+    if (!page || !Array.isArray(page.entries)) {
+      showError(new ApiError(0, 'unexpected', 'the listing is not {"entries": [...]}'), 'Listing');
       return;
     }
-    renderListing(items, folder === '' ? 'No keys yet. Create one with “+ New key”.' : 'No keys in ' + folder);
+    l.entries = page.entries.map(normalise);
+    l.next = page.next || null;
+    l.emptyText =
+      l.mode === 'search'
+        ? 'No key below ' + (folder || 'the root') + ' has “' + l.query + '” in its name.'
+        : folder === ''
+          ? 'No keys yet. Create one with “+ New key”.'
+          : 'No keys in ' + folder;
+    renderListing();
+    if (first) {
+      performance.mark('cave-listing-shown');
+      performance.clearMeasures('cave-listing');
+      performance.measure('cave-listing', 'cave-listing-start', 'cave-listing-shown');
+    }
+    if (l.mode === 'list') loadCount();
   }
 
-  function renderListing(items, emptyText) {
+  /** A listing entry as the page shows it; a search hit is a key (folders are not searched). */
+  function normalise(e) {
+    return {
+      key: String(e.key),
+      folder: e.folder === true,
+      contentType: e.content_type || '',
+      secret: e.secret === true,
+      size: typeof e.size === 'number' ? e.size : null,
+      modifiedMs: typeof e.modified_ms === 'number' ? e.modified_ms : null,
+    };
+  }
+
+  /** The folder's key count. It is linear in the folder on the server: while one is on its way, a burst of
+   * live refreshes asks for no other (the next refresh after it counts again). */
+  async function loadCount() {
+    const folder = state.folder;
+    if (state.counting === folder) return;
+    state.counting = folder;
+    try {
+      const answer = await (await api('GET', '/kv/' + encodePath(folder), { query: { count: 'true' } })).json();
+      // Any answer for the folder still shown will do, whichever refresh asked for it.
+      if (!state.listing || state.listing.folder !== folder) return;
+      state.listing.count = typeof answer.count === 'number' ? answer.count : null;
+    } catch (e) {
+      if (!state.listing || state.listing.folder !== folder) return;
+      state.listing.count = null; // the count is a help, the listing itself is what matters
+    } finally {
+      if (state.counting === folder) state.counting = null;
+    }
+    renderCount();
+  }
+
+  async function loadMore() {
+    const l = state.listing;
+    if (!l || !l.next || l.loading) return;
+    l.loading = true;
+    const seq = state.listingSeq;
+    try {
+      const resp = await api('GET', '/kv/' + encodePath(l.folder), { query: listingQuery(l, l.next) });
+      const page = await resp.json();
+      if (seq !== state.listingSeq || state.listing !== l) return;
+      l.entries = l.entries.concat(page.entries.map(normalise));
+      l.next = page.next || null;
+      renderListing();
+    } catch (e) {
+      showError(e, 'Listing more of ' + (l.folder || 'the root'));
+    } finally {
+      l.loading = false;
+    }
+  }
+
+  function renderCount() {
+    const l = state.listing;
+    const loaded = l.entries.length;
+    let text = '';
+    if (l.mode === 'search') text = loaded + (l.next ? '+ found' : ' found');
+    else if (l.count !== null) text = loaded.toLocaleString('en') + ' shown · ' + l.count.toLocaleString('en') + (l.count === 1 ? ' key' : ' keys') + ' below';
+    else text = loaded.toLocaleString('en') + (l.next ? '+' : '') + ' shown';
+    $('listing-count').textContent = text;
+    const folderActions = state.folder !== '' && l.mode === 'list';
+    $('btn-delete-folder').hidden = !folderActions;
+    $('btn-copy-folder').hidden = state.folder === '';
+  }
+
+  const ICONS = {
+    folder: 'M2 5.5h5l1.5 2H16v7.5H2z',
+    key: 'M4 2h7l3 3v11H4z M11 2v3h3',
+    lock: 'M5 8V6a3 3 0 0 1 6 0v2h1v6H4V8zm2 0h2V6a1 1 0 0 0-2 0z',
+  };
+
+  function icon(kind, cls) {
+    const NS = 'http://www.w3.org/2000/svg';
+    const svg = document.createElementNS(NS, 'svg');
+    svg.setAttribute('viewBox', kind === 'lock' ? '0 0 16 16' : '0 0 18 18');
+    svg.setAttribute('class', cls);
+    svg.setAttribute('aria-hidden', 'true');
+    const path = document.createElementNS(NS, 'path');
+    path.setAttribute('d', ICONS[kind]);
+    svg.appendChild(path);
+    return svg;
+  }
+
+  function span(cls, text) {
+    const s = document.createElement('span');
+    s.className = cls;
+    s.textContent = text;
+    return s;
+  }
+
+  function sizeText(n) {
+    if (n === null) return '';
+    if (n < 1024) return n + ' B';
+    if (n < 1024 * 1024) return (n / 1024).toFixed(n < 10240 ? 1 : 0) + ' KiB';
+    return (n / 1048576).toFixed(1) + ' MiB';
+  }
+
+  /** How long ago a Unix-epoch millisecond time was, in words an operator reads at a glance. */
+  function age(ms) {
+    if (ms === null) return '';
+    const s = Math.max(0, (Date.now() - ms) / 1000);
+    if (s < 45) return 'just now';
+    if (s < 5400) return Math.max(1, Math.round(s / 60)) + ' min ago';
+    if (s < 129600) return Math.round(s / 3600) + ' h ago';
+    if (s < 86400 * 60) return Math.round(s / 86400) + ' d ago';
+    return new Date(ms).toISOString().slice(0, 10);
+  }
+
+  function row(e, base) {
+    const li = document.createElement('li');
+    const a = document.createElement('a');
+    a.href = hashFor(e.key);
+    a.className = e.folder ? 'folder' : 'key';
+    a.setAttribute('data-path', e.key);
+    a.appendChild(icon(e.folder ? 'folder' : 'key', 'ico'));
+    a.appendChild(span('name', nameOf(e.key, base)));
+    if (e.secret) {
+      const lock = icon('lock', 'ico lock');
+      lock.setAttribute('aria-label', 'secret');
+      lock.removeAttribute('aria-hidden');
+      a.appendChild(lock);
+    }
+    if (!e.folder) {
+      const facts = document.createElement('span');
+      facts.className = 'facts';
+      facts.append(
+        span('type', e.secret ? 'secret' : e.contentType.split(';')[0]),
+        span('size', sizeText(e.size)),
+        span('age', age(e.modifiedMs))
+      );
+      if (e.modifiedMs !== null) facts.lastChild.title = new Date(e.modifiedMs).toISOString();
+      a.appendChild(facts);
+    }
+    li.appendChild(a);
+    return li;
+  }
+
+  function renderListing() {
+    const l = state.listing;
     const ul = $('listing');
-    // An unchanged listing keeps its elements (no flicker, focus stays), only the selection moves.
-    const signature = JSON.stringify([state.folder, items, emptyText]);
-    if (state.listingSignature === signature) {
-      markSelected();
+    const filter = l.mode === 'list' ? $('filter').value.trim().toLowerCase() : '';
+    let shown = l.entries;
+    if (filter) shown = shown.filter((e) => nameOf(e.key, l.folder).toLowerCase().includes(filter));
+    shown = shown.slice().sort(naturalOrder);
+    // An unchanged listing keeps its elements (no flicker, focus and scroll stay), only the selection moves.
+    const signature = JSON.stringify([l.folder, l.mode, l.query, filter, shown.map((e) => [e.key, e.size, e.modifiedMs, e.secret, e.contentType]), l.next]);
+    if (state.listingSignature !== signature) {
+      state.listingSignature = signature;
+      const frag = document.createDocumentFragment();
+      for (const e of shown) frag.appendChild(row(e, l.folder));
+      if (l.next) {
+        const sentinel = document.createElement('li');
+        sentinel.className = 'sentinel';
+        frag.appendChild(sentinel);
+        state.moreObserver.disconnect();
+        state.moreObserver.observe(sentinel);
+      }
+      ul.replaceChildren(frag);
+    }
+    $('btn-more').hidden = !l.next;
+    const note = $('filter-note');
+    if (l.mode === 'search') {
+      note.hidden = false;
+      note.textContent = 'Keys below ' + (l.folder || 'the root') + ' whose name contains “' + l.query + '”. Clear the box to go back to the folder.';
+    } else if (filter && l.next) {
+      note.hidden = false;
+      note.textContent = 'Filtering the ' + l.entries.length + ' loaded entries; “Search below” looks through every key.';
+    } else {
+      note.hidden = true;
+    }
+    $('listing-empty').textContent = filter && l.entries.length ? 'Nothing loaded here matches “' + filter + '”.' : l.emptyText;
+    $('listing-empty').hidden = shown.length > 0;
+    renderCount();
+    markSelected();
+  }
+
+  function onFilterInput() {
+    const text = $('filter').value.trim();
+    if (state.listing.mode === 'search' && text !== state.listing.query) {
+      // Typing after a search goes back to filtering the folder itself.
+      state.listing = freshListing(state.folder);
+      loadListing();
       return;
     }
-    state.listingSignature = signature;
-    ul.replaceChildren();
-    const folders = items.filter((p) => typeof p === 'string' && p.endsWith('/'));
-    const keys = items.filter((p) => typeof p === 'string' && !p.endsWith('/'));
-    for (const path of folders.concat(keys)) {
-      const li = document.createElement('li');
-      const a = document.createElement('a');
-      a.href = hashFor(path);
-      a.className = path.endsWith('/') ? 'folder' : 'key';
-      a.setAttribute('data-path', path);
-      a.textContent = nameOf(path, state.folder);
-      li.appendChild(a);
-      ul.appendChild(li);
+    renderListing();
+  }
+
+  function search(ev) {
+    ev.preventDefault();
+    const text = $('filter').value.trim();
+    if (!text) return;
+    state.listing = freshListing(state.folder);
+    state.listing.mode = 'search';
+    state.listing.query = text;
+    loadListing();
+  }
+
+  // ---------- folder delete ----------
+
+  async function askDeleteFolder() {
+    clearError();
+    const folder = state.folder;
+    const box = $('confirm-folder');
+    $('confirm-folder-input').value = '';
+    $('btn-delete-folder-yes').disabled = true;
+    let count;
+    try {
+      count = (await (await api('GET', '/kv/' + encodePath(folder), { query: { count: 'true' } })).json()).count;
+    } catch (e) {
+      showError(e, 'Counting the keys of ' + folder);
+      return;
     }
-    $('listing-empty').textContent = emptyText || '';
-    $('listing-empty').hidden = folders.length + keys.length > 0;
-    markSelected();
+    state.folderDelete = { folder, count };
+    $('confirm-folder-text').textContent =
+      'Delete the folder “' + folder + '” and all ' + count + (count === 1 ? ' key' : ' keys') + ' below it? This cannot be undone.';
+    box.hidden = false;
+    $('confirm-folder-input').focus();
+  }
+
+  async function doDeleteFolder() {
+    const d = state.folderDelete;
+    if (!d || $('confirm-folder-input').value !== d.folder) return;
+    $('confirm-folder').hidden = true;
+    state.folderDelete = null;
+    let answer;
+    try {
+      answer = await (await api('DELETE', '/kv/' + encodePath(d.folder), { query: { recurse: 'true' } })).json();
+    } catch (e) {
+      showError(e, 'Deleting the folder ' + d.folder);
+      return;
+    }
+    notify('Deleted the folder ' + d.folder + ' (' + answer.deleted + (answer.deleted === 1 ? ' key)' : ' keys)'));
+    go(parentOf(d.folder.slice(0, -1)));
+  }
+
+  /** Copy `text` to the clipboard, saying so; where the page may not, show it to copy by hand. */
+  async function copyText(text, what) {
+    try {
+      await navigator.clipboard.writeText(text);
+      notify('Copied ' + what + ': ' + text);
+    } catch (e) {
+      notify('Copy it from here (the browser refused the clipboard): ' + text);
+    }
   }
 
   // ---------- one value ----------
@@ -405,11 +727,34 @@
     state.entry = null;
     $('value-view').hidden = false;
     $('value-key').textContent = key;
-    for (const id of ['value-version', 'value-type', 'value-size', 'value-format']) $(id).textContent = '—';
+    for (const id of ['value-version', 'value-age', 'value-type', 'value-size', 'value-format']) $(id).textContent = '—';
     $('value').hidden = true;
     $('value-missing').hidden = false;
     $('value-missing').textContent = 'This key does not exist (' + message + '). It may have been deleted.';
-    for (const id of ['btn-reveal', 'btn-hide', 'btn-raw', 'btn-edit', 'btn-delete']) $(id).hidden = true;
+    for (const id of ['btn-reveal', 'btn-hide', 'btn-raw', 'btn-edit', 'btn-delete', 'btn-download']) $(id).hidden = true;
+    showPlaceholder();
+  }
+
+  /** The Unix-epoch milliseconds of a version ("HLC-NODE"): its HLC's physical part. */
+  function versionMs(version) {
+    const m = /^([0-9]+)-/.exec(version || '');
+    return m ? Number(BigInt(m[1]) >> 16n) : null;
+  }
+
+  /** Save the open value as a file: the bytes as shown (a secret only once revealed; sealed, it is the envelope). */
+  function download() {
+    const e = state.entry;
+    if (!e) return;
+    const blob = new Blob([e.bytes], { type: e.secret && !e.revealed ? 'text/plain' : e.contentType || 'application/octet-stream' });
+    const url = URL.createObjectURL(blob);
+    const a = document.createElement('a');
+    a.href = url;
+    a.download = e.key.slice(e.key.lastIndexOf('/') + 1) + (e.secret && !e.revealed ? '.sealed' : '');
+    document.body.appendChild(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 10000);
+    notify('Downloading ' + e.key);
   }
 
   function renderValue() {
@@ -418,6 +763,9 @@
     $('value-missing').hidden = true;
     $('value-key').textContent = e.key;
     $('value-version').textContent = e.version;
+    const ms = versionMs(e.version);
+    $('value-age').textContent = ms === null ? '—' : age(ms);
+    $('value-age').title = ms === null ? '' : new Date(ms).toISOString();
     const type = $('value-type');
     type.replaceChildren();
     type.append(e.secret && !e.revealed ? '(hidden until revealed)' : e.contentType);
@@ -452,6 +800,8 @@
     $('btn-hide').hidden = !(e.secret && e.revealed);
     $('btn-edit').hidden = false;
     $('btn-delete').hidden = false;
+    $('btn-download').hidden = false;
+    showPlaceholder();
     applyPermissions();
     markSelected();
   }
@@ -522,6 +872,7 @@
     $('f-secret').disabled = false;
     $('editor-note').hidden = true;
     $('editor').hidden = false;
+    showPlaceholder();
     $('f-path').focus();
   }
 
@@ -557,6 +908,7 @@
     $('editor-note').textContent = note.join(' ');
     $('editor-note').hidden = note.length === 0;
     $('editor').hidden = false;
+    showPlaceholder();
     $('f-value').focus();
   }
 
@@ -566,6 +918,7 @@
     // Do not leave a typed secret behind in a hidden form.
     $('f-value').value = '';
     $('f-file').value = '';
+    showPlaceholder();
   }
 
   async function save(ev) {
@@ -757,117 +1110,9 @@
     }, 100);
   }
 
-  // ---------- nodes ----------
-
-  async function loadNodes() {
-    let nodes;
-    let note;
-    try {
-      const resp = await api('GET', '/cluster/nodes');
-      nodes = await resp.json();
-      note = 'Every node this node knows of.';
-    } catch (e) {
-      if (e.status !== 404) {
-        showError(e, 'Loading the node list');
-        return;
-      }
-      // Single-node builds have no cluster route: show this node from its system info.
-      try {
-        const info = await (await api('GET', '/system/info')).json();
-        nodes = [
-          {
-            id: info.node_id,
-            http_addr: info.http_addr,
-            grpc_addr: info.grpc_addr,
-            status: 'up',
-            local: true,
-            info,
-          },
-        ];
-        note = 'This node (no cluster membership: ' + (info.mode || 'dev') + ' mode).';
-      } catch (e2) {
-        showError(e2, 'Loading this node’s info');
-        return;
-      }
-    }
-    if (state.view !== 'nodes') return;
-    if (!Array.isArray(nodes)) {
-      showError(new ApiError(0, 'unexpected', 'the node list is not a JSON array'), 'Loading the node list');
-      return;
-    }
-    $('nodes-note').textContent = note;
-    const box = $('nodes');
-    box.replaceChildren();
-    for (const n of nodes) box.appendChild(nodeCard(n));
-  }
-
-  function statusClass(status) {
-    const s = String(status || '').toLowerCase();
-    if (['self', 'up', 'alive', 'ok', 'healthy', 'active'].includes(s)) return 'up';
-    if (['suspect', 'suspected', 'degraded', 'joining', 'syncing'].includes(s)) return 'suspect';
-    if (['down', 'dead', 'failed', 'faulty', 'unreachable'].includes(s)) return 'down';
-    return ''; // e.g. 'left': gone on purpose
-  }
-
-  /** `last_seen_ms` is milliseconds since the node was last heard from (a Unix-epoch time is accepted too). */
-  function ago(ms) {
-    if (typeof ms !== 'number' || !isFinite(ms)) return '—';
-    const age = ms > 1e12 ? Date.now() - ms : ms;
-    if (age < 1500) return 'just now';
-    if (age < 120000) return Math.round(age / 1000) + ' s ago';
-    if (age < 7200000) return Math.round(age / 60000) + ' min ago';
-    return Math.round(age / 3600000) + ' h ago';
-  }
-
-  function nodeCard(n) {
-    const card = document.createElement('div');
-    card.className = 'card node';
-    card.setAttribute('data-node-id', String(n.id));
-    const h = document.createElement('h3');
-    const self = n.local || String(n.status).toLowerCase() === 'self';
-    h.textContent = String(n.id) + (self ? ' (this node)' : '');
-    card.appendChild(h);
-    const dl = document.createElement('dl');
-    dl.className = 'meta';
-    const row = (label, value) => {
-      const dt = document.createElement('dt');
-      dt.textContent = label;
-      const dd = document.createElement('dd');
-      if (value instanceof Node) dd.appendChild(value);
-      else dd.textContent = value === undefined || value === null || value === '' ? '—' : String(value);
-      dl.append(dt, dd);
-    };
-    const badge = document.createElement('span');
-    badge.className = 'status ' + statusClass(n.status);
-    badge.textContent = String(n.status || 'unknown');
-    row('Status', badge);
-    row('HTTP', n.http_addr);
-    row('gRPC', n.grpc_addr);
-    if (n.info) {
-      row('Version', n.info.version);
-      row('Uptime', n.info.uptime_seconds + ' s');
-      row('Keys', n.info.keys);
-    } else {
-      row('Last seen', self ? '—' : ago(n.last_seen_ms));
-      row('Clock skew', typeof n.clock_skew_ms === 'number' ? n.clock_skew_ms + ' ms' : 'unknown');
-      // Its clock minus the cluster's median; a skewed member (for this node: fenced, refusing writes) is
-      // flagged, so an operator sees which clock to fix.
-      const offset = document.createElement('span');
-      offset.className = 'clock-offset';
-      offset.textContent = typeof n.clock_offset_ms === 'number' ? n.clock_offset_ms + ' ms' : 'unknown';
-      if (n.clock_skewed) {
-        const flag = document.createElement('span');
-        flag.className = 'status down clock-skewed';
-        flag.textContent = self ? 'fenced: refuses writes' : 'skewed';
-        offset.append(' ', flag);
-      }
-      row('Clock vs cluster', offset);
-    }
-    card.appendChild(dl);
-    return card;
-  }
-
   // ---------- wiring ----------
+
+  const nodes = window.CaveNodes({ api, showError, ApiError, visible: () => state.view === 'nodes' });
 
   function init() {
     $('error-close').addEventListener('click', clearError);
@@ -894,7 +1139,26 @@
     });
     $('btn-nodes-refresh').addEventListener('click', () => {
       clearError();
-      loadNodes();
+      nodes.refresh();
+    });
+    // `change` too: a field emptied by script or by the browser's own clear button sends no `input`.
+    for (const type of ['input', 'change', 'search']) $('filter').addEventListener(type, onFilterInput);
+    $('filter-form').addEventListener('submit', search);
+    $('btn-more').addEventListener('click', loadMore);
+    state.moreObserver = new IntersectionObserver((seen) => {
+      if (seen.some((e) => e.isIntersecting)) loadMore();
+    });
+    $('btn-copy').addEventListener('click', () => state.entry && copyText(state.entry.key, 'the key path'));
+    $('btn-copy-folder').addEventListener('click', () => copyText(state.folder, 'the folder path'));
+    $('btn-download').addEventListener('click', download);
+    $('btn-delete-folder').addEventListener('click', askDeleteFolder);
+    $('confirm-folder-input').addEventListener('input', () => {
+      $('btn-delete-folder-yes').disabled = !state.folderDelete || $('confirm-folder-input').value !== state.folderDelete.folder;
+    });
+    $('btn-delete-folder-yes').addEventListener('click', doDeleteFolder);
+    $('btn-delete-folder-no').addEventListener('click', () => {
+      state.folderDelete = null;
+      $('confirm-folder').hidden = true;
     });
     $('login').addEventListener('submit', signIn);
     $('btn-signout').addEventListener('click', signOut);

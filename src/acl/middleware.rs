@@ -2,7 +2,7 @@
 //! against.
 //!
 //! The layer classifies the request by its path ([`classify`]) before anything else runs:
-//! - **open** routes (`/healthz`, `/readyz`, the UI's static files, CORS preflights, and metrics with
+//! - **open** routes (`/healthz`, `/readyz`, the UI's static files and `/` (its redirect), CORS preflights, and metrics with
 //!   `metrics_public`) pass without a token;
 //! - every other route needs a valid token (401 `unauthorized` without one, or with an unknown, revoked
 //!   or expired one);
@@ -49,7 +49,7 @@ pub enum RouteClass {
 /// that a route added below one of them is guarded from the start.
 pub fn classify(method: &Method, path: &str, metrics_public: bool) -> RouteClass {
     let under = |root: &str| path == root || path.strip_prefix(root).is_some_and(|rest| rest.starts_with('/'));
-    if method == Method::OPTIONS || path == "/healthz" || path == "/readyz" || under("/ui") {
+    if method == Method::OPTIONS || path == "/healthz" || path == "/readyz" || path == "/" || under("/ui") {
         return RouteClass::Open;
     }
     if path == "/api/v1/perf/metrics" && metrics_public {

@@ -107,6 +107,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/acl/whoami", get(acl::whoami))
         .route("/healthz", get(system::healthz))
         .route("/readyz", get(system::readyz))
+        .route("/", get(ui::redirect))
         .route("/ui", get(ui::redirect))
         .route("/ui/", get(ui::index))
         .route("/ui/{file}", get(ui::file))

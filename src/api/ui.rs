@@ -33,6 +33,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../ui/app.js"),
     ),
     (
+        "nodes.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../ui/nodes.js"),
+    ),
+    (
         "style.css",
         "text/css; charset=utf-8",
         include_bytes!("../../ui/style.css"),
@@ -40,7 +45,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("icon.svg", "image/svg+xml", include_bytes!("../../ui/icon.svg")),
 ];
 
-/// `GET /ui`: the UI lives below `/ui/` (its relative links need the slash).
+/// `GET /` and `GET /ui`: the UI lives below `/ui/` (its relative links need the slash); the bare address of
+/// a node opens its console, as the original Cave's did.
 pub async fn redirect() -> Redirect {
     Redirect::temporary("/ui/")
 }
