@@ -62,9 +62,20 @@ impl LwwMap {
         self.entries.get(key).filter(|e| !e.deleted)
     }
 
-    /// Merge `entry` in. Returns true when it won (the map changed), false when the map already held it or
-    /// something newer.
+    /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
+    /// changed, false when it already held the entry, or something newer.
     pub fn merge(&mut self, entry: Entry) -> bool {
+        let entry = match self.entries.get(&entry.key) {
+            Some(current) if current.same_document(&entry) => current.clone().merge(entry),
+            _ => entry,
+        };
+        self.install(entry)
+    }
+
+    /// Put `entry` in if it supersedes what the map holds ([`Entry::supersedes`], no document join): for an
+    /// entry that is already the join of what the map holds with something else (the database's writer
+    /// joins documents before it commits them). Returns true when the map changed.
+    pub fn install(&mut self, entry: Entry) -> bool {
         match self.entries.get_mut(&entry.key) {
             Some(current) => {
                 if !entry.supersedes(current) {

@@ -43,6 +43,7 @@
 //! The listing helpers ([`Db::children`], [`Db::page`]) serve the client API and pass over the keys reserved
 //! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
+mod docs;
 mod writer;
 
 pub use writer::MAX_GROUP_ENTRIES;
@@ -90,6 +91,7 @@ struct Held {
     value: Bytes,
     content_type: String,
     secret: bool,
+    doc: Option<crate::crdt::DocMeta>,
     budget: Arc<AtomicUsize>,
 }
 
@@ -109,6 +111,7 @@ impl Change {
                 value: entry.value,
                 content_type: entry.content_type,
                 secret: entry.secret,
+                doc: entry.doc,
                 budget: budget.clone(),
             })
         } else {
@@ -147,6 +150,32 @@ pub enum Op {
     /// Tombstone every live key starting with `prefix` (a folder prefix ending in `/`), except keys
     /// reserved for Cave: this is a client operation.
     DeletePrefix { prefix: String },
+    /// Create a document holding `json` (an object), or, on a live document, edit it to equal `json` in one
+    /// change (see [`crate::crdt::doc`]). `max_bytes` bounds the saved size.
+    PutDoc {
+        key: String,
+        json: serde_json::Value,
+        secret: bool,
+        cas: Option<Version>,
+        max_bytes: usize,
+    },
+    /// Edit a live document (404 if the key is missing, 409 if it holds an LWW value, 422 if the patch does
+    /// not apply, and then nothing changes).
+    Patch {
+        key: String,
+        patch: DocPatch,
+        cas: Option<Version>,
+        max_bytes: usize,
+    },
+}
+
+/// An edit of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocPatch {
+    /// RFC 7396 merge patch.
+    Merge(serde_json::Value),
+    /// RFC 6902 JSON Patch operations (and `increment`).
+    Json(Vec<crate::crdt::doc::PatchOp>),
 }
 
 impl Op {
@@ -520,6 +549,7 @@ fn held_entry(change: &Change) -> Option<Entry> {
         secret: held.secret,
         deleted: change.deleted,
         version: change.version,
+        doc: held.doc,
     })
 }
 

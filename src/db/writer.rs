@@ -251,6 +251,7 @@ impl Group {
                         secret,
                         deleted: false,
                         version,
+                        doc: None,
                     };
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
@@ -271,6 +272,37 @@ impl Group {
                         }
                     };
                     outcomes.push(Outcome::Deleted { tombstone, existed });
+                }
+                Op::PutDoc {
+                    key,
+                    json,
+                    secret,
+                    cas,
+                    max_bytes,
+                } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas).map_err(at)?;
+                    let version = next_version(shared, current.as_ref()).map_err(at)?;
+                    let entry = super::docs::put(shared, current.as_ref(), (key, &json, secret), version, max_bytes)
+                        .map_err(at)?;
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
+                }
+                Op::Patch {
+                    key,
+                    patch,
+                    cas,
+                    max_bytes,
+                } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas).map_err(at)?;
+                    let version = next_version(shared, current.as_ref()).map_err(at)?;
+                    let entry = super::docs::patch(shared, current.as_ref(), key, &patch, version, max_bytes)
+                        .map_err(at)?;
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
                 }
                 Op::DeletePrefix { prefix } => {
                     let mut keys: Vec<String> = shared
@@ -308,12 +340,24 @@ impl Group {
         Ok(outcomes)
     }
 
-    /// Merge remote entries: keep those that supersede what this node has.
+    /// Merge remote entries: keep those that supersede what this node has; a document of the epoch held is
+    /// joined with it, and the join is what is kept.
     fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> Vec<Entry> {
         let mut applied = Vec::new();
-        for entry in entries {
+        for mut entry in entries {
             shared.hlc.observe(entry.version.hlc);
             let wins = match self.current(shared, &entry.key) {
+                Some(current) if current.same_document(&entry) => match super::docs::join(shared, &current, &entry) {
+                    Ok(joined) => {
+                        entry = joined;
+                        entry.supersedes(&current)
+                    }
+                    Err(err) => {
+                        // Bytes that do not load or open: keep what is held (anti-entropy offers them again).
+                        tracing::warn!(key = %entry.key, error = %err, "a replicated document could not be joined");
+                        false
+                    }
+                },
                 Some(current) => entry.supersedes(&current),
                 None => true,
             };
@@ -376,8 +420,9 @@ impl Group {
                 record_ops(shared, &pending);
                 {
                     let mut state = shared.state.write();
+                    // The batch holds the group's final entries, documents already joined: install, not merge.
                     for entry in batch {
-                        state.merge(entry);
+                        state.install(entry);
                     }
                 }
                 publish(shared, changes);
