@@ -28,7 +28,12 @@ async fn patch(n: &TestNode, key: &str, media: &str, body: Value) -> reqwest::Re
 
 async fn put_doc(n: &TestNode, key: &str, body: Value) -> reqwest::Response {
     let sep = if key.contains('?') { '&' } else { '?' };
-    n.client.put(n.kv(&format!("{key}{sep}doc=true"))).body(body.to_string()).send().await.unwrap()
+    n.client
+        .put(n.kv(&format!("{key}{sep}doc=true")))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn doc_json(n: &TestNode, key: &str) -> Option<Value> {
@@ -63,7 +68,10 @@ async fn the_http_contract_of_documents() {
     assert_eq!(created.headers()["x-cave-type"], "doc");
     let got = n.client.get(n.kv("cfg/app")).send().await.unwrap();
     assert_eq!(got.headers()["content-type"], "application/json");
-    assert_eq!(got.json::<Value>().await.unwrap(), json!({"name": "app", "limits": {"cpu": 1}}));
+    assert_eq!(
+        got.json::<Value>().await.unwrap(),
+        json!({"name": "app", "limits": {"cpu": 1}})
+    );
 
     let r = patch(&n, "cfg/app", MERGE, json!({"limits": {"mem": 2}, "name": null})).await;
     assert_eq!(r.status(), 200);
@@ -77,8 +85,16 @@ async fn the_http_contract_of_documents() {
     assert_eq!(doc_json(&n, "cfg/app").await.unwrap(), want);
 
     // A PUT on the document applies the difference as one change.
-    assert_eq!(put_doc(&n, "cfg/app", json!({"limits": {"cpu": 4}, "hits": 7})).await.status(), 200);
-    assert_eq!(doc_json(&n, "cfg/app").await.unwrap(), json!({"limits": {"cpu": 4}, "hits": 7}));
+    assert_eq!(
+        put_doc(&n, "cfg/app", json!({"limits": {"cpu": 4}, "hits": 7}))
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        doc_json(&n, "cfg/app").await.unwrap(),
+        json!({"limits": {"cpu": 4}, "hits": 7})
+    );
 
     let history: Value = n.get_json("/api/v1/kv/cfg/app?history=true").await;
     let changes = history["changes"].as_array().unwrap();
@@ -86,14 +102,29 @@ async fn the_http_contract_of_documents() {
     assert_eq!(changes[0]["summary"], "create");
     assert!(changes[2]["summary"].as_str().unwrap().contains("increment /hits by 5"));
     assert_eq!(changes[3]["summary"], "put");
-    assert!(changes.iter().all(|c| c["hash"].as_str().unwrap().len() == 64 && c["time_ms"].as_i64() > Some(0)));
+    assert!(changes
+        .iter()
+        .all(|c| c["hash"].as_str().unwrap().len() == 64 && c["time_ms"].as_i64() > Some(0)));
 
     // What does not apply changes nothing: 422, and the document is as it was.
     let before = doc_json(&n, "cfg/app").await.unwrap();
-    let failing = json!([{"op": "replace", "path": "/limits/cpu", "value": 9}, {"op": "test", "path": "/hits", "value": 0}]);
-    expect_error(patch(&n, "cfg/app", PATCH, failing).await, 422, "unprocessable", "test failed").await;
+    let failing =
+        json!([{"op": "replace", "path": "/limits/cpu", "value": 9}, {"op": "test", "path": "/hits", "value": 0}]);
     expect_error(
-        patch(&n, "cfg/app", PATCH, json!([{"op": "increment", "path": "/limits", "value": 1}])).await,
+        patch(&n, "cfg/app", PATCH, failing).await,
+        422,
+        "unprocessable",
+        "test failed",
+    )
+    .await;
+    expect_error(
+        patch(
+            &n,
+            "cfg/app",
+            PATCH,
+            json!([{"op": "increment", "path": "/limits", "value": 1}]),
+        )
+        .await,
         422,
         "unprocessable",
         "not a counter",
@@ -101,23 +132,65 @@ async fn the_http_contract_of_documents() {
     .await;
     assert_eq!(doc_json(&n, "cfg/app").await.unwrap(), before);
     // Malformed patches are 400, other media types 415, plain keys 409, missing keys 404.
-    expect_error(patch(&n, "cfg/app", PATCH, json!([{"op": "jump"}])).await, 400, "invalid_input", "JSON Patch").await;
-    let r = n.client.patch(n.kv("cfg/app")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    expect_error(
+        patch(&n, "cfg/app", PATCH, json!([{"op": "jump"}])).await,
+        400,
+        "invalid_input",
+        "JSON Patch",
+    )
+    .await;
+    let r = n
+        .client
+        .patch(n.kv("cfg/app"))
+        .header("content-type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     expect_error(r, 415, "unsupported_media_type", "merge-patch").await;
     n.put("plain", "text").await;
-    expect_error(patch(&n, "plain", MERGE, json!({"a": 1})).await, 409, "conflict", "plain value").await;
+    expect_error(
+        patch(&n, "plain", MERGE, json!({"a": 1})).await,
+        409,
+        "conflict",
+        "plain value",
+    )
+    .await;
     let r = n.client.get(n.kv("plain?history=true")).send().await.unwrap();
     expect_error(r, 409, "conflict", "history").await;
-    expect_error(patch(&n, "missing", MERGE, json!({"a": 1})).await, 404, "not_found", "no document").await;
-    expect_error(put_doc(&n, "arr", json!([1])).await, 400, "invalid_input", "JSON object").await;
+    expect_error(
+        patch(&n, "missing", MERGE, json!({"a": 1})).await,
+        404,
+        "not_found",
+        "no document",
+    )
+    .await;
+    expect_error(
+        put_doc(&n, "arr", json!([1])).await,
+        400,
+        "invalid_input",
+        "JSON object",
+    )
+    .await;
 
     // A document's saved size counts against max_value_bytes.
     let big = json!({"blob": "x".repeat(n.config.max_value_bytes)});
-    let r = n.client.put(n.kv("big?doc=true")).body(big.to_string()).send().await.unwrap();
+    let r = n
+        .client
+        .put(n.kv("big?doc=true"))
+        .body(big.to_string())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 413);
 
     // Secret documents: sealed unless opened, and edits keep them sealed.
-    assert_eq!(put_doc(&n, "s/doc?secret=true", json!({"password": "hunter2"})).await.status(), 200);
+    assert_eq!(
+        put_doc(&n, "s/doc?secret=true", json!({"password": "hunter2"}))
+            .await
+            .status(),
+        200
+    );
     assert_eq!(patch(&n, "s/doc", MERGE, json!({"user": "root"})).await.status(), 200);
     let sealed = n.client.get(n.kv("s/doc")).send().await.unwrap();
     assert_eq!(sealed.headers()["x-cave-secret"], "sealed");
@@ -133,7 +206,10 @@ async fn the_http_contract_of_documents() {
     ]);
     let r = n.client.post(n.url("/api/v1/query")).json(&batch).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    assert_eq!(doc_json(&n, "cfg/app").await.unwrap(), json!({"limits": {"cpu": 4}, "hits": 10, "owner": "ops"}));
+    assert_eq!(
+        doc_json(&n, "cfg/app").await.unwrap(),
+        json!({"limits": {"cpu": 4}, "hits": 10, "owner": "ops"})
+    );
     let bad = json!([
         {"key": "cfg/app", "verb": "patch", "patch": {"owner": "nobody"}},
         {"key": "plain", "verb": "patch", "patch": {"a": 1}},
@@ -145,19 +221,42 @@ async fn the_http_contract_of_documents() {
     // Export carries documents losslessly; importing an old export merges, it never clobbers.
     let old_export = n.export_text().await;
     assert_eq!(patch(&n, "cfg/app", MERGE, json!({"later": true})).await.status(), 200);
-    let r = n.client.post(n.url("/api/v1/import")).body(old_export.clone()).send().await.unwrap();
+    let r = n
+        .client
+        .post(n.url("/api/v1/import"))
+        .body(old_export.clone())
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(doc_json(&n, "cfg/app").await.unwrap()["later"], true);
     let (_dir2, fresh) = single().await;
-    let r = fresh.client.post(fresh.url("/api/v1/import")).body(old_export).send().await.unwrap();
+    let r = fresh
+        .client
+        .post(fresh.url("/api/v1/import"))
+        .body(old_export)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(doc_json(&fresh, "cfg/app").await.unwrap()["hits"], 10);
-    let line = fresh.export().await.into_iter().find(|e| e["key"] == "cfg/app").unwrap();
+    let line = fresh
+        .export()
+        .await
+        .into_iter()
+        .find(|e| e["key"] == "cfg/app")
+        .unwrap();
     assert!(line["doc"]["created"].is_string() && line["doc"]["heads"].as_str().unwrap().len() == 16);
 
     // A delete removes the document; a new PUT ?doc=true starts a new one.
     n.delete("cfg/app").await;
-    expect_error(patch(&n, "cfg/app", MERGE, json!({"a": 1})).await, 404, "not_found", "no document").await;
+    expect_error(
+        patch(&n, "cfg/app", MERGE, json!({"a": 1})).await,
+        404,
+        "not_found",
+        "no document",
+    )
+    .await;
     assert_eq!(put_doc(&n, "cfg/app", json!({"fresh": 1})).await.status(), 200);
     assert_eq!(doc_json(&n, "cfg/app").await.unwrap(), json!({"fresh": 1}));
     fresh.stop().await;
@@ -203,7 +302,10 @@ async fn partitioned_edits_of_one_document_all_survive() {
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let grpc_a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let grpc_b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (addr_a, addr_b) = (grpc_a.local_addr().unwrap().to_string(), grpc_b.local_addr().unwrap().to_string());
+    let (addr_a, addr_b) = (
+        grpc_a.local_addr().unwrap().to_string(),
+        grpc_b.local_addr().unwrap().to_string(),
+    );
     let a = member(&dir_a, &key, grpc_a, vec![addr_b.clone()]).await;
     let b = member(&dir_b, &key, grpc_b, vec![addr_a.clone()]).await;
     assert_eq!(put_doc(&a, "shared", json!({"title": "t"})).await.status(), 200);
@@ -236,7 +338,12 @@ async fn partitioned_edits_of_one_document_all_survive() {
     assert_eq!(history_a["changes"].as_array().unwrap().len(), 7);
     // The same changes; the causal order of concurrent ones may differ between the two.
     let hashes = |h: &Value| {
-        let mut all: Vec<String> = h["changes"].as_array().unwrap().iter().map(|c| c["hash"].to_string()).collect();
+        let mut all: Vec<String> = h["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["hash"].to_string())
+            .collect();
         all.sort();
         all
     };

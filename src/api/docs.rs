@@ -46,7 +46,9 @@ pub fn doc_patch(value: serde_json::Value) -> Result<DocPatch> {
 }
 
 fn mark(response: &mut Response) {
-    response.headers_mut().insert(TYPE_HEADER, HeaderValue::from_static("doc"));
+    response
+        .headers_mut()
+        .insert(TYPE_HEADER, HeaderValue::from_static("doc"));
 }
 
 fn parse_json(body: &[u8]) -> Result<serde_json::Value> {
@@ -143,7 +145,9 @@ pub fn read(app: &AppState, entry: &Entry, open: bool, history: bool) -> Result<
             Json(doc.to_json()).into_response()
         };
         if entry.secret {
-            response.headers_mut().insert(SECRET_HEADER, HeaderValue::from_static("opened"));
+            response
+                .headers_mut()
+                .insert(SECRET_HEADER, HeaderValue::from_static("opened"));
         }
         response
     };

@@ -262,6 +262,7 @@ impl DocJson {
             created: self.created,
             changes: self.changes,
             heads,
+            delta: false,
         })
     }
 }

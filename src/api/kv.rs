@@ -71,7 +71,9 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
     let entry = app.db.get(key).ok_or_else(|| not_found(app, access, key))?;
     let history = params.flag("history")?;
     if history && entry.doc.is_none() {
-        return Err(Error::Conflict(format!("{key} holds a plain value: only documents have a history")));
+        return Err(Error::Conflict(format!(
+            "{key} holds a plain value: only documents have a history"
+        )));
     }
     let etag = format!("\"{}\"", entry.version);
     if headers

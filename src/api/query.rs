@@ -160,7 +160,9 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
             }
         }
         Verb::Patch => {
-            let patch = op.patch.ok_or_else(|| Error::invalid("patch needs a \"patch\": an object or an array"))?;
+            let patch = op
+                .patch
+                .ok_or_else(|| Error::invalid("patch needs a \"patch\": an object or an array"))?;
             Op::Patch {
                 key: op.key,
                 patch: super::docs::doc_patch(patch)?,

@@ -65,6 +65,10 @@ impl LwwMap {
     /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
     /// changed, false when it already held the entry, or something newer.
     pub fn merge(&mut self, entry: Entry) -> bool {
+        // A delta is a part of a document: only the database, which can apply it to the whole, takes one.
+        if entry.is_delta() {
+            return false;
+        }
         let entry = match self.entries.get(&entry.key) {
             Some(current) if current.same_document(&entry) => current.clone().merge(entry),
             _ => entry,
@@ -76,6 +80,9 @@ impl LwwMap {
     /// entry that is already the join of what the map holds with something else (the database's writer
     /// joins documents before it commits them). Returns true when the map changed.
     pub fn install(&mut self, entry: Entry) -> bool {
+        if entry.is_delta() {
+            return false;
+        }
         match self.entries.get_mut(&entry.key) {
             Some(current) => {
                 if !entry.supersedes(current) {

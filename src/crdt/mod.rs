@@ -210,7 +210,11 @@ impl Entry {
             .cmp(&other.epoch())
             .then_with(|| self.version.cmp(&other.version))
             .then_with(|| self.deleted.cmp(&other.deleted))
-            .then_with(|| self.doc.map(|d| (d.changes, d.heads)).cmp(&other.doc.map(|d| (d.changes, d.heads))))
+            .then_with(|| {
+                self.doc
+                    .map(|d| (d.changes, d.heads))
+                    .cmp(&other.doc.map(|d| (d.changes, d.heads)))
+            })
             .then_with(|| self.value.cmp(&other.value))
             .then_with(|| self.content_type.cmp(&other.content_type))
             .then_with(|| self.secret.cmp(&other.secret))
@@ -231,12 +235,17 @@ impl Entry {
         matches!((self.doc, other.doc), (Some(a), Some(b)) if a.created == b.created)
     }
 
+    /// Whether this is a document's broadcast delta ([`DocMeta::delta`]): only the database applies one.
+    pub fn is_delta(&self) -> bool {
+        self.doc.is_some_and(|d| d.delta)
+    }
+
     /// The join of two entries of the same key: for two plain documents of one epoch, the union of their
     /// changes ([`doc::join`]); otherwise the one with the greater precedence (a secret document needs the
     /// key to be joined, see [`doc`]).
     pub fn merge(self, other: Entry) -> Entry {
         debug_assert_eq!(self.key, other.key, "merging entries of different keys");
-        if self.same_document(&other) && !self.secret && !other.secret {
+        if self.same_document(&other) && !self.secret && !other.secret && !self.is_delta() && !other.is_delta() {
             if let Ok(joined) = doc::join_plain(&self, &other) {
                 return joined;
             }

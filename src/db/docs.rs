@@ -6,9 +6,10 @@
 //! one Automerge change stamped with the write's version time, by this node's actor, described by a short
 //! summary (what `?history=true` shows).
 
+use automerge::ChangeHash;
 use bytes::Bytes;
 
-use super::{DocPatch, Shared};
+use super::Shared;
 use crate::crdt::doc::{self, Doc, PatchOp, DOC_CONTENT_TYPE};
 use crate::crdt::{hlc, Entry, Version};
 use crate::error::{Error, Result};
@@ -16,9 +17,13 @@ use crate::error::{Error, Result};
 /// The saved bytes of a document entry (unsealed).
 fn open(shared: &Shared, entry: &Entry) -> Result<Bytes> {
     if entry.secret {
-        shared.sealer.open_envelope(&entry.value).map(Bytes::from).inspect_err(|_| {
-            shared.metrics.seal_failure();
-        })
+        shared
+            .sealer
+            .open_envelope(&entry.value)
+            .map(Bytes::from)
+            .inspect_err(|_| {
+                shared.metrics.seal_failure();
+            })
     } else {
         Ok(entry.value.clone())
     }
@@ -39,12 +44,14 @@ fn held(shared: &Shared, current: Option<&Entry>, key: &str) -> Result<(Doc, Ent
 /// bounded by `max_bytes`.
 fn finish(
     shared: &Shared,
-    mut doc: Doc,
+    (mut doc, before): (Doc, Vec<ChangeHash>),
     (key, version, created, secret): (String, Version, Version, bool),
     summary: &str,
     max_bytes: usize,
-) -> Result<Entry> {
+) -> Result<Written> {
     doc.commit(hlc::physical_ms(version.hlc) as i64, summary);
+    // A new document goes out whole (no peer holds a part of it), an edit as its one change.
+    let delta = (created != version).then(|| doc.save_after(&before));
     let saved = doc.save();
     if saved.len() > max_bytes {
         return Err(Error::TooLarge(format!(
@@ -53,19 +60,35 @@ fn finish(
         )));
     }
     let meta = doc.meta(created);
-    Ok(Entry {
-        key,
-        value: if secret {
-            Bytes::from(shared.sealer.seal_envelope(&saved))
+    let seal = |bytes: Vec<u8>| {
+        if secret {
+            Bytes::from(shared.sealer.seal_envelope(&bytes))
         } else {
-            Bytes::from(saved)
-        },
+            Bytes::from(bytes)
+        }
+    };
+    let entry = Entry {
+        key,
+        value: seal(saved),
         content_type: DOC_CONTENT_TYPE.to_string(),
         secret,
         deleted: false,
         version,
         doc: Some(meta),
+    };
+    Ok(Written {
+        entry,
+        broadcast: match delta {
+            Some(delta) => DocBroadcast::Delta(seal(delta)),
+            None => DocBroadcast::Whole,
+        },
     })
+}
+
+/// A document write: the entry to store, and how it is broadcast.
+pub(super) struct Written {
+    pub(super) entry: Entry,
+    pub(super) broadcast: DocBroadcast,
 }
 
 /// `PUT ?doc=true`: a new document (epoch `version`) over anything but a live document; over a live one, one
@@ -76,7 +99,7 @@ pub(super) fn put(
     (key, json, secret): (String, &serde_json::Value, bool),
     version: Version,
     max_bytes: usize,
-) -> Result<Entry> {
+) -> Result<Written> {
     let (mut doc, created, secret) = match current {
         Some(e) if !e.deleted && e.doc.is_some() => {
             let (doc, e) = held(shared, current, &key)?;
@@ -84,9 +107,16 @@ pub(super) fn put(
         }
         _ => (Doc::new(shared.node), version, secret),
     };
+    let before = doc.heads();
     doc.update_to(json)?;
     let summary = if created == version { "create" } else { "put" };
-    finish(shared, doc, (key, version, created, secret), summary, max_bytes)
+    finish(
+        shared,
+        (doc, before),
+        (key, version, created, secret),
+        summary,
+        max_bytes,
+    )
 }
 
 /// `PATCH`: apply `patch` to the live document in `current`, as one change.
@@ -97,12 +127,16 @@ pub(super) fn patch(
     patch: &DocPatch,
     version: Version,
     max_bytes: usize,
-) -> Result<Entry> {
+) -> Result<Written> {
     let (mut doc, held) = held(shared, current, &key)?;
+    let before = doc.heads();
     let summary = match patch {
         DocPatch::Merge(json) => {
             doc.merge_patch(json)?;
-            let fields: Vec<&str> = json.as_object().map(|m| m.keys().map(String::as_str).collect()).unwrap_or_default();
+            let fields: Vec<&str> = json
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
             format!("merge-patch {}", fields.join(", "))
         }
         DocPatch::Json(ops) => {
@@ -110,7 +144,13 @@ pub(super) fn patch(
             ops.iter().map(describe).collect::<Vec<_>>().join(", ")
         }
     };
-    finish(shared, doc, (key, version, held.epoch(), held.secret), &summary, max_bytes)
+    finish(
+        shared,
+        (doc, before),
+        (key, version, held.epoch(), held.secret),
+        &summary,
+        max_bytes,
+    )
 }
 
 fn describe(op: &PatchOp) -> String {
@@ -124,8 +164,59 @@ fn describe(op: &PatchOp) -> String {
 }
 
 /// The join of the held document `current` with `incoming` of the same epoch (opening and sealing secrets).
+/// A delta is applied to the held document; one whose dependencies are missing here joins to `current`
+/// unchanged (anti-entropy brings the whole document later).
 pub(super) fn join(shared: &Shared, current: &Entry, incoming: &Entry) -> Result<Entry> {
+    if incoming.doc.is_some_and(|d| d.delta) {
+        let mut doc = Doc::load(&open(shared, current)?, shared.node)?;
+        let created = current.epoch();
+        if !doc.apply_delta(&open(shared, incoming)?)? || doc.meta(created).heads == current.doc.map_or(0, |d| d.heads)
+        {
+            return Ok(current.clone());
+        }
+        let saved = doc.save();
+        let secret = current.secret || incoming.secret;
+        return Ok(Entry {
+            value: if secret {
+                Bytes::from(shared.sealer.seal_envelope(&saved))
+            } else {
+                Bytes::from(saved)
+            },
+            secret,
+            version: current.version.max(incoming.version),
+            doc: Some(doc.meta(created)),
+            ..current.clone()
+        });
+    }
     doc::join(current, incoming, &|e| open(shared, e), &|bytes| {
         Bytes::from(shared.sealer.seal_envelope(bytes))
     })
+}
+
+/// How a local document write goes out to the peers.
+#[derive(Debug, Clone)]
+pub(super) enum DocBroadcast {
+    /// Whole: a new document, which no peer can hold a part of yet.
+    Whole,
+    /// Only the new change (the delta's value).
+    Delta(Bytes),
+}
+
+impl DocBroadcast {
+    /// Bytes it holds beyond the entry (for the change stream's value budget).
+    pub(super) fn len(this: &Option<DocBroadcast>) -> usize {
+        match this {
+            Some(DocBroadcast::Delta(bytes)) => bytes.len(),
+            _ => 0,
+        }
+    }
+}
+
+/// An edit of a document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DocPatch {
+    /// RFC 7396 merge patch.
+    Merge(serde_json::Value),
+    /// RFC 6902 JSON Patch operations (and `increment`).
+    Json(Vec<crate::crdt::doc::PatchOp>),
 }

@@ -1,6 +1,7 @@
 //! The writer task: evaluates commands in order and commits them in groups (see the module docs of `db`).
 
 use std::collections::HashMap;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -138,6 +139,8 @@ struct Group {
     overlay: HashMap<String, Entry>,
     /// Every change in application order, for watchers.
     changes: Vec<Entry>,
+    /// The broadcast delta of each local document edit, by key and version (see [`super::Change`]).
+    deltas: HashMap<(String, Version), super::DocBroadcast>,
     pending: Vec<Pending>,
     weight: usize,
     /// Audit records committed with the group's entries.
@@ -219,6 +222,7 @@ impl Group {
     fn write(&mut self, shared: &Shared, ops: Vec<Op>, name_ops: bool) -> Result<Vec<Outcome>> {
         let mut local: HashMap<String, Entry> = HashMap::new();
         let mut changes = Vec::new();
+        let mut deltas = Vec::new();
         let mut outcomes = Vec::with_capacity(ops.len());
         let lookup = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
             Some(e) => Some(e.clone()),
@@ -283,8 +287,10 @@ impl Group {
                     let current = lookup(&local, &key);
                     check_cas(current.as_ref(), cas).map_err(at)?;
                     let version = next_version(shared, current.as_ref()).map_err(at)?;
-                    let entry = super::docs::put(shared, current.as_ref(), (key, &json, secret), version, max_bytes)
+                    let written = super::docs::put(shared, current.as_ref(), (key, &json, secret), version, max_bytes)
                         .map_err(at)?;
+                    let entry = written.entry;
+                    deltas.push(((entry.key.clone(), entry.version), written.broadcast));
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
                     outcomes.push(Outcome::Written(entry));
@@ -298,8 +304,10 @@ impl Group {
                     let current = lookup(&local, &key);
                     check_cas(current.as_ref(), cas).map_err(at)?;
                     let version = next_version(shared, current.as_ref()).map_err(at)?;
-                    let entry = super::docs::patch(shared, current.as_ref(), key, &patch, version, max_bytes)
-                        .map_err(at)?;
+                    let written =
+                        super::docs::patch(shared, current.as_ref(), key, &patch, version, max_bytes).map_err(at)?;
+                    let entry = written.entry;
+                    deltas.push(((entry.key.clone(), entry.version), written.broadcast));
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
                     outcomes.push(Outcome::Written(entry));
@@ -337,6 +345,7 @@ impl Group {
         }
         self.overlay.extend(local);
         self.changes.extend(changes);
+        self.deltas.extend(deltas);
         Ok(outcomes)
     }
 
@@ -347,6 +356,8 @@ impl Group {
         for mut entry in entries {
             shared.hlc.observe(entry.version.hlc);
             let wins = match self.current(shared, &entry.key) {
+                // A delta only applies to the document it is a change of; anything else is not stored.
+                current if entry.is_delta() && !current.as_ref().is_some_and(|c| c.same_document(&entry)) => false,
                 Some(current) if current.same_document(&entry) => match super::docs::join(shared, &current, &entry) {
                     Ok(joined) => {
                         entry = joined;
@@ -376,6 +387,7 @@ impl Group {
         let Group {
             overlay,
             changes,
+            deltas,
             pending,
             audit,
             claims,
@@ -425,7 +437,7 @@ impl Group {
                         state.install(entry);
                     }
                 }
-                publish(shared, changes);
+                publish(shared, changes, deltas);
                 for p in pending {
                     match p {
                         Pending::Write(reply, result) => drop(reply.send(result)),

@@ -63,6 +63,7 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
             created_node: d.created.node.0,
             changes: d.changes,
             heads: d.heads,
+            delta: d.delta,
         }),
     }
 }
@@ -92,6 +93,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
                 created,
                 changes: d.changes,
                 heads: d.heads,
+                delta: d.delta,
             })
         }
     };

@@ -73,7 +73,10 @@ fn tokens(path: &str) -> Result<Vec<String>> {
     let Some(rest) = path.strip_prefix('/') else {
         return Err(Error::invalid(format!("a JSON Pointer starts with '/': {path:?}")));
     };
-    Ok(rest.split('/').map(|t| t.replace("~1", "/").replace("~0", "~")).collect())
+    Ok(rest
+        .split('/')
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect())
 }
 
 /// Where a pointer's last token sits: its parent object and the property in it.
@@ -175,10 +178,13 @@ impl Doc {
                     None => Some(json_of(&self.inner, &ROOT)),
                     Some(place) => {
                         let prop = prop_of(place.kind, &place.token, self.inner.length(&place.parent), false)?;
-                        self.inner.get(&place.parent, prop).map_err(unprocessable)?.map(|(v, id)| match v {
-                            Value::Object(_) => json_of(&self.inner, &id),
-                            Value::Scalar(s) => super::scalar_json(&s),
-                        })
+                        self.inner
+                            .get(&place.parent, prop)
+                            .map_err(unprocessable)?
+                            .map(|(v, id)| match v {
+                                Value::Object(_) => json_of(&self.inner, &id),
+                                Value::Scalar(s) => super::scalar_json(&s),
+                            })
                     }
                 };
                 if found.as_ref() == Some(value) {
@@ -209,7 +215,9 @@ impl Doc {
 
     fn existing(&self, path: &str) -> Result<Place> {
         let Some(place) = self.resolve(path)? else {
-            return Err(unprocessable("the document itself cannot be removed by a patch (DELETE the key)"));
+            return Err(unprocessable(
+                "the document itself cannot be removed by a patch (DELETE the key)",
+            ));
         };
         let prop = prop_of(place.kind, &place.token, self.inner.length(&place.parent), false)?;
         match self.inner.get(&place.parent, prop).map_err(unprocessable)? {
@@ -242,7 +250,9 @@ fn prop_of(kind: ObjType, token: &str, len: usize, append: bool) -> Result<Prop>
             if index < len || (append && index == len) {
                 Ok(Prop::Seq(index))
             } else {
-                Err(unprocessable(format!("array index {index} is out of bounds (length {len})")))
+                Err(unprocessable(format!(
+                    "array index {index} is out of bounds (length {len})"
+                )))
             }
         }
         ObjType::Map | ObjType::Table => Ok(Prop::Map(token.to_string())),
@@ -268,7 +278,9 @@ fn write(doc: &mut automerge::AutoCommit, obj: &ObjId, prop: Prop, value: Staged
         (Some(s), Prop::Seq(i)) if insert => doc.insert(obj, i, s).map_err(fail),
         (Some(s), Prop::Seq(i)) => doc.put(obj, i, s).map_err(fail),
         (None, prop) => {
-            let Staged::Json(json) = value else { unreachable!("a counter is a scalar") };
+            let Staged::Json(json) = value else {
+                unreachable!("a counter is a scalar")
+            };
             let kind = if json.is_array() { ObjType::List } else { ObjType::Map };
             let child = match prop {
                 Prop::Map(key) => doc.put_object(obj, key, kind),
@@ -326,7 +338,9 @@ fn set_member(doc: &mut automerge::AutoCommit, obj: &ObjId, key: &str, target: &
             }
         }
         (Some((Value::Scalar(s), _)), Json::Number(n)) if matches!(s.as_ref(), ScalarValue::Counter(_)) => {
-            let ScalarValue::Counter(c) = s.as_ref() else { unreachable!("matched a counter") };
+            let ScalarValue::Counter(c) = s.as_ref() else {
+                unreachable!("matched a counter")
+            };
             let by = n.as_i64().map(|n| n.wrapping_sub(i64::from(c)));
             match by {
                 Some(0) => Ok(()),

@@ -56,6 +56,11 @@ pub struct DocMeta {
     pub changes: u64,
     /// XXH3-64 of its sorted heads: equal heads, equal history.
     pub heads: u64,
+    /// The entry is a broadcast delta: `value` holds only the changes of one edit (Automerge's incremental
+    /// save after the heads before it), not the whole document. A delta is joined into the document its
+    /// receiver holds, never stored itself; one whose dependencies the receiver lacks is dropped, and
+    /// anti-entropy (which sends whole documents) repairs.
+    pub delta: bool,
 }
 
 /// One change of a document's history, as `?history=true` shows it.
@@ -97,8 +102,8 @@ impl Doc {
 
     /// A document from its saved bytes, edited by `node` from now on.
     pub fn load(bytes: &[u8], node: NodeId) -> Result<Doc> {
-        let inner = AutoCommit::load(bytes)
-            .map_err(|e| Error::Corrupt(format!("a stored document does not load: {e}")))?;
+        let inner =
+            AutoCommit::load(bytes).map_err(|e| Error::Corrupt(format!("a stored document does not load: {e}")))?;
         Ok(Doc {
             inner: inner.with_actor(actor_of(node)),
         })
@@ -121,7 +126,27 @@ impl Doc {
             created,
             changes: self.inner.stats().num_changes,
             heads: hasher.digest(),
+            delta: false,
         }
+    }
+
+    /// The current heads (to save the changes made after them, [`Doc::save_after`]).
+    pub fn heads(&mut self) -> Vec<ChangeHash> {
+        self.inner.get_heads()
+    }
+
+    /// The changes made after `heads`, in Automerge's incremental format.
+    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
+        self.inner.save_after(heads)
+    }
+
+    /// Take in incremental changes. Returns false when some of them depend on changes this document lacks
+    /// (they are then not applied: the caller drops the document rather than save a gap).
+    pub fn apply_delta(&mut self, bytes: &[u8]) -> Result<bool> {
+        self.inner
+            .load_incremental(bytes)
+            .map_err(|e| Error::Corrupt(format!("a document delta does not load: {e}")))?;
+        Ok(self.inner.get_missing_deps(&[]).is_empty())
     }
 
     /// Take in every change of `other`.

@@ -178,8 +178,28 @@ fn concurrent_fields_both_survive_and_counters_add() {
         path: "/hits".into(),
         value: by,
     };
-    let a = edit(2, vec![PatchOp::Add { path: "/a".into(), value: json!("x"), counter: false }, inc(2)]);
-    let b = edit(3, vec![PatchOp::Add { path: "/b".into(), value: json!({"n": [1, 2]}), counter: false }, inc(5)]);
+    let a = edit(
+        2,
+        vec![
+            PatchOp::Add {
+                path: "/a".into(),
+                value: json!("x"),
+                counter: false,
+            },
+            inc(2),
+        ],
+    );
+    let b = edit(
+        3,
+        vec![
+            PatchOp::Add {
+                path: "/b".into(),
+                value: json!({"n": [1, 2]}),
+                counter: false,
+            },
+            inc(5),
+        ],
+    );
     let merged = a.merge(b);
     let json = Doc::load(&merged.value, NodeId(0)).unwrap().to_json();
     assert_eq!(json, json!({"a": "x", "b": {"n": [1, 2]}, "hits": 7}));
@@ -192,10 +212,15 @@ fn concurrent_fields_both_survive_and_counters_add() {
 #[test]
 fn edits_follow_the_rfcs_and_fail_cleanly() {
     let mut doc = Doc::new(NodeId(1));
-    doc.update_to(&json!({"a": 1, "o": {"x": 1, "y": 2}, "l": [1, 2]})).unwrap();
+    doc.update_to(&json!({"a": 1, "o": {"x": 1, "y": 2}, "l": [1, 2]}))
+        .unwrap();
     doc.commit(0, "create");
-    doc.merge_patch(&json!({"a": null, "o": {"y": null, "z": 3}, "n": {"k": null, "j": 1}})).unwrap();
-    assert_eq!(doc.to_json(), json!({"o": {"x": 1, "z": 3}, "l": [1, 2], "n": {"j": 1}}));
+    doc.merge_patch(&json!({"a": null, "o": {"y": null, "z": 3}, "n": {"k": null, "j": 1}}))
+        .unwrap();
+    assert_eq!(
+        doc.to_json(),
+        json!({"o": {"x": 1, "z": 3}, "l": [1, 2], "n": {"j": 1}})
+    );
     let ops: Vec<PatchOp> = serde_json::from_value(json!([
         {"op": "add", "path": "/l/1", "value": 9},
         {"op": "add", "path": "/l/-", "value": 3},
@@ -244,7 +269,10 @@ fn a_join_of_equal_heads_does_no_work_and_garbage_does_not_load() {
     // A corrupt same-epoch peer: the merge still picks deterministically.
     let bad = Entry {
         value: Bytes::from_static(b"junk"),
-        doc: Some(DocMeta { changes: 99, ..a.doc.unwrap() }),
+        doc: Some(DocMeta {
+            changes: 99,
+            ..a.doc.unwrap()
+        }),
         ..a.clone()
     };
     assert_eq!(a.clone().merge(bad.clone()), bad.clone().merge(a.clone()));

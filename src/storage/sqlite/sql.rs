@@ -164,6 +164,7 @@ pub(super) fn into_entry(
             created: Version::new(hlc as u64, NodeId(node as u64)),
             changes: changes as u64,
             heads: heads as u64,
+            delta: false,
         }),
         _ => None,
     };

@@ -13,6 +13,7 @@ fn doc(key: &str, created: Version, version: Version, changes: u64) -> Entry {
             created,
             changes,
             heads: changes.wrapping_mul(0x9e37_79b9_7f4a_7c15) | HIGH,
+            delta: false,
         }),
         content_type: "application/json".into(),
         ..value(key, format!("saved-{changes}").as_bytes(), version)
