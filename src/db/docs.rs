@@ -6,7 +6,6 @@
 //! one Automerge change stamped with the write's version time, by this node's actor, described by a short
 //! summary (what `?history=true` shows).
 
-use automerge::ChangeHash;
 use bytes::Bytes;
 
 use super::Shared;
@@ -44,7 +43,7 @@ fn held(shared: &Shared, current: Option<&Entry>, key: &str) -> Result<(Doc, Ent
 /// bounded by `max_bytes`.
 fn finish(
     shared: &Shared,
-    (mut doc, before): (Doc, Vec<ChangeHash>),
+    (mut doc, before): (Doc, Vec<[u8; 32]>),
     (key, version, created, secret): (String, Version, Version, bool),
     summary: &str,
     max_bytes: usize,
@@ -107,7 +106,7 @@ pub(super) fn put(
         }
         _ => (Doc::new(shared.node), version, secret),
     };
-    let before = doc.heads();
+    let before = doc.head_hashes();
     doc.update_to(json)?;
     let summary = if created == version { "create" } else { "put" };
     finish(
@@ -129,7 +128,7 @@ pub(super) fn patch(
     max_bytes: usize,
 ) -> Result<Written> {
     let (mut doc, held) = held(shared, current, &key)?;
-    let before = doc.heads();
+    let before = doc.head_hashes();
     let summary = match patch {
         DocPatch::Merge(json) => {
             doc.merge_patch(json)?;
@@ -164,30 +163,8 @@ fn describe(op: &PatchOp) -> String {
 }
 
 /// The join of the held document `current` with `incoming` of the same epoch (opening and sealing secrets).
-/// A delta is applied to the held document; one whose dependencies are missing here joins to `current`
-/// unchanged (anti-entropy brings the whole document later).
+/// A delta is applied to the held document ([`doc::join`]).
 pub(super) fn join(shared: &Shared, current: &Entry, incoming: &Entry) -> Result<Entry> {
-    if incoming.doc.is_some_and(|d| d.delta) {
-        let mut doc = Doc::load(&open(shared, current)?, shared.node)?;
-        let created = current.epoch();
-        if !doc.apply_delta(&open(shared, incoming)?)? || doc.meta(created).heads == current.doc.map_or(0, |d| d.heads)
-        {
-            return Ok(current.clone());
-        }
-        let saved = doc.save();
-        let secret = current.secret || incoming.secret;
-        return Ok(Entry {
-            value: if secret {
-                Bytes::from(shared.sealer.seal_envelope(&saved))
-            } else {
-                Bytes::from(saved)
-            },
-            secret,
-            version: current.version.max(incoming.version),
-            doc: Some(doc.meta(created)),
-            ..current.clone()
-        });
-    }
     doc::join(current, incoming, &|e| open(shared, e), &|bytes| {
         Bytes::from(shared.sealer.seal_envelope(bytes))
     })

@@ -130,14 +130,10 @@ impl Doc {
         }
     }
 
-    /// The current heads (to save the changes made after them, [`Doc::save_after`]).
-    pub fn heads(&mut self) -> Vec<ChangeHash> {
-        self.inner.get_heads()
-    }
-
-    /// The changes made after `heads`, in Automerge's incremental format.
-    pub fn save_after(&mut self, heads: &[ChangeHash]) -> Vec<u8> {
-        self.inner.save_after(heads)
+    /// The changes made after `heads` ([`Doc::head_hashes`] earlier), in Automerge's incremental format.
+    pub fn save_after(&mut self, heads: &[[u8; 32]]) -> Vec<u8> {
+        let heads: Vec<ChangeHash> = heads.iter().map(|h| ChangeHash(*h)).collect();
+        self.inner.save_after(&heads)
     }
 
     /// Take in incremental changes. Returns false when some of them depend on changes this document lacks
@@ -168,6 +164,16 @@ impl Doc {
     /// The materialised JSON (counters as their current numbers).
     pub fn to_json(&self) -> serde_json::Value {
         json_of(&self.inner, &ROOT)
+    }
+
+    /// Whether the document holds the change of hash `hash`.
+    pub fn contains(&mut self, hash: &[u8; 32]) -> bool {
+        self.inner.get_change_by_hash(&ChangeHash(*hash)).is_some()
+    }
+
+    /// The hashes of the heads.
+    pub fn head_hashes(&mut self) -> Vec<[u8; 32]> {
+        self.inner.get_heads().into_iter().map(|h| h.0).collect()
     }
 
     /// Every change, in causal order (newest last).
@@ -239,7 +245,8 @@ fn scalar_json(s: &ScalarValue) -> serde_json::Value {
     }
 }
 
-/// Join two document entries of one key and one epoch: the union of their changes, at the greater version.
+/// Join two document entries of one key and one epoch: the union of their changes, at the greater version;
+/// `b` may be a delta ([`DocMeta::delta`]), which is applied to `a`.
 /// `open` gives a document's saved bytes (it unseals a secret), `seal` seals the result when either was a
 /// secret. Two entries with equal heads hold the same history: the one of greater precedence is returned
 /// without loading anything.
@@ -252,8 +259,27 @@ pub fn join(
     let (Some(meta_a), Some(meta_b)) = (a.doc, b.doc) else {
         return Err(Error::internal("join of entries that are not both documents"));
     };
-    if meta_a.created != meta_b.created {
-        return Err(Error::internal("join of documents of different epochs"));
+    if meta_a.created != meta_b.created || meta_a.delta {
+        return Err(Error::internal(
+            "join of documents of different epochs, or onto a delta",
+        ));
+    }
+    if meta_b.delta {
+        // The change of a delta applies to the whole document held; one that depends on changes missing here
+        // leaves it as it is (the whole document comes with anti-entropy).
+        let mut doc = Doc::load(&open(a)?, NodeId(0))?;
+        if !doc.apply_delta(&open(b)?)? || doc.meta(meta_a.created).heads == meta_a.heads {
+            return Ok(a.clone());
+        }
+        let saved = doc.save();
+        let secret = a.secret || b.secret;
+        return Ok(Entry {
+            value: if secret { seal(&saved) } else { Bytes::from(saved) },
+            secret,
+            version: a.version.max(b.version),
+            doc: Some(doc.meta(meta_a.created)),
+            ..a.clone()
+        });
     }
     let winner = if b.supersedes(a) { b } else { a };
     if (meta_a.heads, meta_a.changes) == (meta_b.heads, meta_b.changes) {
