@@ -5,11 +5,11 @@
 //!    been purged). Broken down: no unacknowledged write is visible; no acknowledged write vanished unless
 //!    superseded; no deleted key came back unless written again later.
 //! 3. Every live node's membership view agrees: it sees exactly the live nodes as alive.
-//! 5-7. Documents: identical on every node, every acknowledged edit present, counters the sum of their
-//!    increments (`check_docs`).
 //! 4. In the clock scenarios (where a majority of the clocks agrees): no acknowledged write lost to a write
 //!    acknowledged earlier in real time by more than `max_clock_drift`. LWW orders by HLC, and HLCs follow
 //!    the wall clocks: this is what a bad clock breaks and the clock fence must prevent.
+//! 5. Documents (`check_docs`): identical on every node, every acknowledged edit present, counters the sum
+//!    of their increments.
 //!
 //! Documented exceptions let an acknowledged write disappear, and the history records each case (the
 //! report shows them): a node rejoining pull-first after more than a TTL away drops old entries its peer
