@@ -1316,7 +1316,13 @@ async fn bad_method_is_405() {
         (reqwest::Method::PATCH, "/api/v1/query"),
         (reqwest::Method::PATCH, "/healthz"),
     ] {
-        let response = node.client.request(method, node.url(path)).body("x").send().await.unwrap();
+        let response = node
+            .client
+            .request(method, node.url(path))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
         expect_error(response, 405, "method_not_allowed", "method not allowed").await;
     }
     nothing_stored_and_still_works(&node).await;
