@@ -468,7 +468,7 @@ impl Driver {
                 .filter(|c| core.broadcasts(now, c.version, c.deleted))
                 .collect()
         };
-        let batch: Vec<Entry> = self.db.resolve_all(changes.iter().map(|c| &**c));
+        let batch: Vec<Entry> = self.db.resolve_broadcast(changes.iter().map(|c| &**c));
         if !batch.is_empty() {
             let fx = self.core.lock().on_local_commit(now, &batch);
             self.carry_out(fx).await;

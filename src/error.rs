@@ -29,6 +29,10 @@ pub enum Error {
     /// A condition the caller attached to a write (`?cas=`) does not hold.
     #[error("{0}")]
     PreconditionFailed(String),
+    /// The request is well-formed but cannot be applied to the resource as it is (a document patch whose path
+    /// does not exist or whose `test` fails): nothing was changed.
+    #[error("{0}")]
+    Unprocessable(String),
     /// A body or message exceeds a configured limit.
     #[error("{0}")]
     TooLarge(String),
@@ -68,6 +72,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden",
             Error::Conflict(_) => "conflict",
             Error::PreconditionFailed(_) => "precondition_failed",
+            Error::Unprocessable(_) => "unprocessable",
             Error::TooLarge(_) => "too_large",
             Error::Unavailable(_) => "unavailable",
             Error::StorageFull(_) => "insufficient_storage",
@@ -94,6 +99,7 @@ impl Error {
             Error::Forbidden(m) => Error::Forbidden(at(m)),
             Error::Conflict(m) => Error::Conflict(at(m)),
             Error::PreconditionFailed(m) => Error::PreconditionFailed(at(m)),
+            Error::Unprocessable(m) => Error::Unprocessable(at(m)),
             Error::TooLarge(m) => Error::TooLarge(at(m)),
             Error::Unavailable(m) => Error::Unavailable(at(m)),
             Error::StorageFull(m) => Error::StorageFull(at(m)),

@@ -8,6 +8,8 @@
 //! 4. In the clock scenarios (where a majority of the clocks agrees): no acknowledged write lost to a write
 //!    acknowledged earlier in real time by more than `max_clock_drift`. LWW orders by HLC, and HLCs follow
 //!    the wall clocks: this is what a bad clock breaks and the clock fence must prevent.
+//! 5. Documents (`check_docs`): identical on every node, every acknowledged edit present, counters the sum
+//!    of their increments.
 //!
 //! Documented exceptions let an acknowledged write disappear, and the history records each case (the
 //! report shows them): a node rejoining pull-first after more than a TTL away drops old entries its peer
@@ -226,7 +228,10 @@ pub fn check(
     }
     for key in &keys {
         let reference = first.state.get(key);
-        if live.iter().any(|n| n.state.get(key) != reference) {
+        if live
+            .iter()
+            .any(|n| !crate::check_docs::same(n.state.get(key), reference))
+        {
             let mention: Vec<Version> = live
                 .iter()
                 .filter_map(|n| n.state.get(key).map(|e| e.version))
@@ -267,8 +272,11 @@ pub fn check(
         );
     }
 
-    // 2. Each key is the greatest acknowledged write.
+    // 2. Each key is the greatest acknowledged write (documents: rules 5 to 7, in `check_docs`).
     for key in &keys {
+        if first.state.get(key).is_some_and(|e| e.doc.is_some()) && history.acked(key).next().is_none() {
+            continue;
+        }
         let mut verdicts: Vec<(usize, &'static str, String, Vec<Version>)> = Vec::new();
         for n in &live {
             if let Some((kind, detail, mention)) = judge(history, key, n.state.get(key)) {
@@ -315,6 +323,12 @@ pub fn check(
                     &mut out,
                 );
             }
+        }
+    }
+
+    for v in crate::check_docs::check(&live, history) {
+        if out.iter().filter(|o| o.kind == v.kind).count() < MAX_PER_KIND {
+            out.push(v);
         }
     }
 

@@ -69,6 +69,22 @@ pub struct History {
     pub by_key: BTreeMap<String, Vec<usize>>,
     /// Entries the cluster may drop, by key: `(version, excuse, node, time)`.
     pub excused: BTreeMap<String, Vec<(Version, Excuse, usize, u64)>>,
+    /// Document edits (the `documents` scenario), in issue order.
+    pub doc_edits: Vec<DocEdit>,
+}
+
+/// One document edit a client made.
+#[derive(Debug, Clone)]
+pub struct DocEdit {
+    pub key: String,
+    pub node: usize,
+    /// `Some((field, value))` for a field edit, `None` for an increment.
+    pub field: Option<(String, i64)>,
+    /// The increment (0 for a field edit).
+    pub by: i64,
+    /// The Automerge change it made.
+    pub hash: [u8; 32],
+    pub fate: Fate,
 }
 
 impl History {

@@ -20,6 +20,7 @@
 //! transport and the driver are exercised too, under partitions, crashes and skew.
 
 pub mod check;
+pub mod check_docs;
 pub mod history;
 pub mod net;
 pub mod node;

@@ -45,8 +45,33 @@ pub enum Life {
 /// One client operation.
 #[derive(Debug, Clone)]
 pub enum Op {
-    Put { key: String, value: String },
-    Delete { key: String },
+    Put {
+        key: String,
+        value: String,
+    },
+    Delete {
+        key: String,
+    },
+    /// `PATCH` a document: set one field.
+    DocSet {
+        key: String,
+        field: String,
+        value: i64,
+    },
+    /// `PATCH` a document: increment its counter `/hits`.
+    DocIncrement {
+        key: String,
+        by: i64,
+    },
+}
+
+impl Op {
+    /// The key the operation writes.
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::DocSet { key, .. } | Op::DocIncrement { key, .. } => key,
+        }
+    }
 }
 
 /// Where entries to merge come from.
@@ -92,6 +117,8 @@ pub struct Group {
     pub changes: Vec<Entry>,
     /// History ids of the client writes in the group (acknowledged when it commits).
     pub writes: Vec<usize>,
+    /// History ids of the document edits in the group (acknowledged when it commits).
+    pub doc_edits: Vec<usize>,
     /// A purge runs alone.
     pub purge: Option<u64>,
     pub commands: usize,

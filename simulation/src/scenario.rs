@@ -49,6 +49,10 @@ pub enum Scenario {
     /// Three nodes, two of them ahead by different amounts (5 s and 30 s): no majority agrees on a time,
     /// nobody is fenced, and writes are ordered by HLC only (the guarantee without a majority).
     ClockSplit,
+    /// Document values: clients patch fields of a few shared documents and increment their counters under
+    /// partitions, crashes, loss and reordering. Outside the rotation (its own test,
+    /// `simulation/tests/documents.rs`), so that the rotation's pinned traces stay as they are.
+    Documents,
 }
 
 impl Scenario {
@@ -81,7 +85,7 @@ impl Scenario {
     ];
 
     /// Every scenario, including those outside the rotation.
-    pub const ALL: [Scenario; 20] = [
+    pub const ALL: [Scenario; 21] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partition,
@@ -102,6 +106,7 @@ impl Scenario {
         Scenario::ClockDrift,
         Scenario::ClockPair,
         Scenario::ClockSplit,
+        Scenario::Documents,
     ];
 
     /// The scenario seed `seed` runs when none is named.
@@ -132,6 +137,7 @@ impl Scenario {
             Scenario::ClockDrift => "clock-drift",
             Scenario::ClockPair => "clock-pair",
             Scenario::ClockSplit => "clock-split",
+            Scenario::Documents => "documents",
         }
     }
 
@@ -158,6 +164,7 @@ impl Scenario {
             Scenario::ClockDrift => "one clock drifting away at 2 %: fenced once it is out of bounds",
             Scenario::ClockPair => "three nodes, two 30 s ahead alike: the correct third is the outlier",
             Scenario::ClockSplit => "three nodes, two ahead by 5 s and 30 s: no majority, nobody fenced",
+            Scenario::Documents => "field patches and counter increments on shared documents, with faults",
         }
     }
 
@@ -312,6 +319,23 @@ impl Scenario {
                 real_time_order: false,
                 ..clocks(base, (3, 3), &[5_000, 30_000], 0, false)
             },
+            Scenario::Documents => Params {
+                nodes: (2, 6),
+                loss: 0.15,
+                dup: 0.1,
+                jitter_ms: 40,
+                sym_partitions: 3,
+                oneway_partitions: 1,
+                partition_ms: (2_000, 20_000),
+                crashes: 3,
+                downtime_ms: (500, 20_000),
+                commit_ms: (1, 30),
+                doc_keys: 3,
+                doc_ratio: 0.6,
+                ops_per_sec: 8.0,
+                fault_phase_ms: 60_000,
+                ..base
+            },
         }
     }
 }
@@ -440,6 +464,10 @@ pub struct Params {
     /// Check that no acknowledged write lost to one acknowledged more than `max_clock_drift` earlier in
     /// real time (holds when a majority of clocks agrees; see `check`).
     pub real_time_order: bool,
+    /// Documents every initial node holds from the start (`doc/0`, ...), created before the run.
+    pub doc_keys: usize,
+    /// Share of client operations that edit one of them (a field patch, or a counter increment).
+    pub doc_ratio: f64,
 }
 
 impl Default for Params {
@@ -479,6 +507,8 @@ impl Default for Params {
             outliers: None,
             import_ratio: 0.0,
             real_time_order: false,
+            doc_keys: 0,
+            doc_ratio: 0.0,
         }
     }
 }
@@ -498,17 +528,20 @@ pub enum Bug {
     NoClockFence,
     /// Imports skip the drift rule: a version from the future is taken in.
     ImportUnchecked,
+    /// Documents merge as LWW registers (the greater version wins whole) instead of by Automerge's merge.
+    DocsAsLww,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 7] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
         Bug::PurgeWithoutRejoin,
         Bug::NoClockFence,
         Bug::ImportUnchecked,
+        Bug::DocsAsLww,
     ];
 
     /// The command-line name.
@@ -520,6 +553,7 @@ impl Bug {
             Bug::PurgeWithoutRejoin => "purge-without-rejoin",
             Bug::NoClockFence => "no-clock-fence",
             Bug::ImportUnchecked => "import-unchecked",
+            Bug::DocsAsLww => "docs-as-lww",
         }
     }
 
@@ -532,6 +566,7 @@ impl Bug {
             Bug::PurgeWithoutRejoin => Scenario::Purge,
             Bug::NoClockFence => Scenario::ClockFast,
             Bug::ImportUnchecked => Scenario::ClockNear,
+            Bug::DocsAsLww => Scenario::Documents,
         }
     }
 }

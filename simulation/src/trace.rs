@@ -70,7 +70,15 @@ impl Trace {
 
     pub fn entry(&mut self, e: &Entry) {
         self.bytes(e.key.as_bytes());
-        self.bytes(&e.value);
+        match e.doc {
+            None => self.bytes(&e.value),
+            // A document by its history: Automerge may lay the same changes out differently.
+            Some(d) => {
+                self.u64(d.changes);
+                self.u64(d.heads);
+                self.u64(d.delta as u64);
+            }
+        }
         self.bytes(e.content_type.as_bytes());
         self.hasher.update(&[e.secret as u8, e.deleted as u8]);
         self.u64(e.version.hlc);

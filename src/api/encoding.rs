@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{Entry, Version, DEFAULT_CONTENT_TYPE};
+use crate::crdt::{DocMeta, Entry, Version, DEFAULT_CONTENT_TYPE};
 use crate::error::{Error, Result};
 
 /// Header carrying an entry's version.
@@ -254,6 +254,46 @@ pub struct EntryJson {
     pub deleted: bool,
     /// The version that wrote it.
     pub version: Version,
+    /// For a document: what it says about itself (`value` holds its saved Automerge bytes, base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub doc: Option<DocJson>,
+}
+
+/// [`crate::crdt::DocMeta`] as JSON. `heads` is hex: a u64 does not survive JSON readers that use doubles.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct DocJson {
+    /// The version that created the document (its epoch).
+    pub created: Version,
+    /// The number of changes in its history.
+    pub changes: u64,
+    /// The hash of its heads, 16 hex digits.
+    pub heads: String,
+}
+
+impl From<DocMeta> for DocJson {
+    fn from(d: DocMeta) -> DocJson {
+        DocJson {
+            created: d.created,
+            changes: d.changes,
+            heads: format!("{:016x}", d.heads),
+        }
+    }
+}
+
+impl DocJson {
+    fn into_meta(self) -> Result<DocMeta> {
+        let heads = u64::from_str_radix(&self.heads, 16)
+            .ok()
+            .filter(|_| self.heads.len() == 16)
+            .ok_or_else(|| Error::invalid("doc.heads is 16 hex digits"))?;
+        Ok(DocMeta {
+            created: self.created,
+            changes: self.changes,
+            heads,
+            delta: false,
+        })
+    }
 }
 
 impl From<&Entry> for EntryJson {
@@ -267,6 +307,7 @@ impl From<&Entry> for EntryJson {
             secret: e.secret,
             deleted: e.deleted,
             version: e.version,
+            doc: e.doc.map(DocJson::from),
         }
     }
 }
@@ -280,8 +321,29 @@ impl EntryJson {
         }
         let value = decode_value(&self.value, self.encoding)?;
         if self.deleted {
+            if self.doc.is_some() {
+                return Err(Error::invalid("a tombstone holds no document"));
+            }
             return Ok(Entry::tombstone(self.key, self.version));
         }
+        let doc = match self.doc {
+            None => None,
+            Some(doc) => {
+                let meta = doc.into_meta()?;
+                if meta.created == Version::ZERO || meta.created > self.version {
+                    return Err(Error::invalid("a document is created no later than its version"));
+                }
+                // A plain document must be what it says it is: its bytes load and have the heads it names.
+                if !self.secret {
+                    let mut loaded = crate::crdt::doc::Doc::load(&value, crate::crdt::NodeId(0))
+                        .map_err(|_| Error::invalid("the document's value is not a saved Automerge document"))?;
+                    if loaded.meta(meta.created) != meta {
+                        return Err(Error::invalid("the document's heads do not match its value"));
+                    }
+                }
+                Some(meta)
+            }
+        };
         validate_content_type(&self.content_type)?;
         if self.secret && !crate::secrets::is_envelope(&value) {
             return Err(Error::invalid("a secret's value must be a sealed envelope"));
@@ -298,6 +360,7 @@ impl EntryJson {
             secret: self.secret,
             deleted: false,
             version: self.version,
+            doc,
         })
     }
 }

@@ -18,6 +18,7 @@ pub fn status(err: &Error) -> StatusCode {
         Error::Forbidden(_) => StatusCode::FORBIDDEN,
         Error::Conflict(_) => StatusCode::CONFLICT,
         Error::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+        Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::Unavailable(_) | Error::ClockSkew(_) => StatusCode::SERVICE_UNAVAILABLE,
         Error::StorageFull(_) => StatusCode::INSUFFICIENT_STORAGE,

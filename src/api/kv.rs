@@ -60,6 +60,12 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
         access.require(Capability::Secret, key)?;
     }
     let entry = app.db.get(key).ok_or_else(|| not_found(app, access, key))?;
+    let history = params.flag("history")?;
+    if history && entry.doc.is_none() {
+        return Err(Error::Conflict(format!(
+            "{key} holds a plain value: only documents have a history"
+        )));
+    }
     let etag = format!("\"{}\"", entry.version);
     if headers
         .get(IF_NONE_MATCH)
@@ -68,6 +74,9 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
         let mut response = StatusCode::NOT_MODIFIED.into_response();
         version_headers(response.headers_mut(), entry.version);
         return Ok(response);
+    }
+    if entry.doc.is_some() {
+        return super::docs::read(app, &entry, open, history);
     }
     let (body, content_type, secret_state) = if entry.secret && open {
         (app.db.open_secret(&entry)?, entry.content_type.clone(), Some("opened"))
@@ -126,6 +135,9 @@ pub async fn put(
         Target::Folder(_) => return Err(Error::invalid("cannot write a folder: a key must not end with '/'")),
     };
     access.require(Capability::Write, &key)?;
+    if params.flag("doc")? {
+        return super::docs::put(&app, key, &params, &headers, body).await;
+    }
     let secret = params.flag("secret")?;
     let cas = params.cas()?;
     let content_type = content_type(&headers)?;

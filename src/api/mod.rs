@@ -8,6 +8,7 @@ mod access;
 mod acl;
 mod audit;
 mod cluster;
+mod docs;
 mod encoding;
 pub mod error;
 mod guard;
@@ -76,7 +77,14 @@ pub fn router(state: AppState) -> Router {
         metrics_public: state.config.metrics_public,
     };
     let db = state.db.clone();
-    let kv_methods = || get(kv::get).head(kv::get).put(kv::put).post(kv::put).delete(kv::delete);
+    let kv_methods = || {
+        get(kv::get)
+            .head(kv::get)
+            .put(kv::put)
+            .post(kv::put)
+            .delete(kv::delete)
+            .patch(docs::patch)
+    };
     let router = Router::new()
         .route("/api/v1/kv", kv_methods())
         .route("/api/v1/kv/", kv_methods())

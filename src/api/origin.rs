@@ -138,7 +138,14 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
     Some(
         CorsLayer::new()
             .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::HEAD, Method::PUT, Method::POST, Method::DELETE])
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::PUT,
+                Method::POST,
+                Method::DELETE,
+                Method::PATCH,
+            ])
             .allow_headers(CORS_REQUEST_HEADERS.map(HeaderName::from_static))
             .expose_headers(CORS_EXPOSED_HEADERS.map(HeaderName::from_static))
             .max_age(PREFLIGHT_MAX_AGE),

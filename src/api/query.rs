@@ -1,7 +1,8 @@
 //! `POST /api/v1/query`: a batch of operations applied atomically on this node.
 //!
 //! The body is a JSON array of `{"key", "verb", "value"?, "secret"?, "cas"?, "content_type"?, "encoding"?}`
-//! with verbs `get`, `set` (alias `put`) and `delete`. Either every write of the batch commits, together, or
+//! with verbs `get`, `set` (alias `put`), `delete` and `patch` (edit a document: `"patch"` holds an RFC 7396
+//! merge patch object or an RFC 6902 JSON Patch array, see `PATCH /api/v1/kv/{key}`). Either every write of the batch commits, together, or
 //! none does (a failed `cas` or an invalid op rejects the whole batch). Results come back one per op, in
 //! request order; a `get` sees the writes of earlier ops in the same batch. The body must be sent as
 //! `application/json` (or without a `Content-Type`); a form or text body is refused with 415.
@@ -40,6 +41,9 @@ struct QueryOp {
     content_type: Option<String>,
     #[serde(default)]
     encoding: ValueEncoding,
+    /// For `patch`: a merge patch (object) or JSON Patch ops (array).
+    #[serde(default)]
+    patch: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -49,6 +53,7 @@ enum Verb {
     #[serde(alias = "put")]
     Set,
     Delete,
+    Patch,
 }
 
 #[derive(Debug, Serialize)]
@@ -121,7 +126,7 @@ fn authorise(access: &Access, op: &QueryOp) -> Result<()> {
             }
             Ok(())
         }
-        Verb::Set => access.require(Capability::Write, &op.key),
+        Verb::Set | Verb::Patch => access.require(Capability::Write, &op.key),
         Verb::Delete => access.require(Capability::Delete, &op.key),
     }
 }
@@ -154,13 +159,25 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
                 cas: op.cas,
             }
         }
+        Verb::Patch => {
+            let patch = op
+                .patch
+                .ok_or_else(|| Error::invalid("patch needs a \"patch\": an object or an array"))?;
+            Op::Patch {
+                key: op.key,
+                patch: super::docs::doc_patch(patch)?,
+                cas: op.cas,
+                max_bytes: app.config.max_value_bytes,
+            }
+        }
     })
 }
 
 fn label_of(op: &Op) -> (String, Verb) {
     match op {
         Op::Get { key } => (key.clone(), Verb::Get),
-        Op::Put { key, .. } => (key.clone(), Verb::Set),
+        Op::Put { key, .. } | Op::PutDoc { key, .. } => (key.clone(), Verb::Set),
+        Op::Patch { key, .. } => (key.clone(), Verb::Patch),
         Op::Delete { key, .. } | Op::DeletePrefix { prefix: key } => (key.clone(), Verb::Delete),
     }
 }

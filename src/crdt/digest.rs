@@ -38,7 +38,8 @@ pub fn group_of(bucket: u16) -> u8 {
     (bucket as usize / BUCKETS_PER_GROUP) as u8
 }
 
-/// The 128-bit hash of an entry's whole state: key, version, whether it is a tombstone, and its content.
+/// The 128-bit hash of an entry's whole state: key, version, whether it is a tombstone, and its content (for a
+/// document: its epoch and heads, see [`super::doc`]).
 pub fn entry_hash(entry: &Entry) -> u128 {
     let mut hasher = Xxh3::new();
     hasher.update(entry.key.as_bytes());
@@ -48,7 +49,19 @@ pub fn entry_hash(entry: &Entry) -> u128 {
     // Lengths first, so that moving bytes between the content type and the value changes the hash.
     hasher.update(&(entry.content_type.len() as u64).to_le_bytes());
     hasher.update(entry.content_type.as_bytes());
-    hasher.update(&entry.value);
+    match entry.doc {
+        // LWW entries hash as they always did (peers of older versions keep agreeing on them).
+        None => hasher.update(&entry.value),
+        // A document by its history, not its bytes: the same changes saved twice, or sealed under two nonces,
+        // are the same document; different heads under one version differ, so anti-entropy joins them.
+        Some(doc) => {
+            hasher.update(b"doc");
+            hasher.update(&doc.created.hlc.to_le_bytes());
+            hasher.update(&doc.created.node.0.to_le_bytes());
+            hasher.update(&doc.changes.to_le_bytes());
+            hasher.update(&doc.heads.to_le_bytes());
+        }
+    }
     // Never zero, so that "an entry" and "no entry" always differ.
     hasher.digest128() | 1
 }

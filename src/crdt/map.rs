@@ -45,6 +45,8 @@ impl LwwMap {
     /// is built in one pass from sorted input, with full B-tree nodes and no rebalancing per insert, which
     /// takes a fraction of the time and memory of merging the entries one by one.
     pub fn from_entries(mut entries: Vec<Entry>) -> LwwMap {
+        // As in `merge`: a document's delta is only for the database to apply.
+        entries.retain(|entry| !entry.is_delta());
         // Stable and adaptive: storage loads in key order, which is a single run to this sort.
         entries.sort_by(|a, b| a.key.cmp(&b.key));
         entries.dedup_by(|later, kept| {
@@ -88,9 +90,27 @@ impl LwwMap {
         self.entries.get(key).filter(|e| !e.deleted)
     }
 
-    /// Merge `entry` in. Returns true when it won (the map changed), false when the map already held it or
-    /// something newer.
+    /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
+    /// changed, false when it already held the entry, or something newer.
     pub fn merge(&mut self, entry: Entry) -> bool {
+        // A delta is a part of a document: only the database, which can apply it to the whole, takes one.
+        if entry.is_delta() {
+            return false;
+        }
+        let entry = match self.entries.get(&entry.key) {
+            Some(current) if current.same_document(&entry) => current.clone().merge(entry),
+            _ => entry,
+        };
+        self.install(entry)
+    }
+
+    /// Put `entry` in if it supersedes what the map holds ([`Entry::supersedes`], no document join): for an
+    /// entry that is already the join of what the map holds with something else (the database's writer
+    /// joins documents before it commits them). Returns true when the map changed.
+    pub fn install(&mut self, entry: Entry) -> bool {
+        if entry.is_delta() {
+            return false;
+        }
         match self.entries.get_mut(&entry.key) {
             Some(current) => {
                 if !entry.supersedes(current) {

@@ -16,8 +16,12 @@
 //! cannot come from a correct node (a node stamps each write with a fresh, strictly greater HLC), but a bug,
 //! a corrupted import or a malicious peer could produce them; the merge then still picks deterministically by
 //! comparing the contents, so the laws hold for every input, not only for well-behaved ones.
+//!
+//! An entry can also hold an Automerge document (`doc` is `Some`): documents of one epoch merge field by
+//! field instead of by precedence. The rule between documents and LWW values is in [`doc`].
 
 pub mod digest;
+pub mod doc;
 pub mod hlc;
 mod map;
 
@@ -30,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use doc::DocMeta;
 pub use hlc::{Hlc, ManualTime, SystemTime, TimeSource};
 pub use map::{Child, Children, LwwMap};
 
@@ -160,8 +165,11 @@ pub struct Entry {
     pub secret: bool,
     /// A tombstone: the key was deleted by this version.
     pub deleted: bool,
-    /// Who wrote it, when.
+    /// Who wrote it, when (for a document: its latest edit).
     pub version: Version,
+    /// `Some` for a document value ([`doc`]): `value` holds its saved Automerge bytes. `None` for an LWW value
+    /// and for every tombstone.
+    pub doc: Option<DocMeta>,
 }
 
 impl Entry {
@@ -174,6 +182,7 @@ impl Entry {
             secret: false,
             deleted: false,
             version,
+            doc: None,
         }
     }
 
@@ -186,15 +195,26 @@ impl Entry {
             secret: false,
             deleted: true,
             version,
+            doc: None,
         }
     }
 
     /// The total order merge uses: version first, then (only for equal versions, which a correct cluster never
     /// produces for different contents) the contents, so that the choice is deterministic on every node.
+    ///
+    /// The epoch ([`Entry::epoch`]) comes before the version: between a document and an LWW value or a
+    /// tombstone the later creation decides ([`doc`]). For LWW entries the epoch is the version, so their order
+    /// is the version order.
     pub fn precedence(&self, other: &Entry) -> Ordering {
-        self.version
-            .cmp(&other.version)
+        self.epoch()
+            .cmp(&other.epoch())
+            .then_with(|| self.version.cmp(&other.version))
             .then_with(|| self.deleted.cmp(&other.deleted))
+            .then_with(|| {
+                self.doc
+                    .map(|d| (d.changes, d.heads))
+                    .cmp(&other.doc.map(|d| (d.changes, d.heads)))
+            })
             .then_with(|| self.value.cmp(&other.value))
             .then_with(|| self.content_type.cmp(&other.content_type))
             .then_with(|| self.secret.cmp(&other.secret))
@@ -205,9 +225,31 @@ impl Entry {
         self.precedence(current) == Ordering::Greater
     }
 
-    /// The join of two entries of the same key: the one with the greater precedence.
+    /// The epoch: a document's creation version, any other entry's own version.
+    pub fn epoch(&self) -> Version {
+        self.doc.map_or(self.version, |d| d.created)
+    }
+
+    /// Whether `self` and `other` are two states of one document (same epoch), which merge field by field.
+    pub fn same_document(&self, other: &Entry) -> bool {
+        matches!((self.doc, other.doc), (Some(a), Some(b)) if a.created == b.created)
+    }
+
+    /// Whether this is a document's broadcast delta ([`DocMeta::delta`]): only the database applies one.
+    pub fn is_delta(&self) -> bool {
+        self.doc.is_some_and(|d| d.delta)
+    }
+
+    /// The join of two entries of the same key: for two plain documents of one epoch, the union of their
+    /// changes ([`doc::join`]); otherwise the one with the greater precedence (a secret document needs the
+    /// key to be joined, see [`doc`]).
     pub fn merge(self, other: Entry) -> Entry {
         debug_assert_eq!(self.key, other.key, "merging entries of different keys");
+        if self.same_document(&other) && !self.secret && !other.secret && !self.is_delta() && !other.is_delta() {
+            if let Ok(joined) = doc::join_plain(&self, &other) {
+                return joined;
+            }
+        }
         if other.supersedes(&self) {
             other
         } else {
@@ -217,7 +259,7 @@ impl Entry {
 
     /// Bytes this entry accounts for in size estimates.
     pub fn size(&self) -> usize {
-        self.key.len() + self.value.len() + self.content_type.len() + 24
+        self.key.len() + self.value.len() + self.content_type.len() + 24 + if self.doc.is_some() { 32 } else { 0 }
     }
 }
 

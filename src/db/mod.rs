@@ -43,13 +43,17 @@
 //! The listing helpers ([`Db::children`], [`Db::page`]) serve the client API and pass over the keys reserved
 //! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
+mod docs;
 mod listing;
 mod writer;
 
+use docs::DocBroadcast;
+pub use docs::DocPatch;
 pub use listing::{Listed, Page};
 
 pub use writer::MAX_GROUP_ENTRIES;
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -91,25 +95,31 @@ struct Held {
     value: Bytes,
     content_type: String,
     secret: bool,
+    doc: Option<crate::crdt::DocMeta>,
+    /// For a local document write: how it is broadcast.
+    delta: Option<DocBroadcast>,
     budget: Arc<AtomicUsize>,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        self.budget.fetch_sub(self.value.len(), Ordering::AcqRel);
+        self.budget
+            .fetch_sub(self.value.len() + DocBroadcast::len(&self.delta), Ordering::AcqRel);
     }
 }
 
 impl Change {
     /// The event for `entry`: holding it if `budget` (bytes held by events so far) has room for its value.
-    fn new(entry: Entry, budget: &Arc<AtomicUsize>) -> Change {
-        let size = entry.value.len();
+    fn new(entry: Entry, delta: Option<DocBroadcast>, budget: &Arc<AtomicUsize>) -> Change {
+        let size = entry.value.len() + DocBroadcast::len(&delta);
         let fits = budget.fetch_add(size, Ordering::AcqRel) + size <= EVENT_VALUE_BUDGET_BYTES;
         let held = if fits {
             Some(Held {
                 value: entry.value,
                 content_type: entry.content_type,
                 secret: entry.secret,
+                doc: entry.doc,
+                delta,
                 budget: budget.clone(),
             })
         } else {
@@ -148,6 +158,23 @@ pub enum Op {
     /// Tombstone every live key starting with `prefix` (a folder prefix ending in `/`), except keys
     /// reserved for Cave: this is a client operation.
     DeletePrefix { prefix: String },
+    /// Create a document holding `json` (an object), or, on a live document, edit it to equal `json` in one
+    /// change (see [`crate::crdt::doc`]). `max_bytes` bounds the saved size.
+    PutDoc {
+        key: String,
+        json: serde_json::Value,
+        secret: bool,
+        cas: Option<Version>,
+        max_bytes: usize,
+    },
+    /// Edit a live document (404 if the key is missing, 409 if it holds an LWW value, 422 if the patch does
+    /// not apply, and then nothing changes).
+    Patch {
+        key: String,
+        patch: DocPatch,
+        cas: Option<Version>,
+        max_bytes: usize,
+    },
 }
 
 impl Op {
@@ -400,6 +427,31 @@ impl Db {
             .collect()
     }
 
+    /// What to broadcast for `changes` (this node's, see [`crate::replication::Core::broadcasts`]): like
+    /// [`Db::resolve_all`], except that a local document edit goes out as its delta (the one new change, see
+    /// [`crate::crdt::DocMeta::delta`]) and a document join (a remote document taken in, whose version may be
+    /// this node's) not at all: the peers get its changes from their authors, or from anti-entropy. A
+    /// document change past the stream's value budget is sent whole, resolved from the map.
+    pub fn resolve_broadcast<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Entry> {
+        let mut state = None;
+        changes
+            .into_iter()
+            .filter_map(|c| match &c.held {
+                Some(held) if held.doc.is_some() => match &held.delta {
+                    Some(DocBroadcast::Whole) => held_entry(c),
+                    Some(DocBroadcast::Delta(delta)) => Some(Entry {
+                        value: delta.clone(),
+                        doc: held.doc.map(|d| crate::crdt::DocMeta { delta: true, ..d }),
+                        ..held_entry(c)?
+                    }),
+                    None => None,
+                },
+                Some(_) => held_entry(c),
+                None => resolve_in(state.get_or_insert_with(|| self.shared.state.read()), c),
+            })
+            .collect()
+    }
+
     /// Tell long-lived readers (watch streams) that the node is shutting down, so that they end and let a
     /// graceful shutdown complete. Writes keep working until [`Db::close`].
     pub fn begin_shutdown(&self) {
@@ -466,10 +518,17 @@ impl WeakDb {
 }
 
 /// Publish committed entries on the change stream, in order (the writer calls this after the map took them).
-fn publish(shared: &Shared, entries: Vec<Entry>) {
+fn publish(shared: &Shared, entries: Vec<Entry>, mut deltas: HashMap<(String, Version), DocBroadcast>) {
     for entry in entries {
+        let delta = if deltas.is_empty() {
+            None
+        } else {
+            deltas.remove(&(entry.key.clone(), entry.version))
+        };
         // No subscribers is fine: nobody is watching (and the dropped event gives its bytes back).
-        let _ = shared.events.send(Arc::new(Change::new(entry, &shared.event_bytes)));
+        let _ = shared
+            .events
+            .send(Arc::new(Change::new(entry, delta, &shared.event_bytes)));
     }
 }
 
@@ -481,6 +540,7 @@ fn held_entry(change: &Change) -> Option<Entry> {
         secret: held.secret,
         deleted: change.deleted,
         version: change.version,
+        doc: held.doc,
     })
 }
 
@@ -498,5 +558,7 @@ fn closed() -> Error {
 
 #[cfg(test)]
 mod audit_tests;
+#[cfg(test)]
+mod doc_tests;
 #[cfg(test)]
 mod tests;

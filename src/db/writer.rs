@@ -1,6 +1,7 @@
 //! The writer task: evaluates commands in order and commits them in groups (see the module docs of `db`).
 
 use std::collections::HashMap;
+
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
 use std::time::Instant;
@@ -138,6 +139,8 @@ struct Group {
     overlay: HashMap<String, Entry>,
     /// Every change in application order, for watchers.
     changes: Vec<Entry>,
+    /// The broadcast delta of each local document edit, by key and version (see [`super::Change`]).
+    deltas: HashMap<(String, Version), super::DocBroadcast>,
     pending: Vec<Pending>,
     weight: usize,
     /// Audit records committed with the group's entries.
@@ -219,6 +222,7 @@ impl Group {
     fn write(&mut self, shared: &Shared, ops: Vec<Op>, name_ops: bool) -> Result<Vec<Outcome>> {
         let mut local: HashMap<String, Entry> = HashMap::new();
         let mut changes = Vec::new();
+        let mut deltas = Vec::new();
         let mut outcomes = Vec::with_capacity(ops.len());
         let lookup = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
             Some(e) => Some(e.clone()),
@@ -251,6 +255,7 @@ impl Group {
                         secret,
                         deleted: false,
                         version,
+                        doc: None,
                     };
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
@@ -271,6 +276,41 @@ impl Group {
                         }
                     };
                     outcomes.push(Outcome::Deleted { tombstone, existed });
+                }
+                Op::PutDoc {
+                    key,
+                    json,
+                    secret,
+                    cas,
+                    max_bytes,
+                } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas).map_err(at)?;
+                    let version = next_version(shared, current.as_ref()).map_err(at)?;
+                    let written = super::docs::put(shared, current.as_ref(), (key, &json, secret), version, max_bytes)
+                        .map_err(at)?;
+                    let entry = written.entry;
+                    deltas.push(((entry.key.clone(), entry.version), written.broadcast));
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
+                }
+                Op::Patch {
+                    key,
+                    patch,
+                    cas,
+                    max_bytes,
+                } => {
+                    let current = lookup(&local, &key);
+                    check_cas(current.as_ref(), cas).map_err(at)?;
+                    let version = next_version(shared, current.as_ref()).map_err(at)?;
+                    let written =
+                        super::docs::patch(shared, current.as_ref(), key, &patch, version, max_bytes).map_err(at)?;
+                    let entry = written.entry;
+                    deltas.push(((entry.key.clone(), entry.version), written.broadcast));
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
                 }
                 Op::DeletePrefix { prefix } => {
                     let mut keys: Vec<String> = shared
@@ -305,15 +345,30 @@ impl Group {
         }
         self.overlay.extend(local);
         self.changes.extend(changes);
+        self.deltas.extend(deltas);
         Ok(outcomes)
     }
 
-    /// Merge remote entries: keep those that supersede what this node has.
+    /// Merge remote entries: keep those that supersede what this node has; a document of the epoch held is
+    /// joined with it, and the join is what is kept.
     fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> Vec<Entry> {
         let mut applied = Vec::new();
-        for entry in entries {
+        for mut entry in entries {
             shared.hlc.observe(entry.version.hlc);
             let wins = match self.current(shared, &entry.key) {
+                // A delta only applies to the document it is a change of; anything else is not stored.
+                current if entry.is_delta() && !current.as_ref().is_some_and(|c| c.same_document(&entry)) => false,
+                Some(current) if current.same_document(&entry) => match super::docs::join(shared, &current, &entry) {
+                    Ok(joined) => {
+                        entry = joined;
+                        entry.supersedes(&current)
+                    }
+                    Err(err) => {
+                        // Bytes that do not load or open: keep what is held (anti-entropy offers them again).
+                        tracing::warn!(key = %entry.key, error = %err, "a replicated document could not be joined");
+                        false
+                    }
+                },
                 Some(current) => entry.supersedes(&current),
                 None => true,
             };
@@ -332,6 +387,7 @@ impl Group {
         let Group {
             overlay,
             changes,
+            deltas,
             pending,
             audit,
             claims,
@@ -376,11 +432,12 @@ impl Group {
                 record_ops(shared, &pending);
                 {
                     let mut state = shared.state.write();
+                    // The batch holds the group's final entries, documents already joined: install, not merge.
                     for entry in batch {
-                        state.merge(entry);
+                        state.install(entry);
                     }
                 }
-                publish(shared, changes);
+                publish(shared, changes, deltas);
                 for p in pending {
                     match p {
                         Pending::Write(reply, result) => drop(reply.send(result)),

@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::pb;
 use crate::crdt::digest::GROUPS;
-use crate::crdt::{Entry, NodeId, Version};
+use crate::crdt::{DocMeta, Entry, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::replication::{Message, PeerRecord};
 
@@ -58,6 +58,13 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
         deleted: e.deleted,
         hlc: e.version.hlc,
         node: e.version.node.0,
+        doc: e.doc.map(|d| pb::DocMeta {
+            created_hlc: d.created.hlc,
+            created_node: d.created.node.0,
+            changes: d.changes,
+            heads: d.heads,
+            delta: d.delta,
+        }),
     }
 }
 
@@ -73,6 +80,23 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
     if e.deleted && !e.value.is_empty() {
         return Err(corrupt("tombstone with a value"));
     }
+    let doc = match e.doc {
+        None => None,
+        Some(_) if e.deleted => return Err(corrupt("tombstone with a document")),
+        Some(d) => {
+            let created = Version::new(d.created_hlc, NodeId(d.created_node));
+            // A document is created by a write no later than its latest edit.
+            if d.created_hlc == 0 || d.created_node == 0 || created > Version::new(e.hlc, NodeId(e.node)) {
+                return Err(corrupt("document with a bad creation version"));
+            }
+            Some(DocMeta {
+                created,
+                changes: d.changes,
+                heads: d.heads,
+                delta: d.delta,
+            })
+        }
+    };
     Ok(Entry {
         key: e.key,
         value: Bytes::from(e.value),
@@ -80,6 +104,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         secret: e.secret,
         deleted: e.deleted,
         version: Version::new(e.hlc, NodeId(e.node)),
+        doc,
     })
 }
 

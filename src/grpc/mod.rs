@@ -84,7 +84,7 @@ pub fn status(err: &Error) -> tonic::Status {
         Error::Unauthorized(_) => Code::Unauthenticated,
         Error::Forbidden(_) => Code::PermissionDenied,
         Error::Conflict(_) => Code::Aborted,
-        Error::PreconditionFailed(_) => Code::FailedPrecondition,
+        Error::PreconditionFailed(_) | Error::Unprocessable(_) => Code::FailedPrecondition,
         Error::TooLarge(_) => Code::ResourceExhausted,
         Error::Unavailable(_) | Error::ClockSkew(_) => Code::Unavailable,
         Error::StorageFull(_) => Code::ResourceExhausted,

@@ -55,6 +55,17 @@ impl Sim {
                     self.trace.u64(2);
                     self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
                 }
+                Op::DocSet { key, field, value } => {
+                    self.trace.u64(3);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(field.as_bytes()));
+                    self.trace.u64(*value as u64);
+                }
+                Op::DocIncrement { key, by } => {
+                    self.trace.u64(4);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                    self.trace.u64(*by as u64);
+                }
             }
         }
         self.submit(slot, Cmd::Write(ops));
@@ -75,6 +86,27 @@ impl Sim {
             if p.import_ratio > 0.0 && self.work.gen_bool(p.import_ratio) {
                 let slot = *serving.choose(&mut self.work).expect("not empty");
                 self.import(slot);
+                return self.next_client();
+            }
+            // Only a scenario with documents draws for them: the other scenarios' traces stay as they were.
+            if p.doc_keys > 0 && self.work.gen_bool(p.doc_ratio) {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                let key = format!("doc/{}", self.work.gen_range(0..p.doc_keys));
+                self.value_seq += 1;
+                let op = if self.work.gen_bool(0.5) {
+                    let field = format!("f{}", self.work.gen_range(0..4));
+                    Op::DocSet {
+                        key,
+                        field,
+                        value: self.value_seq as i64,
+                    }
+                } else {
+                    Op::DocIncrement {
+                        key,
+                        by: self.work.gen_range(1..10),
+                    }
+                };
+                self.write(slot, vec![op]);
                 return self.next_client();
             }
             let r: f64 = self.work.gen();

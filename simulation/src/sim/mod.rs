@@ -4,6 +4,7 @@
 //! come out of the real `Core` as effects, which this loop carries out as the driver does.
 
 mod client;
+mod docs;
 mod driver;
 mod events;
 mod lifecycle;

@@ -2,7 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
 
-use cave::crdt::{LwwMap, ManualTime, NodeId};
+use cave::crdt::hlc::from_physical_ms;
+use cave::crdt::{LwwMap, ManualTime, NodeId, Version};
 use cave::replication::{CoreConfig, Faults};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -13,7 +14,7 @@ use super::script::{Script, Step};
 use super::{sample, up_to, Options, Sim, Stats, DOOMED_KEYS};
 use crate::history::History;
 use crate::net::{Block, Episode, NetParams, Network};
-use crate::node::{Clock, Life, Node};
+use crate::node::{Clock, Life, Node, EPOCH_MS};
 use crate::scenario::Bug;
 use crate::trace::Trace;
 
@@ -111,6 +112,15 @@ impl Sim {
                 leaving: None,
                 starts: 0,
             });
+        }
+
+        // The documents exist before the run: created on node 0 and replicated to every initial node.
+        for key in 0..params.doc_keys {
+            let created = Version::new(from_physical_ms(EPOCH_MS), nodes[0].id);
+            let doc = super::docs::seed(&format!("doc/{key}"), created);
+            for node in nodes.iter_mut().take(initial) {
+                node.state.merge(doc.clone());
+            }
         }
 
         let net_params = NetParams {

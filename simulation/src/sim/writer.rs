@@ -57,8 +57,7 @@ impl Sim {
                         &mut group,
                         ops,
                         &mut self.history,
-                        slot,
-                        now,
+                        (slot, now, bug),
                     );
                     if !taken {
                         self.stats.writes_refused += 1;
@@ -104,6 +103,7 @@ impl Sim {
             return;
         }
         let replace = matches!(self.opts.bug, Some(Bug::LwwArrivalOrder | Bug::LwwTieArrivalOrder));
+        let docs_as_lww = self.opts.bug == Some(Bug::DocsAsLww);
         let purging = self.nodes[slot]
             .run
             .as_ref()
@@ -168,6 +168,9 @@ impl Sim {
                 let shadowed = group.overlay.get(&w.key).map(|e| e.version) != Some(w.version);
                 self.history.ack(id, self.now, shadowed);
             }
+            for &id in &group.doc_edits {
+                self.history.doc_edits[id].fate = crate::history::Fate::Acked(self.now);
+            }
             for e in group.overlay.into_values() {
                 self.trace.entry(&e);
                 if self.opts.watch.as_deref() == Some(e.key.as_str()) {
@@ -181,7 +184,17 @@ impl Sim {
                 if replace {
                     node.state.remove(&e.key);
                 }
-                node.state.merge(e);
+                // The real writer installs its group's entries (documents already joined: merging them again
+                // would give the same, at the cost of another join). The bug installs a document whole over
+                // the one held.
+                if docs_as_lww && e.doc.is_some() {
+                    node.state.remove(&e.key);
+                }
+                if e.doc.is_some() {
+                    node.state.install(e);
+                } else {
+                    node.state.merge(e);
+                }
             }
             self.stats.writes_acked += group.writes.len() as u64;
             // The driver hands the core every committed change; the core picks what it broadcasts.
@@ -205,15 +218,12 @@ fn eval_write(
     group: &mut Group,
     ops: Vec<Op>,
     history: &mut History,
-    slot: usize,
-    now: u64,
+    (slot, now, bug): (usize, u64, Option<Bug>),
 ) -> bool {
     let mut local: BTreeMap<String, Entry> = BTreeMap::new();
     let mut written = Vec::new();
     for op in ops {
-        let key = match &op {
-            Op::Put { key, .. } | Op::Delete { key } => key.clone(),
-        };
+        let key = op.key().to_string();
         let current = local
             .get(&key)
             .or_else(|| group.overlay.get(&key))
@@ -230,6 +240,34 @@ fn eval_write(
         let entry = match op {
             Op::Put { key, value } => Entry::value(key, value, Version::new(stamp, me)),
             Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
+            op @ (Op::DocSet { .. } | Op::DocIncrement { .. }) => {
+                // A patch of a key without a live document is a 404: nothing is written.
+                let Some(edit) = super::docs::edit(current.as_ref(), &op, Version::new(stamp, me)) else {
+                    continue;
+                };
+                let (field, by) = match op {
+                    Op::DocSet { field, value, .. } => (Some((field, value)), 0),
+                    Op::DocIncrement { by, .. } => (None, by),
+                    _ => unreachable!("matched a document op"),
+                };
+                group.doc_edits.push(history.doc_edits.len());
+                history.doc_edits.push(crate::history::DocEdit {
+                    key: key.clone(),
+                    node: slot,
+                    field,
+                    by,
+                    hash: edit.hash,
+                    fate: crate::history::Fate::Pending,
+                });
+                // The driver broadcasts the edit as its delta (the bug: as the whole document).
+                group.changes.push(if bug == Some(Bug::DocsAsLww) {
+                    edit.entry.clone()
+                } else {
+                    edit.delta
+                });
+                local.insert(key, edit.entry);
+                continue;
+            }
         };
         written.push(entry.clone());
         local.insert(key, entry);
@@ -255,6 +293,20 @@ fn eval_merge(
     for entry in entries {
         hlc.observe(entry.version.hlc);
         let current = group.overlay.get(&entry.key).or_else(|| state.get(&entry.key));
+        // Documents of the epoch held, and deltas: joined, and a join is not broadcast (`Db::resolve_broadcast`).
+        // The bug takes a document whole when its precedence is greater, and drops deltas.
+        if bug != Some(Bug::DocsAsLww) && (entry.is_delta() || current.is_some_and(|c| c.same_document(&entry))) {
+            if let Some(joined) = current
+                .filter(|c| c.same_document(&entry))
+                .and_then(|c| super::docs::join(c, &entry))
+            {
+                group.overlay.insert(joined.key.clone(), joined);
+            }
+            continue;
+        }
+        if entry.is_delta() {
+            continue;
+        }
         let wins = match current {
             None => true,
             Some(c) => {

@@ -63,7 +63,11 @@ fn bind_rows<'q>(
             .bind(e.secret)
             .bind(e.deleted)
             .bind(e.version.hlc as i64)
-            .bind(e.version.node.0 as i64);
+            .bind(e.version.node.0 as i64)
+            .bind(e.doc.map(|d| d.created.hlc as i64))
+            .bind(e.doc.map(|d| d.created.node.0 as i64))
+            .bind(e.doc.map(|d| d.changes as i64))
+            .bind(e.doc.map(|d| d.heads as i64));
     }
     query
 }

@@ -14,6 +14,7 @@ mod audit;
 mod basic;
 mod checkpointer;
 mod compaction;
+mod docs;
 mod full;
 mod memory_only;
 mod merge;
@@ -36,6 +37,7 @@ use basic::{
     an_empty_batch_changes_nothing, close_makes_every_call_unavailable, concurrent_batches_all_persist,
     purge_removes_only_old_tombstones, round_trip, scan_matches_exactly_the_prefix, size_grows_with_the_data,
 };
+use docs::documents_keep_their_latest_state_and_the_epoch_decides;
 use merge::{
     a_batch_larger_than_a_chunk_merges_like_the_model, an_older_version_never_overwrites_a_newer_one,
     duplicate_keys_in_one_batch_merge_in_order, equal_versions_resolve_like_precedence,
@@ -218,4 +220,5 @@ for_each_store!(
     an_audit_record_is_replaced_by_its_id,
     audit_purge_is_bounded_and_ids_are_never_reused,
     batches_of_every_size_persist_with_their_records,
+    documents_keep_their_latest_state_and_the_epoch_decides,
 );
