@@ -69,6 +69,8 @@ impl Cluster {
                     incarnation: now_ms,
                     heartbeat: 0,
                     left: false,
+                    version: String::new(),
+                    keys: 0,
                 };
                 // Everyone is seeded with the first node, as a cluster is usually started.
                 let seeds = if i == 0 { vec![] } else { vec![addr(0)] };

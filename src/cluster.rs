@@ -148,6 +148,8 @@ impl Cluster {
             incarnation: started,
             heartbeat: 0,
             left: false,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            keys: 0,
         };
         let mdns = if opts.mdns {
             match Mdns::start(me, &cluster_id, listener_port(&opts.advertise_grpc)) {

@@ -125,6 +125,15 @@ async fn a_write_on_any_node_is_readable_on_every_node() {
         v
     };
     assert!(ids.iter().all(|id| *id == ids[0] && id.is_string()));
+    // Each member's version and key count travel in its gossip: node 1 sees the three keys on the others.
+    eventually("node 1 lists every member's version and key count", || async {
+        let list = nodes(&a.node).await;
+        list.len() == 3
+            && list
+                .iter()
+                .all(|n| n["version"] == env!("CARGO_PKG_VERSION") && n["keys"].as_u64() == Some(3))
+    })
+    .await;
     for m in [a, b, c] {
         m.node.stop().await;
     }

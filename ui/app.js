@@ -718,8 +718,10 @@
       contentType: resp.headers.get('Content-Type') || '',
       secret: secret !== null,
       revealed: secret === 'opened',
+      doc: resp.headers.get('X-Cave-Type') === 'doc',
       bytes,
     };
+    $('doc-history').hidden = true;
     renderValue();
   }
 
@@ -731,7 +733,8 @@
     $('value').hidden = true;
     $('value-missing').hidden = false;
     $('value-missing').textContent = 'This key does not exist (' + message + '). It may have been deleted.';
-    for (const id of ['btn-reveal', 'btn-hide', 'btn-raw', 'btn-edit', 'btn-delete', 'btn-download']) $(id).hidden = true;
+    for (const id of ['btn-reveal', 'btn-hide', 'btn-raw', 'btn-history', 'btn-edit', 'btn-delete', 'btn-download']) $(id).hidden = true;
+    $('doc-history').hidden = true;
     showPlaceholder();
   }
 
@@ -757,6 +760,42 @@
     notify('Downloading ' + e.key);
   }
 
+  /** A document's changes (`?history=true`), oldest first: who, when, a short hash and what changed. */
+  async function loadHistory() {
+    const e = state.entry;
+    if (!e || !e.doc) return;
+    const seq = state.valueSeq;
+    let changes;
+    try {
+      const query = { history: 'true' };
+      if (e.revealed) query.secret = 'true';
+      const resp = await api('GET', '/kv/' + encodePath(e.key), { query });
+      changes = (await resp.json()).changes || [];
+    } catch (err) {
+      showError(err, 'Reading the history of ' + e.key);
+      return;
+    }
+    if (seq !== state.valueSeq) return;
+    const list = $('doc-changes');
+    list.replaceChildren();
+    for (const c of changes) {
+      const item = document.createElement('li');
+      const hash = document.createElement('span');
+      hash.className = 'mono';
+      hash.textContent = String(c.hash || '').slice(0, 12);
+      hash.title = String(c.hash || '');
+      const when = c.time_ms ? new Date(c.time_ms).toISOString() : 'time unknown';
+      item.append(hash, ' · ' + when + ' · node ' + (c.node || '?') + (c.summary ? ' · ' + c.summary : ''));
+      list.appendChild(item);
+    }
+    if (changes.length === 0) {
+      const item = document.createElement('li');
+      item.textContent = 'no changes';
+      list.appendChild(item);
+    }
+    $('doc-history').hidden = false;
+  }
+
   function renderValue() {
     const e = state.entry;
     $('value-view').hidden = false;
@@ -773,6 +812,13 @@
       const badge = document.createElement('span');
       badge.className = 'badge secret';
       badge.textContent = 'secret';
+      type.appendChild(badge);
+    }
+    if (e.doc) {
+      const badge = document.createElement('span');
+      badge.className = 'badge doc';
+      badge.textContent = 'document';
+      badge.title = 'An Automerge document: concurrent edits of different fields merge, counters add up';
       type.appendChild(badge);
     }
     const pre = $('value');
@@ -796,6 +842,7 @@
       pre.textContent = shown.kind === 'json' && state.raw ? shown.raw : shown.text;
       if (shown.kind === 'binary') pre.classList.add('hex');
     }
+    $('btn-history').hidden = !e.doc || (e.secret && !e.revealed);
     $('btn-reveal').hidden = !(e.secret && !e.revealed);
     $('btn-hide').hidden = !(e.secret && e.revealed);
     $('btn-edit').hidden = false;
@@ -870,6 +917,8 @@
     $('f-type').value = 'text/plain; charset=utf-8';
     $('f-secret').checked = false;
     $('f-secret').disabled = false;
+    $('f-doc').checked = false;
+    $('f-doc').disabled = false;
     $('editor-note').hidden = true;
     $('editor').hidden = false;
     showPlaceholder();
@@ -880,14 +929,17 @@
     clearError();
     const e = state.entry;
     if (!e) return;
-    state.editor = { mode: 'edit', key: e.key, version: e.version };
+    state.editor = { mode: 'edit', key: e.key, version: e.version, doc: e.doc, base: e.doc ? docJson(e.bytes) : null };
     $('editor-title').textContent = 'Edit ' + e.key;
     $('f-path').value = e.key;
     $('f-path').readOnly = true;
     $('f-file').value = '';
     $('f-secret').checked = e.secret;
     $('f-secret').disabled = true; // changing sealed <-> plain would need the plaintext; re-create the key instead
+    $('f-doc').checked = e.doc;
+    $('f-doc').disabled = true; // saving a document applies the difference; a plain PUT would replace it
     const note = [];
+    if (e.doc) note.push('Saving writes only the fields you change, as one change: edits made elsewhere meanwhile still merge.');
     if (e.secret && !e.revealed) {
       // Do not reveal a secret just because someone wants to replace it.
       $('f-value').value = '';
@@ -921,6 +973,93 @@
     showPlaceholder();
   }
 
+  /** The JSON of a document's bytes as read, or null if they are not (a sealed document not revealed). */
+  function docJson(bytes) {
+    try {
+      return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    } catch (e) {
+      return null;
+    }
+  }
+
+  /**
+   * The RFC 7396 merge patch that turns `from` into `to` (objects recurse, a removed field is null, anything
+   * else is replaced whole), or undefined when they are equal. A null inside `to` cannot be said in a merge
+   * patch (it means "remove"): `null` is returned for that case, and the caller replaces the document.
+   */
+  function mergePatch(from, to) {
+    const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+    if (!isObject(from) || !isObject(to)) {
+      if (JSON.stringify(from) === JSON.stringify(to)) return undefined;
+      return containsNull(to) ? null : to;
+    }
+    const patch = {};
+    for (const k of Object.keys(from)) if (!(k in to)) patch[k] = null;
+    for (const k of Object.keys(to)) {
+      if (to[k] === null) {
+        if (from[k] !== null) return null;
+        continue;
+      }
+      const sub = k in from ? mergePatch(from[k], to[k]) : to[k];
+      if (sub === null) return null;
+      if (sub !== undefined) patch[k] = sub;
+    }
+    return Object.keys(patch).length ? patch : undefined;
+  }
+
+  function containsNull(v) {
+    if (v === null) return true;
+    if (typeof v !== 'object') return false;
+    return Object.values(v).some(containsNull);
+  }
+
+  /**
+   * Save an edited document as the merge patch from the document as it was opened to the text: only the
+   * fields this edit changed are written, so edits made elsewhere meanwhile (other fields, counter
+   * increments) survive. Without a version check, since the document merges.
+   */
+  async function saveDocument(ed) {
+    let edited;
+    try {
+      edited = JSON.parse($('f-value').value);
+    } catch (e) {
+      showError(new ApiError(0, 'invalid_input', 'a document is a JSON object: ' + e.message), 'Saving ' + ed.key);
+      return;
+    }
+    if (edited === null || typeof edited !== 'object' || Array.isArray(edited)) {
+      showError(new ApiError(0, 'invalid_input', 'a document is a JSON object'), 'Saving ' + ed.key);
+      return;
+    }
+    const patch = mergePatch(ed.base, edited);
+    if (patch === undefined) {
+      closeEditor();
+      notify('No changes to ' + ed.key);
+      return;
+    }
+    $('f-save').disabled = true;
+    try {
+      const resp =
+        patch === null
+          ? await api('PUT', '/kv/' + encodePath(ed.key), {
+              body: JSON.stringify(edited),
+              headers: { 'Content-Type': 'application/json' },
+              query: { doc: 'true' },
+            })
+          : await api('PATCH', '/kv/' + encodePath(ed.key), {
+              body: JSON.stringify(patch),
+              headers: { 'Content-Type': 'application/merge-patch+json' },
+            });
+      const answer = await resp.json();
+      closeEditor();
+      notify('Saved ' + ed.key + ' (version ' + answer.version + ')');
+      go(ed.key);
+    } catch (e) {
+      showError(e, 'Saving ' + ed.key);
+    } finally {
+      $('f-save').disabled = false;
+    }
+  }
+
   async function save(ev) {
     ev.preventDefault();
     clearError();
@@ -937,12 +1076,17 @@
       showError(new ApiError(0, 'invalid_input', 'content type must be visible ASCII'), 'Saving ' + key);
       return;
     }
+    if (ed.mode === 'edit' && ed.doc && ed.base !== null) {
+      await saveDocument(ed);
+      return;
+    }
     const file = $('f-file').files[0];
     // A Blob without a type sends no Content-Type, so the server applies its default.
     const body = new Blob([file || $('f-value').value], contentType ? { type: contentType } : {});
     const headers = contentType ? { 'Content-Type': contentType } : {};
     const query = { cas: ed.mode === 'create' ? '0' : ed.version };
     if ($('f-secret').checked) query.secret = 'true';
+    if ($('f-doc').checked) query.doc = 'true';
     $('f-save').disabled = true;
     try {
       const resp = await api('PUT', '/kv/' + encodePath(key), { body, headers, query });
@@ -1123,6 +1267,7 @@
       closeEditor();
     });
     $('btn-edit').addEventListener('click', openEdit);
+    $('btn-history').addEventListener('click', loadHistory);
     $('btn-delete').addEventListener('click', askDelete);
     $('btn-delete-yes').addEventListener('click', doDelete);
     $('btn-delete-no').addEventListener('click', () => {

@@ -5,7 +5,7 @@
 // `/api/v1/cluster/nodes` (the members as this node sees them: status, last seen, clock skew; admin only,
 // so for another token, and in a build without the route, the view shows this node alone), and
 // `/api/v1/perf/metrics` (the Prometheus counters the chart turns into rates). A member's version and key
-// count are known only to the member itself: its card links to its own console.
+// count come from its gossip (as of its last heartbeat); a member too old to gossip them links to its console.
 'use strict';
 
 window.CaveNodes = function (ctx) {
@@ -171,8 +171,12 @@ window.CaveNodes = function (ctx) {
       }
       row('Clock vs cluster', offset);
     }
-    if (!self && typeof n.http_addr === 'string' && n.http_addr) {
-      // Its version and key count are its own to tell: its console shows them.
+    if (!self && (typeof n.version === 'string' || typeof n.keys === 'number')) {
+      row('Version', n.version);
+      row('Keys', typeof n.keys === 'number' ? n.keys.toLocaleString('en') : null);
+    }
+    if (!self && typeof n.version !== 'string' && typeof n.http_addr === 'string' && n.http_addr) {
+      // A member that does not gossip its version and key count: its own console shows them.
       const a = document.createElement('a');
       a.href = location.protocol + '//' + n.http_addr + '/ui/#nodes';
       a.textContent = 'open its console';

@@ -33,10 +33,14 @@ pub struct NodeView {
     pub clock_skewed: bool,
     /// Process start time of the member (ms since the epoch).
     pub incarnation: u64,
+    /// Its software version; `None` from a member too old to gossip it.
+    pub version: Option<String>,
+    /// Live keys it held at its last heartbeat, as gossiped (this node's: now).
+    pub keys: Option<u64>,
 }
 
-/// Every node `core` knows at local time `now_ms`, this one first.
-fn node_list(core: &Core, now_ms: u64) -> Vec<NodeView> {
+/// Every node `core` knows at local time `now_ms`, this one first; `keys` is this node's live key count.
+fn node_list(core: &Core, now_ms: u64, keys: u64) -> Vec<NodeView> {
     let me = core.membership().me();
     let clock = core.clock_view();
     let bound = clock.bound_ms as i64;
@@ -50,6 +54,8 @@ fn node_list(core: &Core, now_ms: u64) -> Vec<NodeView> {
         clock_offset_ms: clock.offset_ms,
         clock_skewed: clock.fenced.is_some(),
         incarnation: me.incarnation,
+        version: Some(env!("CARGO_PKG_VERSION").to_string()),
+        keys: Some(keys),
     }];
     out.extend(core.membership().members().map(|m| {
         // Relative to the median only once there is one; before that, unknown.
@@ -64,6 +70,9 @@ fn node_list(core: &Core, now_ms: u64) -> Vec<NodeView> {
             clock_offset_ms: offset.filter(|_| clock.offset_ms.is_some()),
             clock_skewed: clock.offset_ms.is_some() && offset.is_some_and(|o| o.abs() > bound),
             incarnation: m.record.incarnation,
+            version: Some(m.record.version.clone()).filter(|v| !v.is_empty()),
+            // A member gossips its count from its first heartbeat on; before it, it has said nothing.
+            keys: (m.record.heartbeat > 0 || m.record.keys > 0).then_some(m.record.keys),
         }
     }));
     out
@@ -74,7 +83,10 @@ fn node_list(core: &Core, now_ms: u64) -> Vec<NodeView> {
 /// makes the member skewed (for this node: fenced). A node that does not replicate lists only itself.
 pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
     Json(match &app.cluster {
-        Some(cluster) => cluster.with_core(node_list),
+        Some(cluster) => {
+            let keys = app.db.stats().keys as u64;
+            cluster.with_core(|core, now_ms| node_list(core, now_ms, keys))
+        }
         None => vec![NodeView {
             id: app.db.node_id().to_string(),
             grpc_addr: app.config.grpc_addr.to_string(),
@@ -85,6 +97,8 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
             clock_offset_ms: None,
             clock_skewed: false,
             incarnation: 0,
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            keys: Some(app.db.stats().keys as u64),
         }],
     })
 }
@@ -93,7 +107,7 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
 pub fn peers(app: &AppState) -> Vec<Value> {
     let Some(cluster) = &app.cluster else { return Vec::new() };
     cluster
-        .with_core(node_list)
+        .with_core(|core, now_ms| node_list(core, now_ms, 0))
         .into_iter()
         .skip(1)
         .map(|n| json!({"id": n.id, "grpc_addr": n.grpc_addr, "status": n.status}))

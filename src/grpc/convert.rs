@@ -120,6 +120,8 @@ fn record_out(r: &PeerRecord) -> pb::PeerRecord {
         incarnation: r.incarnation,
         heartbeat: r.heartbeat,
         left: r.left,
+        version: r.version.clone(),
+        keys: r.keys,
     }
 }
 
@@ -132,6 +134,9 @@ fn record_in(r: pb::PeerRecord) -> Result<PeerRecord> {
             return Err(corrupt("bad peer address"));
         }
     }
+    if r.version.len() > 64 || r.version.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(corrupt("bad peer version"));
+    }
     Ok(PeerRecord {
         id: NodeId(r.id),
         grpc_addr: r.grpc_addr,
@@ -139,6 +144,8 @@ fn record_in(r: pb::PeerRecord) -> Result<PeerRecord> {
         incarnation: r.incarnation,
         heartbeat: r.heartbeat,
         left: r.left,
+        version: r.version,
+        keys: r.keys,
     })
 }
 

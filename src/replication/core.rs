@@ -493,7 +493,7 @@ impl Core {
         }
         if now_ms >= self.next_gossip_ms {
             self.next_gossip_ms = now_ms + self.cfg.gossip_interval_ms;
-            self.membership.beat();
+            self.membership.beat(state.live() as u64);
             self.gossip(now_ms, &mut fx);
         }
         self.contact_seeds(now_ms, &mut fx);

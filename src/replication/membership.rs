@@ -199,9 +199,10 @@ impl Membership {
         &self.me
     }
 
-    /// Bump our heartbeat (once per gossip interval).
-    pub fn beat(&mut self) {
+    /// Bump our heartbeat (once per gossip interval), with the live keys we now hold.
+    pub fn beat(&mut self, keys: u64) {
         self.me.heartbeat += 1;
+        self.me.keys = keys;
     }
 
     /// Mark ourselves as leaving (gossiped on the next rounds).
@@ -356,6 +357,8 @@ mod tests {
             incarnation,
             heartbeat,
             left: false,
+            version: String::new(),
+            keys: 0,
         }
     }
 

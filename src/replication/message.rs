@@ -19,6 +19,11 @@ pub struct PeerRecord {
     pub heartbeat: u64,
     /// Whether the member announced that it is leaving.
     pub left: bool,
+    /// The member's software version (`CARGO_PKG_VERSION`); empty from a member too old to say.
+    pub version: String,
+    /// Live keys the member held at its last heartbeat (for operators: a member far behind the others
+    /// stands out). Informational only: no protocol rule reads it.
+    pub keys: u64,
 }
 
 impl PeerRecord {

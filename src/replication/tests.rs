@@ -37,6 +37,8 @@ fn record(i: usize, incarnation: u64) -> PeerRecord {
         incarnation,
         heartbeat: 0,
         left: false,
+        version: String::new(),
+        keys: 0,
     }
 }
 

@@ -59,6 +59,8 @@ mod tests {
             incarnation,
             heartbeat,
             left: false,
+            version: String::new(),
+            keys: 0,
         }
     }
 

@@ -42,6 +42,8 @@ impl Sim {
             incarnation: local,
             heartbeat: 0,
             left: false,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            keys: 0,
         };
         let mut core = Core::new(self.cfg.clone(), record, node.seeds.clone(), core_seed, local);
         // What mDNS would find on the LAN: a few current members (so that a node whose configured seeds have
