@@ -448,11 +448,13 @@ async fn a_watch_with_a_narrow_token_receives_nothing_outside_its_prefix() {
     let (a, b) = (&members[0].node, &members[1].node);
     put_policy(a, "mine", json!([{"prefix": "w/mine/", "allow": ["read"]}])).await;
     let (_, token) = make_token(a, &["mine"], None).await;
-    eventually("B accepts the token", || async {
-        whoami_status(b, &token).await == 200
+    let narrow = client_with_token(&token);
+    // The token and its policy replicate to B separately: wait until B knows both (a read under the prefix
+    // is then a 404, not a 403).
+    eventually("B accepts the token and knows its policy", || async {
+        whoami_status(b, &token).await == 200 && send(&narrow, Method::GET, &b.kv("w/mine/probe"), None).await.0 == 404
     })
     .await;
-    let narrow = client_with_token(&token);
     // Outside its prefix the watch is refused outright; over the root it opens, filtered.
     let (status, _) = send(&narrow, Method::GET, &b.url("/api/v1/watch/w/other"), None).await;
     assert_eq!(status, 403);

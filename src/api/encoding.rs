@@ -376,6 +376,8 @@ pub struct EntryJsonRef<'a> {
     secret: bool,
     deleted: bool,
     version: Version,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    doc: Option<DocJson>,
 }
 
 impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
@@ -392,6 +394,7 @@ impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
             secret: e.secret,
             deleted: e.deleted,
             version: e.version,
+            doc: e.doc.map(DocJson::from),
         }
     }
 }
@@ -527,6 +530,15 @@ mod tests {
             Entry::value("a/é", "text \"quoted\"", version),
             Entry::value("bin", Bytes::from_static(&[0xff, 0, 1]), version),
             Entry::tombstone("gone", version),
+            Entry {
+                doc: Some(crate::crdt::DocMeta {
+                    created: version,
+                    changes: 2,
+                    heads: 0xfeed,
+                    delta: false,
+                }),
+                ..Entry::value("doc", Bytes::from_static(&[0x85, 0x6f, 0x4a]), version)
+            },
         ] {
             let owned = serde_json::to_string(&EntryJson::from(&entry)).unwrap();
             let borrowed = serde_json::to_string(&EntryJsonRef::from(&entry)).unwrap();
