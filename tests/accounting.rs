@@ -5,12 +5,6 @@
 
 mod common;
 
-use std::time::Duration;
-
-use cave::config::{Config, Mode};
-use cave::secrets::MasterKey;
-use common::TestNode;
-
 /// The value of the sample line `name value` (no labels) in a Prometheus exposition.
 fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines()
@@ -20,18 +14,7 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread")]
 async fn system_info_and_metrics_report_the_resident_set() {
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(MasterKey::generate()),
-        mdns: false,
-        grpc_addr: grpc.local_addr().unwrap(),
-        discovery_window: Duration::ZERO,
-        ..Config::default()
-    };
-    let node = TestNode::start_config_with_grpc(config, Some(grpc)).await;
+    let (_dir, node) = common::start_prod().await;
     node.put("a/k", vec![b'x'; 1000]).await;
 
     let info = node.get_json("/api/v1/system/info").await;

@@ -45,24 +45,9 @@ async fn doc_json(n: &TestNode, key: &str) -> Option<Value> {
     response.json().await.ok()
 }
 
-/// A prod-mode node (access control on) alone, on its own gRPC port.
-async fn single() -> (tempfile::TempDir, TestNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(MasterKey::generate()),
-        mdns: false,
-        grpc_addr: grpc.local_addr().unwrap(),
-        ..Config::default()
-    };
-    (dir, TestNode::start_config_with_grpc(config, Some(grpc)).await)
-}
-
 #[tokio::test]
 async fn the_http_contract_of_documents() {
-    let (_dir, n) = single().await;
+    let (_dir, n) = common::start_prod().await;
     let created = put_doc(&n, "cfg/app", json!({"name": "app", "limits": {"cpu": 1}})).await;
     assert_eq!(created.status(), 200);
     assert_eq!(created.headers()["x-cave-type"], "doc");
@@ -230,7 +215,7 @@ async fn the_http_contract_of_documents() {
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert_eq!(doc_json(&n, "cfg/app").await.unwrap()["later"], true);
-    let (_dir2, fresh) = single().await;
+    let (_dir2, fresh) = common::start_prod().await;
     let r = fresh
         .client
         .post(fresh.url("/api/v1/import"))

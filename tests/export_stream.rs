@@ -5,12 +5,8 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use base64::Engine;
-use cave::config::{Config, Mode};
-use cave::secrets::MasterKey;
-use common::TestNode;
 use futures::StreamExt;
 use serde_json::{json, Value};
 
@@ -19,18 +15,7 @@ const KEYS: usize = 33_333;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_large_export_streams_every_entry_once_in_key_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(MasterKey::generate()),
-        mdns: false,
-        grpc_addr: grpc.local_addr().unwrap(),
-        discovery_window: Duration::ZERO,
-        ..Config::default()
-    };
-    let node = TestNode::start_config_with_grpc(config, Some(grpc)).await;
+    let (_dir, node) = common::start_prod().await;
     // key -> Some(value bytes) for a live key, None for a tombstone.
     let mut want: BTreeMap<String, Option<Vec<u8>>> = BTreeMap::new();
     let ops: Vec<Value> = (0..KEYS)

@@ -5,28 +5,8 @@
 
 mod common;
 
-use std::time::Duration;
-
-use cave::config::{Config, Mode};
-use cave::secrets::MasterKey;
 use common::{client_with_token, expect_error, TestNode};
 use serde_json::{json, Value};
-
-async fn prod_node() -> (tempfile::TempDir, TestNode) {
-    let dir = tempfile::tempdir().unwrap();
-    let grpc = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(MasterKey::generate()),
-        mdns: false,
-        grpc_addr: grpc.local_addr().unwrap(),
-        discovery_window: Duration::ZERO,
-        ..Config::default()
-    };
-    let node = TestNode::start_config_with_grpc(config, Some(grpc)).await;
-    (dir, node)
-}
 
 /// Write `keys` (value: the key itself) through the node's API in batches.
 async fn fill(node: &TestNode, keys: &[String]) {
@@ -61,7 +41,7 @@ fn encode(text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_big_folder_lists_in_pages_with_the_cursor_in_headers_and_in_the_body() {
-    let (_dir, node) = prod_node().await;
+    let (_dir, node) = common::start_prod().await;
     // 2,500 keys and 3 sub-folders (one of 1,000 keys) directly in big/.
     let mut keys: Vec<String> = (0..2_500).map(|i| format!("big/k{i:05}")).collect();
     keys.extend((0..1_000).map(|i| format!("big/k00100/deep/{i}")));
@@ -137,7 +117,7 @@ async fn a_big_folder_lists_in_pages_with_the_cursor_in_headers_and_in_the_body(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn meta_count_and_contains_describe_a_folder() {
-    let (_dir, node) = prod_node().await;
+    let (_dir, node) = common::start_prod().await;
     node.put("app/greeting", "hello").await;
     node.put_secret("app/db/password", "hunter2").await;
     node.put("app/db/user", "cave").await;
@@ -236,7 +216,7 @@ async fn meta_count_and_contains_describe_a_folder() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn contains_examines_a_bounded_number_of_keys_per_request() {
-    let (_dir, node) = prod_node().await;
+    let (_dir, node) = common::start_prod().await;
     // 100,000 examined per request: 100,005 keys of which only the last matches.
     let keys: Vec<String> = (0..100_005)
         .map(|i| {
@@ -272,7 +252,7 @@ async fn contains_examines_a_bounded_number_of_keys_per_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_token_sees_only_what_it_may_list_and_next_still_walks_everything() {
-    let (_dir, node) = prod_node().await;
+    let (_dir, node) = common::start_prod().await;
     for key in ["shop/a", "shop/b/1", "shop/c", "shop/d/1", "shop/e"] {
         node.put(key, "v").await;
     }

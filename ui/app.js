@@ -27,6 +27,7 @@
     key: null, // full key or null
     entry: null, // {key, version, contentType, secret, revealed, bytes}
     raw: false, // show JSON as stored instead of pretty-printed
+    reveal: false, // whether the last read of the open value asked to open its secret
     editor: null, // null, {mode: 'create'} or {mode: 'edit', key, version}
     es: null,
     esFolder: null,
@@ -695,6 +696,9 @@
 
   async function loadValue(reveal) {
     const seq = ++state.valueSeq;
+    // What was last asked for, so that a refresh started before this read's answer (a change event of this
+    // key) asks for the same: reading `state.entry.revealed` there would undo a Reveal still in flight.
+    state.reveal = !!reveal;
     const key = state.key;
     let resp;
     let bytes;
@@ -1250,7 +1254,7 @@
       state.refreshValue = false;
       if (state.view !== 'keys') return;
       loadListing();
-      if (withValue && state.key) loadValue(state.entry ? state.entry.revealed : false);
+      if (withValue && state.key) loadValue(state.reveal);
     }, 100);
   }
 

@@ -71,6 +71,24 @@ pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> (tempfile::TempDir, 
     (dir, node)
 }
 
+/// A fresh data directory and a prod-mode node alone in its cluster: access control on (its client carries
+/// [`ROOT_TOKEN`]), a cluster key of its own, no mDNS, no discovery wait, its own gRPC port.
+pub async fn start_prod() -> (tempfile::TempDir, TestNode) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let grpc = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+    let config = Config {
+        mode: cave::config::Mode::Prod,
+        data_dir: dir.path().join("data"),
+        cluster_key: Some(cave::secrets::MasterKey::generate()),
+        mdns: false,
+        grpc_addr: grpc.local_addr().expect("local addr"),
+        discovery_window: Duration::ZERO,
+        ..Config::default()
+    };
+    let node = TestNode::start_config_with_grpc(config, Some(grpc)).await;
+    (dir, node)
+}
+
 impl TestNode {
     /// Serve a node on `data_dir` (created if missing) with `tweak` applied to the dev defaults.
     pub async fn start_in(data_dir: &Path, tweak: impl FnOnce(&mut Config)) -> TestNode {
