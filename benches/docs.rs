@@ -17,14 +17,12 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cave::config::Config;
 use cave::crdt::doc::{join_plain, Doc, DOC_CONTENT_TYPE};
 use cave::crdt::{Entry, NodeId, Version};
 use serde_json::{json, Value};
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod support;
+use support::{env_or, BenchNode};
 
 fn cpu() -> Duration {
     // SAFETY: getrusage only writes the struct it is given.
@@ -86,26 +84,9 @@ async fn main() {
     let docs: usize = env_or("DOCS", 50);
     let changes: usize = env_or("CHANGES", 10_000);
 
-    let dir = tempfile::tempdir().unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", http.local_addr().unwrap());
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        http_addr: http.local_addr().unwrap(),
-        log_level: "warn".into(),
-        ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        cave::node::serve(config, http, shutdown).await.unwrap();
-    });
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = BenchNode::start(&client).await;
+    let base = node.base.clone();
 
     // 1. PATCH of one field vs PUT of the same JSON.
     let mut ratios = Vec::new();
@@ -151,8 +132,7 @@ async fn main() {
         median(ratios.clone()),
         ops / docs + 1
     );
-    let _ = stop.send(());
-    node.await.unwrap();
+    node.stop().await;
 
     // 2-4. Wire bytes, growth, merge time.
     let created = Version::new(1, NodeId(1));

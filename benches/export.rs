@@ -16,13 +16,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cave::config::Config;
 use futures::StreamExt;
 use parking_lot::Mutex;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod support;
+use support::{env_or, BenchNode};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -113,26 +111,9 @@ async fn main() {
     let rounds: usize = env_or("ROUNDS", 5);
     let writer_count: usize = env_or("WRITERS", 4);
     let interval = Duration::from_millis(env_or("PUT_INTERVAL_MS", 5));
-    let dir = tempfile::tempdir().unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", http.local_addr().unwrap());
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        http_addr: http.local_addr().unwrap(),
-        log_level: "warn".into(),
-        ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        cave::node::serve(config, http, shutdown).await.unwrap();
-    });
     let client = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = BenchNode::start(&client).await;
+    let base = node.base.clone();
 
     let started = Instant::now();
     let value = "v".repeat(100);
@@ -213,6 +194,5 @@ async fn main() {
         busy.last().copied().unwrap_or(f64::NAN)
     );
     println!("  p99 ratio: {:.2}x", pct(&busy, 0.99) / pct(&quiet, 0.99));
-    let _ = stop.send(());
-    node.await.unwrap();
+    node.stop().await;
 }

@@ -10,13 +10,10 @@
 //!
 //! Run: `cargo bench --bench listing` (env KEYS, SUBFOLDERS, SUBFOLDER_KEYS, LIMIT, REQUESTS).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use cave::config::Config;
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
+mod support;
+use support::{env_or, BenchNode};
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[((p * sorted.len() as f64) as usize).min(sorted.len() - 1)]
@@ -48,26 +45,9 @@ async fn main() {
     let subfolder_keys: usize = env_or("SUBFOLDER_KEYS", 1_000);
     let limit: usize = env_or("LIMIT", 1_000);
     let requests: usize = env_or("REQUESTS", 200);
-    let dir = tempfile::tempdir().unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", http.local_addr().unwrap());
-    let config = Config {
-        data_dir: dir.path().join("data"),
-        http_addr: http.local_addr().unwrap(),
-        log_level: "warn".into(),
-        ..Config::default()
-    };
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let node = tokio::spawn(async move {
-        let shutdown = async move {
-            let _ = stopped.await;
-        };
-        cave::node::serve(config, http, shutdown).await.unwrap();
-    });
     let client = reqwest::Client::builder().build().unwrap();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let node = BenchNode::start(&client).await;
+    let base = node.base.clone();
 
     let started = Instant::now();
     let direct = fill(&client, &base, (0..keys).map(|i| format!("big/k{i:07}"))).await;
@@ -122,6 +102,5 @@ async fn main() {
             );
         }
     }
-    let _ = stop.send(());
-    node.await.unwrap();
+    node.stop().await;
 }
