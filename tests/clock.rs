@@ -6,6 +6,7 @@
 
 mod common;
 
+use common::child::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -172,14 +173,6 @@ fn libfaketime(test: &str) -> Option<&'static str> {
     }
     eprintln!("skipped {test}: {LIBFAKETIME} is missing (apt-get install faketime)");
     None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// One `cave` process of a three-node cluster. Killed when dropped.

@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::child::free_port;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -31,12 +32,6 @@ impl Drop for Cave {
             let _ = self.child.wait();
         }
     }
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
 }
 
 /// Start `cave` on `data_dir` and `port` without waiting for it.

@@ -29,10 +29,34 @@ impl Drop for Cave {
     }
 }
 
-/// A port that was free a moment ago.
+/// The loopback ports tests hand to child processes: below the kernel's ephemeral range (32768–60999 by
+/// default), so no outgoing connection's source port can take one between this check and the child's bind.
+const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
+
+/// A loopback port that is free now and that no other caller in this test binary was given.
+///
+/// Port 0 is not good enough: the kernel hands a just-released port out again, so two calls (or two tests
+/// running in parallel) got the same port, and a child died with "Address already in use" (a CI failure of
+/// tests/clock.rs). Ports are walked from a point that depends on the process id, so test binaries that run
+/// one after another start apart too.
 pub fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
-    listener.local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(TEST_PORTS.end - TEST_PORTS.start);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % span,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = TEST_PORTS.start + offset as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {TEST_PORTS:?}");
 }
 
 /// Start `cave` on `data_dir` and `port` without waiting for it.
