@@ -279,8 +279,9 @@ async fn eventually(what: &str, nodes: &[&TestNode], want: &Value) {
     }
 }
 
-/// Two nodes that cannot see each other edit different fields of one document and increment one counter;
-/// once they meet, both fields and the summed counter are on both.
+/// Two nodes that cannot see each other edit different fields of one document and increment one counter,
+/// and each creates another, missing counter by its first increment; once they meet, both fields and both
+/// summed counters are on both.
 #[tokio::test]
 async fn partitioned_edits_of_one_document_all_survive() {
     let key = MasterKey::generate();
@@ -304,6 +305,8 @@ async fn partitioned_edits_of_one_document_all_survive() {
     assert_eq!(patch(&a, "shared", MERGE, json!({"from_a": 1})).await.status(), 200);
     let inc = |by: i64| json!([{"op": "increment", "path": "/hits", "value": by}]);
     assert_eq!(patch(&a, "shared", PATCH, inc(2)).await.status(), 200);
+    let visit = |by: i64| json!([{"op": "increment", "path": "/visits", "value": by}]);
+    assert_eq!(patch(&a, "shared", PATCH, visit(10)).await.status(), 200);
     let a_config = a.config.clone();
     a.stop().await;
     let b = TestNode::start_config(b_config).await;
@@ -311,16 +314,17 @@ async fn partitioned_edits_of_one_document_all_survive() {
     assert_eq!(patch(&b, "shared", MERGE, json!({"from_b": 2})).await.status(), 200);
     assert_eq!(patch(&b, "shared", PATCH, inc(3)).await.status(), 200);
     assert_eq!(patch(&b, "shared", PATCH, inc(4)).await.status(), 200);
+    assert_eq!(patch(&b, "shared", PATCH, visit(20)).await.status(), 200);
 
     // Together again.
     let a = TestNode::start_config(a_config).await;
-    let want = json!({"title": "t", "hits": 9, "from_a": 1, "from_b": 2});
+    let want = json!({"title": "t", "hits": 9, "visits": 30, "from_a": 1, "from_b": 2});
     eventually("both hold every edit", &[&a, &b], &want).await;
     let (history_a, history_b) = (
         a.get_json("/api/v1/kv/shared?history=true").await,
         b.get_json("/api/v1/kv/shared?history=true").await,
     );
-    assert_eq!(history_a["changes"].as_array().unwrap().len(), 7);
+    assert_eq!(history_a["changes"].as_array().unwrap().len(), 9);
     // The same changes; the causal order of concurrent ones may differ between the two.
     let hashes = |h: &Value| {
         let mut all: Vec<String> = h["changes"]

@@ -7,16 +7,17 @@
 //! a rewrite of the whole document, which is exactly what loses concurrent edits). Every edit that can fail is
 //! applied inside one pending Automerge transaction that the caller commits only on success, or rolls back.
 //!
-//! Counters: a field created as a counter (`add` with `"counter": true`, or the first `increment`) holds an
-//! Automerge counter, whose concurrent increments add up. Writing a plain number over a counter (a PUT or a
-//! merge patch) increments it by the difference, so that increments made concurrently elsewhere still count.
+//! Counters: a field created as a counter (`add` with `"counter": true`, or the first `increment`) holds a
+//! counter (see [`super::counter`]), whose concurrent increments add up, the first ones too. Writing a plain
+//! number over a counter (a PUT or a merge patch) increments it by the difference, so that increments made
+//! concurrently elsewhere still count.
 
 use automerge::transaction::Transactable;
 use automerge::{ObjId, ObjType, Prop, ReadDoc, ScalarValue, Value, ROOT};
 use serde::Deserialize;
 use serde_json::Value as Json;
 
-use super::{json_of, Doc};
+use super::{counter, json_of, member_json, Doc};
 use crate::error::{Error, Result};
 
 /// One JSON Patch operation (RFC 6902 `add`, `remove`, `replace`, `test`), or Cave's `increment`.
@@ -127,6 +128,9 @@ impl Doc {
             let kind = self.inner.object_type(&obj).map_err(unprocessable)?;
             let prop = prop_of(kind, t, self.inner.length(&obj), false)?;
             match self.inner.get(&obj, prop).map_err(unprocessable)? {
+                Some((Value::Object(_), id)) if counter::is_counter(&self.inner, &id) => {
+                    return Err(unprocessable(format!("{path}: {t:?} is a counter, not an object")))
+                }
                 Some((Value::Object(_), id)) => obj = id,
                 Some(_) => return Err(unprocessable(format!("{path}: {t:?} is not an object or array"))),
                 None => return Err(unprocessable(format!("{path}: {t:?} does not exist"))),
@@ -143,22 +147,28 @@ impl Doc {
     fn apply_op(&mut self, op: &PatchOp) -> Result<()> {
         match op {
             PatchOp::Add { path, value, counter } => {
-                let value = if *counter {
-                    match value.as_i64() {
-                        Some(n) => Staged::Counter(n),
-                        None => return Err(unprocessable(format!("{path}: a counter starts at an integer"))),
-                    }
-                } else {
-                    Staged::Json(value)
+                let start = match (*counter, value.as_i64()) {
+                    (false, _) => None,
+                    (true, Some(n)) => Some(n),
+                    (true, None) => return Err(unprocessable(format!("{path}: a counter starts at an integer"))),
                 };
                 let Some(place) = self.resolve(path)? else {
-                    return self.replace_root(value);
+                    return match start {
+                        Some(_) => Err(unprocessable("a document is a JSON object")),
+                        None => self.replace_root(value),
+                    };
                 };
                 let doc = &mut self.inner;
                 let len = doc.length(&place.parent);
                 let prop = prop_of(place.kind, &place.token, len, true)?;
                 let insert = place.kind == ObjType::List;
-                write(doc, &place.parent, prop, value, insert)
+                match start {
+                    Some(n) => {
+                        check_prop(&prop)?;
+                        counter::create(doc, &place.parent, prop, insert, n)
+                    }
+                    None => write(doc, &place.parent, prop, value, insert),
+                }
             }
             PatchOp::Remove { path } => {
                 let place = self.existing(path)?;
@@ -167,24 +177,18 @@ impl Doc {
             }
             PatchOp::Replace { path, value } => {
                 let Some(place) = self.resolve(path)? else {
-                    return self.replace_root(Staged::Json(value));
+                    return self.replace_root(value);
                 };
                 self.existing(path)?;
                 let prop = prop_of(place.kind, &place.token, self.inner.length(&place.parent), false)?;
-                write(&mut self.inner, &place.parent, prop, Staged::Json(value), false)
+                write(&mut self.inner, &place.parent, prop, value, false)
             }
             PatchOp::Test { path, value } => {
                 let found = match self.resolve(path)? {
                     None => Some(json_of(&self.inner, &ROOT)),
                     Some(place) => {
                         let prop = prop_of(place.kind, &place.token, self.inner.length(&place.parent), false)?;
-                        self.inner
-                            .get(&place.parent, prop)
-                            .map_err(unprocessable)?
-                            .map(|(v, id)| match v {
-                                Value::Object(_) => json_of(&self.inner, &id),
-                                Value::Scalar(s) => super::scalar_json(&s),
-                            })
+                        member_json(&self.inner, &place.parent, prop)
                     }
                 };
                 if found.as_ref() == Some(value) {
@@ -199,14 +203,15 @@ impl Doc {
                 };
                 let prop = prop_of(place.kind, &place.token, self.inner.length(&place.parent), false)?;
                 let doc = &mut self.inner;
+                if counter::total(doc, &place.parent, prop.clone()).is_some() {
+                    return counter::bump(doc, &place.parent, prop, *value);
+                }
                 match doc.get(&place.parent, prop.clone()).map_err(unprocessable)? {
-                    Some((Value::Scalar(s), _)) if matches!(s.as_ref(), ScalarValue::Counter(_)) => {
-                        doc.increment(&place.parent, prop, *value).map_err(unprocessable)
-                    }
                     Some(_) => Err(unprocessable(format!("{path} is not a counter"))),
-                    None if place.kind == ObjType::Map => doc
-                        .put(&place.parent, prop, ScalarValue::counter(*value))
-                        .map_err(unprocessable),
+                    None if place.kind == ObjType::Map => {
+                        check_prop(&prop)?;
+                        counter::create(doc, &place.parent, prop, false, *value)
+                    }
                     None => Err(unprocessable(format!("{path} does not exist"))),
                 }
             }
@@ -226,9 +231,9 @@ impl Doc {
         }
     }
 
-    fn replace_root(&mut self, value: Staged<'_>) -> Result<()> {
+    fn replace_root(&mut self, value: &Json) -> Result<()> {
         match value {
-            Staged::Json(json @ Json::Object(_)) => self.update_to(json).map_err(|e| unprocessable(e.to_string())),
+            Json::Object(_) => self.update_to(value).map_err(|e| unprocessable(e.to_string())),
             _ => Err(unprocessable("a document is a JSON object")),
         }
     }
@@ -259,28 +264,23 @@ fn prop_of(kind: ObjType, token: &str, len: usize, append: bool) -> Result<Prop>
     }
 }
 
-/// A value to write: JSON, or a counter.
-#[derive(Clone, Copy)]
-enum Staged<'a> {
-    Json(&'a Json),
-    Counter(i64),
+/// Refuse a reserved member name (see [`counter`]).
+fn check_prop(prop: &Prop) -> Result<()> {
+    match prop {
+        Prop::Map(key) => counter::check_name(key),
+        Prop::Seq(_) => Ok(()),
+    }
 }
 
-/// Write `value` at `prop` of `obj`: inserted before it in a list when `insert`, else put over it.
-fn write(doc: &mut automerge::AutoCommit, obj: &ObjId, prop: Prop, value: Staged<'_>, insert: bool) -> Result<()> {
-    let scalar = match value {
-        Staged::Counter(n) => Some(ScalarValue::counter(n)),
-        Staged::Json(json) => scalar_of(json),
-    };
+/// Write `json` at `prop` of `obj`: inserted before it in a list when `insert`, else put over it.
+fn write(doc: &mut automerge::AutoCommit, obj: &ObjId, prop: Prop, json: &Json, insert: bool) -> Result<()> {
+    check_prop(&prop)?;
     let fail = |e: automerge::AutomergeError| unprocessable(e);
-    match (scalar, prop) {
+    match (scalar_of(json), prop) {
         (Some(s), Prop::Map(key)) => doc.put(obj, key, s).map_err(fail),
         (Some(s), Prop::Seq(i)) if insert => doc.insert(obj, i, s).map_err(fail),
         (Some(s), Prop::Seq(i)) => doc.put(obj, i, s).map_err(fail),
         (None, prop) => {
-            let Staged::Json(json) = value else {
-                unreachable!("a counter is a scalar")
-            };
             let kind = if json.is_array() { ObjType::List } else { ObjType::Map };
             let child = match prop {
                 Prop::Map(key) => doc.put_object(obj, key, kind),
@@ -298,12 +298,12 @@ fn fill(doc: &mut automerge::AutoCommit, obj: &ObjId, json: &Json) -> Result<()>
     match json {
         Json::Object(map) => {
             for (key, value) in map {
-                write(doc, obj, Prop::Map(key.clone()), Staged::Json(value), false)?;
+                write(doc, obj, Prop::Map(key.clone()), value, false)?;
             }
         }
         Json::Array(items) => {
             for (i, value) in items.iter().enumerate() {
-                write(doc, obj, Prop::Seq(i), Staged::Json(value), true)?;
+                write(doc, obj, Prop::Seq(i), value, true)?;
             }
         }
         _ => {}
@@ -328,6 +328,14 @@ fn scalar_of(json: &Json) -> Option<ScalarValue> {
 
 /// Set `key` of map `obj` to `target`, editing in place where the kinds agree.
 fn set_member(doc: &mut automerge::AutoCommit, obj: &ObjId, key: &str, target: &Json, merge: bool) -> Result<()> {
+    counter::check_name(key)?;
+    if let Some(total) = counter::total(doc, obj, key.into()) {
+        return match target.as_i64().map(|n| n.wrapping_sub(total)) {
+            Some(0) => Ok(()),
+            Some(by) => counter::bump(doc, obj, key.into(), by),
+            None => write(doc, obj, Prop::Map(key.into()), target, false),
+        };
+    }
     let current = doc.get(obj, key).map_err(unprocessable)?;
     match (current, target) {
         (Some((Value::Object(ObjType::Map), id)), Json::Object(map)) => {
@@ -337,17 +345,6 @@ fn set_member(doc: &mut automerge::AutoCommit, obj: &ObjId, key: &str, target: &
                 update_map(doc, &id, map)
             }
         }
-        (Some((Value::Scalar(s), _)), Json::Number(n)) if matches!(s.as_ref(), ScalarValue::Counter(_)) => {
-            let ScalarValue::Counter(c) = s.as_ref() else {
-                unreachable!("matched a counter")
-            };
-            let by = n.as_i64().map(|n| n.wrapping_sub(i64::from(c)));
-            match by {
-                Some(0) => Ok(()),
-                Some(by) => doc.increment(obj, key, by).map_err(unprocessable),
-                None => write(doc, obj, Prop::Map(key.into()), Staged::Json(target), false),
-            }
-        }
         (Some((Value::Scalar(s), _)), _) if scalar_of(target).as_ref() == Some(s.as_ref()) => Ok(()),
         (Some((Value::Object(_), id)), _) if &json_of(doc, &id) == target => Ok(()),
         (_, Json::Object(map)) if merge => {
@@ -355,7 +352,7 @@ fn set_member(doc: &mut automerge::AutoCommit, obj: &ObjId, key: &str, target: &
             let child = doc.put_object(obj, key, ObjType::Map).map_err(unprocessable)?;
             merge_map(doc, &child, map)
         }
-        _ => write(doc, obj, Prop::Map(key.into()), Staged::Json(target), false),
+        _ => write(doc, obj, Prop::Map(key.into()), target, false),
     }
 }
 

@@ -32,6 +32,7 @@
 //! (which holds the key) can join two of them ([`join`] with its sealer); without the key the merge keeps
 //! the greater precedence, which is right for the successive states of one node that the stores see.
 
+mod counter;
 mod edit;
 #[cfg(test)]
 mod tests;
@@ -205,28 +206,34 @@ fn hex(hash: &ChangeHash) -> String {
 /// The JSON of one object of `doc`.
 pub(super) fn json_of<R: ReadDoc>(doc: &R, obj: &ObjId) -> serde_json::Value {
     use serde_json::Value as J;
-    let value_at = |value: Value<'_>, id: ObjId| match value {
-        Value::Object(_) => json_of(doc, &id),
-        Value::Scalar(s) => scalar_json(&s),
-    };
     match doc.object_type(obj) {
         Ok(ObjType::Map) | Ok(ObjType::Table) => {
             let mut map = serde_json::Map::new();
             for key in doc.keys(obj) {
-                if let Ok(Some((value, id))) = doc.get(obj, key.as_str()) {
-                    map.insert(key, value_at(value, id));
+                if let Some(value) = member_json(doc, obj, automerge::Prop::Map(key.clone())) {
+                    map.insert(key, value);
                 }
             }
             J::Object(map)
         }
         Ok(ObjType::List) => J::Array(
             (0..doc.length(obj))
-                .filter_map(|i| doc.get(obj, i).ok().flatten())
-                .map(|(value, id)| value_at(value, id))
+                .filter_map(|i| member_json(doc, obj, automerge::Prop::Seq(i)))
                 .collect(),
         ),
         Ok(ObjType::Text) => J::String(doc.text(obj).unwrap_or_default()),
         Err(_) => J::Null,
+    }
+}
+
+/// The JSON of the member at `prop` of `obj` (a counter as its number), `None` if there is none.
+pub(super) fn member_json<R: ReadDoc>(doc: &R, obj: &ObjId, prop: automerge::Prop) -> Option<serde_json::Value> {
+    if let Some(n) = counter::total(doc, obj, prop.clone()) {
+        return Some(n.into());
+    }
+    match doc.get(obj, prop).ok()?? {
+        (Value::Object(_), id) => Some(json_of(doc, &id)),
+        (Value::Scalar(s), _) => Some(scalar_json(&s)),
     }
 }
 

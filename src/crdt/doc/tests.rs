@@ -17,6 +17,11 @@ enum Edit {
     Set(&'static str, i64),
     Remove(&'static str),
     Increment(i64),
+    /// Increment `/fresh`, a counter the base document lacks: the first increment creates it, so replicas
+    /// create it concurrently.
+    Fresh(i64),
+    /// Merge in another replica's current state (so later edits build on a merged document).
+    Pull(usize),
 }
 
 fn arb_edit() -> impl Strategy<Value = Edit> {
@@ -25,6 +30,8 @@ fn arb_edit() -> impl Strategy<Value = Edit> {
         (field.clone(), 0i64..5).prop_map(|(f, v)| Edit::Set(f, v)),
         field.prop_map(Edit::Remove),
         (-3i64..10).prop_map(Edit::Increment),
+        (-3i64..10).prop_map(Edit::Fresh),
+        (0usize..4).prop_map(Edit::Pull),
     ]
 }
 
@@ -50,16 +57,21 @@ fn entry_of(doc: &mut Doc, version: Version) -> Entry {
     }
 }
 
-/// Each replica's successive states after each of its edits (replica `r` is node `r + 2`), and the sum of
-/// all increments.
-fn replay(edits: &[Vec<Edit>]) -> (Vec<Entry>, i64) {
+/// Each replica's successive states after each of its edits (replica `r` is node `r + 2`; the replicas take
+/// turns, one edit each), and the sums of all increments of `/hits` and of `/fresh`.
+fn replay(edits: &[Vec<Edit>]) -> (Vec<Entry>, i64, i64) {
     let base = base();
     let mut states = vec![base.clone()];
-    let mut sum = 0;
-    for (r, edits) in edits.iter().enumerate() {
-        let node = NodeId(r as u64 + 2);
-        let mut doc = Doc::load(&base.value, node).unwrap();
-        for (i, edit) in edits.iter().enumerate() {
+    let (mut hits, mut fresh) = (0, 0);
+    let mut docs: Vec<Doc> = (0..edits.len())
+        .map(|r| Doc::load(&base.value, NodeId(r as u64 + 2)).unwrap())
+        .collect();
+    let rounds = edits.iter().map(Vec::len).max().unwrap_or(0);
+    for i in 0..rounds {
+        for (r, edits) in edits.iter().enumerate() {
+            let Some(edit) = edits.get(i) else { continue };
+            let node = NodeId(r as u64 + 2);
+            let version = Version::new(EPOCH.hlc + 1 + i as u64, node);
             let op = match edit {
                 Edit::Set(f, v) => PatchOp::Add {
                     path: format!("/{f}"),
@@ -71,20 +83,36 @@ fn replay(edits: &[Vec<Edit>]) -> (Vec<Entry>, i64) {
                     path: "/hits".into(),
                     value: *by,
                 },
+                Edit::Fresh(by) => PatchOp::Increment {
+                    path: "/fresh".into(),
+                    value: *by,
+                },
+                Edit::Pull(from) => {
+                    let from = from % docs.len();
+                    if from != r {
+                        let mut other = Doc::load(&docs[from].save(), NodeId(0)).unwrap();
+                        docs[r].merge(&mut other).unwrap();
+                        states.push(entry_of(&mut docs[r], version));
+                    }
+                    continue;
+                }
             };
+            let doc = &mut docs[r];
             // A remove of a missing field does not apply (422): the replica rolls it back, as the writer does.
             if doc.json_patch(&[op]).is_err() {
                 doc.rollback();
                 continue;
             }
-            if let Edit::Increment(by) = edit {
-                sum += by;
+            match edit {
+                Edit::Increment(by) => hits += by,
+                Edit::Fresh(by) => fresh += by,
+                _ => {}
             }
             doc.commit(i as i64, "edit");
-            states.push(entry_of(&mut doc, Version::new(EPOCH.hlc + 1 + i as u64, node)));
+            states.push(entry_of(doc, version));
         }
     }
-    (states, sum)
+    (states, hits, fresh)
 }
 
 fn arb_replicas() -> impl Strategy<Value = Vec<Vec<Edit>>> {
@@ -110,7 +138,7 @@ proptest! {
 
     #[test]
     fn document_merge_is_a_semilattice(edits in arb_replicas(), picks in prop::collection::vec(any::<prop::sample::Index>(), 3)) {
-        let (states, _) = replay(&edits);
+        let (states, ..) = replay(&edits);
         let pick = |i: usize| states[picks[i].index(states.len())].clone();
         let (a, b, c) = (pick(0), pick(1), pick(2));
         prop_assert_eq!(state(&a.clone().merge(b.clone())), state(&b.clone().merge(a.clone())));
@@ -125,7 +153,7 @@ proptest! {
     /// the sum of every increment made anywhere.
     #[test]
     fn any_delivery_order_converges_and_counters_sum(edits in arb_replicas(), seed in any::<u64>()) {
-        let (states, sum) = replay(&edits);
+        let (states, hits, fresh) = replay(&edits);
         let forward = fold(states.clone());
         let mut shuffled = states.clone();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
@@ -142,7 +170,8 @@ proptest! {
             other.digest().root()
         });
         let json = state(&forward).3;
-        prop_assert_eq!(json["hits"].as_i64(), Some(sum));
+        prop_assert_eq!(json["hits"].as_i64(), Some(hits));
+        prop_assert_eq!(json.get("fresh").map_or(Some(0), serde_json::Value::as_i64), Some(fresh));
         prop_assert_eq!(forward.version, states.iter().map(|e| e.version).max().unwrap());
     }
 
@@ -150,7 +179,7 @@ proptest! {
     /// between kinds) and a document survives exactly when nothing of a later epoch was written.
     #[test]
     fn kinds_mix_by_epoch(edits in arb_replicas(), others in prop::collection::vec((0u64..30, any::<bool>()), 0..3), seed in any::<u64>()) {
-        let (mut states, _) = replay(&edits);
+        let (mut states, ..) = replay(&edits);
         for (hlc, deleted) in &others {
             let v = Version::new(*hlc, NodeId(9));
             states.push(if *deleted { Entry::tombstone("k", v) } else { Entry::value("k", "lww", v) });
@@ -207,6 +236,67 @@ fn concurrent_fields_both_survive_and_counters_add() {
     let history = Doc::load(&merged.value, NodeId(0)).unwrap().history();
     assert_eq!(history.len(), 3);
     assert_eq!(history[0].summary, "create");
+}
+
+/// Two nodes create one missing counter concurrently (each by its first increment), then both keep counting
+/// on the merged document: no increment is lost, and the counter's inner parts never show or take edits.
+#[test]
+fn concurrent_first_increments_of_a_missing_counter_all_count() {
+    let base = base();
+    let inc = |doc: &mut Doc, by| {
+        doc.json_patch(&[PatchOp::Increment {
+            path: "/new".into(),
+            value: by,
+        }])
+        .unwrap();
+        doc.commit(1, "inc");
+    };
+    let (mut a, mut b) = (
+        Doc::load(&base.value, NodeId(2)).unwrap(),
+        Doc::load(&base.value, NodeId(3)).unwrap(),
+    );
+    inc(&mut a, 3);
+    inc(&mut b, 5);
+    let mut b_copy = Doc::load(&b.save(), NodeId(0)).unwrap();
+    a.merge(&mut b_copy).unwrap();
+    let mut a_copy = Doc::load(&a.save(), NodeId(0)).unwrap();
+    b.merge(&mut a_copy).unwrap();
+    assert_eq!(a.to_json()["new"], json!(8));
+    // Both go on counting on the merged document, concurrently again.
+    inc(&mut a, 1);
+    inc(&mut b, 10);
+    let mut b_copy = Doc::load(&b.save(), NodeId(0)).unwrap();
+    a.merge(&mut b_copy).unwrap();
+    assert_eq!(a.to_json(), json!({"hits": 0, "new": 19}));
+    // A PUT of a number over it increments by the difference; a test sees the number.
+    a.update_to(&json!({"hits": 0, "new": 20})).unwrap();
+    a.commit(2, "put");
+    assert_eq!(a.to_json()["new"], json!(20));
+    a.json_patch(&[PatchOp::Test {
+        path: "/new".into(),
+        value: json!(20),
+    }])
+    .unwrap();
+    // Its inner parts are not addressable, and NUL-led names (reserved for them) are refused.
+    for bad in [
+        json!([{"op": "add", "path": "/new/x", "value": 1}]),
+        json!([{"op": "add", "path": "/\0counter", "value": 1}]),
+        json!([{"op": "add", "path": "/o", "value": {"\0x": 1}}]),
+    ] {
+        let ops: Vec<PatchOp> = serde_json::from_value(bad.clone()).unwrap();
+        let err = a.json_patch(&ops).unwrap_err();
+        a.rollback();
+        assert!(matches!(err, Error::Unprocessable(_)), "{bad}: {err:?}");
+    }
+    assert!(a.update_to(&json!({"\0x": 1})).is_err());
+    a.rollback();
+    // A replace makes it a plain value again.
+    a.json_patch(&[PatchOp::Replace {
+        path: "/new".into(),
+        value: json!("done"),
+    }])
+    .unwrap();
+    assert_eq!(a.to_json()["new"], json!("done"));
 }
 
 #[test]
