@@ -145,7 +145,7 @@ async fn main() {
         let before = doc.head_hashes();
         doc.merge_patch(&json!({"n": i})).unwrap();
         doc.commit(i as i64, "patch");
-        if i % 100 == 0 {
+        if i % (changes / 100).max(1) == 0 {
             deltas.push(doc.save_after(&before).len() as f64);
         }
         if i == changes * 9 / 10 {
