@@ -13,7 +13,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{DocMeta, Entry, Version, DEFAULT_CONTENT_TYPE};
+use crate::crdt::{hlc, DocMeta, Entry, Version, DEFAULT_CONTENT_TYPE};
 use crate::error::{Error, Result};
 
 /// Header carrying an entry's version.
@@ -257,6 +257,9 @@ pub struct EntryJson {
     /// For a document: what it says about itself (`value` holds its saved Automerge bytes, base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub doc: Option<DocJson>,
+    /// For an expiring value: when it expires, in milliseconds since the Unix epoch on the cluster's clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }
 
 /// [`crate::crdt::DocMeta`] as JSON. `heads` is hex: a u64 does not survive JSON readers that use doubles.
@@ -308,6 +311,7 @@ impl From<&Entry> for EntryJson {
             deleted: e.deleted,
             version: e.version,
             doc: e.doc.map(DocJson::from),
+            expires_ms: e.expires.map(hlc::physical_ms),
         }
     }
 }
@@ -324,7 +328,10 @@ impl EntryJson {
             if self.doc.is_some() {
                 return Err(Error::invalid("a tombstone holds no document"));
             }
-            return Ok(Entry::tombstone(self.key, self.version));
+            return Ok(Entry {
+                expires: self.expires_ms.map(hlc::from_physical_ms),
+                ..Entry::tombstone(self.key, self.version)
+            });
         }
         let doc = match self.doc {
             None => None,
@@ -361,6 +368,7 @@ impl EntryJson {
             deleted: false,
             version: self.version,
             doc,
+            expires: self.expires_ms.map(hlc::from_physical_ms),
         })
     }
 }
@@ -378,6 +386,8 @@ pub struct EntryJsonRef<'a> {
     version: Version,
     #[serde(skip_serializing_if = "Option::is_none")]
     doc: Option<DocJson>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_ms: Option<u64>,
 }
 
 impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
@@ -395,6 +405,7 @@ impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
             deleted: e.deleted,
             version: e.version,
             doc: e.doc.map(DocJson::from),
+            expires_ms: e.expires.map(hlc::physical_ms),
         }
     }
 }

@@ -62,6 +62,11 @@ pub fn entry_hash(entry: &Entry) -> u128 {
             hasher.update(&doc.heads.to_le_bytes());
         }
     }
+    // Permanent entries hash as they always did.
+    if let Some(at) = entry.expires {
+        hasher.update(b"expires");
+        hasher.update(&at.to_le_bytes());
+    }
     // Never zero, so that "an entry" and "no entry" always differ.
     hasher.digest128() | 1
 }

@@ -170,6 +170,9 @@ pub struct Entry {
     /// `Some` for a document value ([`doc`]): `value` holds its saved Automerge bytes. `None` for an LWW value
     /// and for every tombstone.
     pub doc: Option<DocMeta>,
+    /// The hybrid-clock timestamp from which an expiring value (`PUT ?ttl=`) reads as absent on every node;
+    /// `None` for a permanent one. A tombstone that an expiry wrote keeps it (see [`Entry::expired`]).
+    pub expires: Option<u64>,
 }
 
 impl Entry {
@@ -183,6 +186,7 @@ impl Entry {
             deleted: false,
             version,
             doc: None,
+            expires: None,
         }
     }
 
@@ -196,6 +200,22 @@ impl Entry {
             deleted: true,
             version,
             doc: None,
+            expires: None,
+        }
+    }
+
+    /// Whether this is a live value that has not expired at hybrid-clock time `now`.
+    pub fn live_at(&self, now: u64) -> bool {
+        !self.deleted && self.expires.is_none_or(|at| now < at)
+    }
+
+    /// The tombstone an expiring value turns into once expired: same version (so it supersedes exactly this
+    /// value, and no later write), deleted, no value, the expiry kept. Every node derives the same one from
+    /// the same value, so they converge whichever node's sweep or which replica's copy arrives first.
+    pub fn expired(&self) -> Entry {
+        Entry {
+            expires: self.expires,
+            ..Entry::tombstone(self.key.clone(), self.version)
         }
     }
 
@@ -218,6 +238,7 @@ impl Entry {
             .then_with(|| self.value.cmp(&other.value))
             .then_with(|| self.content_type.cmp(&other.content_type))
             .then_with(|| self.secret.cmp(&other.secret))
+            .then_with(|| self.expires.cmp(&other.expires))
     }
 
     /// Whether `self` should replace `current` (strictly greater in [`Entry::precedence`]).
@@ -259,7 +280,12 @@ impl Entry {
 
     /// Bytes this entry accounts for in size estimates.
     pub fn size(&self) -> usize {
-        self.key.len() + self.value.len() + self.content_type.len() + 24 + if self.doc.is_some() { 32 } else { 0 }
+        self.key.len()
+            + self.value.len()
+            + self.content_type.len()
+            + 24
+            + if self.doc.is_some() { 32 } else { 0 }
+            + if self.expires.is_some() { 8 } else { 0 }
     }
 }
 
@@ -277,15 +303,20 @@ mod tests {
             prop::collection::vec(0u8..3, 0..3),
             any::<bool>(),
             prop::sample::select(vec![DEFAULT_CONTENT_TYPE, "text/plain", "a"]),
+            prop::option::of(0u64..3),
         )
-            .prop_map(|(hlc, node, deleted, value, secret, content_type)| {
+            .prop_map(|(hlc, node, deleted, value, secret, content_type, expires)| {
                 let version = Version::new(hlc, NodeId(node));
                 if deleted {
-                    Entry::tombstone("k", version)
+                    Entry {
+                        expires,
+                        ..Entry::tombstone("k", version)
+                    }
                 } else {
                     Entry {
                         secret,
                         content_type: content_type.to_string(),
+                        expires,
                         ..Entry::value("k", value, version)
                     }
                 }

@@ -74,6 +74,7 @@ fn finish(
         deleted: false,
         version,
         doc: Some(meta),
+        expires: None,
     };
     Ok(Written {
         entry,

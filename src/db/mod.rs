@@ -96,6 +96,7 @@ struct Held {
     content_type: String,
     secret: bool,
     doc: Option<crate::crdt::DocMeta>,
+    expires: Option<u64>,
     /// For a local document write: how it is broadcast.
     delta: Option<DocBroadcast>,
     budget: Arc<AtomicUsize>,
@@ -119,6 +120,7 @@ impl Change {
                 content_type: entry.content_type,
                 secret: entry.secret,
                 doc: entry.doc,
+                expires: entry.expires,
                 delta,
                 budget: budget.clone(),
             })
@@ -541,6 +543,7 @@ fn held_entry(change: &Change) -> Option<Entry> {
         deleted: change.deleted,
         version: change.version,
         doc: held.doc,
+        expires: held.expires,
     })
 }
 

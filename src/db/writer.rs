@@ -256,6 +256,7 @@ impl Group {
                         deleted: false,
                         version,
                         doc: None,
+                        expires: None,
                     };
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());

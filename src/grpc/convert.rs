@@ -65,6 +65,7 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
             heads: d.heads,
             delta: d.delta,
         }),
+        expires: e.expires,
     }
 }
 
@@ -105,6 +106,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         deleted: e.deleted,
         version: Version::new(e.hlc, NodeId(e.node)),
         doc,
+        expires: e.expires,
     })
 }
 
@@ -344,14 +346,19 @@ mod tests {
             1u64..,
             any::<bool>(),
             any::<bool>(),
+            any::<Option<u64>>(),
         )
-            .prop_map(|(key, value, hlc, node, deleted, secret)| {
+            .prop_map(|(key, value, hlc, node, deleted, secret, expires)| {
                 let v = Version::new(hlc, NodeId(node));
                 if deleted {
-                    Entry::tombstone(key, v)
+                    Entry {
+                        expires,
+                        ..Entry::tombstone(key, v)
+                    }
                 } else {
                     Entry {
                         secret,
+                        expires,
                         ..Entry::value(key, value, v)
                     }
                 }

@@ -306,6 +306,7 @@ pub fn join(
         deleted: false,
         version: a.version.max(b.version),
         doc: Some(left.meta(meta_a.created)),
+        expires: None,
     })
 }
 

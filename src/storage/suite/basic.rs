@@ -21,6 +21,10 @@ pub(super) async fn round_trip(store: &dyn Store) {
             ..value("app/db/password", b"\x01sealed\xc3\x28", v(13, 4))
         },
         Entry::tombstone("app/deleted", v(14, 5)),
+        Entry {
+            expires: Some(HIGH + 9),
+            ..value("app/expiring", b"e", v(15, 6))
+        },
         value("zz/last", b"z", v(HIGH + 7, u64::MAX)),
     ];
     assert_eq!(store.apply(&entries).await.unwrap(), entries.len());
@@ -39,7 +43,7 @@ pub(super) async fn round_trip(store: &dyn Store) {
     let mut sorted = entries.clone();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(store.load().await.unwrap(), sorted);
-    assert_eq!(store.scan("app/").await.unwrap(), sorted[..5].to_vec());
+    assert_eq!(store.scan("app/").await.unwrap(), sorted[..6].to_vec());
     let empty = store.get("app/empty").await.unwrap().unwrap();
     assert_eq!(empty.value, Bytes::new());
     assert!(!empty.deleted);

@@ -193,20 +193,34 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
     let key = prop::sample::select(vec!["a", "a/b", "b"]);
     let bytes = prop::collection::vec(prop::sample::select(vec![0x00u8, 0x01, 0x7f, 0x80, 0xff]), 0..3);
     let content_type = prop::sample::select(vec!["", "a", "é"]);
-    (key, hlc, node, any::<bool>(), bytes, content_type, any::<bool>()).prop_map(
-        |(key, hlc, node, deleted, bytes, content_type, secret)| {
+    // Expiries on both sides of 2^63 too: the compaction compares them unsigned, like `Option<u64>`.
+    let expires = prop::option::of(prop::sample::select(vec![0, 1, HIGH, u64::MAX]));
+    (
+        key,
+        hlc,
+        node,
+        any::<bool>(),
+        bytes,
+        content_type,
+        any::<bool>(),
+        expires,
+    )
+        .prop_map(|(key, hlc, node, deleted, bytes, content_type, secret, expires)| {
             let version = v(hlc, node);
             if deleted {
-                Entry::tombstone(key, version)
+                Entry {
+                    expires,
+                    ..Entry::tombstone(key, version)
+                }
             } else {
                 Entry {
                     content_type: content_type.into(),
                     secret,
+                    expires,
                     ..value(key, &bytes, version)
                 }
             }
-        },
-    )
+        })
 }
 
 /// Entries cut into batches of random sizes, applied in order.
