@@ -267,6 +267,7 @@ async fn seed(data_dir: &Path, key: &str, secret: bool) {
         content_type: "text/plain".to_string(),
         secret,
         cas: None,
+        ttl: None,
     };
     node.db.write(vec![put]).await.unwrap();
     node.close().await.unwrap();

@@ -320,6 +320,7 @@ async fn a_watcher_that_falls_behind_is_told_it_lagged() {
             content_type: "text/plain".into(),
             secret: false,
             cas: None,
+            ttl: None,
         })
         .collect();
     node.db.write(ops).await.unwrap();
@@ -339,6 +340,7 @@ async fn recursive_listings_past_the_bound_are_refused_and_page_instead() {
             content_type: "text/plain".into(),
             secret: false,
             cas: None,
+            ttl: None,
         })
         .collect();
     node.db.write(ops).await.unwrap();

@@ -309,6 +309,7 @@ impl Acl {
             content_type: "application/json".into(),
             secret: false,
             cas: None,
+            ttl: None,
         };
         self.db.write(vec![op]).await?;
         self.reload_key(key);

@@ -2,6 +2,7 @@
 //! form of an entry, version headers.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::FromRequestParts;
@@ -20,6 +21,8 @@ use crate::error::{Error, Result};
 pub const VERSION_HEADER: &str = "x-cave-version";
 /// Header set on a secret's response: `sealed` (the envelope) or `opened` (plaintext).
 pub const SECRET_HEADER: &str = "x-cave-secret";
+/// Header of an expiring entry: when it expires (milliseconds since the Unix epoch, cluster clock).
+pub const EXPIRES_HEADER: &str = "x-cave-expires";
 /// Longest content type accepted, in bytes.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
@@ -80,6 +83,13 @@ impl Params {
                     .map_err(|e| Error::invalid(format!("parameter cas: {e}")))
             })
             .transpose()
+    }
+
+    /// `?ttl=DURATION` (`30s`, `10m`, `1h30m`, ...), between `min` and `max`; absent = permanent.
+    pub fn ttl(&self, min: Duration, max: Duration) -> Result<Option<Duration>> {
+        let Some(text) = self.0.get("ttl") else { return Ok(None) };
+        let ttl = crate::config::parse_duration(text).map_err(|e| Error::invalid(format!("parameter ttl: {e}")))?;
+        check_ttl(ttl, min, max).map(Some)
     }
 
     /// A raw string parameter.
@@ -188,6 +198,27 @@ fn written_texts(version: Version) -> (String, String) {
     let mut etag = String::with_capacity(40);
     let _ = write!(etag, "\"{version}\"");
     (format!("{{\"message\":\"ok\",\"version\":{etag}}}"), etag)
+}
+
+/// A TTL within the configured bounds, or a 400 that names them.
+pub fn check_ttl(ttl: Duration, min: Duration, max: Duration) -> Result<Duration> {
+    if ttl < min || ttl > max {
+        return Err(Error::invalid(format!(
+            "ttl must be between {} and {} (min_ttl, max_ttl), got {}",
+            crate::config::format_duration(min),
+            crate::config::format_duration(max),
+            crate::config::format_duration(ttl)
+        )));
+    }
+    Ok(ttl)
+}
+
+/// `X-Cave-Expires` of an expiring entry: when it expires, in milliseconds since the Unix epoch on the
+/// cluster's clock.
+pub fn expires_header(headers: &mut HeaderMap, entry: &Entry) {
+    if let Some(at) = entry.expires {
+        headers.insert(EXPIRES_HEADER, HeaderValue::from(hlc::physical_ms(at)));
+    }
 }
 
 /// `X-Cave-Version` and `ETag` headers of a version.
@@ -332,6 +363,9 @@ impl EntryJson {
                 expires: self.expires_ms.map(hlc::from_physical_ms),
                 ..Entry::tombstone(self.key, self.version)
             });
+        }
+        if self.doc.is_some() && self.expires_ms.is_some() {
+            return Err(Error::invalid("a document does not expire"));
         }
         let doc = match self.doc {
             None => None,

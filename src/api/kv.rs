@@ -11,7 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use super::encoding::{content_type, path_after, version_headers, written_response, Params, SECRET_HEADER};
+use super::encoding::{
+    content_type, expires_header, path_after, version_headers, written_response, Params, SECRET_HEADER,
+};
 use super::AppState;
 use crate::acl::{Access, Capability};
 use crate::db::{Op, Outcome};
@@ -96,6 +98,7 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
         HeaderValue::from_str(&content_type).map_err(Error::internal)?,
     );
     version_headers(h, entry.version);
+    expires_header(h, &entry);
     if let Some(state) = secret_state {
         h.insert(SECRET_HEADER, HeaderValue::from_static(state));
     }
@@ -136,10 +139,14 @@ pub async fn put(
     };
     access.require(Capability::Write, &key)?;
     if params.flag("doc")? {
+        if params.get("ttl").is_some() {
+            return Err(Error::invalid("ttl applies to plain values; documents do not expire"));
+        }
         return super::docs::put(&app, key, &params, &headers, body).await;
     }
     let secret = params.flag("secret")?;
     let cas = params.cas()?;
+    let ttl = params.ttl(app.config.min_ttl, app.config.max_ttl)?;
     let content_type = content_type(&headers)?;
     let limit = app.config.max_value_bytes;
     let value = read_body(&headers, body, limit).await?;
@@ -150,6 +157,7 @@ pub async fn put(
         content_type,
         secret,
         cas,
+        ttl,
     };
     let entry = written(app.db.write(vec![op]).await?)?;
     Ok(written_response(entry.version))

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{decode_value, encode_value, validate_content_type, JsonBody, ValueEncoding};
+use super::encoding::{check_ttl, decode_value, encode_value, validate_content_type, JsonBody, ValueEncoding};
 use super::kv::read_body;
 use super::AppState;
 use crate::acl::{Access, Capability};
@@ -44,6 +44,9 @@ struct QueryOp {
     /// For `patch`: a merge patch (object) or JSON Patch ops (array).
     #[serde(default)]
     patch: Option<serde_json::Value>,
+    /// For `set`: expire the value after this long (`"30s"`), as `?ttl=` does.
+    #[serde(default)]
+    ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -150,6 +153,14 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
             }
             let content_type = op.content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.to_string());
             validate_content_type(&content_type)?;
+            let ttl = op
+                .ttl
+                .as_deref()
+                .map(|text| {
+                    let ttl = crate::config::parse_duration(text).map_err(|e| Error::invalid(format!("ttl: {e}")))?;
+                    check_ttl(ttl, app.config.min_ttl, app.config.max_ttl)
+                })
+                .transpose()?;
             let value = if op.secret { app.db.seal(&value) } else { value };
             Op::Put {
                 key: op.key,
@@ -157,6 +168,7 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
                 content_type,
                 secret: op.secret,
                 cas: op.cas,
+                ttl,
             }
         }
         Verb::Patch => {

@@ -58,7 +58,11 @@ pub async fn watch(
                     && access.may(Capability::Read, &change.key) =>
             {
                 db.resolve(&change).and_then(|entry| {
-                    let kind = if entry.deleted { "delete" } else { "put" };
+                    let kind = match (entry.deleted, entry.expires) {
+                        (true, Some(_)) => "expire",
+                        (true, None) => "delete",
+                        (false, _) => "put",
+                    };
                     Event::default().event(kind).json_data(EntryJson::from(&entry)).ok()
                 })
             }

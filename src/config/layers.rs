@@ -90,6 +90,10 @@ fn check_together(config: &mut Config, fields: &Fields<'_>) -> Result<()> {
         );
         return Err(fields.error("max_request_bytes", reason));
     }
+    if config.max_ttl < config.min_ttl {
+        let reason = format!("{:?} is less than min_ttl ({:?})", config.max_ttl, config.min_ttl);
+        return Err(fields.error("max_ttl", reason));
+    }
     match (&config.tls_cert, &config.tls_key) {
         (Some(_), None) => return Err(fields.error("tls_cert", both_tls("tls_key"))),
         (None, Some(_)) => return Err(fields.error("tls_key", both_tls("tls_cert"))),

@@ -59,6 +59,11 @@ pub const DEFAULT_MAX_CLOCK_DRIFT: Duration = Duration::from_secs(1);
 /// How long a tombstone is kept before it is purged: a week, so a node can be down over a long weekend and
 /// still learn of the deletes it missed.
 pub const DEFAULT_TOMBSTONE_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The shortest TTL a write may ask for: below it, clock differences between nodes (up to
+/// `max_clock_drift`) are a large share of the key's life.
+pub const DEFAULT_MIN_TTL: Duration = Duration::from_secs(1);
+/// The longest TTL a write may ask for: a year (a longer-lived key is better written permanent).
+pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 /// How long audit records are kept: 30 days, the span of a monthly review.
 pub const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// How long a stopping node tries to hand its writes to a peer before it leaves: a healthy peer answers in

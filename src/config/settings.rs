@@ -15,8 +15,8 @@ use super::values::{
 use super::{
     Mode, DEFAULT_ANTI_ENTROPY_INTERVAL, DEFAULT_AUDIT_RETENTION, DEFAULT_DATA_DIR, DEFAULT_DISCOVERY_WINDOW,
     DEFAULT_HTTP_BODY_TIMEOUT, DEFAULT_HTTP_HEADER_TIMEOUT, DEFAULT_HTTP_IDLE_TIMEOUT, DEFAULT_LOG_LEVEL,
-    DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_VALUE_BYTES, DEFAULT_SHUTDOWN_DRAIN,
-    DEFAULT_TOMBSTONE_TTL, HTTP_FD_HEADROOM,
+    DEFAULT_MAX_CLOCK_DRIFT, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_MAX_TTL, DEFAULT_MAX_VALUE_BYTES, DEFAULT_MIN_TTL,
+    DEFAULT_SHUTDOWN_DRAIN, DEFAULT_TOMBSTONE_TTL, HTTP_FD_HEADROOM,
 };
 use crate::acl::token::SecretToken;
 use crate::error::Result;
@@ -267,6 +267,18 @@ settings! {
         tombstone_ttl: Duration {
             flag: String [value_name = "DURATION"] "Age at which tombstones (deleted keys) are purged",
             default: |_| DEFAULT_TOMBSTONE_TTL,
+            parse: parse_nonzero_duration,
+        }
+        /// The shortest `?ttl=` a write may ask for. Never zero.
+        min_ttl: Duration {
+            flag: String [value_name = "DURATION"] "Shortest TTL a write may ask for (?ttl=)",
+            default: |_| DEFAULT_MIN_TTL,
+            parse: parse_nonzero_duration,
+        }
+        /// The longest `?ttl=` a write may ask for. Never zero.
+        max_ttl: Duration {
+            flag: String [value_name = "DURATION"] "Longest TTL a write may ask for (?ttl=)",
+            default: |_| DEFAULT_MAX_TTL,
             parse: parse_nonzero_duration,
         }
         /// How long a stopping node tries to hand what it holds to a peer (an anti-entropy round with an alive

@@ -213,6 +213,13 @@ impl Hlc {
         self.last.load(Ordering::Acquire)
     }
 
+    /// The hybrid clock's reading now, without handing out a timestamp: the later of the last one handed out
+    /// or observed and the physical time. What an expiry is judged against, so that a node whose wall clock
+    /// lags still expires a key once it has seen the cluster's time pass it.
+    pub fn reading(&self) -> u64 {
+        self.peek().max(self.physical_now())
+    }
+
     /// The time source's reading in milliseconds since the epoch: the node's notion of "now" for everything
     /// that is not a version (heartbeats, timeouts, the purge horizon).
     pub fn time_ms(&self) -> u64 {

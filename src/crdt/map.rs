@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 
 use super::digest::{bucket_of, DigestTree, BUCKETS};
+use super::expiry::ExpiryIndex;
 use super::Entry;
 
 /// Ordered map of keys to their winning [`Entry`], tombstones included, with its anti-entropy digest.
@@ -21,6 +22,8 @@ pub struct LwwMap {
     digest: DigestTree,
     /// Keys of each digest bucket, so an anti-entropy round lists a bucket without scanning every key.
     buckets: Box<[Vec<Box<str>>]>,
+    /// Live values that expire, by expiry.
+    expiring: ExpiryIndex,
 }
 
 impl Default for LwwMap {
@@ -31,6 +34,7 @@ impl Default for LwwMap {
             bytes: 0,
             digest: DigestTree::default(),
             buckets: vec![Vec::new(); BUCKETS].into(),
+            expiring: ExpiryIndex::default(),
         }
     }
 }
@@ -63,6 +67,7 @@ impl LwwMap {
             Self::account(&mut map.tombstones, &mut map.bytes, (entry.deleted, entry.size()), 1);
             map.digest.toggle(entry);
             map.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
+            map.expiring.add(entry);
         }
         map.entries = entries.into_iter().map(|entry| (entry.key.clone(), entry)).collect();
         map
@@ -71,6 +76,11 @@ impl LwwMap {
     /// The anti-entropy digest of everything the map holds.
     pub fn digest(&self) -> &DigestTree {
         &self.digest
+    }
+
+    /// The live values that expire, by expiry.
+    pub fn expiring(&self) -> &ExpiryIndex {
+        &self.expiring
     }
 
     /// The entries of one digest bucket (in no particular order).
@@ -118,6 +128,8 @@ impl LwwMap {
                 }
                 self.digest.toggle(current);
                 self.digest.toggle(&entry);
+                self.expiring.remove(current);
+                self.expiring.add(&entry);
                 let old = std::mem::replace(current, entry);
                 let new_size = (current.deleted, current.size());
                 Self::account(&mut self.tombstones, &mut self.bytes, (old.deleted, old.size()), -1);
@@ -127,6 +139,7 @@ impl LwwMap {
                 Self::account(&mut self.tombstones, &mut self.bytes, (entry.deleted, entry.size()), 1);
                 self.digest.toggle(&entry);
                 self.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
+                self.expiring.add(&entry);
                 self.entries.insert(entry.key.clone(), entry);
             }
         }
@@ -137,6 +150,7 @@ impl LwwMap {
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
         let removed = self.entries.remove(key)?;
         self.digest.toggle(&removed);
+        self.expiring.remove(&removed);
         let bucket = &mut self.buckets[bucket_of(key) as usize];
         if let Some(i) = bucket.iter().position(|k| &**k == key) {
             bucket.swap_remove(i);

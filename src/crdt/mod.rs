@@ -22,6 +22,7 @@
 
 pub mod digest;
 pub mod doc;
+pub mod expiry;
 pub mod hlc;
 mod map;
 

@@ -163,6 +163,7 @@ async fn a_later_delete_removes_the_document_and_a_new_put_recreates_it() {
         content_type: "text/plain".into(),
         secret: false,
         cas: None,
+        ttl: None,
     }])
     .await
     .unwrap();

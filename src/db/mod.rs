@@ -154,6 +154,8 @@ pub enum Op {
         content_type: String,
         secret: bool,
         cas: Option<Version>,
+        /// Expire the value this long after the write, on the cluster's hybrid clock (`None`: permanent).
+        ttl: Option<std::time::Duration>,
     },
     /// Write a tombstone.
     Delete { key: String, cas: Option<Version> },
@@ -300,7 +302,13 @@ impl Db {
     /// The live entry of `key` (a client read: counted in `cave_kv_reads_total`).
     pub fn get(&self, key: &str) -> Option<Entry> {
         self.shared.metrics.kv_reads(1);
-        self.shared.state.read().get_live(key).cloned()
+        let now = self.shared.hlc.reading();
+        self.shared
+            .state
+            .read()
+            .get_live(key)
+            .filter(|e| e.live_at(now))
+            .cloned()
     }
 
     /// Run `f` under a read lock of the in-memory state (the replication core reads digests and buckets).
@@ -343,11 +351,12 @@ impl Db {
         if !ops.iter().any(Op::is_write) {
             // A read-only batch needs no ordering with writes: one consistent snapshot is enough.
             self.shared.metrics.kv_reads(ops.len() as u64);
+            let now = self.shared.hlc.reading();
             let state = self.shared.state.read();
             return Ok(ops
                 .iter()
                 .map(|op| match op {
-                    Op::Get { key } => Outcome::Got(state.get_live(key).cloned()),
+                    Op::Get { key } => Outcome::Got(state.get_live(key).filter(|e| e.live_at(now)).cloned()),
                     _ => unreachable!("checked: only gets"),
                 })
                 .collect());
@@ -563,5 +572,7 @@ fn closed() -> Error {
 mod audit_tests;
 #[cfg(test)]
 mod doc_tests;
+#[cfg(test)]
+mod expiry_tests;
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,7 @@ fn put(key: &str, value: &str) -> Op {
         content_type: "text/plain".into(),
         secret: false,
         cas: None,
+        ttl: None,
     }
 }
 
@@ -50,6 +51,7 @@ fn put_cas(key: &str, value: &str, cas: Version) -> Op {
             content_type,
             secret,
             cas: Some(cas),
+            ttl: None,
         },
         _ => unreachable!(),
     }
@@ -286,6 +288,7 @@ fn big_put(key: &str, bytes: usize) -> Op {
         content_type: "text/plain".into(),
         secret: false,
         cas: None,
+        ttl: None,
     }
 }
 

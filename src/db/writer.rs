@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{publish, Op, Outcome, Shared};
 use crate::audit::context::{Claim, COMMITTED_STATUS};
 use crate::audit::AuditRecord;
-use crate::crdt::{Entry, Version};
+use crate::crdt::{hlc, Entry, Version};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::telemetry::limiter::LogLimiter;
@@ -66,15 +66,41 @@ enum Pending {
     Audit(oneshot::Sender<Result<()>>),
 }
 
+/// Longest the writer sleeps while a value is due to expire: the hybrid clock may pass an expiry sooner
+/// than the wall clock says (it follows the newest timestamp this node has seen).
+const EXPIRY_POLL_MAX_MS: u64 = 250;
+
 pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>) {
     let mut carry: Option<Command> = None;
     loop {
+        // Expiries first: under a steady load the queue is never empty, and they must not wait for a lull.
+        let expiry_failed = !expire_due(&shared).await;
         let first = match carry.take() {
             Some(c) => c,
-            None => match queue.recv().await {
-                Some(c) => c,
-                None => return,
-            },
+            None => {
+                let next = shared.state.read().expiring().next();
+                let received = match next {
+                    None => queue.recv().await,
+                    Some(at) => {
+                        // After a failed commit, retry at the poll's pace rather than spin.
+                        let wait_ms = if expiry_failed {
+                            EXPIRY_POLL_MAX_MS
+                        } else {
+                            hlc::physical_ms(at)
+                                .saturating_sub(shared.hlc.time_ms())
+                                .min(EXPIRY_POLL_MAX_MS)
+                        };
+                        tokio::select! {
+                            received = queue.recv() => received,
+                            _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => continue,
+                        }
+                    }
+                };
+                match received {
+                    Some(c) => c,
+                    None => return,
+                }
+            }
         };
         // Give request tasks that are runnable right now a chance to enqueue before the group is cut:
         // under load this turns many tiny commits into a few big ones, and costs one scheduler round when idle.
@@ -116,6 +142,50 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
         if !group.is_empty() {
             group.commit(&shared).await;
         }
+    }
+}
+
+/// Turn the values that have expired into their tombstones ([`Entry::expired`]), committed as one group like
+/// replicated entries: every node derives the same tombstones, so this is a merge, not a write. A commit
+/// that fails (a full disk) leaves the values in place; they read as absent anyway and the next round
+/// tries again. Returns false if a commit failed.
+async fn expire_due(shared: &Shared) -> bool {
+    let now = shared.hlc.reading();
+    let tombstones: Vec<Entry> = {
+        let state = shared.state.read();
+        if state.expiring().next().is_none_or(|at| at > now) {
+            return true;
+        }
+        state
+            .expiring()
+            .due(now, MAX_GROUP_ENTRIES)
+            .into_iter()
+            .filter_map(|key| state.get(key))
+            .map(Entry::expired)
+            .collect()
+    };
+    let count = tombstones.len();
+    let (reply, answer) = oneshot::channel();
+    let mut group = Group::default();
+    group.add(
+        shared,
+        Command::Merge {
+            entries: tombstones,
+            audit: None,
+            reply,
+        },
+    );
+    group.commit(shared).await;
+    match answer.await {
+        Ok(Ok(_)) => {
+            tracing::debug!(count, "expired values");
+            true
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "could not commit expired values; retrying");
+            false
+        }
+        Err(_) => false,
     }
 }
 
@@ -236,18 +306,27 @@ impl Group {
         for (index, op) in ops.into_iter().enumerate() {
             let at = |err: Error| if name_ops { err.in_op(index) } else { err };
             match op {
-                Op::Get { key } => outcomes.push(Outcome::Got(lookup(&local, &key).filter(|e| !e.deleted))),
+                Op::Get { key } => {
+                    let now = shared.hlc.reading();
+                    outcomes.push(Outcome::Got(lookup(&local, &key).filter(|e| e.live_at(now))));
+                }
                 Op::Put {
                     key,
                     value,
                     content_type,
                     secret,
                     cas,
+                    ttl,
                 } => {
                     let current = version_of(&local, &key);
                     check_cas_version(current, cas).map_err(at)?;
                     let floor = current.map_or(0, |(v, _)| v.hlc);
                     let version = Version::new(shared.hlc.tick_after(floor).map_err(at)?, shared.node);
+                    // On the hybrid clock, from the write's own stamp: every node judges the same instant.
+                    let expires = ttl.map(|ttl| {
+                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                        hlc::from_physical_ms(hlc::physical_ms(version.hlc).saturating_add(ms))
+                    });
                     let entry = Entry {
                         key,
                         value,
@@ -256,7 +335,7 @@ impl Group {
                         deleted: false,
                         version,
                         doc: None,
-                        expires: None,
+                        expires,
                     };
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
@@ -265,7 +344,7 @@ impl Group {
                 Op::Delete { key, cas } => {
                     let current = lookup(&local, &key);
                     check_cas(current.as_ref(), cas).map_err(at)?;
-                    let existed = current.as_ref().is_some_and(|e| !e.deleted);
+                    let existed = current.as_ref().is_some_and(|e| e.live_at(shared.hlc.reading()));
                     let tombstone = match current {
                         // Already deleted: deleting again changes nothing (and must not move the version).
                         Some(e) if e.deleted => e,

@@ -84,6 +84,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
     let doc = match e.doc {
         None => None,
         Some(_) if e.deleted => return Err(corrupt("tombstone with a document")),
+        Some(_) if e.expires.is_some() => return Err(corrupt("document with an expiry")),
         Some(d) => {
             let created = Version::new(d.created_hlc, NodeId(d.created_node));
             // A document is created by a write no later than its latest edit.

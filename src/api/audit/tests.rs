@@ -60,6 +60,7 @@ fn app(db: &Db) -> Router {
                 content_type: "text/plain".into(),
                 secret: false,
                 cas: None,
+                ttl: None,
             };
             let status = request
                 .headers()
