@@ -49,11 +49,14 @@ impl Db {
     /// if any child is left. Reserved keys are not listed. The read lock is held for the page only, and the
     /// page costs its own size, not the folder's (see [`LwwMap::children_after`](crate::crdt::LwwMap::children_after)).
     pub fn children_page(&self, prefix: &str, after: Option<&str>, limit: usize) -> Page<Listed> {
+        let now = self.shared.hlc.reading();
         let state = self.shared.state.read();
         let mut items = Vec::with_capacity(limit.min(1024));
+        // An expired value the writer has not swept yet is as absent here as in a read.
         let mut children = state
             .children_after(prefix, after)
-            .filter(|child| !key::is_reserved(child.path().strip_suffix('/').unwrap_or(child.path())));
+            .filter(|child| !key::is_reserved(child.path().strip_suffix('/').unwrap_or(child.path())))
+            .filter(|child| !matches!(child, Child::Key(entry) if !entry.live_at(now)));
         for child in children.by_ref().take(limit) {
             items.push(match child {
                 Child::Key(entry) => Listed::Key(entry.clone()),
@@ -79,6 +82,7 @@ impl Db {
         max_scanned: usize,
         keep: impl Fn(&Entry) -> bool,
     ) -> Page<Entry> {
+        let now = self.shared.hlc.reading();
         let state = self.shared.state.read();
         let mut items = Vec::with_capacity(limit.min(1024));
         let mut scanned = 0usize;
@@ -100,7 +104,7 @@ impl Db {
                 }
                 scanned += 1;
                 last = Some(&entry.key);
-                if !entry.deleted && keep(entry) {
+                if entry.live_at(now) && keep(entry) {
                     items.push(entry.clone());
                 }
             }
@@ -115,6 +119,7 @@ impl Db {
     /// client's recursive delete of the folder would delete. The root without a filter costs the reserved
     /// range only; anything else a walk of the folder under the read lock.
     pub fn count(&self, prefix: &str, keep: Option<&dyn Fn(&str) -> bool>) -> usize {
+        let now = self.shared.hlc.reading();
         let state = self.shared.state.read();
         let live_reserved = || {
             let below = state.range_prefix(key::SYSTEM_PREFIX).filter(|e| !e.deleted).count();
@@ -122,10 +127,10 @@ impl Db {
         };
         match keep {
             None if prefix.is_empty() => state.live() - live_reserved(),
-            None => state.range_prefix(prefix).filter(|e| !e.deleted).count(),
+            None => state.range_prefix(prefix).filter(|e| e.live_at(now)).count(),
             Some(keep) => state
                 .range_prefix(prefix)
-                .filter(|e| !e.deleted && !key::is_reserved(&e.key) && keep(&e.key))
+                .filter(|e| e.live_at(now) && !key::is_reserved(&e.key) && keep(&e.key))
                 .count(),
         }
     }
@@ -154,6 +159,7 @@ impl Db {
         if limit == 0 {
             return None;
         }
+        let now = self.shared.hlc.reading();
         let state = self.shared.state.read();
         let mut visited = 0usize;
         let mut from = after.map_or(Bound::Unbounded, Bound::Excluded);
@@ -164,7 +170,7 @@ impl Db {
                     reserved = true;
                     break;
                 }
-                if (entry.deleted && !tombstones) || key::is_reserved(&entry.key) {
+                if (!tombstones && !entry.live_at(now)) || key::is_reserved(&entry.key) {
                     continue;
                 }
                 f(entry);
