@@ -7,7 +7,24 @@
 
 use std::collections::BTreeSet;
 
-use super::Entry;
+use super::{Entry, LwwMap};
+
+impl LwwMap {
+    /// The tombstones ([`Entry::expired`]) of at most `limit` values expired at hybrid-clock time `now`,
+    /// earliest first: what a node merges into its state to collect them. The database's writer and the
+    /// simulation's both sweep with this.
+    pub fn expired_due(&self, now: u64, limit: usize) -> Vec<Entry> {
+        if self.expiring().next().is_none_or(|at| at > now) {
+            return Vec::new();
+        }
+        self.expiring()
+            .due(now, limit)
+            .into_iter()
+            .filter_map(|key| self.get(key))
+            .map(Entry::expired)
+            .collect()
+    }
+}
 
 /// `(expires, key)` of every live value that carries an expiry.
 #[derive(Debug, Clone, Default)]
@@ -51,5 +68,83 @@ impl ExpiryIndex {
     /// Whether no live value carries an expiry.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crdt::{NodeId, Version};
+
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        (
+            prop::sample::select(vec!["a", "b", "c/d"]),
+            0u64..6,
+            any::<bool>(),
+            prop::option::of(0u64..8),
+        )
+            .prop_map(|(key, hlc, deleted, expires)| {
+                let version = Version::new(hlc, NodeId(1));
+                let entry = if deleted {
+                    Entry::tombstone(key, version)
+                } else {
+                    Entry::value(key, "v", version)
+                };
+                Entry { expires, ..entry }
+            })
+    }
+
+    /// What the index must hold: every live value that carries an expiry, by `(expires, key)`.
+    fn brute(map: &LwwMap) -> Vec<(u64, String)> {
+        let mut all: Vec<_> = map
+            .iter()
+            .filter(|e| !e.deleted)
+            .filter_map(|e| e.expires.map(|at| (at, e.key.clone())))
+            .collect();
+        all.sort();
+        all
+    }
+
+    fn indexed(map: &LwwMap) -> Vec<(u64, String)> {
+        map.expiring()
+            .due(u64::MAX, usize::MAX)
+            .into_iter()
+            .map(|k| (map.get(k).unwrap().expires.unwrap(), k.to_string()))
+            .collect()
+    }
+
+    proptest! {
+        /// Through merges, replacements, removals and a bulk load, the index is exactly the live expiring
+        /// values; a sweep at `now` leaves none due, and every node sweeping the same values derives the
+        /// same tombstones.
+        #[test]
+        fn the_index_follows_the_map_and_a_sweep_collects_what_is_due(
+            entries in prop::collection::vec(arb_entry(), 0..12),
+            removed in prop::option::of(prop::sample::select(vec!["a", "b", "c/d"])),
+            now in 0u64..8,
+        ) {
+            let mut map = LwwMap::new();
+            for e in entries.iter().cloned() {
+                map.merge(e);
+            }
+            if let Some(key) = removed {
+                map.remove(key);
+            }
+            prop_assert_eq!(indexed(&map), brute(&map));
+            let bulk = LwwMap::from_entries(map.iter().cloned().collect());
+            prop_assert_eq!(indexed(&bulk), brute(&bulk));
+
+            let tombstones = map.expired_due(now, usize::MAX);
+            prop_assert!(tombstones.iter().all(|t| t.deleted && t.expires.is_some_and(|at| at <= now)));
+            for t in tombstones.iter().cloned() {
+                prop_assert!(map.merge(t), "an expiry's tombstone always supersedes its value");
+            }
+            prop_assert!(map.expiring().next().is_none_or(|at| at > now));
+            prop_assert!(map.iter().all(|e| !e.live_at(now) || e.expires.is_none_or(|at| at > now)));
+            prop_assert_eq!(indexed(&map), brute(&map));
+            prop_assert_eq!(bulk.expired_due(now, usize::MAX), tombstones);
+        }
     }
 }

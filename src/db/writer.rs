@@ -150,20 +150,10 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
 /// that fails (a full disk) leaves the values in place; they read as absent anyway and the next round
 /// tries again. Returns false if a commit failed.
 async fn expire_due(shared: &Shared) -> bool {
-    let now = shared.hlc.reading();
-    let tombstones: Vec<Entry> = {
-        let state = shared.state.read();
-        if state.expiring().next().is_none_or(|at| at > now) {
-            return true;
-        }
-        state
-            .expiring()
-            .due(now, MAX_GROUP_ENTRIES)
-            .into_iter()
-            .filter_map(|key| state.get(key))
-            .map(Entry::expired)
-            .collect()
-    };
+    let tombstones = shared.state.read().expired_due(shared.hlc.reading(), MAX_GROUP_ENTRIES);
+    if tombstones.is_empty() {
+        return true;
+    }
     let count = tombstones.len();
     let (reply, answer) = oneshot::channel();
     let mut group = Group::default();
