@@ -95,6 +95,15 @@ pub fn membership_views(nodes: &[Node]) -> Vec<(usize, BTreeSet<NodeId>, BTreeSe
 /// Judge one node's entry of `key` against the history. `None` if it is right.
 fn judge(history: &History, key: &str, found: Option<&Entry>) -> Option<(&'static str, String, Vec<Version>)> {
     let acked: Vec<&Write> = history.acked(key).collect();
+    // An expiry's tombstone stands for the value it expired (every node derives it from that value): it is
+    // judged as that write.
+    let expired_value = found.filter(|f| f.deleted && f.expires.is_some()).and_then(|f| {
+        acked
+            .iter()
+            .map(|w| w.entry())
+            .find(|e| !e.deleted && e.expired() == *f)
+    });
+    let found = expired_value.as_ref().or(found);
     // A same-version tombstone is how a pull-first rejoin drops an entry: as good as absent.
     let found = found.filter(|f| {
         let stand_in = f.deleted

@@ -33,15 +33,21 @@ pub struct Write {
     pub shadowed: bool,
     /// An import: its version is the client's, not a clock's (an old export is meant to lose).
     pub imported: bool,
+    /// An expiring value's expiry (hybrid-clock timestamp).
+    pub expires: Option<u64>,
 }
 
 impl Write {
     /// The entry this write produced.
     pub fn entry(&self) -> Entry {
-        if self.deleted {
+        let entry = if self.deleted {
             Entry::tombstone(self.key.clone(), self.version)
         } else {
             Entry::value(self.key.clone(), self.value.clone(), self.version)
+        };
+        Entry {
+            expires: self.expires,
+            ..entry
         }
     }
 }
@@ -101,6 +107,7 @@ impl History {
             fate: Fate::Pending,
             shadowed: false,
             imported: false,
+            expires: entry.expires,
         });
         self.by_key.entry(entry.key.clone()).or_default().push(id);
         id

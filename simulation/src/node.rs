@@ -52,6 +52,12 @@ pub enum Op {
     Delete {
         key: String,
     },
+    /// `PUT ?ttl=`: a value that expires `ttl_ms` after its write.
+    PutTtl {
+        key: String,
+        value: String,
+        ttl_ms: u64,
+    },
     /// `PATCH` a document: set one field.
     DocSet {
         key: String,
@@ -69,7 +75,11 @@ impl Op {
     /// The key the operation writes.
     pub fn key(&self) -> &str {
         match self {
-            Op::Put { key, .. } | Op::Delete { key } | Op::DocSet { key, .. } | Op::DocIncrement { key, .. } => key,
+            Op::Put { key, .. }
+            | Op::Delete { key }
+            | Op::PutTtl { key, .. }
+            | Op::DocSet { key, .. }
+            | Op::DocIncrement { key, .. } => key,
         }
     }
 }

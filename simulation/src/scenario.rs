@@ -53,6 +53,10 @@ pub enum Scenario {
     /// partitions, crashes, loss and reordering. Outside the rotation (its own test,
     /// `simulation/tests/documents.rs`), so that the rotation's pinned traces stay as they are.
     Documents,
+    /// Expiring keys: clients write values with TTLs under partitions and loss, one node's clock 30 s
+    /// behind (fenced); every node must read an expired key as absent within `max_clock_drift` of its
+    /// expiry. Outside the rotation (`simulation/tests/expiry.rs`).
+    Expiry,
 }
 
 impl Scenario {
@@ -85,7 +89,7 @@ impl Scenario {
     ];
 
     /// Every scenario, including those outside the rotation.
-    pub const ALL: [Scenario; 21] = [
+    pub const ALL: [Scenario; 22] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partition,
@@ -107,6 +111,7 @@ impl Scenario {
         Scenario::ClockPair,
         Scenario::ClockSplit,
         Scenario::Documents,
+        Scenario::Expiry,
     ];
 
     /// The scenario seed `seed` runs when none is named.
@@ -138,6 +143,7 @@ impl Scenario {
             Scenario::ClockPair => "clock-pair",
             Scenario::ClockSplit => "clock-split",
             Scenario::Documents => "documents",
+            Scenario::Expiry => "expiry",
         }
     }
 
@@ -165,6 +171,7 @@ impl Scenario {
             Scenario::ClockPair => "three nodes, two 30 s ahead alike: the correct third is the outlier",
             Scenario::ClockSplit => "three nodes, two ahead by 5 s and 30 s: no majority, nobody fenced",
             Scenario::Documents => "field patches and counter increments on shared documents, with faults",
+            Scenario::Expiry => "values with TTLs; partitions, loss, one clock 30 s behind: all expire on time",
         }
     }
 
@@ -336,6 +343,19 @@ impl Scenario {
                 fault_phase_ms: 60_000,
                 ..base
             },
+            Scenario::Expiry => Params {
+                sym_partitions: 3,
+                partition_ms: (3_000, 15_000),
+                loss: 0.05,
+                import_ratio: 0.0,
+                burst_ratio: 0.05,
+                expiring_ratio: 0.6,
+                key_ttl_ms: (5_000, 20_000),
+                fault_phase_ms: 60_000,
+                // Partitions can leave no majority to order by real time; what is checked here is expiry.
+                real_time_order: false,
+                ..clocks(base, (3, 5), &[-30_000], 0, false)
+            },
         }
     }
 }
@@ -468,6 +488,10 @@ pub struct Params {
     pub doc_keys: usize,
     /// Share of client operations that edit one of them (a field patch, or a counter increment).
     pub doc_ratio: f64,
+    /// Share of puts that carry a TTL (`PUT ?ttl=`).
+    pub expiring_ratio: f64,
+    /// Their TTLs, ms.
+    pub key_ttl_ms: (u64, u64),
 }
 
 impl Default for Params {
@@ -509,6 +533,8 @@ impl Default for Params {
             real_time_order: false,
             doc_keys: 0,
             doc_ratio: 0.0,
+            expiring_ratio: 0.0,
+            key_ttl_ms: (5_000, 20_000),
         }
     }
 }
@@ -530,11 +556,13 @@ pub enum Bug {
     ImportUnchecked,
     /// Documents merge as LWW registers (the greater version wins whole) instead of by Automerge's merge.
     DocsAsLww,
+    /// Expiry judged on the node's own wall clock instead of its hybrid clock (`Hlc::reading`).
+    ExpiryOnWallClock,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
@@ -542,6 +570,7 @@ impl Bug {
         Bug::NoClockFence,
         Bug::ImportUnchecked,
         Bug::DocsAsLww,
+        Bug::ExpiryOnWallClock,
     ];
 
     /// The command-line name.
@@ -554,6 +583,7 @@ impl Bug {
             Bug::NoClockFence => "no-clock-fence",
             Bug::ImportUnchecked => "import-unchecked",
             Bug::DocsAsLww => "docs-as-lww",
+            Bug::ExpiryOnWallClock => "expiry-on-wall-clock",
         }
     }
 
@@ -567,6 +597,7 @@ impl Bug {
             Bug::NoClockFence => Scenario::ClockFast,
             Bug::ImportUnchecked => Scenario::ClockNear,
             Bug::DocsAsLww => Scenario::Documents,
+            Bug::ExpiryOnWallClock => Scenario::Expiry,
         }
     }
 }

@@ -216,8 +216,17 @@ impl Hlc {
     /// The hybrid clock's reading now, without handing out a timestamp: the later of the last one handed out
     /// or observed and the physical time. What an expiry is judged against, so that a node whose wall clock
     /// lags still expires a key once it has seen the cluster's time pass it.
+    ///
+    /// While fenced, the physical part is the cluster's clock (ours corrected by the fence's offset, as the
+    /// drift rule measures it): a node far behind its cluster would otherwise serve expired values for as
+    /// long as it is behind, whenever nothing newer reaches it.
     pub fn reading(&self) -> u64 {
-        self.peek().max(self.physical_now())
+        let now_ms = self.time.now_ms();
+        let physical = match self.fenced() {
+            Some(offset_ms) => (now_ms as i64).saturating_sub(offset_ms).max(0) as u64,
+            None => now_ms,
+        };
+        self.peek().max(from_physical_ms(physical))
     }
 
     /// The time source's reading in milliseconds since the epoch: the node's notion of "now" for everything

@@ -6,7 +6,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 
 use super::events::Ev;
-use super::Sim;
+use super::{sample, Sim};
 use crate::node::{Cmd, Op};
 use crate::scenario::Bug;
 use crate::trace::Tag;
@@ -37,6 +37,11 @@ impl Sim {
             Op::Delete { key }
         } else {
             let value = self.next_value(slot);
+            // Drawn only where expiring keys are on, so that other scenarios' traces stay as they were.
+            if self.params.expiring_ratio > 0.0 && self.work.gen_bool(self.params.expiring_ratio) {
+                let ttl_ms = sample(&mut self.work, self.params.key_ttl_ms);
+                return Op::PutTtl { key, value, ttl_ms };
+            }
             Op::Put { key, value }
         }
     }
@@ -54,6 +59,12 @@ impl Sim {
                 Op::Delete { key } => {
                     self.trace.u64(2);
                     self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                }
+                Op::PutTtl { key, value, ttl_ms } => {
+                    self.trace.u64(5);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(value.as_bytes()));
+                    self.trace.u64(*ttl_ms);
                 }
                 Op::DocSet { key, field, value } => {
                     self.trace.u64(3);

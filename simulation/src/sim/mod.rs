@@ -7,6 +7,7 @@ mod client;
 mod docs;
 mod driver;
 mod events;
+mod expiry;
 mod lifecycle;
 mod quiescence;
 mod script;
@@ -110,6 +111,10 @@ pub struct Stats {
     /// Client imports refused by the drift rule (a version from the future).
     pub imports_refused: u64,
     pub writes_lost: u64,
+    /// Probes that found a node reading an expired key as live (each is a violation; `expiry.rs`).
+    pub expired_served: u64,
+    /// Expired values a node's sweep turned into tombstones (submitted to its writer).
+    pub expired_swept: u64,
     pub hlc_ties: u64,
     pub crashes: u64,
     pub joins: u64,
@@ -200,6 +205,8 @@ struct Sim {
     done: Option<bool>,
     script: Option<Script>,
     value_seq: u64,
+    /// What the expiry probe found (`expiry.rs`), reported with the checker's violations.
+    expiry_violations: Vec<crate::check::Violation>,
 }
 
 /// Run one seed to the end and check the outcome.
@@ -214,13 +221,14 @@ pub fn run(opts: &Options) -> Outcome {
         sim.handle(s.ev);
     }
     let settled = sim.done == Some(true);
-    let violations = check::check(
+    let mut violations = check::check(
         &sim.nodes,
         &sim.history,
         settled,
         sim.now - sim.heal_at.unwrap_or(sim.now),
         sim.params.real_time_order.then_some(sim.cfg.max_clock_drift_ms),
     );
+    violations.append(&mut sim.expiry_violations);
     let mut stats = sim.stats;
     stats.sim_ms = sim.now;
     stats.quiescence_ms = sim.now - sim.heal_at.unwrap_or(sim.now);

@@ -156,6 +156,7 @@ impl Sim {
             done: None,
             script: None,
             value_seq: 0,
+            expiry_violations: Vec::new(),
         };
         sim.plan(&mut setup, initial, slots);
         sim

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cave::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
+use cave::crdt::{hlc, Entry, Hlc, LwwMap, NodeId, Version};
 
 use super::events::Ev;
 use super::{sample, show, Sim, MAX_GROUP_ENTRIES};
@@ -239,6 +239,11 @@ fn eval_write(
         };
         let entry = match op {
             Op::Put { key, value } => Entry::value(key, value, Version::new(stamp, me)),
+            // `db::writer`: the expiry on the hybrid clock, from the write's own stamp.
+            Op::PutTtl { key, value, ttl_ms } => Entry {
+                expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
+                ..Entry::value(key, value, Version::new(stamp, me))
+            },
             Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
             op @ (Op::DocSet { .. } | Op::DocIncrement { .. }) => {
                 // A patch of a key without a live document is a 404: nothing is written.

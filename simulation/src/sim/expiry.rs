@@ -1,0 +1,60 @@
+//! Expiring values on a simulated node: the writer's sweep (`db::writer`'s `expire_due`) and the probe of
+//! what the node would answer a read of each expired key. The rules are cave's own: `Hlc::reading` is the
+//! time a node judges expiry by, `Entry::live_at` the judgement, `LwwMap::expired_due` the sweep.
+
+use cave::crdt::hlc::from_physical_ms;
+
+use super::{Sim, MAX_GROUP_ENTRIES};
+use crate::check::Violation;
+use crate::node::{Cmd, Origin, EPOCH_MS};
+use crate::scenario::Bug;
+
+/// Violations of one kind kept per run (the first ones tell the story).
+const MAX_REPORTED: usize = 5;
+
+impl Sim {
+    /// On every tick of a running node (scenarios with expiring keys only): probe, then sweep.
+    pub(super) fn expiry_tick(&mut self, slot: usize, local_ms: u64) {
+        let node = &self.nodes[slot];
+        let Some(run) = node.run.as_ref() else { return };
+        // The guarantee is for nodes that serve with a clock within bounds, or that know theirs is off (the
+        // fence): an outlier not judged yet (the first seconds of a run, when no majority has sampled it) is
+        // the drift guard's alone, as for writes (docs/architecture.md, "Clock discipline").
+        let off_ms = (local_ms as i64 - (EPOCH_MS + self.now) as i64).unsigned_abs();
+        let judged = run.core.clock_fence().is_some() || off_ms <= self.cfg.max_clock_drift_ms / 2;
+        let now = if self.opts.bug == Some(Bug::ExpiryOnWallClock) {
+            from_physical_ms(local_ms)
+        } else {
+            run.hlc.reading()
+        };
+        // Every node reads a key as absent from `max_clock_drift` after its expiry in true time on.
+        let true_ms = EPOCH_MS + self.now;
+        let overdue = from_physical_ms(true_ms.saturating_sub(self.cfg.max_clock_drift_ms));
+        let served: Vec<(String, u64)> = node
+            .state
+            .expiring()
+            .due(overdue, usize::MAX)
+            .into_iter()
+            .filter_map(|key| node.state.get(key))
+            .filter(|e| judged && e.live_at(now))
+            .map(|e| (e.key.clone(), e.expires.unwrap_or(0)))
+            .collect();
+        for (key, expires) in served {
+            self.stats.expired_served += 1;
+            if self.expiry_violations.len() < MAX_REPORTED {
+                let late_ms = true_ms - cave::crdt::hlc::physical_ms(expires);
+                self.expiry_violations.push(Violation {
+                    kind: "expired key still read as live",
+                    detail: format!("n{slot} at {true_ms}: {late_ms} ms past its expiry"),
+                    history: self.history.describe(&key, 8, &[]),
+                    key: Some(key),
+                });
+            }
+        }
+        let tombstones = node.state.expired_due(now, MAX_GROUP_ENTRIES);
+        if !tombstones.is_empty() {
+            self.stats.expired_swept += tombstones.len() as u64;
+            self.submit(slot, Cmd::Merge(tombstones, Origin::Replicated));
+        }
+    }
+}
