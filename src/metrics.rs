@@ -25,7 +25,7 @@
 //! | `cave_http_requests_total` | counter | method, route, status |
 //! | `cave_http_request_duration_seconds` | histogram | method, route, status |
 //! | `cave_kv_reads_total`, `cave_kv_writes_total`, `cave_kv_deletes_total` | counter | |
-//! | `cave_keys`, `cave_tombstones` | gauge | |
+//! | `cave_keys`, `cave_tombstones`, `cave_expiring_keys` | gauge | |
 //! | `cave_db_size_bytes` | gauge | |
 //! | `cave_commit_batch_entries` | histogram | |
 //! | `cave_commit_duration_seconds` | histogram | |
@@ -138,6 +138,8 @@ pub struct StateGauges {
     pub keys: u64,
     /// Tombstones not yet purged.
     pub tombstones: u64,
+    /// Live values that expire.
+    pub expiring: u64,
     /// Bytes the store occupies on disk.
     pub db_size_bytes: u64,
 }
@@ -230,6 +232,14 @@ impl Metrics {
                 "{tombstone}",
                 "Tombstones (deleted keys) not yet purged",
                 |s| s.tombstones,
+            ),
+            state_gauge(
+                &meter,
+                &state,
+                "cave_expiring_keys",
+                "{key}",
+                "Live keys that carry an expiry (?ttl=)",
+                |s| s.expiring,
             ),
             state_gauge(
                 &meter,

@@ -232,6 +232,7 @@ impl Node {
             Some(StateGauges {
                 keys: stats.keys as u64,
                 tombstones: stats.tombstones as u64,
+                expiring: stats.expiring as u64,
                 db_size_bytes: db_size_bytes(),
             })
         });

@@ -72,9 +72,24 @@ async fn an_expiring_key_vanishes_from_reads_listings_exports_and_says_so_on_the
     assert_eq!(expires_of(&head(&node, "svc/keep").await), None);
     let line = node.export().await.into_iter().find(|l| l["key"] == "svc/a").unwrap();
     assert_eq!(line["expires_ms"], json!(expires));
+    let meta = node.get_json("/api/v1/kv/svc/?meta=true").await;
+    let meta_a = meta["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["key"] == "svc/a")
+        .unwrap()
+        .clone();
+    assert_eq!(meta_a["expires_ms"], json!(expires));
+    assert_eq!(node.metric("cave_expiring_keys").await, 1.0);
 
     until_gone(&node, "svc/a").await;
     assert!(now_ms() >= expires, "gone before its expiry");
+    let started = Instant::now();
+    while node.metric("cave_expiring_keys").await != 0.0 {
+        assert!(started.elapsed() < DEADLINE, "the expired value was never swept");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let listed = node.get_json("/api/v1/kv/svc/").await;
     assert_eq!(listed, json!(["svc/keep"]));
     assert!(node

@@ -103,6 +103,12 @@ async fn console_steps(ui: &Ui<'_>, downloads: &Path) {
     ui.api_put("app/db/host", "db.internal", "text/plain").await;
     ui.api_put("app/db/port", "5432", "text/plain").await;
     node.put_secret("app/token", "s3cret-value").await;
+    // k2 expires in an hour: its view says when.
+    let ttl = node
+        .client
+        .put(node.kv("app/k2?ttl=1h"))
+        .header("content-type", "text/plain");
+    assert_eq!(ttl.body("value of k2").send().await.unwrap().status(), 200);
 
     // ----- the folder: natural order, folders first, facts per key, the empty right pane in place
     ui.c.goto(&node.url("/ui/#/app/")).await.unwrap();
@@ -158,6 +164,12 @@ async fn console_steps(ui: &Ui<'_>, downloads: &Path) {
     );
     ui.wait_text("#value-age", |t| t == "just now", "the version's age")
         .await;
+    ui.wait_text(
+        "#value-expires",
+        |t| t == "in 60 min",
+        "the expiry of a key written with ?ttl=1h",
+    )
+    .await;
     ui.screenshot("ui-console-key.png").await;
 
     // ----- copy the path, download the value

@@ -555,6 +555,16 @@
     return new Date(ms).toISOString().slice(0, 10);
   }
 
+  /** When a Unix-epoch millisecond time in the future comes: an expiry. */
+  function until(ms) {
+    const s = (ms - Date.now()) / 1000;
+    if (s <= 0) return 'now';
+    if (s < 90) return 'in ' + Math.ceil(s) + ' s';
+    if (s < 5400) return 'in ' + Math.round(s / 60) + ' min';
+    if (s < 129600) return 'in ' + Math.round(s / 3600) + ' h';
+    return new Date(ms).toISOString().slice(0, 16).replace('T', ' ') + ' UTC';
+  }
+
   function row(e, base) {
     const li = document.createElement('li');
     const a = document.createElement('a');
@@ -723,6 +733,7 @@
       secret: secret !== null,
       revealed: secret === 'opened',
       doc: resp.headers.get('X-Cave-Type') === 'doc',
+      expiresMs: resp.headers.has('X-Cave-Expires') ? Number(resp.headers.get('X-Cave-Expires')) : null,
       bytes,
     };
     $('doc-history').hidden = true;
@@ -733,7 +744,7 @@
     state.entry = null;
     $('value-view').hidden = false;
     $('value-key').textContent = key;
-    for (const id of ['value-version', 'value-age', 'value-type', 'value-size', 'value-format']) $(id).textContent = '—';
+    for (const id of ['value-version', 'value-age', 'value-expires', 'value-type', 'value-size', 'value-format']) $(id).textContent = '—';
     $('value').hidden = true;
     $('value-missing').hidden = false;
     $('value-missing').textContent = 'This key does not exist (' + message + '). It may have been deleted.';
@@ -809,6 +820,8 @@
     const ms = versionMs(e.version);
     $('value-age').textContent = ms === null ? '—' : age(ms);
     $('value-age').title = ms === null ? '' : new Date(ms).toISOString();
+    $('value-expires').textContent = e.expiresMs === null ? 'never' : until(e.expiresMs);
+    $('value-expires').title = e.expiresMs === null ? '' : new Date(e.expiresMs).toISOString();
     const type = $('value-type');
     type.replaceChildren();
     type.append(e.secret && !e.revealed ? '(hidden until revealed)' : e.contentType);

@@ -459,6 +459,9 @@ pub struct EntryMeta {
     pub size: usize,
     /// When it was written: the physical milliseconds (Unix time) of its version's clock reading.
     pub modified_ms: u64,
+    /// When an expiring value expires (Unix milliseconds, cluster clock).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<u64>,
 }
 
 impl From<&Entry> for EntryMeta {
@@ -470,6 +473,7 @@ impl From<&Entry> for EntryMeta {
             secret: e.secret,
             size: e.value.len(),
             modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
+            expires_ms: e.expires.map(crate::crdt::hlc::physical_ms),
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The expiring values of an [`LwwMap`](super::LwwMap), ordered by expiry, so that the database's writer
+//! The expiring values of an [`LwwMap`], ordered by expiry, so that the database's writer
 //! finds the next one to expire without scanning the key space.
 //!
 //! Expiry itself is a rule of the data model, not of this index: a value whose [`Entry::expires`] the hybrid

@@ -211,6 +211,8 @@ pub struct Stats {
     pub tombstones: usize,
     /// Estimated bytes of keys, values and metadata held.
     pub bytes: usize,
+    /// Live values that carry an expiry (`?ttl=`).
+    pub expiring: usize,
 }
 
 /// Handle to the local database. Cheap to clone.
@@ -324,6 +326,7 @@ impl Db {
             keys: state.live(),
             tombstones: state.tombstones(),
             bytes: state.bytes(),
+            expiring: state.expiring().len(),
         }
     }
 

@@ -46,6 +46,7 @@ fn recording_methods_reach_the_exposition() {
         Some(StateGauges {
             keys: 3,
             tombstones: 2,
+            expiring: 1,
             db_size_bytes: 4096,
         })
     });
@@ -68,6 +69,7 @@ fn recording_methods_reach_the_exposition() {
     let expect = [
         ("cave_keys", 3.0),
         ("cave_tombstones", 2.0),
+        ("cave_expiring_keys", 1.0),
         ("cave_db_size_bytes", 4096.0),
         (
             "cave_http_requests_total{method=\"GET\",route=\"/api/v1/kv/{*key}\",status=\"200\"}",
