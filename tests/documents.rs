@@ -5,7 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cave::config::{Config, Mode};
 use cave::secrets::MasterKey;
 use common::{expect_error, TestNode};
 use serde_json::{json, Value};
@@ -248,22 +247,6 @@ async fn the_http_contract_of_documents() {
     n.stop().await;
 }
 
-async fn member(dir: &tempfile::TempDir, key: &MasterKey, grpc: std::net::TcpListener, seeds: Vec<String>) -> TestNode {
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(key.clone()),
-        peers: seeds,
-        mdns: false,
-        grpc_addr: grpc.local_addr().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        anti_entropy_interval: Duration::from_millis(500),
-        discovery_window: Duration::ZERO,
-        ..Config::default()
-    };
-    TestNode::start_config_with_grpc(config, Some(grpc)).await
-}
-
 async fn eventually(what: &str, nodes: &[&TestNode], want: &Value) {
     let deadline = Instant::now() + CONVERGE;
     loop {
@@ -286,14 +269,9 @@ async fn eventually(what: &str, nodes: &[&TestNode], want: &Value) {
 async fn partitioned_edits_of_one_document_all_survive() {
     let key = MasterKey::generate();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let grpc_a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let grpc_b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (addr_a, addr_b) = (
-        grpc_a.local_addr().unwrap().to_string(),
-        grpc_b.local_addr().unwrap().to_string(),
-    );
-    let a = member(&dir_a, &key, grpc_a, vec![addr_b.clone()]).await;
-    let b = member(&dir_b, &key, grpc_b, vec![addr_a.clone()]).await;
+    let ((grpc_a, addr_a), (grpc_b, addr_b)) = (common::grpc_listener(), common::grpc_listener());
+    let a = common::prod_member(&dir_a, &key, grpc_a, vec![addr_b.clone()]).await;
+    let b = common::prod_member(&dir_b, &key, grpc_b, vec![addr_a.clone()]).await;
     assert_eq!(put_doc(&a, "shared", json!({"title": "t"})).await.status(), 200);
     let counter = json!([{"op": "add", "path": "/hits", "value": 0, "counter": true}]);
     assert_eq!(patch(&a, "shared", PATCH, counter).await.status(), 200);

@@ -6,7 +6,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cave::config::{Config, Mode};
 use cave::secrets::MasterKey;
 use common::{expect_error, start, TestNode};
 use futures::StreamExt;
@@ -160,36 +159,14 @@ async fn bad_ttls_are_refused_and_batches_take_a_ttl() {
     node.stop().await;
 }
 
-async fn member(dir: &tempfile::TempDir, key: &MasterKey, grpc: std::net::TcpListener, seeds: Vec<String>) -> TestNode {
-    let config = Config {
-        mode: Mode::Prod,
-        data_dir: dir.path().join("data"),
-        cluster_key: Some(key.clone()),
-        peers: seeds,
-        mdns: false,
-        acl: Some(false),
-        grpc_addr: grpc.local_addr().unwrap(),
-        http_addr: "127.0.0.1:0".parse().unwrap(),
-        anti_entropy_interval: Duration::from_millis(500),
-        discovery_window: Duration::ZERO,
-        ..Config::default()
-    };
-    TestNode::start_config_with_grpc(config, Some(grpc)).await
-}
-
 /// A key written with a TTL on one node carries the same expiry on the other, and vanishes from both.
 #[tokio::test(flavor = "multi_thread")]
 async fn two_nodes_agree_on_an_expiry() {
     let key = MasterKey::generate();
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let grpc_a = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let grpc_b = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let (addr_a, addr_b) = (
-        grpc_a.local_addr().unwrap().to_string(),
-        grpc_b.local_addr().unwrap().to_string(),
-    );
-    let a = member(&dir_a, &key, grpc_a, vec![addr_b]).await;
-    let b = member(&dir_b, &key, grpc_b, vec![addr_a]).await;
+    let ((grpc_a, addr_a), (grpc_b, addr_b)) = (common::grpc_listener(), common::grpc_listener());
+    let a = common::prod_member(&dir_a, &key, grpc_a, vec![addr_b]).await;
+    let b = common::prod_member(&dir_b, &key, grpc_b, vec![addr_a]).await;
     assert_eq!(put_ttl(&a, "svc/node-1", "2s").await.status(), 200);
     let on_a = expires_of(&head(&a, "svc/node-1").await).unwrap();
     let started = Instant::now();

@@ -7,11 +7,7 @@ use cave::crdt::digest::{bucket_of, BUCKETS_PER_GROUP};
 use cave_simulation::{run, Bug, Options, Outcome, Violation};
 
 fn options(seed: u64, bug: Option<Bug>, scenario_of: Bug) -> Options {
-    Options {
-        scenario: scenario_of.scenario(),
-        bug,
-        ..Options::new(seed)
-    }
+    Options::of(seed, scenario_of.scenario(), bug)
 }
 
 /// The first seed of `seeds` where the bug causes a violation `expected` accepts.

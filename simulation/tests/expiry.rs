@@ -6,11 +6,7 @@
 use cave_simulation::{run, Bug, Options, Scenario};
 
 fn options(seed: u64, bug: Option<Bug>) -> Options {
-    Options {
-        scenario: Scenario::Expiry,
-        bug,
-        ..Options::new(seed)
-    }
+    Options::of(seed, Scenario::Expiry, bug)
 }
 
 #[test]

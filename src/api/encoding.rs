@@ -87,9 +87,10 @@ impl Params {
 
     /// `?ttl=DURATION` (`30s`, `10m`, `1h30m`, ...), between `min` and `max`; absent = permanent.
     pub fn ttl(&self, min: Duration, max: Duration) -> Result<Option<Duration>> {
-        let Some(text) = self.0.get("ttl") else { return Ok(None) };
-        let ttl = crate::config::parse_duration(text).map_err(|e| Error::invalid(format!("parameter ttl: {e}")))?;
-        check_ttl(ttl, min, max).map(Some)
+        self.0
+            .get("ttl")
+            .map(|text| parse_ttl(text, min, max, "parameter ttl"))
+            .transpose()
     }
 
     /// A raw string parameter.
@@ -200,8 +201,9 @@ fn written_texts(version: Version) -> (String, String) {
     (format!("{{\"message\":\"ok\",\"version\":{etag}}}"), etag)
 }
 
-/// A TTL within the configured bounds, or a 400 that names them.
-pub fn check_ttl(ttl: Duration, min: Duration, max: Duration) -> Result<Duration> {
+/// A TTL (`30s`, `1h30m`) within the configured bounds, or a 400 naming `what` or the bounds.
+pub fn parse_ttl(text: &str, min: Duration, max: Duration, what: &str) -> Result<Duration> {
+    let ttl = crate::config::parse_duration(text).map_err(|e| Error::invalid(format!("{what}: {e}")))?;
     if ttl < min || ttl > max {
         return Err(Error::invalid(format!(
             "ttl must be between {} and {} (min_ttl, max_ttl), got {}",

@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{check_ttl, decode_value, encode_value, validate_content_type, JsonBody, ValueEncoding};
+use super::encoding::{decode_value, encode_value, parse_ttl, validate_content_type, JsonBody, ValueEncoding};
 use super::kv::read_body;
 use super::AppState;
 use crate::acl::{Access, Capability};
@@ -156,10 +156,7 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
             let ttl = op
                 .ttl
                 .as_deref()
-                .map(|text| {
-                    let ttl = crate::config::parse_duration(text).map_err(|e| Error::invalid(format!("ttl: {e}")))?;
-                    check_ttl(ttl, app.config.min_ttl, app.config.max_ttl)
-                })
+                .map(|text| parse_ttl(text, app.config.min_ttl, app.config.max_ttl, "ttl"))
                 .transpose()?;
             let value = if op.secret { app.db.seal(&value) } else { value };
             Op::Put {

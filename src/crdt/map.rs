@@ -100,6 +100,12 @@ impl LwwMap {
         self.entries.get(key).filter(|e| !e.deleted)
     }
 
+    /// The entry of `key` if it holds a value live at hybrid-clock time `now` ([`Entry::live_at`]): what a
+    /// client read finds.
+    pub fn get_live_at(&self, key: &str, now: u64) -> Option<&Entry> {
+        self.entries.get(key).filter(|e| e.live_at(now))
+    }
+
     /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
     /// changed, false when it already held the entry, or something newer.
     pub fn merge(&mut self, entry: Entry) -> bool {

@@ -305,12 +305,7 @@ impl Db {
     pub fn get(&self, key: &str) -> Option<Entry> {
         self.shared.metrics.kv_reads(1);
         let now = self.shared.hlc.reading();
-        self.shared
-            .state
-            .read()
-            .get_live(key)
-            .filter(|e| e.live_at(now))
-            .cloned()
+        self.shared.state.read().get_live_at(key, now).cloned()
     }
 
     /// Run `f` under a read lock of the in-memory state (the replication core reads digests and buckets).
@@ -359,7 +354,7 @@ impl Db {
             return Ok(ops
                 .iter()
                 .map(|op| match op {
-                    Op::Get { key } => Outcome::Got(state.get_live(key).filter(|e| e.live_at(now)).cloned()),
+                    Op::Get { key } => Outcome::Got(state.get_live_at(key, now).cloned()),
                     _ => unreachable!("checked: only gets"),
                 })
                 .collect());

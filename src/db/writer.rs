@@ -77,30 +77,11 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
         let expiry_failed = !expire_due(&shared).await;
         let first = match carry.take() {
             Some(c) => c,
-            None => {
-                let next = shared.state.read().expiring().next();
-                let received = match next {
-                    None => queue.recv().await,
-                    Some(at) => {
-                        // After a failed commit, retry at the poll's pace rather than spin.
-                        let wait_ms = if expiry_failed {
-                            EXPIRY_POLL_MAX_MS
-                        } else {
-                            hlc::physical_ms(at)
-                                .saturating_sub(shared.hlc.time_ms())
-                                .min(EXPIRY_POLL_MAX_MS)
-                        };
-                        tokio::select! {
-                            received = queue.recv() => received,
-                            _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => continue,
-                        }
-                    }
-                };
-                match received {
-                    Some(c) => c,
-                    None => return,
-                }
-            }
+            None => match next_command(&shared, &mut queue, expiry_failed).await {
+                Next::Command(c) => c,
+                Next::ExpiryDue => continue,
+                Next::Closed => return,
+            },
         };
         // Give request tasks that are runnable right now a chance to enqueue before the group is cut:
         // under load this turns many tiny commits into a few big ones, and costs one scheduler round when idle.
@@ -142,6 +123,33 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
         if !group.is_empty() {
             group.commit(&shared).await;
         }
+    }
+}
+
+/// What the idle writer woke up for.
+enum Next {
+    Command(Command),
+    /// A value may have expired: sweep before waiting again.
+    ExpiryDue,
+    Closed,
+}
+
+/// Wait for the next command, or until the next expiry (at most [`EXPIRY_POLL_MAX_MS`]; that long after a
+/// failed sweep, so that a full disk is retried at that pace rather than in a spin).
+async fn next_command(shared: &Shared, queue: &mut mpsc::Receiver<Command>, expiry_failed: bool) -> Next {
+    let Some(at) = shared.state.read().expiring().next() else {
+        return queue.recv().await.map_or(Next::Closed, Next::Command);
+    };
+    let wait_ms = if expiry_failed {
+        EXPIRY_POLL_MAX_MS
+    } else {
+        hlc::physical_ms(at)
+            .saturating_sub(shared.hlc.time_ms())
+            .min(EXPIRY_POLL_MAX_MS)
+    };
+    tokio::select! {
+        received = queue.recv() => received.map_or(Next::Closed, Next::Command),
+        _ = tokio::time::sleep(std::time::Duration::from_millis(wait_ms)) => Next::ExpiryDue,
     }
 }
 

@@ -21,6 +21,36 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// The root token the test helpers give a node that has access control on and no root token configured.
 pub const ROOT_TOKEN: &str = "test-root-token-0123456789abcdef";
 
+/// A loopback listener for a member's replication port, and its address (a seed for the others).
+pub fn grpc_listener() -> (std::net::TcpListener, String) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a gRPC port");
+    let addr = listener.local_addr().unwrap().to_string();
+    (listener, addr)
+}
+
+/// A prod member of a test cluster with its data in `dir`, serving replication on `grpc`, seeded with
+/// `seeds`, anti-entropy every 500 ms and no discovery window (the root token as [`TestNode`] gives it).
+pub async fn prod_member(
+    dir: &tempfile::TempDir,
+    key: &cave::secrets::MasterKey,
+    grpc: std::net::TcpListener,
+    seeds: Vec<String>,
+) -> TestNode {
+    let config = Config {
+        mode: cave::config::Mode::Prod,
+        data_dir: dir.path().join("data"),
+        cluster_key: Some(key.clone()),
+        peers: seeds,
+        mdns: false,
+        grpc_addr: grpc.local_addr().unwrap(),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        anti_entropy_interval: Duration::from_millis(500),
+        discovery_window: Duration::ZERO,
+        ..Config::default()
+    };
+    TestNode::start_config_with_grpc(config, Some(grpc)).await
+}
+
 /// An HTTP client that ignores proxy settings of the environment and never waits forever.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -72,6 +72,15 @@ impl Options {
         }
     }
 
+    /// Seed `seed` of `scenario`, with `bug` injected if given.
+    pub fn of(seed: u64, scenario: Scenario, bug: Option<Bug>) -> Options {
+        Options {
+            scenario,
+            bug,
+            ..Options::new(seed)
+        }
+    }
+
     /// The command that replays this run.
     pub fn replay_command(&self) -> String {
         let mut cmd = format!(
