@@ -268,6 +268,7 @@ async fn seed(data_dir: &Path, key: &str, secret: bool) {
         secret,
         cas: None,
         ttl: None,
+        lease: None,
     };
     node.db.write(vec![put]).await.unwrap();
     node.close().await.unwrap();

@@ -321,6 +321,7 @@ async fn a_watcher_that_falls_behind_is_told_it_lagged() {
             secret: false,
             cas: None,
             ttl: None,
+            lease: None,
         })
         .collect();
     node.db.write(ops).await.unwrap();
@@ -341,6 +342,7 @@ async fn recursive_listings_past_the_bound_are_refused_and_page_instead() {
             secret: false,
             cas: None,
             ttl: None,
+            lease: None,
         })
         .collect();
     node.db.write(ops).await.unwrap();

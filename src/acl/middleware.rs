@@ -74,6 +74,7 @@ pub fn classify(method: &Method, path: &str, metrics_public: bool) -> RouteClass
         "/api/v1/query",
         "/api/v1/export",
         "/api/v1/import",
+        "/api/v1/lease",
     ];
     if keyed.iter().any(|root| under(root)) {
         return RouteClass::Keyed;

@@ -310,6 +310,7 @@ impl Acl {
             secret: false,
             cas: None,
             ttl: None,
+            lease: None,
         };
         self.db.write(vec![op]).await?;
         self.reload_key(key);

@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{hlc, DocMeta, Entry, Version, DEFAULT_CONTENT_TYPE};
+use crate::crdt::{hlc, DocMeta, Entry, LeaseId, Version, DEFAULT_CONTENT_TYPE};
 use crate::error::{Error, Result};
 
 /// Header carrying an entry's version.
@@ -23,6 +23,8 @@ pub const VERSION_HEADER: &str = "x-cave-version";
 pub const SECRET_HEADER: &str = "x-cave-secret";
 /// Header of an expiring entry: when it expires (milliseconds since the Unix epoch, cluster clock).
 pub const EXPIRES_HEADER: &str = "x-cave-expires";
+/// Header of a value bound to a lease: the lease's id.
+pub const LEASE_HEADER: &str = "x-cave-lease";
 /// Longest content type accepted, in bytes.
 pub const MAX_CONTENT_TYPE_BYTES: usize = 255;
 
@@ -90,6 +92,17 @@ impl Params {
         self.0
             .get("ttl")
             .map(|text| parse_ttl(text, min, max, "parameter ttl"))
+            .transpose()
+    }
+
+    /// `?lease=ID`: bind the value to a lease.
+    pub fn lease(&self) -> Result<Option<LeaseId>> {
+        self.0
+            .get("lease")
+            .map(|text| {
+                text.parse()
+                    .map_err(|e: Error| Error::invalid(format!("parameter lease: {e}")))
+            })
             .transpose()
     }
 
@@ -221,6 +234,11 @@ pub fn expires_header(headers: &mut HeaderMap, entry: &Entry) {
     if let Some(at) = entry.expires {
         headers.insert(EXPIRES_HEADER, HeaderValue::from(hlc::physical_ms(at)));
     }
+    if let Some(lease) = entry.lease {
+        if let Ok(v) = HeaderValue::from_str(&lease.to_string()) {
+            headers.insert(LEASE_HEADER, v);
+        }
+    }
 }
 
 /// `X-Cave-Version` and `ETag` headers of a version.
@@ -293,6 +311,9 @@ pub struct EntryJson {
     /// For an expiring value: when it expires, in milliseconds since the Unix epoch on the cluster's clock.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// For a value bound to a lease: the lease's id (16 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseId>,
 }
 
 /// [`crate::crdt::DocMeta`] as JSON. `heads` is hex: a u64 does not survive JSON readers that use doubles.
@@ -345,6 +366,7 @@ impl From<&Entry> for EntryJson {
             version: e.version,
             doc: e.doc.map(DocJson::from),
             expires_ms: e.expires.map(hlc::physical_ms),
+            lease: e.lease,
         }
     }
 }
@@ -363,11 +385,15 @@ impl EntryJson {
             }
             return Ok(Entry {
                 expires: self.expires_ms.map(hlc::from_physical_ms),
+                lease: self.lease,
                 ..Entry::tombstone(self.key, self.version)
             });
         }
         if self.doc.is_some() && self.expires_ms.is_some() {
             return Err(Error::invalid("a document does not expire"));
+        }
+        if self.doc.is_some() && self.lease.is_some() {
+            return Err(Error::invalid("a document is not bound to a lease"));
         }
         let doc = match self.doc {
             None => None,
@@ -405,6 +431,7 @@ impl EntryJson {
             version: self.version,
             doc,
             expires: self.expires_ms.map(hlc::from_physical_ms),
+            lease: self.lease,
         })
     }
 }
@@ -424,6 +451,8 @@ pub struct EntryJsonRef<'a> {
     doc: Option<DocJson>,
     #[serde(skip_serializing_if = "Option::is_none")]
     expires_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseId>,
 }
 
 impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
@@ -442,6 +471,7 @@ impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
             version: e.version,
             doc: e.doc.map(DocJson::from),
             expires_ms: e.expires.map(hlc::physical_ms),
+            lease: e.lease,
         }
     }
 }
@@ -464,6 +494,9 @@ pub struct EntryMeta {
     /// When an expiring value expires (Unix milliseconds, cluster clock).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_ms: Option<u64>,
+    /// The lease a bound value lives by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseId>,
 }
 
 impl From<&Entry> for EntryMeta {
@@ -476,6 +509,7 @@ impl From<&Entry> for EntryMeta {
             size: e.value.len(),
             modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
             expires_ms: e.expires.map(crate::crdt::hlc::physical_ms),
+            lease: e.lease,
         }
     }
 }

@@ -142,11 +142,17 @@ pub async fn put(
         if params.get("ttl").is_some() {
             return Err(Error::invalid("ttl applies to plain values; documents do not expire"));
         }
+        if params.get("lease").is_some() {
+            return Err(Error::invalid(
+                "lease applies to plain values; a document is not bound to a lease",
+            ));
+        }
         return super::docs::put(&app, key, &params, &headers, body).await;
     }
     let secret = params.flag("secret")?;
     let cas = params.cas()?;
     let ttl = params.ttl(app.config.min_ttl, app.config.max_ttl)?;
+    let lease = params.lease()?;
     let content_type = content_type(&headers)?;
     let limit = app.config.max_value_bytes;
     let value = read_body(&headers, body, limit).await?;
@@ -158,6 +164,7 @@ pub async fn put(
         secret,
         cas,
         ttl,
+        lease,
     };
     let entry = written(app.db.write(vec![op]).await?)?;
     Ok(written_response(entry.version))

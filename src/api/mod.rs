@@ -13,6 +13,7 @@ mod encoding;
 pub mod error;
 mod guard;
 mod kv;
+mod lease;
 mod listing;
 mod origin;
 mod perf;
@@ -93,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/watch", get(watch::watch))
         .route("/api/v1/watch/", get(watch::watch))
         .route("/api/v1/watch/{*prefix}", get(watch::watch))
+        .route("/api/v1/lease", get(lease::list).post(lease::grant))
+        .route("/api/v1/lease/{id}", get(lease::show).delete(lease::revoke))
+        .route("/api/v1/lease/{id}/renew", post(lease::renew))
         .route("/api/v1/export", get(transfer::export))
         .route("/api/v1/import", post(transfer::import))
         .route("/api/v1/audit", get(audit::list))

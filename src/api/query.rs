@@ -47,6 +47,9 @@ struct QueryOp {
     /// For `set`: expire the value after this long (`"30s"`), as `?ttl=` does.
     #[serde(default)]
     ttl: Option<String>,
+    /// For `set`: bind the value to this lease (its id), as `?lease=` does.
+    #[serde(default)]
+    lease: Option<crate::crdt::LeaseId>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -166,6 +169,7 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
                 secret: op.secret,
                 cas: op.cas,
                 ttl,
+                lease: op.lease,
             }
         }
         Verb::Patch => {
@@ -188,6 +192,7 @@ fn label_of(op: &Op) -> (String, Verb) {
         Op::Put { key, .. } | Op::PutDoc { key, .. } => (key.clone(), Verb::Set),
         Op::Patch { key, .. } => (key.clone(), Verb::Patch),
         Op::Delete { key, .. } | Op::DeletePrefix { prefix: key } => (key.clone(), Verb::Delete),
+        Op::RenewLease { id } => (id.key(), Verb::Set),
     }
 }
 

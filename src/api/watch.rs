@@ -58,9 +58,10 @@ pub async fn watch(
                     && access.may(Capability::Read, &change.key) =>
             {
                 db.resolve(&change).and_then(|entry| {
-                    let kind = match (entry.deleted, entry.expires) {
-                        (true, Some(_)) => "expire",
-                        (true, None) => "delete",
+                    // The tombstone an expiry or a lease's end leaves keeps what ended it.
+                    let kind = match (entry.deleted, entry.expires.is_some() || entry.lease.is_some()) {
+                        (true, true) => "expire",
+                        (true, false) => "delete",
                         (false, _) => "put",
                     };
                     Event::default().event(kind).json_data(EntryJson::from(&entry)).ok()

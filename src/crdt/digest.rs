@@ -67,6 +67,10 @@ pub fn entry_hash(entry: &Entry) -> u128 {
         hasher.update(b"expires");
         hasher.update(&at.to_le_bytes());
     }
+    if let Some(lease) = entry.lease {
+        hasher.update(b"lease");
+        hasher.update(&lease.get().to_le_bytes());
+    }
     // Never zero, so that "an entry" and "no entry" always differ.
     hasher.digest128() | 1
 }

@@ -11,18 +11,26 @@ use super::{Entry, LwwMap};
 
 impl LwwMap {
     /// The tombstones ([`Entry::expired`]) of at most `limit` values expired at hybrid-clock time `now`,
-    /// earliest first: what a node merges into its state to collect them. The database's writer and the
+    /// earliest first, then of values bound to a lease that has ended: what a node merges into its state to collect them. The database's writer and the
     /// simulation's both sweep with this.
     pub fn expired_due(&self, now: u64, limit: usize) -> Vec<Entry> {
-        if self.expiring().next().is_none_or(|at| at > now) {
-            return Vec::new();
+        let mut due = if self.expiring().next().is_none_or(|at| at > now) {
+            Vec::new()
+        } else {
+            self.expiring()
+                .due(now, limit)
+                .into_iter()
+                .filter_map(|key| self.get(key))
+                .map(Entry::expired)
+                .collect()
+        };
+        // Values bound to a lease that ended ([`super::lease`]) are collected by the same sweep.
+        if due.len() < limit && self.bound.any_ended() {
+            // A value both expired and bound to an ended lease may come twice: the same tombstone, merged once.
+            let more = self.lease_ended_due(limit - due.len());
+            due.extend(more);
         }
-        self.expiring()
-            .due(now, limit)
-            .into_iter()
-            .filter_map(|key| self.get(key))
-            .map(Entry::expired)
-            .collect()
+        due
     }
 }
 

@@ -11,6 +11,7 @@ use std::ops::Bound;
 
 use super::digest::{bucket_of, DigestTree, BUCKETS};
 use super::expiry::ExpiryIndex;
+use super::lease::LeaseIndex;
 use super::Entry;
 
 /// Ordered map of keys to their winning [`Entry`], tombstones included, with its anti-entropy digest.
@@ -24,6 +25,8 @@ pub struct LwwMap {
     buckets: Box<[Vec<Box<str>>]>,
     /// Live values that expire, by expiry.
     expiring: ExpiryIndex,
+    /// Live values bound to a lease, by lease.
+    pub(super) bound: LeaseIndex,
 }
 
 impl Default for LwwMap {
@@ -35,6 +38,7 @@ impl Default for LwwMap {
             digest: DigestTree::default(),
             buckets: vec![Vec::new(); BUCKETS].into(),
             expiring: ExpiryIndex::default(),
+            bound: LeaseIndex::default(),
         }
     }
 }
@@ -68,8 +72,13 @@ impl LwwMap {
             map.digest.toggle(entry);
             map.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
             map.expiring.add(entry);
+            map.bound.add(entry);
         }
         map.entries = entries.into_iter().map(|entry| (entry.key.clone(), entry)).collect();
+        let leases: Vec<_> = map.bound.ids().collect();
+        for id in leases {
+            map.note_lease(&id.key(), None);
+        }
         map
     }
 
@@ -81,6 +90,11 @@ impl LwwMap {
     /// The live values that expire, by expiry.
     pub fn expiring(&self) -> &ExpiryIndex {
         &self.expiring
+    }
+
+    /// The live values bound to a lease, by lease.
+    pub fn bound(&self) -> &LeaseIndex {
+        &self.bound
     }
 
     /// The entries of one digest bucket (in no particular order).
@@ -100,10 +114,10 @@ impl LwwMap {
         self.entries.get(key).filter(|e| !e.deleted)
     }
 
-    /// The entry of `key` if it holds a value live at hybrid-clock time `now` ([`Entry::live_at`]): what a
-    /// client read finds.
+    /// The entry of `key` if it holds a value live at hybrid-clock time `now` ([`LwwMap::live_at`]: not
+    /// expired, and its lease live if it has one): what a client read finds.
     pub fn get_live_at(&self, key: &str, now: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| e.live_at(now))
+        self.entries.get(key).filter(|e| self.live_at(e, now))
     }
 
     /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
@@ -127,6 +141,16 @@ impl LwwMap {
         if entry.is_delta() {
             return false;
         }
+        let lease_note = (entry.lease.is_some() || entry.key.starts_with(super::lease::LEASE_PREFIX))
+            .then(|| (entry.key.clone(), entry.lease));
+        let changed = self.install_entry(entry);
+        if let (true, Some((key, lease))) = (changed, lease_note) {
+            self.note_lease(&key, lease);
+        }
+        changed
+    }
+
+    fn install_entry(&mut self, entry: Entry) -> bool {
         match self.entries.get_mut(&entry.key) {
             Some(current) => {
                 if !entry.supersedes(current) {
@@ -136,6 +160,8 @@ impl LwwMap {
                 self.digest.toggle(&entry);
                 self.expiring.remove(current);
                 self.expiring.add(&entry);
+                self.bound.remove(current);
+                self.bound.add(&entry);
                 let old = std::mem::replace(current, entry);
                 let new_size = (current.deleted, current.size());
                 Self::account(&mut self.tombstones, &mut self.bytes, (old.deleted, old.size()), -1);
@@ -146,6 +172,7 @@ impl LwwMap {
                 self.digest.toggle(&entry);
                 self.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
                 self.expiring.add(&entry);
+                self.bound.add(&entry);
                 self.entries.insert(entry.key.clone(), entry);
             }
         }
@@ -157,6 +184,7 @@ impl LwwMap {
         let removed = self.entries.remove(key)?;
         self.digest.toggle(&removed);
         self.expiring.remove(&removed);
+        self.bound.remove(&removed);
         let bucket = &mut self.buckets[bucket_of(key) as usize];
         if let Some(i) = bucket.iter().position(|k| &**k == key) {
             bucket.swap_remove(i);

@@ -24,6 +24,7 @@ pub mod digest;
 pub mod doc;
 pub mod expiry;
 pub mod hlc;
+pub mod lease;
 mod map;
 
 use std::cmp::Ordering;
@@ -37,6 +38,7 @@ use crate::error::{Error, Result};
 
 pub use doc::DocMeta;
 pub use hlc::{Hlc, ManualTime, SystemTime, TimeSource};
+pub use lease::LeaseId;
 pub use map::{Child, Children, LwwMap};
 
 /// A node's identity: random, generated once and kept in the data directory.
@@ -174,6 +176,9 @@ pub struct Entry {
     /// The hybrid-clock timestamp from which an expiring value (`PUT ?ttl=`) reads as absent on every node;
     /// `None` for a permanent one. A tombstone that an expiry wrote keeps it (see [`Entry::expired`]).
     pub expires: Option<u64>,
+    /// The lease a value is bound to (`PUT ?lease=`): it reads as absent unless that lease is live ([`lease`]).
+    /// A tombstone that the lease's end wrote keeps it.
+    pub lease: Option<LeaseId>,
 }
 
 impl Entry {
@@ -188,6 +193,7 @@ impl Entry {
             version,
             doc: None,
             expires: None,
+            lease: None,
         }
     }
 
@@ -202,6 +208,7 @@ impl Entry {
             version,
             doc: None,
             expires: None,
+            lease: None,
         }
     }
 
@@ -210,12 +217,13 @@ impl Entry {
         !self.deleted && self.expires.is_none_or(|at| now < at)
     }
 
-    /// The tombstone an expiring value turns into once expired: same version (so it supersedes exactly this
+    /// The tombstone an expiring value turns into once expired (or a value bound to a lease once the lease ended): same version (so it supersedes exactly this
     /// value, and no later write), deleted, no value, the expiry kept. Every node derives the same one from
     /// the same value, so they converge whichever node's sweep or which replica's copy arrives first.
     pub fn expired(&self) -> Entry {
         Entry {
             expires: self.expires,
+            lease: self.lease,
             ..Entry::tombstone(self.key.clone(), self.version)
         }
     }
@@ -240,6 +248,7 @@ impl Entry {
             .then_with(|| self.content_type.cmp(&other.content_type))
             .then_with(|| self.secret.cmp(&other.secret))
             .then_with(|| self.expires.cmp(&other.expires))
+            .then_with(|| self.lease.cmp(&other.lease))
     }
 
     /// Whether `self` should replace `current` (strictly greater in [`Entry::precedence`]).
@@ -287,6 +296,7 @@ impl Entry {
             + 24
             + if self.doc.is_some() { 32 } else { 0 }
             + if self.expires.is_some() { 8 } else { 0 }
+            + if self.lease.is_some() { 8 } else { 0 }
     }
 }
 
@@ -305,12 +315,15 @@ mod tests {
             any::<bool>(),
             prop::sample::select(vec![DEFAULT_CONTENT_TYPE, "text/plain", "a"]),
             prop::option::of(0u64..3),
+            prop::option::of(1u64..3),
         )
-            .prop_map(|(hlc, node, deleted, value, secret, content_type, expires)| {
+            .prop_map(|(hlc, node, deleted, value, secret, content_type, expires, lease)| {
                 let version = Version::new(hlc, NodeId(node));
+                let lease = lease.and_then(LeaseId::new);
                 if deleted {
                     Entry {
                         expires,
+                        lease,
                         ..Entry::tombstone("k", version)
                     }
                 } else {
@@ -318,6 +331,7 @@ mod tests {
                         secret,
                         content_type: content_type.to_string(),
                         expires,
+                        lease,
                         ..Entry::value("k", value, version)
                     }
                 }

@@ -164,6 +164,7 @@ async fn a_later_delete_removes_the_document_and_a_new_put_recreates_it() {
         secret: false,
         cas: None,
         ttl: None,
+        lease: None,
     }])
     .await
     .unwrap();

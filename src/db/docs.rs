@@ -75,6 +75,7 @@ fn finish(
         version,
         doc: Some(meta),
         expires: None,
+        lease: None,
     };
     Ok(Written {
         entry,

@@ -31,6 +31,7 @@ fn put(key: &str, value: &str, ttl: Option<Duration>) -> Op {
         secret: false,
         cas: None,
         ttl,
+        lease: None,
     }
 }
 

@@ -56,7 +56,7 @@ impl Db {
         let mut children = state
             .children_after(prefix, after)
             .filter(|child| !key::is_reserved(child.path().strip_suffix('/').unwrap_or(child.path())))
-            .filter(|child| !matches!(child, Child::Key(entry) if !entry.live_at(now)));
+            .filter(|child| !matches!(child, Child::Key(entry) if !state.live_at(entry, now)));
         for child in children.by_ref().take(limit) {
             items.push(match child {
                 Child::Key(entry) => Listed::Key(entry.clone()),
@@ -104,7 +104,7 @@ impl Db {
                 }
                 scanned += 1;
                 last = Some(&entry.key);
-                if entry.live_at(now) && keep(entry) {
+                if state.live_at(entry, now) && keep(entry) {
                     items.push(entry.clone());
                 }
             }
@@ -127,10 +127,10 @@ impl Db {
         };
         match keep {
             None if prefix.is_empty() => state.live() - live_reserved(),
-            None => state.range_prefix(prefix).filter(|e| e.live_at(now)).count(),
+            None => state.range_prefix(prefix).filter(|e| state.live_at(e, now)).count(),
             Some(keep) => state
                 .range_prefix(prefix)
-                .filter(|e| e.live_at(now) && !key::is_reserved(&e.key) && keep(&e.key))
+                .filter(|e| state.live_at(e, now) && !key::is_reserved(&e.key) && keep(&e.key))
                 .count(),
         }
     }
@@ -170,7 +170,7 @@ impl Db {
                     reserved = true;
                     break;
                 }
-                if (!tombstones && !entry.live_at(now)) || key::is_reserved(&entry.key) {
+                if (!tombstones && !state.live_at(entry, now)) || key::is_reserved(&entry.key) {
                     continue;
                 }
                 f(entry);

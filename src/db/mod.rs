@@ -44,6 +44,7 @@
 //! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
 mod docs;
+pub mod lease;
 mod listing;
 mod writer;
 
@@ -97,6 +98,7 @@ struct Held {
     secret: bool,
     doc: Option<crate::crdt::DocMeta>,
     expires: Option<u64>,
+    lease: Option<crate::crdt::LeaseId>,
     /// For a local document write: how it is broadcast.
     delta: Option<DocBroadcast>,
     budget: Arc<AtomicUsize>,
@@ -121,6 +123,7 @@ impl Change {
                 secret: entry.secret,
                 doc: entry.doc,
                 expires: entry.expires,
+                lease: entry.lease,
                 delta,
                 budget: budget.clone(),
             })
@@ -156,6 +159,9 @@ pub enum Op {
         cas: Option<Version>,
         /// Expire the value this long after the write, on the cluster's hybrid clock (`None`: permanent).
         ttl: Option<std::time::Duration>,
+        /// Bind the value to this lease (`?lease=`): it lives only as long as the lease does
+        /// ([`crate::crdt::lease`]). The lease must be live on this node (404 otherwise).
+        lease: Option<crate::crdt::LeaseId>,
     },
     /// Write a tombstone.
     Delete { key: String, cas: Option<Version> },
@@ -171,6 +177,8 @@ pub enum Op {
         cas: Option<Version>,
         max_bytes: usize,
     },
+    /// Renew a live lease by its TTL from now (404 if it has ended): [`Db::renew_lease`].
+    RenewLease { id: crate::crdt::LeaseId },
     /// Edit a live document (404 if the key is missing, 409 if it holds an LWW value, 422 if the patch does
     /// not apply, and then nothing changes).
     Patch {
@@ -551,6 +559,7 @@ fn held_entry(change: &Change) -> Option<Entry> {
         version: change.version,
         doc: held.doc,
         expires: held.expires,
+        lease: held.lease,
     })
 }
 
@@ -572,5 +581,7 @@ mod audit_tests;
 mod doc_tests;
 #[cfg(test)]
 mod expiry_tests;
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

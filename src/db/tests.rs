@@ -34,6 +34,7 @@ fn put(key: &str, value: &str) -> Op {
         secret: false,
         cas: None,
         ttl: None,
+        lease: None,
     }
 }
 
@@ -52,6 +53,7 @@ fn put_cas(key: &str, value: &str, cas: Version) -> Op {
             secret,
             cas: Some(cas),
             ttl: None,
+            lease: None,
         },
         _ => unreachable!(),
     }
@@ -289,6 +291,7 @@ fn big_put(key: &str, bytes: usize) -> Op {
         secret: false,
         cas: None,
         ttl: None,
+        lease: None,
     }
 }
 

@@ -137,8 +137,15 @@ enum Next {
 /// Wait for the next command, or until the next expiry (at most [`EXPIRY_POLL_MAX_MS`]; that long after a
 /// failed sweep, so that a full disk is retried at that pace rather than in a spin).
 async fn next_command(shared: &Shared, queue: &mut mpsc::Receiver<Command>, expiry_failed: bool) -> Next {
-    let Some(at) = shared.state.read().expiring().next() else {
-        return queue.recv().await.map_or(Next::Closed, Next::Command);
+    let (next, lease_ended) = {
+        let state = shared.state.read();
+        (state.expiring().next(), state.bound().any_ended())
+    };
+    // Values bound to an ended lease are due now (a full sweep leaves none, so this does not spin).
+    let at = match next {
+        _ if lease_ended => 0,
+        Some(at) => at,
+        None => return queue.recv().await.map_or(Next::Closed, Next::Command),
     };
     let wait_ms = if expiry_failed {
         EXPIRY_POLL_MAX_MS
@@ -306,7 +313,8 @@ impl Group {
             match op {
                 Op::Get { key } => {
                     let now = shared.hlc.reading();
-                    outcomes.push(Outcome::Got(lookup(&local, &key).filter(|e| e.live_at(now))));
+                    let live = |e: &Entry| live_in(e, now, |k| lookup(&local, k));
+                    outcomes.push(Outcome::Got(lookup(&local, &key).filter(live)));
                 }
                 Op::Put {
                     key,
@@ -315,15 +323,23 @@ impl Group {
                     secret,
                     cas,
                     ttl,
+                    lease,
                 } => {
                     let current = version_of(&local, &key);
                     check_cas_version(current, cas).map_err(at)?;
+                    if let Some(id) = lease {
+                        let now = shared.hlc.reading();
+                        if !lookup(&local, &id.key()).is_some_and(|e| e.live_at(now)) {
+                            return Err(at(Error::NotFound(format!(
+                                "lease {id} not found: it ended or never existed"
+                            ))));
+                        }
+                    }
                     let floor = current.map_or(0, |(v, _)| v.hlc);
                     let version = Version::new(shared.hlc.tick_after(floor).map_err(at)?, shared.node);
                     // On the hybrid clock, from the write's own stamp: every node judges the same instant.
                     let expires = ttl.map(|ttl| {
-                        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                        hlc::from_physical_ms(hlc::physical_ms(version.hlc).saturating_add(ms))
+                        super::lease::expires_after(version, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
                     });
                     let entry = Entry {
                         key,
@@ -334,6 +350,7 @@ impl Group {
                         version,
                         doc: None,
                         expires,
+                        lease,
                     };
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
@@ -342,7 +359,8 @@ impl Group {
                 Op::Delete { key, cas } => {
                     let current = lookup(&local, &key);
                     check_cas(current.as_ref(), cas).map_err(at)?;
-                    let existed = current.as_ref().is_some_and(|e| e.live_at(shared.hlc.reading()));
+                    let now = shared.hlc.reading();
+                    let existed = current.as_ref().is_some_and(|e| live_in(e, now, |k| lookup(&local, k)));
                     let tombstone = match current {
                         // Already deleted: deleting again changes nothing (and must not move the version).
                         Some(e) if e.deleted => e,
@@ -386,6 +404,12 @@ impl Group {
                         super::docs::patch(shared, current.as_ref(), key, &patch, version, max_bytes).map_err(at)?;
                     let entry = written.entry;
                     deltas.push(((entry.key.clone(), entry.version), written.broadcast));
+                    changes.push(entry.clone());
+                    local.insert(entry.key.clone(), entry.clone());
+                    outcomes.push(Outcome::Written(entry));
+                }
+                Op::RenewLease { id } => {
+                    let entry = super::lease::renewed(shared, lookup(&local, &id.key()), id).map_err(at)?;
                     changes.push(entry.clone());
                     local.insert(entry.key.clone(), entry.clone());
                     outcomes.push(Outcome::Written(entry));
@@ -603,4 +627,13 @@ fn check_cas_version(current: Option<(Version, bool)>, cas: Option<Version>) -> 
             "cas failed: expected version {expected}, the key is {found}"
         )))
     }
+}
+
+/// Whether `entry` reads as live at `now` ([`crate::crdt::LwwMap::live_at`]), its lease looked up with
+/// `lookup` (which sees the group's own earlier writes).
+fn live_in(entry: &Entry, now: u64, lookup: impl Fn(&str) -> Option<Entry>) -> bool {
+    entry.live_at(now)
+        && entry
+            .lease
+            .is_none_or(|id| lookup(&id.key()).is_some_and(|l| l.live_at(now)))
 }

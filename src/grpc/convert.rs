@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::pb;
 use crate::crdt::digest::GROUPS;
-use crate::crdt::{DocMeta, Entry, NodeId, Version};
+use crate::crdt::{DocMeta, Entry, LeaseId, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::replication::{Message, PeerRecord};
 
@@ -66,6 +66,7 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
             delta: d.delta,
         }),
         expires: e.expires,
+        lease: e.lease.map(|id| id.get()),
     }
 }
 
@@ -85,6 +86,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         None => None,
         Some(_) if e.deleted => return Err(corrupt("tombstone with a document")),
         Some(_) if e.expires.is_some() => return Err(corrupt("document with an expiry")),
+        Some(_) if e.lease.is_some() => return Err(corrupt("document bound to a lease")),
         Some(d) => {
             let created = Version::new(d.created_hlc, NodeId(d.created_node));
             // A document is created by a write no later than its latest edit.
@@ -108,6 +110,10 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         version: Version::new(e.hlc, NodeId(e.node)),
         doc,
         expires: e.expires,
+        lease: match e.lease {
+            None => None,
+            Some(id) => Some(LeaseId::new(id).ok_or_else(|| corrupt("lease id 0"))?),
+        },
     })
 }
 
@@ -348,18 +354,22 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
             any::<Option<u64>>(),
+            any::<Option<u64>>(),
         )
-            .prop_map(|(key, value, hlc, node, deleted, secret, expires)| {
+            .prop_map(|(key, value, hlc, node, deleted, secret, expires, lease)| {
                 let v = Version::new(hlc, NodeId(node));
+                let lease = lease.and_then(LeaseId::new);
                 if deleted {
                     Entry {
                         expires,
+                        lease,
                         ..Entry::tombstone(key, v)
                     }
                 } else {
                     Entry {
                         secret,
                         expires,
+                        lease,
                         ..Entry::value(key, value, v)
                     }
                 }

@@ -61,6 +61,7 @@ fn app(db: &Db) -> Router {
                 secret: false,
                 cas: None,
                 ttl: None,
+                lease: None,
             };
             let status = request
                 .headers()

@@ -307,6 +307,7 @@ pub fn join(
         version: a.version.max(b.version),
         doc: Some(left.meta(meta_a.created)),
         expires: None,
+        lease: None,
     })
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::crdt::{DocMeta, Entry, NodeId, Version};
 
-/// Rows per append statement. 12 parameters a row keeps a full chunk (6000) far below SQLite's bound-parameter
+/// Rows per append statement. 13 parameters a row keeps a full chunk (6500) far below SQLite's bound-parameter
 /// limit (32766), while big enough that per-statement overhead (a round trip to sqlx's worker thread) is
 /// amortised.
 const CHUNK_ROWS: usize = 500;
@@ -17,7 +17,7 @@ macro_rules! select {
     ($table:literal, $($rest:literal),+) => {
         concat!(
             "SELECT key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, doc_heads, \
-             expires FROM ",
+             expires, lease FROM ",
             $table,
             " ",
             $($rest),+
@@ -34,6 +34,7 @@ pub(super) type Row = (
     bool,
     i64,
     i64,
+    Option<i64>,
     Option<i64>,
     Option<i64>,
     Option<i64>,
@@ -73,7 +74,7 @@ pub(super) const SAMPLE_KEYS_SQL: &str = "SELECT key FROM log WHERE seq % ?1 = 0
 /// epoch (the document's creation version, else the version), version (hlc, then node, all unsigned, see the
 /// module docs), deleted, the document's (changes, heads) with "no document" lowest, value (BLOBs compare by memcmp,
 /// then length: the order of `[u8]`), content_type (TEXT under the BINARY collation compares UTF-8 bytes: the
-/// order of `str`), secret, expiry (unsigned, "permanent" lowest: the order of `Option<u64>`). Row values compare lexicographically, exactly like `Ordering::then_with`.
+/// order of `str`), secret, expiry and lease (unsigned, "none" lowest: the order of `Option<u64>`). Row values compare lexicographically, exactly like `Ordering::then_with`.
 ///
 /// The ORDER BY visits `kv` in key order (each leaf page once), and it is also what lets SQLite parse an
 /// upsert after a SELECT: without it (or a `WHERE`), `ON CONFLICT` would be read as a join constraint.
@@ -81,26 +82,27 @@ macro_rules! compact {
     ($range:literal) => {
         concat!(
             "INSERT INTO kv (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, \
-             doc_heads, expires) ",
+             doc_heads, expires, lease) ",
             select!("log", "WHERE seq <= ?1 AND ", $range, " ORDER BY key, seq "),
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value, content_type = excluded.content_type, \
              secret = excluded.secret, deleted = excluded.deleted, hlc = excluded.hlc, node = excluded.node, \
              doc_hlc = excluded.doc_hlc, doc_node = excluded.doc_node, doc_changes = excluded.doc_changes, \
-             doc_heads = excluded.doc_heads, expires = excluded.expires \
+             doc_heads = excluded.doc_heads, expires = excluded.expires, lease = excluded.lease \
              WHERE (coalesce(excluded.doc_hlc, excluded.hlc) < 0, coalesce(excluded.doc_hlc, excluded.hlc), \
              coalesce(excluded.doc_node, excluded.node) < 0, coalesce(excluded.doc_node, excluded.node), \
              excluded.hlc < 0, excluded.hlc, excluded.node < 0, excluded.node, excluded.deleted, \
              excluded.doc_changes IS NOT NULL, coalesce(excluded.doc_changes, 0) < 0, \
              coalesce(excluded.doc_changes, 0), coalesce(excluded.doc_heads, 0) < 0, coalesce(excluded.doc_heads, 0), \
              excluded.value, excluded.content_type, excluded.secret, excluded.expires IS NOT NULL, \
-             coalesce(excluded.expires, 0) < 0, coalesce(excluded.expires, 0)) \
+             coalesce(excluded.expires, 0) < 0, coalesce(excluded.expires, 0), excluded.lease IS NOT NULL, \
+             coalesce(excluded.lease, 0) < 0, coalesce(excluded.lease, 0)) \
              > (coalesce(kv.doc_hlc, kv.hlc) < 0, coalesce(kv.doc_hlc, kv.hlc), \
              coalesce(kv.doc_node, kv.node) < 0, coalesce(kv.doc_node, kv.node), \
              kv.hlc < 0, kv.hlc, kv.node < 0, kv.node, kv.deleted, \
              kv.doc_changes IS NOT NULL, coalesce(kv.doc_changes, 0) < 0, \
              coalesce(kv.doc_changes, 0), coalesce(kv.doc_heads, 0) < 0, coalesce(kv.doc_heads, 0), \
              kv.value, kv.content_type, kv.secret, kv.expires IS NOT NULL, coalesce(kv.expires, 0) < 0, \
-             coalesce(kv.expires, 0))"
+             coalesce(kv.expires, 0), kv.lease IS NOT NULL, coalesce(kv.lease, 0) < 0, coalesce(kv.lease, 0))"
         )
     };
 }
@@ -128,13 +130,13 @@ static APPENDS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
 fn append_sql(rows: usize) -> String {
     let mut sql = String::from(
         "INSERT INTO log (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, \
-         doc_heads, expires) VALUES ",
+         doc_heads, expires, lease) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?,?,?)");
     }
     sql
 }
@@ -188,7 +190,7 @@ pub(super) fn pieces(len: usize) -> impl Iterator<Item = usize> {
 }
 
 pub(super) fn into_entry(
-    (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, doc_heads, expires): Row,
+    (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, doc_heads, expires, lease): Row,
 ) -> Entry {
     let doc = match (doc_hlc, doc_node, doc_changes, doc_heads) {
         (Some(hlc), Some(node), Some(changes), Some(heads)) => Some(DocMeta {
@@ -208,6 +210,7 @@ pub(super) fn into_entry(
         version: Version::new(hlc as u64, NodeId(node as u64)),
         doc,
         expires: expires.map(|at| at as u64),
+        lease: lease.and_then(|id| crate::crdt::LeaseId::new(id as u64)),
     }
 }
 

@@ -68,7 +68,8 @@ fn bind_rows<'q>(
             .bind(e.doc.map(|d| d.created.node.0 as i64))
             .bind(e.doc.map(|d| d.changes as i64))
             .bind(e.doc.map(|d| d.heads as i64))
-            .bind(e.expires.map(|at| at as i64));
+            .bind(e.expires.map(|at| at as i64))
+            .bind(e.lease.map(|id| id.get() as i64));
     }
     query
 }

@@ -25,6 +25,10 @@ pub(super) async fn round_trip(store: &dyn Store) {
             expires: Some(HIGH + 9),
             ..value("app/expiring", b"e", v(15, 6))
         },
+        Entry {
+            lease: crate::crdt::LeaseId::new(HIGH + 3),
+            ..value("app/leased", b"l", v(16, 6))
+        },
         value("zz/last", b"z", v(HIGH + 7, u64::MAX)),
     ];
     assert_eq!(store.apply(&entries).await.unwrap(), entries.len());
@@ -43,7 +47,7 @@ pub(super) async fn round_trip(store: &dyn Store) {
     let mut sorted = entries.clone();
     sorted.sort_by(|a, b| a.key.cmp(&b.key));
     assert_eq!(store.load().await.unwrap(), sorted);
-    assert_eq!(store.scan("app/").await.unwrap(), sorted[..6].to_vec());
+    assert_eq!(store.scan("app/").await.unwrap(), sorted[..7].to_vec());
     let empty = store.get("app/empty").await.unwrap().unwrap();
     assert_eq!(empty.value, Bytes::new());
     assert!(!empty.deleted);

@@ -195,6 +195,7 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
     let content_type = prop::sample::select(vec!["", "a", "é"]);
     // Expiries on both sides of 2^63 too: the compaction compares them unsigned, like `Option<u64>`.
     let expires = prop::option::of(prop::sample::select(vec![0, 1, HIGH, u64::MAX]));
+    let lease = prop::option::of(prop::sample::select(vec![1, 2, HIGH, u64::MAX]));
     (
         key,
         hlc,
@@ -203,24 +204,29 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
         bytes,
         content_type,
         any::<bool>(),
-        expires,
+        (expires, lease),
     )
-        .prop_map(|(key, hlc, node, deleted, bytes, content_type, secret, expires)| {
-            let version = v(hlc, node);
-            if deleted {
-                Entry {
-                    expires,
-                    ..Entry::tombstone(key, version)
+        .prop_map(
+            |(key, hlc, node, deleted, bytes, content_type, secret, (expires, lease))| {
+                let version = v(hlc, node);
+                let lease = lease.and_then(crate::crdt::LeaseId::new);
+                if deleted {
+                    Entry {
+                        expires,
+                        lease,
+                        ..Entry::tombstone(key, version)
+                    }
+                } else {
+                    Entry {
+                        content_type: content_type.into(),
+                        secret,
+                        expires,
+                        lease,
+                        ..value(key, &bytes, version)
+                    }
                 }
-            } else {
-                Entry {
-                    content_type: content_type.into(),
-                    secret,
-                    expires,
-                    ..value(key, &bytes, version)
-                }
-            }
-        })
+            },
+        )
 }
 
 /// Entries cut into batches of random sizes, applied in order.

@@ -1,0 +1,179 @@
+//! Leases on the database: grant, renew, revoke, and what a lease holds ([`crate::crdt::lease`] is the rule).
+//!
+//! A lease's entry stores its TTL (`{"ttl_ms":N}`) so that a renewal on any node extends it by the same
+//! amount; the entry's expiry is the lease's end on the hybrid clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::{Db, Op, Outcome, Shared};
+use crate::crdt::{hlc, Entry, LeaseId, Version};
+use crate::error::{Error, Result};
+
+/// Keys [`Db::lease`] lists at most (a lease's bound keys can be many; the count is always exact).
+pub const LEASE_KEYS_SHOWN: usize = 1000;
+
+/// What a lease's entry stores.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    ttl_ms: u64,
+}
+
+/// A lease as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseInfo {
+    /// Its id.
+    pub id: LeaseId,
+    /// The TTL each grant or renewal gives it, as written (`10s`).
+    pub ttl: String,
+    /// The same in milliseconds.
+    pub ttl_ms: u64,
+    /// When it ends unless renewed (Unix milliseconds, cluster clock).
+    pub expires_ms: u64,
+    /// How many live values are bound to it.
+    pub keys: usize,
+    /// The version of its latest grant or renewal.
+    pub version: Version,
+}
+
+/// A lease with (up to [`LEASE_KEYS_SHOWN`] of) the keys bound to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LeaseDetail {
+    /// The lease.
+    #[serde(flatten)]
+    pub info: LeaseInfo,
+    /// The first keys bound to it, in key order.
+    pub bound: Vec<String>,
+}
+
+fn ttl_of(entry: &Entry) -> Result<u64> {
+    serde_json::from_slice::<Stored>(&entry.value)
+        .map(|s| s.ttl_ms)
+        .map_err(|_| Error::internal(format!("lease entry {} does not hold a TTL", entry.key)))
+}
+
+fn info(entry: &Entry, id: LeaseId, keys: usize) -> Result<LeaseInfo> {
+    let ttl_ms = ttl_of(entry)?;
+    Ok(LeaseInfo {
+        id,
+        ttl: crate::config::format_duration(Duration::from_millis(ttl_ms)),
+        ttl_ms,
+        expires_ms: entry.expires.map_or(0, hlc::physical_ms),
+        keys,
+        version: entry.version,
+    })
+}
+
+fn not_found(id: LeaseId) -> Error {
+    Error::NotFound(format!("lease {id} not found: it ended or never existed"))
+}
+
+/// The renewal of lease `id` whose entry is `current`, by the writer: a later write of the same TTL from now.
+/// A lease that has ended (even one past its expiry the sweep has not reached) is not renewed: it is a 404.
+pub(super) fn renewed(shared: &Shared, current: Option<Entry>, id: LeaseId) -> Result<Entry> {
+    let now = shared.hlc.reading();
+    let current = current.filter(|e| e.live_at(now)).ok_or_else(|| not_found(id))?;
+    let ttl_ms = ttl_of(&current)?;
+    let version = Version::new(shared.hlc.tick_after(current.version.hlc)?, shared.node);
+    Ok(Entry {
+        version,
+        expires: Some(expires_after(version, ttl_ms)),
+        ..current
+    })
+}
+
+/// The hybrid-clock time `ttl_ms` after a write stamped `version`.
+pub(super) fn expires_after(version: Version, ttl_ms: u64) -> u64 {
+    hlc::from_physical_ms(hlc::physical_ms(version.hlc).saturating_add(ttl_ms))
+}
+
+impl Db {
+    /// Grant a new lease of `ttl`.
+    pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
+        let id = LeaseId::random();
+        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+        let value = serde_json::to_vec(&Stored { ttl_ms }).map_err(|e| Error::internal(e.to_string()))?;
+        let op = Op::Put {
+            key: id.key(),
+            value: Bytes::from(value),
+            content_type: "application/json".into(),
+            secret: false,
+            // Ids are random: a grant never meets an entry of its id, and must not replace one if it did.
+            cas: Some(Version::ZERO),
+            ttl: Some(ttl),
+            lease: None,
+        };
+        let entry = self.written(self.write(vec![op]).await?)?;
+        info(&entry, id, 0)
+    }
+
+    /// Renew lease `id` by its TTL from now (404 if it has ended).
+    pub async fn renew_lease(&self, id: LeaseId) -> Result<LeaseInfo> {
+        let entry = self.written(self.write(vec![Op::RenewLease { id }]).await?)?;
+        let keys = self.with_state(|state| state.bound().keys(id).count());
+        info(&entry, id, keys)
+    }
+
+    /// Revoke lease `id`: it ends now, and with it every value bound to it (they read as absent from now on;
+    /// the sweep collects them). Returns how many values it held. 404 if it had ended already.
+    pub async fn revoke_lease(&self, id: LeaseId) -> Result<usize> {
+        let now = self.shared.hlc.reading();
+        let (version, keys) = self.with_state(|state| {
+            let live = state.get_live_at(&id.key(), now).map(|e| e.version);
+            (live, state.bound().keys(id).count())
+        });
+        let version = version.ok_or_else(|| not_found(id))?;
+        // The version read: a renewal committed in between makes this a conflict rather than a lost renewal.
+        self.write(vec![Op::Delete {
+            key: id.key(),
+            cas: Some(version),
+        }])
+        .await?;
+        Ok(keys)
+    }
+
+    /// Lease `id` if live, with the first keys bound to it.
+    pub fn lease(&self, id: LeaseId) -> Result<LeaseDetail> {
+        let now = self.shared.hlc.reading();
+        self.with_state(|state| {
+            let entry = state.get_live_at(&id.key(), now).ok_or_else(|| not_found(id))?;
+            let bound: Vec<String> = state.bound().keys(id).map(str::to_string).collect();
+            let info = info(entry, id, bound.len())?;
+            let bound = bound.into_iter().take(LEASE_KEYS_SHOWN).collect();
+            Ok(LeaseDetail { info, bound })
+        })
+    }
+
+    /// The live leases, by id.
+    pub fn leases(&self) -> Result<Vec<LeaseInfo>> {
+        let now = self.shared.hlc.reading();
+        self.with_state(|state| {
+            state
+                .range_prefix(crate::crdt::lease::LEASE_PREFIX)
+                .filter(|e| e.live_at(now))
+                .filter_map(|e| LeaseId::of_key(&e.key).map(|id| (e, id)))
+                .map(|(e, id)| info(e, id, state.bound().keys(id).count()))
+                .collect()
+        })
+    }
+
+    /// How many leases are live.
+    pub fn lease_count(&self) -> usize {
+        let now = self.shared.hlc.reading();
+        self.with_state(|state| {
+            state
+                .range_prefix(crate::crdt::lease::LEASE_PREFIX)
+                .filter(|e| e.live_at(now))
+                .count()
+        })
+    }
+
+    fn written(&self, outcomes: Vec<Outcome>) -> Result<Entry> {
+        match outcomes.into_iter().next() {
+            Some(Outcome::Written(entry)) => Ok(entry),
+            _ => Err(Error::internal("write returned no outcome")),
+        }
+    }
+}
