@@ -25,7 +25,7 @@
 //! | `cave_http_requests_total` | counter | method, route, status |
 //! | `cave_http_request_duration_seconds` | histogram | method, route, status |
 //! | `cave_kv_reads_total`, `cave_kv_writes_total`, `cave_kv_deletes_total` | counter | |
-//! | `cave_keys`, `cave_tombstones`, `cave_expiring_keys` | gauge | |
+//! | `cave_keys`, `cave_tombstones`, `cave_expiring_keys`, `cave_leases` | gauge | |
 //! | `cave_db_size_bytes` | gauge | |
 //! | `cave_commit_batch_entries` | histogram | |
 //! | `cave_commit_duration_seconds` | histogram | |
@@ -140,6 +140,8 @@ pub struct StateGauges {
     pub tombstones: u64,
     /// Live values that expire.
     pub expiring: u64,
+    /// Live leases.
+    pub leases: u64,
     /// Bytes the store occupies on disk.
     pub db_size_bytes: u64,
 }
@@ -240,6 +242,14 @@ impl Metrics {
                 "{key}",
                 "Live keys that carry an expiry (?ttl=)",
                 |s| s.expiring,
+            ),
+            state_gauge(
+                &meter,
+                &state,
+                "cave_leases",
+                "{lease}",
+                "Live leases (POST /api/v1/lease)",
+                |s| s.leases,
             ),
             state_gauge(
                 &meter,

@@ -233,6 +233,7 @@ impl Node {
                 keys: stats.keys as u64,
                 tombstones: stats.tombstones as u64,
                 expiring: stats.expiring as u64,
+                leases: stats.leases as u64,
                 db_size_bytes: db_size_bytes(),
             })
         });

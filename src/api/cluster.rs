@@ -37,10 +37,13 @@ pub struct NodeView {
     pub version: Option<String>,
     /// Live keys it held at its last heartbeat, as gossiped (this node's: now).
     pub keys: Option<u64>,
+    /// Live leases as this node holds them (leases replicate, so once converged this is the cluster's count);
+    /// `None` for the other members, which do not gossip it.
+    pub leases: Option<u64>,
 }
 
 /// Every node `core` knows at local time `now_ms`, this one first; `keys` is this node's live key count.
-fn node_list(core: &Core, now_ms: u64, keys: u64) -> Vec<NodeView> {
+fn node_list(core: &Core, now_ms: u64, (keys, leases): (u64, u64)) -> Vec<NodeView> {
     let me = core.membership().me();
     let clock = core.clock_view();
     let bound = clock.bound_ms as i64;
@@ -56,6 +59,7 @@ fn node_list(core: &Core, now_ms: u64, keys: u64) -> Vec<NodeView> {
         incarnation: me.incarnation,
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
         keys: Some(keys),
+        leases: Some(leases),
     }];
     out.extend(core.membership().members().map(|m| {
         // Relative to the median only once there is one; before that, unknown.
@@ -73,6 +77,7 @@ fn node_list(core: &Core, now_ms: u64, keys: u64) -> Vec<NodeView> {
             version: Some(m.record.version.clone()).filter(|v| !v.is_empty()),
             // A member gossips its count from its first heartbeat on; before it, it has said nothing.
             keys: (m.record.heartbeat > 0 || m.record.keys > 0).then_some(m.record.keys),
+            leases: None,
         }
     }));
     out
@@ -84,8 +89,9 @@ fn node_list(core: &Core, now_ms: u64, keys: u64) -> Vec<NodeView> {
 pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
     Json(match &app.cluster {
         Some(cluster) => {
-            let keys = app.db.stats().keys as u64;
-            cluster.with_core(|core, now_ms| node_list(core, now_ms, keys))
+            let stats = app.db.stats();
+            let counts = (stats.keys as u64, stats.leases as u64);
+            cluster.with_core(|core, now_ms| node_list(core, now_ms, counts))
         }
         None => vec![NodeView {
             id: app.db.node_id().to_string(),
@@ -99,6 +105,7 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
             incarnation: 0,
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             keys: Some(app.db.stats().keys as u64),
+            leases: Some(app.db.stats().leases as u64),
         }],
     })
 }
@@ -107,7 +114,7 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
 pub fn peers(app: &AppState) -> Vec<Value> {
     let Some(cluster) = &app.cluster else { return Vec::new() };
     cluster
-        .with_core(|core, now_ms| node_list(core, now_ms, 0))
+        .with_core(|core, now_ms| node_list(core, now_ms, (0, 0)))
         .into_iter()
         .skip(1)
         .map(|n| json!({"id": n.id, "grpc_addr": n.grpc_addr, "status": n.status}))

@@ -96,6 +96,11 @@ impl LwwMap {
         self.get(&id.key()).is_some_and(|e| e.live_at(now))
     }
 
+    /// How many leases are live at `now`.
+    pub fn live_leases(&self, now: u64) -> usize {
+        self.range_prefix(LEASE_PREFIX).filter(|e| e.live_at(now)).count()
+    }
+
     /// Whether `entry` reads as a live value at `now`: live itself ([`Entry::live_at`]) and, if bound to a
     /// lease, that lease live. Every client read judges by this.
     pub fn live_at(&self, entry: &Entry, now: u64) -> bool {

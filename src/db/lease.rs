@@ -159,17 +159,6 @@ impl Db {
         })
     }
 
-    /// How many leases are live.
-    pub fn lease_count(&self) -> usize {
-        let now = self.shared.hlc.reading();
-        self.with_state(|state| {
-            state
-                .range_prefix(crate::crdt::lease::LEASE_PREFIX)
-                .filter(|e| e.live_at(now))
-                .count()
-        })
-    }
-
     fn written(&self, outcomes: Vec<Outcome>) -> Result<Entry> {
         match outcomes.into_iter().next() {
             Some(Outcome::Written(entry)) => Ok(entry),

@@ -221,6 +221,8 @@ pub struct Stats {
     pub bytes: usize,
     /// Live values that carry an expiry (`?ttl=`).
     pub expiring: usize,
+    /// Live leases.
+    pub leases: usize,
 }
 
 /// Handle to the local database. Cheap to clone.
@@ -330,6 +332,7 @@ impl Db {
             tombstones: state.tombstones(),
             bytes: state.bytes(),
             expiring: state.expiring().len(),
+            leases: state.live_leases(self.shared.hlc.reading()),
         }
     }
 

@@ -47,6 +47,7 @@ fn recording_methods_reach_the_exposition() {
             keys: 3,
             tombstones: 2,
             expiring: 1,
+            leases: 2,
             db_size_bytes: 4096,
         })
     });
@@ -70,6 +71,7 @@ fn recording_methods_reach_the_exposition() {
         ("cave_keys", 3.0),
         ("cave_tombstones", 2.0),
         ("cave_expiring_keys", 1.0),
+        ("cave_leases", 2.0),
         ("cave_db_size_bytes", 4096.0),
         (
             "cave_http_requests_total{method=\"GET\",route=\"/api/v1/kv/{*key}\",status=\"200\"}",
