@@ -97,12 +97,15 @@ fn judge(history: &History, key: &str, found: Option<&Entry>) -> Option<(&'stati
     let acked: Vec<&Write> = history.acked(key).collect();
     // An expiry's tombstone stands for the value it expired (every node derives it from that value): it is
     // judged as that write.
-    let expired_value = found.filter(|f| f.deleted && f.expires.is_some()).and_then(|f| {
-        acked
-            .iter()
-            .map(|w| w.entry())
-            .find(|e| !e.deleted && e.expired() == *f)
-    });
+    // So does the tombstone a lease's end leaves for a value bound to it.
+    let expired_value = found
+        .filter(|f| f.deleted && (f.expires.is_some() || f.lease.is_some()))
+        .and_then(|f| {
+            acked
+                .iter()
+                .map(|w| w.entry())
+                .find(|e| !e.deleted && e.expired() == *f)
+        });
     let found = expired_value.as_ref().or(found);
     // A same-version tombstone is how a pull-first rejoin drops an entry: as good as absent.
     let found = found.filter(|f| {

@@ -35,6 +35,8 @@ pub struct Write {
     pub imported: bool,
     /// An expiring value's expiry (hybrid-clock timestamp).
     pub expires: Option<u64>,
+    /// The lease a bound value lives by.
+    pub lease: Option<cave::crdt::LeaseId>,
 }
 
 impl Write {
@@ -47,6 +49,7 @@ impl Write {
         };
         Entry {
             expires: self.expires,
+            lease: self.lease,
             ..entry
         }
     }
@@ -77,6 +80,9 @@ pub struct History {
     pub excused: BTreeMap<String, Vec<(Version, Excuse, usize, u64)>>,
     /// Document edits (the `documents` scenario), in issue order.
     pub doc_edits: Vec<DocEdit>,
+    /// The latest expiry any grant or renewal of each lease was issued with (hybrid-clock timestamp): no
+    /// node may hold the lease live, or read a value bound to it, past that (plus the clocks' drift bound).
+    pub lease_ends: BTreeMap<cave::crdt::LeaseId, u64>,
 }
 
 /// One document edit a client made.
@@ -94,6 +100,14 @@ pub struct DocEdit {
 }
 
 impl History {
+    /// Take note of a grant or renewal among the writes just evaluated.
+    pub fn note_lease(&mut self, entry: &Entry) {
+        if let (Some(id), Some(at), false) = (cave::crdt::LeaseId::of_key(&entry.key), entry.expires, entry.deleted) {
+            let end = self.lease_ends.entry(id).or_insert(at);
+            *end = (*end).max(at);
+        }
+    }
+
     /// Record a write just evaluated; returns its id.
     pub fn issue(&mut self, node: usize, entry: &Entry, now_ms: u64) -> usize {
         let id = self.writes.len();
@@ -108,6 +122,7 @@ impl History {
             shadowed: false,
             imported: false,
             expires: entry.expires,
+            lease: entry.lease,
         });
         self.by_key.entry(entry.key.clone()).or_default().push(id);
         id

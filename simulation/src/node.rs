@@ -58,6 +58,25 @@ pub enum Op {
         value: String,
         ttl_ms: u64,
     },
+    /// `POST /api/v1/lease`: a new lease `lease` of `ttl_ms`.
+    Grant {
+        lease: u64,
+        ttl_ms: u64,
+    },
+    /// `POST /api/v1/lease/{id}/renew` (nothing if the lease has ended here: a 404).
+    Renew {
+        lease: u64,
+    },
+    /// `DELETE /api/v1/lease/{id}` (nothing if the lease has ended here: a 404).
+    Revoke {
+        lease: u64,
+    },
+    /// `PUT ?lease=`: a value bound to a lease (nothing if the lease is not live here: a 404).
+    PutLeased {
+        key: String,
+        value: String,
+        lease: u64,
+    },
     /// `PATCH` a document: set one field.
     DocSet {
         key: String,
@@ -73,13 +92,15 @@ pub enum Op {
 
 impl Op {
     /// The key the operation writes.
-    pub fn key(&self) -> &str {
+    pub fn key(&self) -> String {
         match self {
             Op::Put { key, .. }
             | Op::Delete { key }
             | Op::PutTtl { key, .. }
+            | Op::PutLeased { key, .. }
             | Op::DocSet { key, .. }
-            | Op::DocIncrement { key, .. } => key,
+            | Op::DocIncrement { key, .. } => key.clone(),
+            Op::Grant { lease, .. } | Op::Renew { lease } | Op::Revoke { lease } => lease_id(*lease).key(),
         }
     }
 }
@@ -182,4 +203,9 @@ impl Node {
     pub fn serving(&self) -> bool {
         self.life == Life::Up && self.leaving.is_none()
     }
+}
+
+/// The id of the simulation's lease number `n` (never zero).
+pub fn lease_id(n: u64) -> cave::crdt::LeaseId {
+    cave::crdt::LeaseId::new(n.max(1)).expect("max(1) is not zero")
 }

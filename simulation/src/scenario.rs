@@ -57,6 +57,10 @@ pub enum Scenario {
     /// behind (fenced); every node must read an expired key as absent within `max_clock_drift` of its
     /// expiry. Outside the rotation (`simulation/tests/expiry.rs`).
     Expiry,
+    /// Leases: services grant, renew (through any node), bind keys to, revoke or abandon leases under
+    /// partitions, crashes and one clock 30 s behind; no node reads a key bound to an ended lease, and none
+    /// survives in the settled state. Outside the rotation (`simulation/tests/leases.rs`).
+    Leases,
 }
 
 impl Scenario {
@@ -89,7 +93,7 @@ impl Scenario {
     ];
 
     /// Every scenario, including those outside the rotation.
-    pub const ALL: [Scenario; 22] = [
+    pub const ALL: [Scenario; 23] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partition,
@@ -112,6 +116,7 @@ impl Scenario {
         Scenario::ClockSplit,
         Scenario::Documents,
         Scenario::Expiry,
+        Scenario::Leases,
     ];
 
     /// The scenario seed `seed` runs when none is named.
@@ -144,6 +149,7 @@ impl Scenario {
             Scenario::ClockSplit => "clock-split",
             Scenario::Documents => "documents",
             Scenario::Expiry => "expiry",
+            Scenario::Leases => "leases",
         }
     }
 
@@ -172,6 +178,9 @@ impl Scenario {
             Scenario::ClockSplit => "three nodes, two ahead by 5 s and 30 s: no majority, nobody fenced",
             Scenario::Documents => "field patches and counter increments on shared documents, with faults",
             Scenario::Expiry => "values with TTLs; partitions, loss, one clock 30 s behind: all expire on time",
+            Scenario::Leases => {
+                "leases granted, renewed anywhere, revoked, abandoned; keys bound to them end with them"
+            }
         }
     }
 
@@ -356,6 +365,21 @@ impl Scenario {
                 real_time_order: false,
                 ..clocks(base, (3, 5), &[-30_000], 0, false)
             },
+            Scenario::Leases => Params {
+                sym_partitions: 3,
+                partition_ms: (3_000, 15_000),
+                crashes: 2,
+                downtime_ms: (500, 10_000),
+                loss: 0.05,
+                import_ratio: 0.0,
+                burst_ratio: 0.05,
+                leases: 6,
+                lease_ratio: 0.5,
+                lease_ttl_ms: (2_000, 10_000),
+                fault_phase_ms: 60_000,
+                real_time_order: false,
+                ..clocks(base, (3, 5), &[-30_000], 0, false)
+            },
         }
     }
 }
@@ -492,6 +516,12 @@ pub struct Params {
     pub expiring_ratio: f64,
     /// Their TTLs, ms.
     pub key_ttl_ms: (u64, u64),
+    /// Leases the workload's services hold at most at once (0: no lease operations at all).
+    pub leases: usize,
+    /// Share of client operations that are lease operations (grant, renew, bind, revoke).
+    pub lease_ratio: f64,
+    /// Their TTLs, ms.
+    pub lease_ttl_ms: (u64, u64),
 }
 
 impl Default for Params {
@@ -535,6 +565,9 @@ impl Default for Params {
             doc_ratio: 0.0,
             expiring_ratio: 0.0,
             key_ttl_ms: (5_000, 20_000),
+            leases: 0,
+            lease_ratio: 0.0,
+            lease_ttl_ms: (2_000, 10_000),
         }
     }
 }
@@ -558,11 +591,14 @@ pub enum Bug {
     DocsAsLww,
     /// Expiry judged on the node's own wall clock instead of its hybrid clock (`Hlc::reading`).
     ExpiryOnWallClock,
+    /// A node ignores a value's lease (as a build before leases would): it reads a bound value by its own
+    /// expiry only, and its sweep never collects it.
+    LeaseIgnored,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 8] = [
+    pub const ALL: [Bug; 9] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
@@ -571,6 +607,7 @@ impl Bug {
         Bug::ImportUnchecked,
         Bug::DocsAsLww,
         Bug::ExpiryOnWallClock,
+        Bug::LeaseIgnored,
     ];
 
     /// The command-line name.
@@ -584,6 +621,7 @@ impl Bug {
             Bug::ImportUnchecked => "import-unchecked",
             Bug::DocsAsLww => "docs-as-lww",
             Bug::ExpiryOnWallClock => "expiry-on-wall-clock",
+            Bug::LeaseIgnored => "lease-ignored",
         }
     }
 
@@ -598,6 +636,7 @@ impl Bug {
             Bug::ImportUnchecked => Scenario::ClockNear,
             Bug::DocsAsLww => Scenario::Documents,
             Bug::ExpiryOnWallClock => Scenario::Expiry,
+            Bug::LeaseIgnored => Scenario::Leases,
         }
     }
 }

@@ -46,6 +46,40 @@ impl Sim {
         }
     }
 
+    /// A service's lease operation: register (grant), keep alive (renew, through any node), bind a key, end
+    /// (revoke) or die (stop renewing: the lease runs out).
+    fn lease_op(&mut self, slot: usize) -> Op {
+        let p = &self.params;
+        if self.leases_active.len() < p.leases && (self.leases_active.is_empty() || self.work.gen_bool(0.2)) {
+            self.lease_seq += 1;
+            self.leases_active.push(self.lease_seq);
+            let ttl_ms = sample(&mut self.work, p.lease_ttl_ms);
+            return Op::Grant {
+                lease: self.lease_seq,
+                ttl_ms,
+            };
+        }
+        let Some(&lease) = self.leases_active.choose(&mut self.work) else {
+            return Op::Renew { lease: 1 };
+        };
+        let r: f64 = self.work.gen();
+        if r < 0.55 {
+            Op::Renew { lease }
+        } else if r < 0.9 {
+            let key = format!("svc/{}", self.work.gen_range(0..40));
+            let value = self.next_value(slot);
+            Op::PutLeased { key, value, lease }
+        } else {
+            self.leases_active.retain(|&l| l != lease);
+            if r < 0.95 {
+                Op::Revoke { lease }
+            } else {
+                // The service dies: nobody renews its lease again.
+                Op::Renew { lease }
+            }
+        }
+    }
+
     /// Issue a client write on `slot`.
     pub(super) fn write(&mut self, slot: usize, ops: Vec<Op>) {
         self.trace.event(Tag::Client, self.now, slot);
@@ -65,6 +99,25 @@ impl Sim {
                     self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
                     self.trace.u64(xxhash_rust::xxh3::xxh3_64(value.as_bytes()));
                     self.trace.u64(*ttl_ms);
+                }
+                Op::Grant { lease, ttl_ms } => {
+                    self.trace.u64(6);
+                    self.trace.u64(*lease);
+                    self.trace.u64(*ttl_ms);
+                }
+                Op::Renew { lease } => {
+                    self.trace.u64(7);
+                    self.trace.u64(*lease);
+                }
+                Op::Revoke { lease } => {
+                    self.trace.u64(8);
+                    self.trace.u64(*lease);
+                }
+                Op::PutLeased { key, value, lease } => {
+                    self.trace.u64(9);
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(key.as_bytes()));
+                    self.trace.u64(xxhash_rust::xxh3::xxh3_64(value.as_bytes()));
+                    self.trace.u64(*lease);
                 }
                 Op::DocSet { key, field, value } => {
                     self.trace.u64(3);
@@ -117,6 +170,13 @@ impl Sim {
                         by: self.work.gen_range(1..10),
                     }
                 };
+                self.write(slot, vec![op]);
+                return self.next_client();
+            }
+            // Only a scenario with leases draws for them.
+            if p.leases > 0 && self.work.gen_bool(p.lease_ratio) {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                let op = self.lease_op(slot);
                 self.write(slot, vec![op]);
                 return self.next_client();
             }

@@ -55,7 +55,7 @@ pub fn edit(current: Option<&Entry>, op: &Op, version: Version) -> Option<Edit> 
             path: "/hits".into(),
             value: *by,
         },
-        Op::Put { .. } | Op::Delete { .. } | Op::PutTtl { .. } => return None,
+        _ => return None,
     };
     d.json_patch(&[patch]).ok()?;
     d.commit(hlc::physical_ms(version.hlc) as i64, "patch");

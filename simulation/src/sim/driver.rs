@@ -28,7 +28,7 @@ impl Sim {
         // `Driver::apply_fence`: the clock refuses to stamp local writes while the core says fenced.
         run.hlc.set_fence(run.core.clock_fence());
         self.carry_out(slot, fx);
-        if self.params.expiring_ratio > 0.0 {
+        if self.params.expiring_ratio > 0.0 || self.params.leases > 0 {
             self.expiry_tick(slot, local);
         }
         self.stats.cluster_ms += TICK_MS;

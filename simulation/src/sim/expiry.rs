@@ -51,10 +51,81 @@ impl Sim {
                 });
             }
         }
-        let tombstones = node.state.expired_due(now, MAX_GROUP_ENTRIES);
+        self.lease_probe(slot, judged, now);
+        let node = &self.nodes[slot];
+        let mut tombstones = node.state.expired_due(now, MAX_GROUP_ENTRIES);
+        if self.opts.bug == Some(Bug::LeaseIgnored) {
+            tombstones.retain(|t| t.lease.is_none());
+        }
         if !tombstones.is_empty() {
             self.stats.expired_swept += tombstones.len() as u64;
+            self.stats.lease_swept += tombstones.iter().filter(|t| t.lease.is_some()).count() as u64;
             self.submit(slot, Cmd::Merge(tombstones, Origin::Replicated));
         }
+    }
+
+    /// Every value bound to a lease whose every grant and renewal has expired, `max_clock_drift` ago in true
+    /// time, must read as absent on a judged node (the rule: `LwwMap::live_at`).
+    fn lease_probe(&mut self, slot: usize, judged: bool, now: u64) {
+        let node = &self.nodes[slot];
+        let true_ms = EPOCH_MS + self.now;
+        let overdue = from_physical_ms(true_ms.saturating_sub(self.cfg.max_clock_drift_ms));
+        let ignored = self.opts.bug == Some(Bug::LeaseIgnored);
+        let mut served = Vec::new();
+        for id in node.state.bound().ids() {
+            if !judged || self.history.lease_ends.get(&id).is_none_or(|&end| end > overdue) {
+                continue;
+            }
+            for key in node.state.bound().keys(id) {
+                let Some(entry) = node.state.get(key) else { continue };
+                let live = if ignored {
+                    entry.live_at(now)
+                } else {
+                    node.state.live_at(entry, now)
+                };
+                if live {
+                    served.push((key.to_string(), id));
+                }
+            }
+        }
+        for (key, id) in served {
+            self.stats.expired_served += 1;
+            if self.expiry_violations.len() < MAX_REPORTED {
+                self.expiry_violations.push(Violation {
+                    kind: "key bound to an ended lease still read as live",
+                    detail: format!("n{slot} at {true_ms}: lease {id} ended"),
+                    history: self.history.describe(&key, 8, &[]),
+                    key: Some(key),
+                });
+            }
+        }
+    }
+
+    /// In the settled state, no node holds a value bound to a lease that has ended there (revoked, or every
+    /// grant and renewal expired): the sweep collected them all.
+    pub(super) fn lease_survivors(&self) -> Vec<Violation> {
+        let mut found = Vec::new();
+        for node in self.nodes.iter().filter(|n| n.run.is_some()) {
+            let now = node.run.as_ref().expect("running").hlc.reading();
+            for id in node.state.bound().ids() {
+                if node.state.lease_live(id, now) {
+                    continue;
+                }
+                for key in node
+                    .state
+                    .bound()
+                    .keys(id)
+                    .take(MAX_REPORTED - found.len().min(MAX_REPORTED))
+                {
+                    found.push(Violation {
+                        kind: "key bound to an ended lease survives",
+                        detail: format!("n{} holds it as a value; lease {id} has ended", node.slot),
+                        history: self.history.describe(key, 8, &[]),
+                        key: Some(key.to_string()),
+                    });
+                }
+            }
+        }
+        found
     }
 }

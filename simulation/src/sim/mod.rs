@@ -124,6 +124,8 @@ pub struct Stats {
     pub expired_served: u64,
     /// Expired values a node's sweep turned into tombstones (submitted to its writer).
     pub expired_swept: u64,
+    /// Of those, values bound to a lease that ended.
+    pub lease_swept: u64,
     pub hlc_ties: u64,
     pub crashes: u64,
     pub joins: u64,
@@ -216,6 +218,9 @@ struct Sim {
     value_seq: u64,
     /// What the expiry probe found (`expiry.rs`), reported with the checker's violations.
     expiry_violations: Vec<crate::check::Violation>,
+    /// The leases the workload's services still renew (the others were revoked, or their service died).
+    leases_active: Vec<u64>,
+    lease_seq: u64,
 }
 
 /// Run one seed to the end and check the outcome.
@@ -238,6 +243,9 @@ pub fn run(opts: &Options) -> Outcome {
         sim.params.real_time_order.then_some(sim.cfg.max_clock_drift_ms),
     );
     violations.append(&mut sim.expiry_violations);
+    if settled {
+        violations.extend(sim.lease_survivors());
+    }
     let mut stats = sim.stats;
     stats.sim_ms = sim.now;
     stats.quiescence_ms = sim.now - sim.heal_at.unwrap_or(sim.now);

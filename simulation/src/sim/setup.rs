@@ -157,6 +157,8 @@ impl Sim {
             script: None,
             value_seq: 0,
             expiry_violations: Vec::new(),
+            leases_active: Vec::new(),
+            lease_seq: 0,
         };
         sim.plan(&mut setup, initial, slots);
         sim

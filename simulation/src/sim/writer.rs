@@ -7,7 +7,7 @@ use cave::crdt::{hlc, Entry, Hlc, LwwMap, NodeId, Version};
 use super::events::Ev;
 use super::{sample, show, Sim, MAX_GROUP_ENTRIES};
 use crate::history::{Excuse, History};
-use crate::node::{Cmd, Group, Op, Origin};
+use crate::node::{lease_id, Cmd, Group, Op, Origin};
 use crate::scenario::Bug;
 use crate::trace::Tag;
 
@@ -223,12 +223,28 @@ fn eval_write(
     let mut local: BTreeMap<String, Entry> = BTreeMap::new();
     let mut written = Vec::new();
     for op in ops {
-        let key = op.key().to_string();
+        let key = op.key();
         let current = local
             .get(&key)
             .or_else(|| group.overlay.get(&key))
             .or_else(|| state.get(&key))
             .cloned();
+        // `db::lease`: renewing, revoking or binding to a lease that is not live here is a 404.
+        let lease_live = |n: u64| {
+            let key = lease_id(n).key();
+            let lease = local
+                .get(&key)
+                .or_else(|| group.overlay.get(&key))
+                .or_else(|| state.get(&key));
+            lease.is_some_and(|e| e.live_at(hlc.reading()))
+        };
+        let refused = match &op {
+            Op::Renew { lease } | Op::Revoke { lease } | Op::PutLeased { lease, .. } => !lease_live(*lease),
+            _ => false,
+        };
+        if refused {
+            continue;
+        }
         if matches!(&op, Op::Delete { .. }) && current.as_ref().is_some_and(|e| e.deleted) {
             // Deleting a deleted key changes nothing (and must not move the version).
             continue;
@@ -245,6 +261,27 @@ fn eval_write(
                 ..Entry::value(key, value, Version::new(stamp, me))
             },
             Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
+            // `db::lease`: a lease is an entry that expires; a renewal a later write of it, a revoke its delete.
+            Op::Grant { ttl_ms, .. } => Entry {
+                expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
+                ..Entry::value(key.clone(), format!("{{\"ttl_ms\":{ttl_ms}}}"), Version::new(stamp, me))
+            },
+            Op::Renew { .. } => {
+                let current = current.expect("checked: live");
+                let ttl_ms = serde_json::from_slice::<serde_json::Value>(&current.value)
+                    .ok()
+                    .and_then(|v| v["ttl_ms"].as_u64())
+                    .expect("a lease entry holds its TTL");
+                Entry {
+                    expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
+                    ..Entry::value(key.clone(), current.value, Version::new(stamp, me))
+                }
+            }
+            Op::Revoke { .. } => Entry::tombstone(key.clone(), Version::new(stamp, me)),
+            Op::PutLeased { key, value, lease } => Entry {
+                lease: Some(lease_id(lease)),
+                ..Entry::value(key, value, Version::new(stamp, me))
+            },
             op @ (Op::DocSet { .. } | Op::DocIncrement { .. }) => {
                 // A patch of a key without a live document is a 404: nothing is written.
                 let Some(edit) = super::docs::edit(current.as_ref(), &op, Version::new(stamp, me)) else {
@@ -278,6 +315,7 @@ fn eval_write(
         local.insert(key, entry);
     }
     for entry in written {
+        history.note_lease(&entry);
         group.writes.push(history.issue(slot, &entry, now));
         group.changes.push(entry);
     }
