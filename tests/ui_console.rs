@@ -103,10 +103,21 @@ async fn console_steps(ui: &Ui<'_>, downloads: &Path) {
     ui.api_put("app/db/host", "db.internal", "text/plain").await;
     ui.api_put("app/db/port", "5432", "text/plain").await;
     node.put_secret("app/token", "s3cret-value").await;
-    // k2 expires in an hour: its view says when.
+    // k2 expires in an hour and is bound to a lease: its view says when, and which lease.
+    let lease: serde_json::Value = node
+        .client
+        .post(node.url("/api/v1/lease"))
+        .json(&serde_json::json!({"ttl": "1h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lease = lease["id"].as_str().unwrap().to_string();
     let ttl = node
         .client
-        .put(node.kv("app/k2?ttl=1h"))
+        .put(node.kv(&format!("app/k2?ttl=1h&lease={lease}")))
         .header("content-type", "text/plain");
     assert_eq!(ttl.body("value of k2").send().await.unwrap().status(), 200);
 
@@ -168,6 +179,12 @@ async fn console_steps(ui: &Ui<'_>, downloads: &Path) {
         "#value-expires",
         |t| t == "in 60 min",
         "the expiry of a key written with ?ttl=1h",
+    )
+    .await;
+    ui.wait_text(
+        "#value-lease",
+        |t| t.starts_with(&lease),
+        "the lease the key is bound to",
     )
     .await;
     ui.screenshot("ui-console-key.png").await;

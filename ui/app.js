@@ -734,6 +734,7 @@
       revealed: secret === 'opened',
       doc: resp.headers.get('X-Cave-Type') === 'doc',
       expiresMs: resp.headers.has('X-Cave-Expires') ? Number(resp.headers.get('X-Cave-Expires')) : null,
+      lease: resp.headers.get('X-Cave-Lease'),
       bytes,
     };
     $('doc-history').hidden = true;
@@ -822,6 +823,7 @@
     $('value-age').title = ms === null ? '' : new Date(ms).toISOString();
     $('value-expires').textContent = e.expiresMs === null ? 'never' : until(e.expiresMs);
     $('value-expires').title = e.expiresMs === null ? '' : new Date(e.expiresMs).toISOString();
+    $('value-lease').textContent = e.lease === null ? 'none' : `${e.lease} (deleted when it ends)`;
     const type = $('value-type');
     type.replaceChildren();
     type.append(e.secret && !e.revealed ? '(hidden until revealed)' : e.contentType);
