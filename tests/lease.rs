@@ -177,6 +177,44 @@ async fn bad_lease_requests_are_refused_and_change_nothing() {
     node.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_import_of_a_value_bound_to_a_lease_this_cluster_lacks_lands_as_its_end() {
+    let (_dir, node) = start().await;
+    let id = lease(&node, "30s").await;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let version = format!("{}-00000000000000a1", cave::crdt::hlc::from_physical_ms(now_ms));
+    let lines = [
+        json!({"key": "svc/orphan", "value": "v", "version": version, "lease": "00000000000000ab"}),
+        json!({"key": "svc/kept", "value": "v", "version": version, "lease": id}),
+    ];
+    let body: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let response = node
+        .client
+        .post(node.url("/api/v1/import"))
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+    assert_eq!(status(&node, "svc/orphan").await, 404);
+    assert_eq!(status(&node, "svc/kept").await, 200);
+    let orphan = node
+        .export()
+        .await
+        .into_iter()
+        .find(|l| l["key"] == "svc/orphan")
+        .unwrap();
+    assert_eq!(
+        (orphan["deleted"].clone(), orphan["lease"].clone()),
+        (json!(true), json!("00000000000000ab"))
+    );
+    node.stop().await;
+}
+
 /// Wait until `key` answers 404 on every node; how long that took.
 async fn until_gone_everywhere(nodes: &[&TestNode], key: &str) -> Duration {
     let started = Instant::now();

@@ -127,6 +127,13 @@ pub async fn import(
                 entry.version
             )));
         }
+        // An export does not carry leases (they are Cave's own, under `_system/`): a value bound to a lease
+        // this node does not hold live is imported as what it would have become here, the tombstone of its
+        // lease's end, rather than as a value that would stay hidden and never be collected.
+        let entry = match entry.lease {
+            Some(id) if !entry.deleted && !app.db.lease_live(id) => entry.expired(),
+            _ => entry,
+        };
         entries.push(entry);
     }
     let received = entries.len();

@@ -120,15 +120,15 @@ impl Db {
     /// the sweep collects them). Returns how many values it held. 404 if it had ended already.
     pub async fn revoke_lease(&self, id: LeaseId) -> Result<usize> {
         let now = self.shared.hlc.reading();
-        let (version, keys) = self.with_state(|state| {
-            let live = state.get_live_at(&id.key(), now).map(|e| e.version);
-            (live, state.bound().keys(id).count())
-        });
-        let version = version.ok_or_else(|| not_found(id))?;
-        // The version read: a renewal committed in between makes this a conflict rather than a lost renewal.
+        let (live, keys) = self.with_state(|state| (state.lease_live(id, now), state.bound().keys(id).count()));
+        if !live {
+            return Err(not_found(id));
+        }
+        // No `cas`: a renewal committed since the read is revoked with the rest (that is what was asked), and a
+        // lease that expired meanwhile gets a later tombstone, which changes nothing of what it ended.
         self.write(vec![Op::Delete {
             key: id.key(),
-            cas: Some(version),
+            cas: None,
         }])
         .await?;
         Ok(keys)
@@ -144,6 +144,12 @@ impl Db {
             let bound = bound.into_iter().take(LEASE_KEYS_SHOWN).collect();
             Ok(LeaseDetail { info, bound })
         })
+    }
+
+    /// Whether lease `id` is live on this node.
+    pub fn lease_live(&self, id: LeaseId) -> bool {
+        let now = self.shared.hlc.reading();
+        self.with_state(|state| state.lease_live(id, now))
     }
 
     /// The live leases, by id.
