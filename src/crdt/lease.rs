@@ -191,3 +191,120 @@ impl LeaseIndex {
         !self.ended.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::crdt::{NodeId, Version};
+
+    /// Small domains: two leases (granted, renewed, revoked) and three keys bound to them or to none.
+    fn arb_entry() -> impl Strategy<Value = Entry> {
+        let lease = || prop::option::of(1u64..3).prop_map(|id| id.and_then(LeaseId::new));
+        prop_oneof![
+            // A lease's entry: live until `expires`, or revoked.
+            (1u64..3, 0u64..6, any::<bool>(), 0u64..8).prop_map(|(id, hlc, deleted, expires)| {
+                let key = LeaseId::new(id).unwrap().key();
+                let version = Version::new(hlc, NodeId(1));
+                if deleted {
+                    Entry::tombstone(key, version)
+                } else {
+                    Entry {
+                        expires: Some(expires),
+                        ..Entry::value(key, "{\"ttl_ms\":1}", version)
+                    }
+                }
+            }),
+            // A key, bound or not.
+            (
+                prop::sample::select(vec!["a", "b", "c"]),
+                0u64..6,
+                any::<bool>(),
+                lease()
+            )
+                .prop_map(|(key, hlc, deleted, lease)| {
+                    let version = Version::new(hlc, NodeId(2));
+                    if deleted {
+                        Entry::tombstone(key, version)
+                    } else {
+                        Entry {
+                            lease,
+                            ..Entry::value(key, "v", version)
+                        }
+                    }
+                }),
+        ]
+    }
+
+    /// What the index must say: the live values bound to each lease, and which of those leases are ended.
+    fn brute(map: &LwwMap) -> (Vec<(u64, String)>, Vec<u64>) {
+        let mut bound: Vec<(u64, String)> = map
+            .iter()
+            .filter(|e| !e.deleted)
+            .filter_map(|e| e.lease.map(|id| (id.get(), e.key.clone())))
+            .collect();
+        bound.sort();
+        let mut ended: Vec<u64> = bound
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|&id| map.get(&LeaseId::new(id).unwrap().key()).is_some_and(|e| e.deleted))
+            .collect();
+        ended.dedup();
+        (bound, ended)
+    }
+
+    fn indexed(map: &LwwMap) -> (Vec<(u64, String)>, Vec<u64>) {
+        let bound = map
+            .bound()
+            .ids()
+            .flat_map(|id| map.bound().keys(id).map(move |k| (id.get(), k.to_string())))
+            .collect();
+        (bound, map.bound.ended.iter().copied().collect())
+    }
+
+    proptest! {
+        /// Through merges in any order, removals and a bulk load, the index is exactly the map's bound values
+        /// and ended leases; a bound value reads live exactly while its lease does; and two sweeps (the lease,
+        /// then its values) collect every value of an ended lease, leaving no ended lease with values.
+        #[test]
+        fn the_index_follows_the_map_and_the_sweep_collects_values_of_ended_leases(
+            entries in prop::collection::vec(arb_entry(), 0..14),
+            removed in prop::option::of(prop::sample::select(vec!["a", "_system/lease/0000000000000001"])),
+            now in 0u64..8,
+        ) {
+            let mut map = LwwMap::new();
+            for e in entries.iter().cloned() {
+                map.merge(e);
+            }
+            let mut reversed = LwwMap::new();
+            for e in entries.iter().rev().cloned() {
+                reversed.merge(e);
+            }
+            if let Some(key) = removed {
+                map.remove(key);
+                reversed.remove(key);
+            }
+            prop_assert_eq!(indexed(&map), brute(&map));
+            prop_assert_eq!(indexed(&reversed), brute(&reversed));
+            let bulk = LwwMap::from_entries(map.iter().cloned().collect());
+            prop_assert_eq!(indexed(&bulk), brute(&bulk));
+
+            for e in map.iter() {
+                let lease_ok = e.lease.is_none_or(|id| map.get(&id.key()).is_some_and(|l| l.live_at(now)));
+                prop_assert_eq!(map.live_at(e, now), e.live_at(now) && lease_ok);
+            }
+
+            prop_assert_eq!(bulk.expired_due(now, usize::MAX), map.expired_due(now, usize::MAX));
+            // A lease that expires is collected first, then (the writer's next round) the values bound to it.
+            for _round in 0..2 {
+                for t in map.expired_due(now, usize::MAX) {
+                    map.merge(t);
+                }
+            }
+            prop_assert!(map.expired_due(now, usize::MAX).is_empty());
+            prop_assert!(!map.bound().any_ended(), "values of an ended lease left: {:?}", indexed(&map));
+            prop_assert_eq!(indexed(&map), brute(&map));
+        }
+    }
+}
