@@ -77,6 +77,28 @@ impl FromStr for LeaseId {
     }
 }
 
+/// What a lease's entry stores: its TTL, so that a renewal on any node extends it by the same amount.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Stored {
+    ttl_ms: u64,
+}
+
+/// The value of a lease's entry for a TTL of `ttl_ms`.
+pub fn lease_value(ttl_ms: u64) -> bytes::Bytes {
+    bytes::Bytes::from(format!("{{\"ttl_ms\":{ttl_ms}}}"))
+}
+
+/// The TTL a lease's entry stores, `None` if `entry` does not hold one.
+pub fn ttl_ms_of(entry: &Entry) -> Option<u64> {
+    serde_json::from_slice::<Stored>(&entry.value).ok().map(|s| s.ttl_ms)
+}
+
+/// The hybrid-clock time `ttl_ms` after a write stamped `version`: the expiry a grant, a renewal or a
+/// `?ttl=` write carries.
+pub fn expires_after(version: super::Version, ttl_ms: u64) -> u64 {
+    super::hlc::from_physical_ms(super::hlc::physical_ms(version.hlc).saturating_add(ttl_ms))
+}
+
 impl serde::Serialize for LeaseId {
     fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
         s.collect_str(self)

@@ -43,7 +43,7 @@ fn written(outcomes: Vec<Outcome>) -> Entry {
 }
 
 /// Wait until the map holds a tombstone for `key`.
-async fn until_tombstone(db: &Db, key: &str) -> Entry {
+pub(super) async fn until_tombstone(db: &Db, key: &str) -> Entry {
     let started = Instant::now();
     loop {
         if let Some(e) = db.with_state(|s| s.get(key).cloned()).filter(|e| e.deleted) {

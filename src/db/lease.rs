@@ -1,25 +1,18 @@
 //! Leases on the database: grant, renew, revoke, and what a lease holds ([`crate::crdt::lease`] is the rule).
 //!
-//! A lease's entry stores its TTL (`{"ttl_ms":N}`) so that a renewal on any node extends it by the same
-//! amount; the entry's expiry is the lease's end on the hybrid clock.
+//! A lease's entry stores its TTL ([`lease::lease_value`]) so that a renewal on any node extends it by the
+//! same amount; the entry's expiry is the lease's end on the hybrid clock.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::{Db, Op, Outcome, Shared};
-use crate::crdt::{hlc, Entry, LeaseId, Version};
+use crate::crdt::{hlc, lease, Entry, LeaseId, Version};
 use crate::error::{Error, Result};
 
 /// Keys [`Db::lease`] lists at most (a lease's bound keys can be many; the count is always exact).
 pub const LEASE_KEYS_SHOWN: usize = 1000;
-
-/// What a lease's entry stores.
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored {
-    ttl_ms: u64,
-}
 
 /// A lease as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,9 +42,7 @@ pub struct LeaseDetail {
 }
 
 fn ttl_of(entry: &Entry) -> Result<u64> {
-    serde_json::from_slice::<Stored>(&entry.value)
-        .map(|s| s.ttl_ms)
-        .map_err(|_| Error::internal(format!("lease entry {} does not hold a TTL", entry.key)))
+    lease::ttl_ms_of(entry).ok_or_else(|| Error::internal(format!("lease entry {} does not hold a TTL", entry.key)))
 }
 
 fn info(entry: &Entry, id: LeaseId, keys: usize) -> Result<LeaseInfo> {
@@ -79,14 +70,9 @@ pub(super) fn renewed(shared: &Shared, current: Option<Entry>, id: LeaseId) -> R
     let version = Version::new(shared.hlc.tick_after(current.version.hlc)?, shared.node);
     Ok(Entry {
         version,
-        expires: Some(expires_after(version, ttl_ms)),
+        expires: Some(lease::expires_after(version, ttl_ms)),
         ..current
     })
-}
-
-/// The hybrid-clock time `ttl_ms` after a write stamped `version`.
-pub(super) fn expires_after(version: Version, ttl_ms: u64) -> u64 {
-    hlc::from_physical_ms(hlc::physical_ms(version.hlc).saturating_add(ttl_ms))
 }
 
 impl Db {
@@ -94,10 +80,9 @@ impl Db {
     pub async fn grant_lease(&self, ttl: Duration) -> Result<LeaseInfo> {
         let id = LeaseId::random();
         let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-        let value = serde_json::to_vec(&Stored { ttl_ms }).map_err(|e| Error::internal(e.to_string()))?;
         let op = Op::Put {
             key: id.key(),
-            value: Bytes::from(value),
+            value: lease::lease_value(ttl_ms),
             content_type: "application/json".into(),
             secret: false,
             // Ids are random: a grant never meets an entry of its id, and must not replace one if it did.

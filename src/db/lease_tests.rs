@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::expiry_tests::until_tombstone;
 use super::*;
 use crate::crdt::{LeaseId, ManualTime};
 use crate::secrets::{MasterKey, SECRETS_DOMAIN};
@@ -37,17 +38,6 @@ fn bound(key: &str, lease: LeaseId) -> Op {
     }
 }
 
-async fn until_swept(db: &Db, key: &str) -> Entry {
-    let started = Instant::now();
-    loop {
-        if let Some(e) = db.with_state(|s| s.get(key).cloned()).filter(|e| e.deleted) {
-            return e;
-        }
-        assert!(started.elapsed() < DEADLINE, "{key} was not swept within {DEADLINE:?}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_bound_value_lives_while_its_lease_is_renewed_and_ends_with_its_expiry() {
     let time = ManualTime::new(1_000_000);
@@ -77,12 +67,12 @@ async fn a_bound_value_lives_while_its_lease_is_renewed_and_ends_with_its_expiry
         db.write(vec![bound("svc/c", lease.id)]).await,
         Err(Error::NotFound(_))
     ));
-    let swept = until_swept(&db, "svc/b").await;
+    let swept = until_tombstone(&db, "svc/b").await;
     assert_eq!(
         (swept.lease, swept.version),
         (Some(lease.id), db.with_state(|s| s.get("svc/b").unwrap().version))
     );
-    until_swept(&db, "svc/a").await;
+    until_tombstone(&db, "svc/a").await;
     assert!(db.with_state(|s| s.bound().is_empty() && !s.bound().any_ended()));
     assert!(db.leases().unwrap().is_empty());
 }
@@ -105,7 +95,7 @@ async fn a_revoke_ends_every_bound_value_and_a_later_unbound_write_survives_it()
     assert_eq!(db.revoke_lease(lease.id).await.unwrap(), 1);
     assert_eq!(db.get("svc/a"), None);
     assert!(db.get("svc/b").is_some());
-    until_swept(&db, "svc/a").await;
+    until_tombstone(&db, "svc/a").await;
     assert!(matches!(db.revoke_lease(lease.id).await, Err(Error::NotFound(_))));
     assert!(matches!(db.lease(lease.id), Err(Error::NotFound(_))));
     // The sweep's tombstone is an event like the expiry's.
@@ -142,7 +132,10 @@ async fn a_replica_hides_a_bound_value_until_it_holds_the_lease_and_collects_it_
     let revoke = here.with_state(|s| s.get(&lease.id.key()).cloned()).unwrap();
     there.merge(vec![revoke]).await.unwrap();
     assert_eq!(there.get("svc/a"), None);
-    assert_eq!(until_swept(&there, "svc/a").await, until_swept(&here, "svc/a").await);
+    assert_eq!(
+        until_tombstone(&there, "svc/a").await,
+        until_tombstone(&here, "svc/a").await
+    );
     assert_eq!(
         here.with_state(|s| s.digest().root()),
         there.with_state(|s| s.digest().root())

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cave::crdt::{hlc, Entry, Hlc, LwwMap, NodeId, Version};
+use cave::crdt::{lease, Entry, Hlc, LwwMap, NodeId, Version};
 
 use super::events::Ev;
 use super::{sample, show, Sim, MAX_GROUP_ENTRIES};
@@ -257,23 +257,20 @@ fn eval_write(
             Op::Put { key, value } => Entry::value(key, value, Version::new(stamp, me)),
             // `db::writer`: the expiry on the hybrid clock, from the write's own stamp.
             Op::PutTtl { key, value, ttl_ms } => Entry {
-                expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
+                expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
                 ..Entry::value(key, value, Version::new(stamp, me))
             },
             Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
             // `db::lease`: a lease is an entry that expires; a renewal a later write of it, a revoke its delete.
             Op::Grant { ttl_ms, .. } => Entry {
-                expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
-                ..Entry::value(key.clone(), format!("{{\"ttl_ms\":{ttl_ms}}}"), Version::new(stamp, me))
+                expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
+                ..Entry::value(key.clone(), lease::lease_value(ttl_ms), Version::new(stamp, me))
             },
             Op::Renew { .. } => {
                 let current = current.expect("checked: live");
-                let ttl_ms = serde_json::from_slice::<serde_json::Value>(&current.value)
-                    .ok()
-                    .and_then(|v| v["ttl_ms"].as_u64())
-                    .expect("a lease entry holds its TTL");
+                let ttl_ms = lease::ttl_ms_of(&current).expect("a lease entry holds its TTL");
                 Entry {
-                    expires: Some(hlc::from_physical_ms(hlc::physical_ms(stamp) + ttl_ms)),
+                    expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
                     ..Entry::value(key.clone(), current.value, Version::new(stamp, me))
                 }
             }
