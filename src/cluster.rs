@@ -43,8 +43,10 @@ use crate::replication::{
 use crate::secrets::{MasterKey, TRANSPORT_DOMAIN};
 
 pub mod last_sync;
+mod locks;
 
 pub use last_sync::LAST_SYNC_FILE;
+pub use locks::{Locker, Solo, LOCK_REQUESTS};
 
 /// How often the core is ticked.
 pub const TICK_INTERVAL: Duration = Duration::from_millis(TICK_INTERVAL_MS);
@@ -92,6 +94,9 @@ pub struct ClusterOptions {
 /// A running cluster member.
 pub struct Cluster {
     core: Arc<Mutex<Core>>,
+    db: Db,
+    /// Lock attempts for the driver (see `locks`).
+    locks: mpsc::Sender<locks::LockRequest>,
     cluster_id: String,
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -181,8 +186,10 @@ impl Cluster {
         }
         let core = Arc::new(Mutex::new(core));
         let (synced_tx, synced) = watch::channel(false);
+        let (locks, lock_requests) = mpsc::channel(LOCK_REQUESTS);
         let driver = Driver {
-            db,
+            db: db.clone(),
+            pending_locks: locks::PendingLocks::default(),
             core: core.clone(),
             transport,
             synced: synced_tx,
@@ -195,7 +202,7 @@ impl Cluster {
         };
         let events = driver.db.subscribe();
         let deadline = tokio::time::Instant::now() + opts.discovery_window;
-        let task = tokio::spawn(driver.run(inbox, events, stop_rx, deadline));
+        let task = tokio::spawn(driver.run(inbox, lock_requests, events, stop_rx, deadline));
         let mut tasks = vec![task];
         tasks.extend(crate::discovery::dns::spawn(dns_peers, core.clone(), stop.subscribe()));
         if let Some((mdns, mut found)) = mdns {
@@ -217,6 +224,8 @@ impl Cluster {
         tracing::info!(node = %me, cluster = %cluster_id, "cluster member started");
         Ok(Cluster {
             core,
+            db,
+            locks,
             cluster_id,
             stop,
             tasks: Mutex::new(tasks),
@@ -273,6 +282,8 @@ impl Cluster {
 
 struct Driver {
     db: Db,
+    /// Lock attempts whose answers wait for the core's decision.
+    pending_locks: locks::PendingLocks,
     core: Arc<Mutex<Core>>,
     transport: Arc<Transport>,
     synced: watch::Sender<bool>,
@@ -296,6 +307,7 @@ impl Driver {
     async fn run(
         mut self,
         mut inbox: mpsc::Receiver<(NodeId, Message)>,
+        mut lock_requests: mpsc::Receiver<locks::LockRequest>,
         mut events: broadcast::Receiver<Arc<Change>>,
         mut stop: watch::Receiver<bool>,
         discovery_deadline: tokio::time::Instant,
@@ -347,6 +359,9 @@ impl Driver {
                     }
                     let fx = self.db.with_state(|state| self.core.lock().on_message(self.now_ms(), from, msg, state));
                     self.carry_out(fx).await;
+                }
+                Some(request) = lock_requests.recv(), if room && draining.is_none() => {
+                    self.start_lock(request).await;
                 }
                 Some(done) = self.work.join_next(), if !self.work.is_empty() => {
                     if let Err(e) = done {
@@ -480,6 +495,7 @@ impl Driver {
     async fn carry_out(&mut self, fx: Effects) {
         let Effects {
             sends,
+            after_persist,
             persist,
             forget,
             purge_below,
@@ -516,14 +532,42 @@ impl Driver {
                 "pull-first rejoin: dropping old entries the peers no longer hold"
             );
         }
+        // Lock answers and votes go out once the records of the same effects are stored.
+        let mut answers = self.pending_locks.decided(&events);
+        let mut votes: Vec<(String, Message)> = {
+            let core = self.core.lock();
+            after_persist
+                .into_iter()
+                .filter_map(|(to, msg)| match to {
+                    Destination::Node(id) => Some((core.address_of(id)?.to_string(), msg)),
+                    Destination::Addr(addr) => Some((addr, msg)),
+                })
+                .collect()
+        };
+        if persist.is_empty() {
+            for (addr, msg) in votes.drain(..) {
+                self.transport.send(&addr, &msg);
+            }
+        }
+        if persist.is_empty() {
+            locks::answer(std::mem::take(&mut answers), true);
+        }
         if !persist.is_empty() || !forget.is_empty() || purge_below.is_some() {
             // One task, in the core's order: replicated entries, then the same-version tombstones that
             // forget entries, then the purge that removes those tombstones (and every expired one).
             let db = self.db.clone();
+            let transport = self.transport.clone();
             self.spawn_work(async move {
                 if !persist.is_empty() {
-                    if let Err(e) = db.merge(persist).await {
+                    let stored = db.merge(persist).await;
+                    if let Err(e) = &stored {
                         tracing::warn!(error = %e, "could not apply replicated entries; anti-entropy will retry");
+                    }
+                    locks::answer(answers, stored.is_ok());
+                    if stored.is_ok() {
+                        for (addr, msg) in votes {
+                            transport.send(&addr, &msg);
+                        }
                     }
                 }
                 if !forget.is_empty() {
@@ -561,6 +605,7 @@ impl Driver {
     /// Log and count what the core reports.
     fn report(&mut self, event: CoreEvent) {
         match event {
+            CoreEvent::LockDecided { lock, outcome, .. } => tracing::debug!(%lock, ?outcome, "lock attempt decided"),
             CoreEvent::Peer(change) => {
                 tracing::info!(peer = %change.id, status = change.status.as_str(), "peer status changed")
             }

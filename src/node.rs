@@ -315,7 +315,9 @@ impl Node {
 
     /// The HTTP router, showing `cluster` in the node list and readiness.
     pub fn router_with(&self, cluster: Option<Arc<Cluster>>) -> axum::Router {
+        let locks = crate::cluster::Locker::of(cluster.clone(), &self.db);
         api::router(AppState {
+            locks,
             db: self.db.clone(),
             config: self.config.clone(),
             started: self.started,

@@ -289,6 +289,10 @@ pub fn check(
         if first.state.get(key).is_some_and(|e| e.doc.is_some()) && history.acked(key).next().is_none() {
             continue;
         }
+        // Lock records are the agreement's, not clients' writes: `sim::locks` checks what they decide.
+        if key.starts_with(cave::crdt::lock::LOCK_PREFIX) {
+            continue;
+        }
         let mut verdicts: Vec<(usize, &'static str, String, Vec<Version>)> = Vec::new();
         for n in &live {
             if let Some((kind, detail, mention)) = judge(history, key, n.state.get(key)) {

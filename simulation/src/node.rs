@@ -126,6 +126,9 @@ pub enum Cmd {
     Merge(Vec<Entry>, Origin),
     /// Drop tombstones older than this HLC.
     Purge(u64),
+    /// Messages that wait for the merges queued before them to be durable (`Effects::after_persist`): sent
+    /// when the group they join commits.
+    Then(Vec<(cave::replication::Destination, cave::replication::Message)>),
 }
 
 impl Cmd {
@@ -135,6 +138,7 @@ impl Cmd {
             Cmd::Import(_) => 1,
             Cmd::Merge(entries, _) => entries.len(),
             Cmd::Purge(_) => 1,
+            Cmd::Then(_) => 0,
         }
     }
 }
@@ -152,6 +156,8 @@ pub struct Group {
     pub doc_edits: Vec<usize>,
     /// A purge runs alone.
     pub purge: Option<u64>,
+    /// Messages sent once the group commits (`Cmd::Then`).
+    pub then: Vec<(cave::replication::Destination, cave::replication::Message)>,
     pub commands: usize,
     pub weight: usize,
 }

@@ -61,6 +61,10 @@ pub enum Scenario {
     /// partitions, crashes and one clock 30 s behind; no node reads a key bound to an ended lease, and none
     /// survives in the settled state. Outside the rotation (`simulation/tests/leases.rs`).
     Leases,
+    /// Locks: contenders on a few locks acquire, extend and release them through any node under partitions,
+    /// crashes, loss and one clock 30 s behind; no two holds of a lock overlap and fences grow with grants.
+    /// Outside the rotation (`simulation/tests/locks.rs`).
+    Locks,
 }
 
 impl Scenario {
@@ -93,7 +97,7 @@ impl Scenario {
     ];
 
     /// Every scenario, including those outside the rotation.
-    pub const ALL: [Scenario; 23] = [
+    pub const ALL: [Scenario; 24] = [
         Scenario::Calm,
         Scenario::Lossy,
         Scenario::Partition,
@@ -117,6 +121,7 @@ impl Scenario {
         Scenario::Documents,
         Scenario::Expiry,
         Scenario::Leases,
+        Scenario::Locks,
     ];
 
     /// The scenario seed `seed` runs when none is named.
@@ -150,6 +155,7 @@ impl Scenario {
             Scenario::Documents => "documents",
             Scenario::Expiry => "expiry",
             Scenario::Leases => "leases",
+            Scenario::Locks => "locks",
         }
     }
 
@@ -181,6 +187,7 @@ impl Scenario {
             Scenario::Leases => {
                 "leases granted, renewed anywhere, revoked, abandoned; keys bound to them end with them"
             }
+            Scenario::Locks => "contended locks under partitions and crashes: one holder at a time, fences grow",
         }
     }
 
@@ -380,6 +387,21 @@ impl Scenario {
                 real_time_order: false,
                 ..clocks(base, (3, 5), &[-30_000], 0, false)
             },
+            Scenario::Locks => Params {
+                sym_partitions: 3,
+                partition_ms: (3_000, 15_000),
+                crashes: 2,
+                downtime_ms: (500, 10_000),
+                loss: 0.05,
+                import_ratio: 0.0,
+                burst_ratio: 0.05,
+                locks: 3,
+                lock_ratio: 0.6,
+                lock_ttl_ms: (1_000, 6_000),
+                fault_phase_ms: 60_000,
+                real_time_order: false,
+                ..clocks(base, (3, 5), &[-30_000], 0, false)
+            },
         }
     }
 }
@@ -522,6 +544,12 @@ pub struct Params {
     pub lease_ratio: f64,
     /// Their TTLs, ms.
     pub lease_ttl_ms: (u64, u64),
+    /// Locks the workload's contenders fight over (0: no lock operations at all).
+    pub locks: usize,
+    /// Share of client operations that are lock operations (acquire, extend, release).
+    pub lock_ratio: f64,
+    /// How long a hold lasts unless extended, ms.
+    pub lock_ttl_ms: (u64, u64),
 }
 
 impl Default for Params {
@@ -568,6 +596,9 @@ impl Default for Params {
             leases: 0,
             lease_ratio: 0.0,
             lease_ttl_ms: (2_000, 10_000),
+            locks: 0,
+            lock_ratio: 0.0,
+            lock_ttl_ms: (1_000, 6_000),
         }
     }
 }
@@ -594,11 +625,13 @@ pub enum Bug {
     /// A node ignores a value's lease (as a build before leases would): it reads a bound value by its own
     /// expiry only, and its sweep never collects it.
     LeaseIgnored,
+    /// A lock is granted on the proposer's say-so, without a majority (`CoreConfig::faults`).
+    LockSaySo,
 }
 
 impl Bug {
     /// Every injectable bug.
-    pub const ALL: [Bug; 9] = [
+    pub const ALL: [Bug; 10] = [
         Bug::LwwArrivalOrder,
         Bug::LwwTieArrivalOrder,
         Bug::AeSkipLastBucket,
@@ -608,6 +641,7 @@ impl Bug {
         Bug::DocsAsLww,
         Bug::ExpiryOnWallClock,
         Bug::LeaseIgnored,
+        Bug::LockSaySo,
     ];
 
     /// The command-line name.
@@ -622,6 +656,7 @@ impl Bug {
             Bug::DocsAsLww => "docs-as-lww",
             Bug::ExpiryOnWallClock => "expiry-on-wall-clock",
             Bug::LeaseIgnored => "lease-ignored",
+            Bug::LockSaySo => "lock-say-so",
         }
     }
 
@@ -637,6 +672,7 @@ impl Bug {
             Bug::DocsAsLww => Scenario::Documents,
             Bug::ExpiryOnWallClock => Scenario::Expiry,
             Bug::LeaseIgnored => Scenario::Leases,
+            Bug::LockSaySo => Scenario::Locks,
         }
     }
 }

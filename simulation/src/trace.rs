@@ -195,6 +195,45 @@ impl Trace {
                 self.u64(*session);
                 self.entries(entries);
             }
+            Message::LockPrepare { lock, ballot } => {
+                self.bytes(lock.as_bytes());
+                self.ballot(ballot);
+            }
+            Message::LockPromise {
+                lock,
+                ballot,
+                ok,
+                promised,
+                accepted,
+                voters,
+            } => {
+                self.u64(*voters as u64);
+                self.bytes(lock.as_bytes());
+                self.ballot(ballot);
+                self.hasher.update(&[*ok as u8]);
+                self.ballot(promised);
+                self.entries(accepted.as_slice());
+            }
+            Message::LockAccept { ballot, entry } => {
+                self.ballot(ballot);
+                self.entries(std::slice::from_ref(entry));
+            }
+            Message::LockAccepted {
+                lock,
+                ballot,
+                ok,
+                promised,
+            } => {
+                self.bytes(lock.as_bytes());
+                self.ballot(ballot);
+                self.hasher.update(&[*ok as u8]);
+                self.ballot(promised);
+            }
         }
+    }
+
+    fn ballot(&mut self, b: &cave::crdt::lock::Ballot) {
+        self.u64(b.round);
+        self.u64(b.node.0);
     }
 }

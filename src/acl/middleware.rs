@@ -75,6 +75,7 @@ pub fn classify(method: &Method, path: &str, metrics_public: bool) -> RouteClass
         "/api/v1/export",
         "/api/v1/import",
         "/api/v1/lease",
+        "/api/v1/lock",
     ];
     if keyed.iter().any(|root| under(root)) {
         return RouteClass::Keyed;

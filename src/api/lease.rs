@@ -88,15 +88,23 @@ pub async fn show(State(app): State<Arc<AppState>>, access: Access, Path(id): Pa
 /// `POST /api/v1/lease/{id}/renew`: extend a live lease by its TTL from now (404 once it has ended).
 pub async fn renew(State(app): State<Arc<AppState>>, access: Access, Path(id): Path<String>) -> Result<Json<Value>> {
     holder(&access)?;
-    Ok(Json(json!(app.db.renew_lease(id_of(&id)?).await?)))
+    let id = id_of(&id)?;
+    let lease = app.db.renew_lease(id).await?;
+    // A lease that holds locks extends their holds too, through the agreement (503 if it cannot).
+    let locks = super::lock::extend_with(&app, id, lease.expires_ms).await?;
+    let mut body = json!(lease);
+    body["locks"] = json!(locks);
+    Ok(Json(body))
 }
 
 /// `DELETE /api/v1/lease/{id}`: end a lease now, and every key bound to it with it.
 pub async fn revoke(State(app): State<Arc<AppState>>, access: Access, Path(id): Path<String>) -> Result<Json<Value>> {
     holder(&access)?;
     let id = id_of(&id)?;
+    let locks = app.locks.locks_of(id);
     let keys = app.db.revoke_lease(id).await?;
-    Ok(Json(json!({ "id": id, "revoked": true, "keys": keys })))
+    let locks = super::lock::release_with(&app, id, locks).await;
+    Ok(Json(json!({ "id": id, "revoked": true, "keys": keys, "locks": locks })))
 }
 
 #[cfg(test)]

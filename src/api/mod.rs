@@ -15,6 +15,7 @@ mod guard;
 mod kv;
 mod lease;
 mod listing;
+mod lock;
 mod origin;
 mod perf;
 mod query;
@@ -57,6 +58,8 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Access control: the tokens and policies requests are checked against.
     pub acl: Arc<crate::acl::Acl>,
+    /// Where lock attempts are decided (the cluster's agreement, or this node alone).
+    pub locks: crate::cluster::Locker,
 }
 
 /// The complete HTTP router of a node.
@@ -97,6 +100,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/lease", get(lease::list).post(lease::grant))
         .route("/api/v1/lease/{id}", get(lease::show).delete(lease::revoke))
         .route("/api/v1/lease/{id}/renew", post(lease::renew))
+        .route("/api/v1/lock", get(lock::list))
+        .route(
+            "/api/v1/lock/{*name}",
+            get(lock::show).post(lock::acquire).delete(lock::release),
+        )
         .route("/api/v1/export", get(transfer::export))
         .route("/api/v1/import", post(transfer::import))
         .route("/api/v1/audit", get(audit::list))

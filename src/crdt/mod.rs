@@ -25,6 +25,7 @@ pub mod doc;
 pub mod expiry;
 pub mod hlc;
 pub mod lease;
+pub mod lock;
 mod map;
 
 use std::cmp::Ordering;

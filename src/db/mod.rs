@@ -46,6 +46,7 @@
 mod docs;
 pub mod lease;
 mod listing;
+pub mod locks;
 mod writer;
 
 use docs::DocBroadcast;

@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::pb;
 use crate::crdt::digest::GROUPS;
+use crate::crdt::lock::{lock_key, Ballot, Grant};
 use crate::crdt::{DocMeta, Entry, LeaseId, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::replication::{Message, PeerRecord};
@@ -258,7 +259,78 @@ pub fn message_out(msg: &Message) -> pb::envelope::Body {
             session: *session,
             entries: entries.iter().map(entry_out).collect(),
         }),
+        Message::LockPrepare { lock, ballot } => Body::LockPrepare(pb::LockPrepare {
+            lock: lock.clone(),
+            ballot: Some(ballot_out(ballot)),
+        }),
+        Message::LockPromise {
+            lock,
+            ballot,
+            ok,
+            promised,
+            accepted,
+            voters,
+        } => Body::LockPromise(pb::LockPromise {
+            voters: *voters,
+            lock: lock.clone(),
+            ballot: Some(ballot_out(ballot)),
+            ok: *ok,
+            promised: Some(ballot_out(promised)),
+            accepted: accepted.as_ref().map(entry_out),
+        }),
+        Message::LockAccept { ballot, entry } => Body::LockAccept(pb::LockAccept {
+            ballot: Some(ballot_out(ballot)),
+            entry: Some(entry_out(entry)),
+        }),
+        Message::LockAccepted {
+            lock,
+            ballot,
+            ok,
+            promised,
+        } => Body::LockAccepted(pb::LockAccepted {
+            lock: lock.clone(),
+            ballot: Some(ballot_out(ballot)),
+            ok: *ok,
+            promised: Some(ballot_out(promised)),
+        }),
     }
+}
+
+fn ballot_out(b: &Ballot) -> pb::Ballot {
+    pb::Ballot {
+        round: b.round,
+        node: b.node.0,
+    }
+}
+
+/// A proposal's ballot: present, from a real node, past round 0. `promised` ballots may be zero (nothing
+/// promised yet).
+fn ballot_in(b: Option<pb::Ballot>, may_be_zero: bool) -> Result<Ballot> {
+    let b = b.ok_or_else(|| corrupt("lock message without a ballot"))?;
+    let ballot = Ballot {
+        round: b.round,
+        node: NodeId(b.node),
+    };
+    if !may_be_zero && (b.round == 0 || b.node == 0) {
+        return Err(corrupt("lock ballot of round or node 0"));
+    }
+    Ok(ballot)
+}
+
+/// A lock's name must make a valid key under the lock folder.
+fn lock_in(lock: String) -> Result<String> {
+    check_key(&lock_key(&lock))?;
+    Ok(lock)
+}
+
+/// A lock record: an entry of that lock's key holding a grant.
+fn lock_record_in(lock: &str, e: pb::Entry) -> Result<(Entry, Grant)> {
+    let entry = entry_in(e)?;
+    let grant = (entry.key == lock_key(lock))
+        .then(|| Grant::of_entry(&entry))
+        .flatten()
+        .ok_or_else(|| corrupt("lock record that is not one"))?;
+    Ok((entry, grant))
 }
 
 /// The body of an envelope as a message, validated.
@@ -336,6 +408,43 @@ pub fn message_in(body: pb::envelope::Body) -> Result<Message> {
         Body::AePush(p) => Message::AePush {
             session: p.session,
             entries: entries_in(p.entries)?,
+        },
+        Body::LockPrepare(p) => Message::LockPrepare {
+            lock: lock_in(p.lock)?,
+            ballot: ballot_in(p.ballot, false)?,
+        },
+        Body::LockPromise(p) => {
+            let lock = lock_in(p.lock)?;
+            let accepted = match p.accepted {
+                None => None,
+                Some(e) => Some(lock_record_in(&lock, e)?.0),
+            };
+            Message::LockPromise {
+                ballot: ballot_in(p.ballot, false)?,
+                ok: p.ok,
+                promised: ballot_in(p.promised, true)?,
+                accepted,
+                voters: p.voters,
+                lock,
+            }
+        }
+        Body::LockAccept(p) => {
+            let ballot = ballot_in(p.ballot, false)?;
+            let e = p.entry.ok_or_else(|| corrupt("lock accept without a record"))?;
+            let name = crate::crdt::lock::name_of_key(&e.key)
+                .ok_or_else(|| corrupt("lock accept of a key outside the lock folder"))?
+                .to_string();
+            let (entry, grant) = lock_record_in(&name, e)?;
+            if grant.ballot != ballot {
+                return Err(corrupt("lock record of another ballot"));
+            }
+            Message::LockAccept { ballot, entry }
+        }
+        Body::LockAccepted(p) => Message::LockAccepted {
+            lock: lock_in(p.lock)?,
+            ballot: ballot_in(p.ballot, false)?,
+            ok: p.ok,
+            promised: ballot_in(p.promised, true)?,
         },
     })
 }

@@ -9,6 +9,7 @@ use rand::{Rng, SeedableRng};
 
 use super::anti_entropy::Round;
 use super::clock::{judge, Fence, FenceChange};
+use super::lock::{LockOutcome, Locks};
 use super::membership::{Membership, Status, StatusChange, Timing};
 use super::message::{Message, PeerRecord};
 use super::seeds::Seeds;
@@ -68,6 +69,10 @@ pub struct CoreConfig {
     pub max_message_bytes: usize,
     /// Tombstones older than this are purged; it is also the horizon of the pull-first rejoin rule.
     pub tombstone_ttl_ms: u64,
+    /// The fewest members a lock majority is counted of (the cluster's size, when the operator knows it): a
+    /// node that has not discovered every member yet (a partition while the cluster forms) must not count a
+    /// majority of the few it knows. 0: the members known.
+    pub lock_voters: usize,
     /// Deliberate bugs, for the deterministic simulation only (see [`Faults`]); all off by default.
     #[doc(hidden)]
     pub faults: Faults,
@@ -84,6 +89,8 @@ pub struct Faults {
     pub skip_last_bucket: bool,
     /// The clock fence never closes: an outlier clock keeps stamping writes.
     pub no_clock_fence: bool,
+    /// A lock is granted on the proposer's say-so: it decides without waiting for a majority.
+    pub lock_say_so: bool,
 }
 
 impl Default for CoreConfig {
@@ -100,6 +107,7 @@ impl Default for CoreConfig {
             max_clock_drift_ms: 1_000,
             max_message_bytes: 2 * 1024 * 1024,
             tombstone_ttl_ms: 7 * 24 * 3_600_000,
+            lock_voters: 0,
             faults: Faults::default(),
         }
     }
@@ -148,6 +156,13 @@ pub enum CoreEvent {
         key: String,
         version: Version,
     },
+    /// The lock attempt `req` (from [`Core::lock`]) on `lock` ended. A driver answers its client once the
+    /// `persist` of the same effects is durable: it holds the lock's new record.
+    LockDecided {
+        req: u64,
+        lock: String,
+        outcome: LockOutcome,
+    },
 }
 
 /// What the core asks its driver to do.
@@ -155,6 +170,8 @@ pub enum CoreEvent {
 pub struct Effects {
     /// Messages to send.
     pub sends: Vec<(Destination, Message)>,
+    /// Messages to send once `persist` is durable (a lock vote answers only for what it has stored).
+    pub after_persist: Vec<(Destination, Message)>,
     /// Entries received from peers, to merge into the local store (they win only if newer).
     pub persist: Vec<Entry>,
     /// Entries to drop locally (pull-first rejoin), as ready tombstones of the *same* version as the entry
@@ -180,6 +197,7 @@ impl Effects {
     /// Whether there is anything to do.
     pub fn is_empty(&self) -> bool {
         self.sends.is_empty()
+            && self.after_persist.is_empty()
             && self.persist.is_empty()
             && self.forget.is_empty()
             && self.purge_below.is_none()
@@ -210,7 +228,9 @@ pub struct Core {
     /// effects asynchronously): never offered to peers meanwhile.
     forgetting: HashMap<String, Version>,
     /// Whether this node's clock is fenced (see [`super::clock`]).
-    fence: Fence,
+    pub(super) fence: Fence,
+    /// Votes and attempts on locks (see [`super::lock`]).
+    pub(super) locks: Locks,
 }
 
 /// This node's view of the cluster's clocks (for the node list and metrics).
@@ -248,6 +268,7 @@ impl Core {
             restarted_stale: false,
             forgetting: HashMap::new(),
             fence: Fence::default(),
+            locks: Locks::default(),
         }
     }
 
@@ -298,6 +319,9 @@ impl Core {
     /// back (which would resurrect deleted keys).
     pub fn restore_last_sync(&mut self, last: LastSync, now_ms: u64) {
         let ttl = self.cfg.tombstone_ttl_ms;
+        if last != LastSync::Never {
+            self.locks.restarted(now_ms, matches!(last, LastSync::At(_)));
+        }
         (self.last_sync_ms, self.restarted_stale) = match last {
             LastSync::Never => (None, false),
             LastSync::Unknown => (None, true),
@@ -501,6 +525,7 @@ impl Core {
             .extend(self.membership.tick(now_ms).into_iter().map(CoreEvent::Peer));
         self.judge_clock(now_ms, &mut fx);
         self.expire_rounds(now_ms, &mut fx);
+        self.tick_locks(now_ms, state, &mut fx);
         if now_ms >= self.next_anti_entropy_ms {
             // Jitter (0.5x to 1.5x) keeps the nodes of a cluster from synchronising their rounds.
             let interval = self.cfg.anti_entropy_interval_ms;
@@ -620,6 +645,10 @@ impl Core {
                 last,
             } => self.on_ae_entries(now_ms, from, session, entries, want, last, state, &mut fx),
             Message::AePush { entries, .. } => self.accept(now_ms, from, entries, state, &mut fx),
+            msg @ (Message::LockPrepare { .. }
+            | Message::LockPromise { .. }
+            | Message::LockAccept { .. }
+            | Message::LockAccepted { .. }) => self.on_lock_message(now_ms, from, msg, state, &mut fx),
         }
         self.forgetting
             .extend(fx.forget.iter().map(|e| (e.key.clone(), e.version)));

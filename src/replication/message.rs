@@ -1,6 +1,7 @@
 //! The messages replication cores exchange, as domain types. The gRPC adapter maps them to protobuf in
 //! one `convert` module; the simulation passes them as they are.
 
+use crate::crdt::lock::Ballot;
 use crate::crdt::{Entry, NodeId, Version};
 
 /// What a node knows about a member (itself included), as gossiped.
@@ -84,6 +85,28 @@ pub enum Message {
     },
     /// Step 7 (initiator): the wanted entries. Ends the round.
     AePush { session: u64, entries: Vec<Entry> },
+    /// Lock agreement, phase 1 (see [`crate::replication::lock`]): promise me `ballot` on `lock`.
+    LockPrepare { lock: String, ballot: Ballot },
+    /// The answer: promised (`ok`, with the lock record the member accepted or holds, if any) or refused
+    /// (`promised` is the higher ballot it promised).
+    LockPromise {
+        lock: String,
+        ballot: Ballot,
+        ok: bool,
+        promised: Ballot,
+        accepted: Option<Entry>,
+        /// How many members vote on locks as the member sees it (itself included).
+        voters: u32,
+    },
+    /// Phase 2: accept this record of the lock (its key names the lock, its grant carries `ballot`).
+    LockAccept { ballot: Ballot, entry: Entry },
+    /// The answer: accepted (`ok`) or refused (`promised` is the higher ballot it promised).
+    LockAccepted {
+        lock: String,
+        ballot: Ballot,
+        ok: bool,
+        promised: Ballot,
+    },
 }
 
 impl Message {
@@ -99,6 +122,10 @@ impl Message {
             Message::AeVersions { .. } => "ae_versions",
             Message::AeEntries { .. } => "ae_entries",
             Message::AePush { .. } => "ae_push",
+            Message::LockPrepare { .. } => "lock_prepare",
+            Message::LockPromise { .. } => "lock_promise",
+            Message::LockAccept { .. } => "lock_accept",
+            Message::LockAccepted { .. } => "lock_accepted",
         }
     }
 }

@@ -34,6 +34,7 @@
 mod anti_entropy;
 pub mod clock;
 mod core;
+pub mod lock;
 pub mod membership;
 pub mod message;
 pub mod seeds;
@@ -43,8 +44,11 @@ pub use self::core::{
     ClockView, Core, CoreConfig, CoreEvent, Destination, Effects, Faults, LastSync, LAST_SYNC_WRITE_INTERVAL_MS,
     MAX_PURGE_INTERVAL_MS, MIN_PURGE_INTERVAL_MS, TICK_INTERVAL_MS,
 };
+pub use lock::{LockOp, LockOutcome, LOCK_QUIET_MS, LOCK_TIMEOUT_MS};
 pub use membership::{Member, Membership, Status, StatusChange, Timing, Twin};
 pub use message::{Message, PeerRecord};
 
+#[cfg(test)]
+mod lock_tests;
 #[cfg(test)]
 mod tests;

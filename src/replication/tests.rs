@@ -7,26 +7,26 @@ use super::*;
 use crate::crdt::hlc::from_physical_ms;
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
-struct Node {
-    core: Core,
-    state: LwwMap,
-    up: bool,
+pub(super) struct Node {
+    pub(super) core: Core,
+    pub(super) state: LwwMap,
+    pub(super) up: bool,
     /// This node's clock minus true time, ms.
     skew_ms: i64,
 }
 
 impl Node {
-    fn local(&self, now_ms: u64) -> u64 {
+    pub(super) fn local(&self, now_ms: u64) -> u64 {
         (now_ms as i64 + self.skew_ms) as u64
     }
 }
 
-struct Cluster {
-    nodes: Vec<Node>,
-    now_ms: u64,
-    queue: VecDeque<(usize, NodeId, Message)>,
+pub(super) struct Cluster {
+    pub(super) nodes: Vec<Node>,
+    pub(super) now_ms: u64,
+    pub(super) queue: VecDeque<(usize, NodeId, Message)>,
     sent: Vec<&'static str>,
-    events: Vec<(usize, CoreEvent)>,
+    pub(super) events: Vec<(usize, CoreEvent)>,
 }
 
 fn record(i: usize, incarnation: u64) -> PeerRecord {
@@ -44,11 +44,11 @@ fn record(i: usize, incarnation: u64) -> PeerRecord {
 
 impl Cluster {
     /// `n` nodes; node i is seeded with the addresses `seeds(i)`.
-    fn new(n: usize, seeds: impl Fn(usize) -> Vec<usize>) -> Cluster {
+    pub(super) fn new(n: usize, seeds: impl Fn(usize) -> Vec<usize>) -> Cluster {
         Cluster::with_config(n, seeds, CoreConfig::default())
     }
 
-    fn with_config(n: usize, seeds: impl Fn(usize) -> Vec<usize>, cfg: CoreConfig) -> Cluster {
+    pub(super) fn with_config(n: usize, seeds: impl Fn(usize) -> Vec<usize>, cfg: CoreConfig) -> Cluster {
         let now_ms = 1_000_000;
         let nodes = (0..n)
             .map(|i| Node {
@@ -79,7 +79,7 @@ impl Cluster {
             .position(|n| n.core.membership().me().grpc_addr == addr)
     }
 
-    fn apply(&mut self, i: usize, fx: Effects) {
+    pub(super) fn apply(&mut self, i: usize, fx: Effects) {
         let from = self.nodes[i].core.id();
         for e in fx.persist {
             self.nodes[i].state.merge(e);
@@ -92,7 +92,8 @@ impl Cluster {
         for ev in fx.events {
             self.events.push((i, ev));
         }
-        for (to, msg) in fx.sends {
+        // The persists above are durable at once here, so what waits for them goes out with the rest.
+        for (to, msg) in fx.sends.into_iter().chain(fx.after_persist) {
             let target = match to {
                 Destination::Node(id) => self.nodes.iter().position(|n| n.core.id() == id),
                 Destination::Addr(a) => self.index_of_addr(&a),
@@ -104,7 +105,7 @@ impl Cluster {
         }
     }
 
-    fn deliver_all(&mut self) {
+    pub(super) fn deliver_all(&mut self) {
         while let Some((to, from, msg)) = self.queue.pop_front() {
             if !self.nodes[to].up {
                 continue;
@@ -116,7 +117,7 @@ impl Cluster {
         }
     }
 
-    fn tick(&mut self, ms: u64) {
+    pub(super) fn tick(&mut self, ms: u64) {
         self.now_ms += ms;
         for i in 0..self.nodes.len() {
             if self.nodes[i].up {

@@ -173,6 +173,12 @@ impl Sim {
                 self.write(slot, vec![op]);
                 return self.next_client();
             }
+            // Only a scenario with locks draws for them.
+            if p.locks > 0 && self.work.gen_bool(p.lock_ratio) {
+                let slot = *serving.choose(&mut self.work).expect("not empty");
+                self.lock_op(slot);
+                return self.next_client();
+            }
             // Only a scenario with leases draws for them.
             if p.leases > 0 && self.work.gen_bool(p.lease_ratio) {
                 let slot = *serving.choose(&mut self.work).expect("not empty");

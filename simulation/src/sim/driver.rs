@@ -40,6 +40,7 @@ impl Sim {
     pub(super) fn carry_out(&mut self, slot: usize, fx: Effects) {
         let Effects {
             sends,
+            after_persist,
             persist,
             forget,
             purge_below,
@@ -51,6 +52,16 @@ impl Sim {
         }
         if !persist.is_empty() {
             self.submit(slot, Cmd::Merge(persist, Origin::Replicated));
+        }
+        // Behind the merges just queued: sent when they commit (a crash first loses them with the merges).
+        if !after_persist.is_empty() {
+            if self.nodes[slot].writer_idle() {
+                for (to, msg) in after_persist {
+                    self.send(slot, to, msg);
+                }
+            } else {
+                self.submit(slot, Cmd::Then(after_persist));
+            }
         }
         if !forget.is_empty() {
             self.trace.event(Tag::Forget, self.now, slot);
@@ -96,6 +107,7 @@ impl Sim {
                     self.log(|| format!("n{slot} found a twin under its id at {grpc_addr} (refusing: {refusing})"));
                 }
                 CoreEvent::ContentConflict { entries, .. } => self.stats.content_conflicts += entries as u64,
+                CoreEvent::LockDecided { req, lock, outcome } => self.lock_decided(slot, req, lock, outcome),
                 CoreEvent::Peer(_) => {}
             }
         }
@@ -133,6 +145,7 @@ impl Sim {
             } else {
                 msg.clone().expect("kept")
             };
+            let msg = Box::new(msg);
             self.at(at, Ev::Deliver { from, from_id, to, msg });
         }
     }

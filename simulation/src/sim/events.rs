@@ -18,7 +18,7 @@ pub(super) enum Ev {
         from: usize,
         from_id: NodeId,
         to: usize,
-        msg: Message,
+        msg: Box<Message>,
     },
     Client,
     Crash(usize),
@@ -81,7 +81,7 @@ impl Sim {
             }
             Ev::Tick(slot, generation) => self.tick(slot, generation),
             Ev::Commit(slot, generation) => self.commit(slot, generation),
-            Ev::Deliver { from, from_id, to, msg } => self.deliver(from, from_id, to, msg),
+            Ev::Deliver { from, from_id, to, msg } => self.deliver(from, from_id, to, *msg),
             Ev::Client => self.client(),
             Ev::Crash(slot) => {
                 let victim = self.script.as_ref().map(|s| s.victim);

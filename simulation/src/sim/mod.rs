@@ -9,6 +9,7 @@ mod driver;
 mod events;
 mod expiry;
 mod lifecycle;
+mod locks;
 mod quiescence;
 mod script;
 mod setup;
@@ -126,6 +127,8 @@ pub struct Stats {
     pub expired_swept: u64,
     /// Of those, values bound to a lease that ended.
     pub lease_swept: u64,
+    /// Lock decisions: granted (or extended), held by another, released, not held, unavailable.
+    pub lock_decisions: [u64; 5],
     pub hlc_ties: u64,
     pub crashes: u64,
     pub joins: u64,
@@ -221,6 +224,8 @@ struct Sim {
     /// The leases the workload's services still renew (the others were revoked, or their service died).
     leases_active: Vec<u64>,
     lease_seq: u64,
+    /// What the lock workload asked and the cores decided (`locks.rs`).
+    locks: locks::LockLog,
 }
 
 /// Run one seed to the end and check the outcome.
@@ -246,7 +251,9 @@ pub fn run(opts: &Options) -> Outcome {
     if settled {
         violations.extend(sim.lease_survivors());
     }
+    violations.extend(sim.lock_violations(sim.cfg.max_clock_drift_ms));
     let mut stats = sim.stats;
+    stats.lock_decisions = sim.locks.counts;
     stats.sim_ms = sim.now;
     stats.quiescence_ms = sim.now - sim.heal_at.unwrap_or(sim.now);
     stats.final_nodes = sim.nodes.iter().filter(|n| n.life == Life::Up).count();

@@ -36,9 +36,12 @@ impl Sim {
         let cfg = CoreConfig {
             tombstone_ttl_ms: params.ttl_ms,
             max_message_bytes: params.max_message_bytes,
+            // The operator's cluster size: the initial nodes (joins come later).
+            lock_voters: initial,
             faults: Faults {
                 skip_last_bucket: opts.bug == Some(Bug::AeSkipLastBucket),
                 no_clock_fence: opts.bug == Some(Bug::NoClockFence),
+                lock_say_so: opts.bug == Some(Bug::LockSaySo),
             },
             ..CoreConfig::default()
         };
@@ -159,6 +162,7 @@ impl Sim {
             expiry_violations: Vec::new(),
             leases_active: Vec::new(),
             lease_seq: 0,
+            locks: Default::default(),
         };
         sim.plan(&mut setup, initial, slots);
         sim

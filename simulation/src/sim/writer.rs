@@ -75,6 +75,7 @@ impl Sim {
                     let ties = eval_merge(&run.hlc, &node.state, &mut group, entries, origin, bug);
                     self.stats.hlc_ties += ties;
                 }
+                Cmd::Then(sends) => group.then.extend(sends),
                 Cmd::Purge(_) => unreachable!("handled above"),
             }
         }
@@ -197,8 +198,10 @@ impl Sim {
                 }
             }
             self.stats.writes_acked += group.writes.len() as u64;
+            let then = group.then;
             // The driver hands the core every committed change; the core picks what it broadcasts.
-            let fx = run.core.on_local_commit(node.clock.read(self.now), &group.changes);
+            let mut fx = run.core.on_local_commit(node.clock.read(self.now), &group.changes);
+            fx.sends.extend(then);
             if !fx.is_empty() {
                 self.carry_out(slot, fx);
             }
