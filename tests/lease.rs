@@ -93,7 +93,7 @@ async fn a_lease_binds_keys_renews_and_its_revoke_deletes_them() {
     assert_eq!(revoked.status(), 200);
     assert_eq!(
         revoked.json::<Value>().await.unwrap(),
-        json!({"id": id, "revoked": true, "keys": 2})
+        json!({"id": id, "revoked": true, "keys": 2, "locks": 0})
     );
     assert_eq!(status(&node, "svc/web/1").await, 404);
     assert_eq!(status(&node, "svc/web/2").await, 404);
