@@ -231,18 +231,7 @@ async fn until_gone_everywhere(nodes: &[&TestNode], key: &str) -> Duration {
 async fn a_killed_service_vanishes_from_all_three_nodes_within_its_lease_and_a_second() {
     let key = MasterKey::generate();
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let listeners = [(); 3].map(|()| common::grpc_listener());
-    let addrs: Vec<String> = listeners.iter().map(|(_, a)| a.clone()).collect();
-    let mut nodes = Vec::new();
-    for (i, ((grpc, _), dir)) in listeners.into_iter().zip(&dirs).enumerate() {
-        let seeds = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
-        nodes.push(common::prod_member(dir, &key, grpc, seeds).await);
-    }
+    let nodes = common::prod_cluster(&dirs, &key).await;
     let all: Vec<&TestNode> = nodes.iter().collect();
 
     // The service: registers under a 2 s lease, then renews every 500 ms, each time through another node.

@@ -96,55 +96,25 @@ async fn a_lock_is_held_by_one_lease_released_by_it_and_granted_again_with_a_gre
 async fn bad_lock_requests_are_refused_and_change_nothing() {
     let (_dir, node) = start().await;
     let a = lease(&node).await;
-    let post = |path: &str, body: &'static str| {
-        node.client
-            .post(node.url(path))
+    let cases = [
+        ("x", "{}", 400, "invalid_input", "lease"),
+        ("x", r#"{"lease":"zz"}"#, 400, "invalid_input", "lease"),
+        ("x", r#"{"lease":"00000000000000ab"}"#, 404, "not_found", ""),
+        ("x", "not json", 400, "invalid_input", ""),
+        ("_system/x", r#"{"lease":"1"}"#, 403, "forbidden", ""),
+        ("a//b", r#"{"lease":"1"}"#, 400, "invalid_input", ""),
+    ];
+    for (name, body, status, code, needle) in cases {
+        let response = node
+            .client
+            .post(node.url(&format!("/api/v1/lock/{name}")))
             .header("content-type", "application/json")
             .body(body)
             .send()
-    };
-    expect_error(
-        post("/api/v1/lock/x", "{}").await.unwrap(),
-        400,
-        "invalid_input",
-        "lease",
-    )
-    .await;
-    expect_error(
-        post("/api/v1/lock/x", r#"{"lease":"zz"}"#).await.unwrap(),
-        400,
-        "invalid_input",
-        "lease",
-    )
-    .await;
-    expect_error(
-        post("/api/v1/lock/x", r#"{"lease":"00000000000000ab"}"#).await.unwrap(),
-        404,
-        "not_found",
-        "",
-    )
-    .await;
-    expect_error(
-        post("/api/v1/lock/x", "not json").await.unwrap(),
-        400,
-        "invalid_input",
-        "",
-    )
-    .await;
-    expect_error(
-        post("/api/v1/lock/_system/x", r#"{"lease":"1"}"#).await.unwrap(),
-        403,
-        "forbidden",
-        "",
-    )
-    .await;
-    expect_error(
-        post("/api/v1/lock/a//b", r#"{"lease":"1"}"#).await.unwrap(),
-        400,
-        "invalid_input",
-        "",
-    )
-    .await;
+            .await
+            .unwrap();
+        expect_error(response, status, code, needle).await;
+    }
     let wrong_type = node
         .client
         .post(node.url("/api/v1/lock/x"))
@@ -161,18 +131,7 @@ async fn bad_lock_requests_are_refused_and_change_nothing() {
 async fn two_clients_racing_through_two_nodes_get_one_grant_per_round_with_growing_fences() {
     let key = MasterKey::generate();
     let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
-    let listeners = [(); 3].map(|()| common::grpc_listener());
-    let addrs: Vec<String> = listeners.iter().map(|(_, a)| a.clone()).collect();
-    let mut nodes = Vec::new();
-    for (i, ((grpc, _), dir)) in listeners.into_iter().zip(&dirs).enumerate() {
-        let seeds = addrs
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, a)| a.clone())
-            .collect();
-        nodes.push(common::prod_member(dir, &key, grpc, seeds).await);
-    }
+    let nodes = common::prod_cluster(&dirs, &key).await;
     let (a, b) = (lease(&nodes[0]).await, lease(&nodes[1]).await);
     // Wait until both nodes may propose (members found, clocks judged) and see both leases.
     let started = Instant::now();
@@ -184,23 +143,19 @@ async fn two_clients_racing_through_two_nodes_get_one_grant_per_round_with_growi
         assert!(started.elapsed() < DEADLINE, "no grant within {DEADLINE:?}: {r}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (mut last_fence, mut undecided) = (0, 0);
+    let mut last_fence = 0;
     for round in 0..1_000 {
         let (x, y) = tokio::join!(acquire(&nodes[0], "race", &a), acquire(&nodes[1], "race", &b));
         let (sx, sy) = (x.status().as_u16(), y.status().as_u16());
         let (bx, by): (Value, Value) = (x.json().await.unwrap(), y.json().await.unwrap());
-        // Never two grants. The loser is refused (409), or, rarely, outbid until its attempt timed out (503):
-        // an availability loss, which the count below bounds.
         let (winner, lease_won, body) = match (sx, sy) {
-            (200, 409 | 503) => (&nodes[0], &a, bx),
-            (409 | 503, 200) => (&nodes[1], &b, by),
+            (200, 409) => (&nodes[0], &a, bx),
+            (409, 200) => (&nodes[1], &b, by),
             other => panic!("round {round}: {other:?} {bx} {by}"),
         };
-        undecided += usize::from(sx == 503 || sy == 503);
         let fence = body["fence"].as_u64().unwrap();
         assert!(fence > last_fence, "round {round}: fence {fence} after {last_fence}");
         last_fence = fence;
         assert_eq!(release(winner, "race", lease_won).await.status(), 200, "round {round}");
     }
-    assert!(undecided <= 30, "{undecided} of 1000 rounds left the loser undecided");
 }

@@ -13,7 +13,6 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
 use super::{Cluster, Driver};
-use crate::crdt::Entry;
 use crate::db::Db;
 use crate::replication::{Core, CoreConfig, CoreEvent, LockOp, LockOutcome, PeerRecord, LOCK_TIMEOUT_MS};
 
@@ -122,17 +121,21 @@ impl PendingLocks {
     }
 }
 
-/// Send the answers, after `stored` says whether the effects' records were stored: a grant or release whose
-/// record this node could not store is not confirmed.
+/// What the client hears of `outcome` once `stored` says whether its effects' records were stored: a grant or
+/// release whose record this node could not store is not confirmed.
+fn confirmed(outcome: LockOutcome, stored: bool) -> LockOutcome {
+    match outcome {
+        LockOutcome::Granted(_) | LockOutcome::Released(_) if !stored => {
+            LockOutcome::Unavailable("this node could not store the lock's record")
+        }
+        outcome => outcome,
+    }
+}
+
+/// Send the answers (see [`confirmed`]).
 pub(super) fn answer(answers: Vec<(oneshot::Sender<LockOutcome>, LockOutcome)>, stored: bool) {
     for (reply, outcome) in answers {
-        let outcome = match outcome {
-            LockOutcome::Granted(_) | LockOutcome::Released(_) if !stored => {
-                LockOutcome::Unavailable("this node could not store the lock's record")
-            }
-            outcome => outcome,
-        };
-        let _ = reply.send(outcome); // a client that gave up
+        let _ = reply.send(confirmed(outcome, stored)); // a client that gave up
     }
 }
 
@@ -172,11 +175,7 @@ impl Solo {
         let Some(outcome) = outcome else {
             return LockOutcome::Unavailable("this node could not decide alone");
         };
-        let records: Vec<Entry> = fx.persist;
-        let stored = records.is_empty() || self.db.merge(records).await.is_ok();
-        let (tx, rx) = oneshot::channel();
-        answer(vec![(tx, outcome)], stored);
-        rx.await
-            .unwrap_or(LockOutcome::Unavailable("this node could not decide alone"))
+        let stored = fx.persist.is_empty() || self.db.merge(fx.persist).await.is_ok();
+        confirmed(outcome, stored)
     }
 }

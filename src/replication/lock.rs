@@ -378,8 +378,16 @@ impl Core {
                 p.yes.clear();
                 p.no.clear();
                 p.resend_at_ms = now_ms + LOCK_RESEND_MS;
-                if self.vote_accept(name, ballot, &entry, state, fx) {
-                    self.locks.active.get_mut(name).expect("running").yes.insert(me);
+                // This node votes like any member: a refusal counts, or an attempt that one member accepts
+                // and another refuses (of three) would wait for answers that have all come.
+                let yes = self.vote_accept(name, ballot, &entry, state, fx);
+                let promised = self.locks.slots.get(name).map(|s| s.promised).unwrap_or_default();
+                let p = self.locks.active.get_mut(name).expect("running");
+                if yes {
+                    p.yes.insert(me);
+                } else {
+                    p.no.insert(me);
+                    p.outbid = p.outbid.max(promised);
                 }
                 let msg = Message::LockAccept { ballot, entry };
                 self.send_to_voters(msg, &BTreeSet::from([me]), fx);

@@ -51,6 +51,23 @@ pub async fn prod_member(
     TestNode::start_config_with_grpc(config, Some(grpc)).await
 }
 
+/// A prod cluster of `dirs.len()` members under `key`, each seeded with all the others (see [`prod_member`]).
+pub async fn prod_cluster(dirs: &[tempfile::TempDir], key: &cave::secrets::MasterKey) -> Vec<TestNode> {
+    let listeners: Vec<_> = dirs.iter().map(|_| grpc_listener()).collect();
+    let addrs: Vec<String> = listeners.iter().map(|(_, a)| a.clone()).collect();
+    let mut nodes = Vec::new();
+    for (i, ((grpc, _), dir)) in listeners.into_iter().zip(dirs).enumerate() {
+        let seeds = addrs
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, a)| a.clone())
+            .collect();
+        nodes.push(prod_member(dir, key, grpc, seeds).await);
+    }
+    nodes
+}
+
 /// An HTTP client that ignores proxy settings of the environment and never waits forever.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
