@@ -159,3 +159,49 @@ async fn two_clients_racing_through_two_nodes_get_one_grant_per_round_with_growi
         assert_eq!(release(winner, "race", lease_won).await.status(), 200, "round {round}");
     }
 }
+
+/// Three `cave` processes; killed (not stopped: a stopped node leaves the cluster and stops counting) one by
+/// one. Two of three still grant; the last one, cut off from the majority, answers 503 and grants nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_cut_off_from_the_majority_cannot_grant() {
+    use common::child::{free_port, start_member};
+    let key = std::process::Command::new(env!("CARGO_BIN_EXE_cave"))
+        .arg("keygen")
+        .output()
+        .unwrap();
+    let key = String::from_utf8(key.stdout).unwrap().trim().to_string();
+    let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let grpc = [(); 3].map(|()| free_port());
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let peers: Vec<u16> = (0..3).filter(|&j| j != i).map(|j| grpc[j]).collect();
+        nodes.push(start_member(dirs[i].path(), grpc[i], &key, &peers, &[]).await);
+    }
+    let client = common::client();
+    let post = |base: &str, path: &str, body: Value| client.post(format!("{base}{path}")).json(&body).send();
+    let lease_of = |r: Value| r["id"].as_str().unwrap().to_string();
+    let last = nodes[2].base.clone();
+    let lease = lease_of(
+        post(&last, "/api/v1/lease", json!({"ttl": "1h"}))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap(),
+    );
+    let acquire = |name: &'static str| post(&last, &format!("/api/v1/lock/{name}"), json!({ "lease": lease }));
+    // The cluster formed: a grant goes through.
+    let started = Instant::now();
+    while acquire("formed").await.unwrap().status() != 200 {
+        assert!(started.elapsed() < DEADLINE, "no grant within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[0].kill_9();
+    let two = acquire("two-of-three").await.unwrap();
+    assert_eq!(two.status(), 200, "{}", two.text().await.unwrap());
+    nodes[1].kill_9();
+    let alone = acquire("alone").await.unwrap();
+    expect_error(alone, 503, "unavailable", "majority").await;
+    let shown = client.get(format!("{last}/api/v1/lock/alone")).send().await.unwrap();
+    assert_eq!(shown.status(), 404, "a refused lock has no record");
+}

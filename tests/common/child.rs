@@ -61,11 +61,28 @@ pub fn free_port() -> u16 {
 
 /// Start `cave` on `data_dir` and `port` without waiting for it.
 pub fn launch(data_dir: &Path, port: u16, extra: &[&str]) -> Cave {
+    spawn(data_dir, port, 0, &[], extra)
+}
+
+/// Start `cave` as a member of a cluster: replication on `grpc_port`, the cluster key in its environment,
+/// seeded with `peers` (gRPC ports on loopback); `/healthz` answers when it returns.
+pub async fn start_member(data_dir: &Path, grpc_port: u16, key: &str, peers: &[u16], extra: &[&str]) -> Cave {
+    let peers: Vec<String> = peers.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let peers = peers.join(",");
+    let mut args = vec!["--peers", &peers, "--anti-entropy-interval", "500ms"];
+    args.extend_from_slice(extra);
+    let cave = spawn(data_dir, free_port(), grpc_port, &[("CAVE_CLUSTER_KEY", key)], &args);
+    cave.until_healthy().await;
+    cave
+}
+
+fn spawn(data_dir: &Path, port: u16, grpc_port: u16, env: &[(&str, &str)], extra: &[&str]) -> Cave {
     let mut child = Command::new(env!("CARGO_BIN_EXE_cave"))
         .env_clear()
+        .envs(env.iter().copied())
         .args(["--data-dir", data_dir.to_str().unwrap()])
         .args(["--http-addr", &format!("127.0.0.1:{port}")])
-        .args(["--grpc-addr", "127.0.0.1:0", "--log-level", "info"])
+        .args(["--grpc-addr", &format!("127.0.0.1:{grpc_port}"), "--log-level", "info"])
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -89,6 +106,28 @@ pub fn launch(data_dir: &Path, port: u16, extra: &[&str]) -> Cave {
 }
 
 impl Cave {
+    /// Wait until `/healthz` answers (panics, with the log, if the process exits or the deadline passes).
+    pub async fn until_healthy(&self) {
+        let client = super::client();
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let probe = client
+                .get(format!("{}/healthz", self.base))
+                .timeout(Duration::from_secs(1))
+                .send()
+                .await;
+            if probe.is_ok_and(|r| r.status() == 200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cave not ready in time:\n{}",
+                self.log_text()
+            );
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
     /// Start `cave` and wait until `/healthz` answers. The port is picked free just before; should another
     /// process grab it in between, the start is retried once on a new port.
     pub async fn start(data_dir: &Path, extra: &[&str]) -> Cave {
