@@ -291,6 +291,7 @@ impl Node {
             anti_entropy_interval_ms: self.config.anti_entropy_interval.as_millis() as u64,
             max_clock_drift_ms: self.config.max_clock_drift.as_millis() as u64,
             tombstone_ttl_ms: self.config.tombstone_ttl.as_millis() as u64,
+            lock_voters: self.config.cluster_size,
             ..CoreConfig::default()
         };
         let options = ClusterOptions {

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::layers::Fields;
 use super::table::{given_or, settings};
 use super::values::{
-    format_size, parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_cors_origins, parse_dir,
-    parse_duration_value, parse_enum, parse_file, parse_key, parse_log_level, parse_max_connections,
-    parse_nonzero_duration, parse_peers, parse_root_token, parse_size_value,
+    format_size, parse_addr, parse_advertise_addr, parse_allowed_hosts, parse_bool, parse_cluster_size,
+    parse_cors_origins, parse_dir, parse_duration_value, parse_enum, parse_file, parse_key, parse_log_level,
+    parse_max_connections, parse_nonzero_duration, parse_peers, parse_root_token, parse_size_value,
 };
 use super::{
     Mode, DEFAULT_ANTI_ENTROPY_INTERVAL, DEFAULT_AUDIT_RETENTION, DEFAULT_DATA_DIR, DEFAULT_DISCOVERY_WINDOW,
@@ -138,6 +138,14 @@ settings! {
             flag: String [value_name = "DURATION"] "In prod mode, how long to look for peers before founding a new cluster",
             default: |_| DEFAULT_DISCOVERY_WINDOW,
             parse: parse_duration_value,
+        }
+        /// How many members the cluster has, if the operator knows: lock majorities are counted of at least this
+        /// many, so that a node that has not yet found every member (a partition while the cluster forms)
+        /// cannot grant on the votes of the few it knows. 0: the members this node knows.
+        cluster_size: usize {
+            flag: String [value_name = "N"] "Members of the cluster, counted for lock majorities (0: those known)",
+            default: |_| 0,
+            parse: parse_cluster_size,
         }
         /// Whether `/readyz` answers 503 (rather than 200) while the node is *isolated*: it has seeds (`peers`)
         /// but reaches none of them and knows no live member. Off by default: an isolated node still serves

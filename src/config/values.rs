@@ -192,6 +192,17 @@ pub(super) fn parse_advertise_addr(value: &Value) -> std::result::Result<Option<
 
 /// A whole number of connections, at least 1, as a TOML number or a string. Empty means unset (the cap is
 /// then derived from the open-files limit).
+/// A cluster size: a whole number, 0 for "the members known".
+pub(super) fn parse_cluster_size(value: &Value) -> std::result::Result<usize, String> {
+    let parsed = match value {
+        Value::Num(_, num) => num.to_u128_lossy().and_then(|n| usize::try_from(n).ok()),
+        other => as_text(other)?.trim().parse::<usize>().ok(),
+    };
+    parsed
+        .filter(|&n| n <= 10_000)
+        .ok_or_else(|| "expected a whole number of members (0 to 10000), such as 3".into())
+}
+
 pub(super) fn parse_max_connections(value: &Value) -> std::result::Result<Option<usize>, String> {
     let parsed = match value {
         Value::Num(_, num) => num.to_u128_lossy().and_then(|n| usize::try_from(n).ok()),

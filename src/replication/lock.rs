@@ -168,7 +168,12 @@ impl Core {
         if self.cfg.faults.lock_say_so {
             return 1;
         }
-        self.voters().max(seen).max(self.cfg.lock_voters) / 2 + 1
+        self.counted(seen) / 2 + 1
+    }
+
+    /// The members a majority is counted of: those known, the most any answer knows, the configured size.
+    fn counted(&self, seen: usize) -> usize {
+        self.voters().max(seen).max(self.cfg.lock_voters)
     }
 
     fn quorum(&self) -> usize {
@@ -337,7 +342,7 @@ impl Core {
     /// Move the running attempt on `name` on, as far as the answers so far allow.
     fn advance(&mut self, now_ms: u64, name: &str, state: &LwwMap, fx: &mut Effects) {
         let seen = self.locks.active.get(name).map_or(0, |p| p.voters_seen);
-        let (quorum, voters) = (self.quorum_of(seen), self.voters().max(seen).max(self.cfg.lock_voters));
+        let (quorum, voters) = (self.quorum_of(seen), self.counted(seen));
         let (margin, me) = (self.cfg.max_clock_drift_ms, self.id());
         let Some(p) = self.locks.active.get_mut(name) else {
             return;
