@@ -25,7 +25,7 @@
 //! | `cave_http_requests_total` | counter | method, route, status |
 //! | `cave_http_request_duration_seconds` | histogram | method, route, status |
 //! | `cave_kv_reads_total`, `cave_kv_writes_total`, `cave_kv_deletes_total` | counter | |
-//! | `cave_keys`, `cave_tombstones`, `cave_expiring_keys`, `cave_leases` | gauge | |
+//! | `cave_keys`, `cave_tombstones`, `cave_expiring_keys`, `cave_leases`, `cave_locks` | gauge | |
 //! | `cave_db_size_bytes` | gauge | |
 //! | `cave_commit_batch_entries` | histogram | |
 //! | `cave_commit_duration_seconds` | histogram | |
@@ -142,6 +142,8 @@ pub struct StateGauges {
     pub expiring: u64,
     /// Live leases.
     pub leases: u64,
+    /// Held locks.
+    pub locks: u64,
     /// Bytes the store occupies on disk.
     pub db_size_bytes: u64,
 }
@@ -250,6 +252,14 @@ impl Metrics {
                 "{lease}",
                 "Live leases (POST /api/v1/lease)",
                 |s| s.leases,
+            ),
+            state_gauge(
+                &meter,
+                &state,
+                "cave_locks",
+                "{lock}",
+                "Held locks (POST /api/v1/lock)",
+                |s| s.locks,
             ),
             state_gauge(
                 &meter,

@@ -234,6 +234,7 @@ impl Node {
                 tombstones: stats.tombstones as u64,
                 expiring: stats.expiring as u64,
                 leases: stats.leases as u64,
+                locks: stats.locks as u64,
                 db_size_bytes: db_size_bytes(),
             })
         });

@@ -5,6 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
+
 use cave::secrets::MasterKey;
 use common::{expect_error, start, TestNode};
 use serde_json::{json, Value};
@@ -43,6 +45,12 @@ async fn release(node: &TestNode, name: &str, lease: &str) -> reqwest::Response 
 async fn a_lock_is_held_by_one_lease_released_by_it_and_granted_again_with_a_greater_fence() {
     let (_dir, node) = start().await;
     let (a, b) = (lease(&node).await, lease(&node).await);
+    let watch = node.client.get(node.url("/api/v1/watch/jobs")).send().await.unwrap();
+    let mut events = watch.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("event: ready") {
+        seen.push_str(std::str::from_utf8(&events.next().await.unwrap().unwrap()).unwrap());
+    }
     let first = acquire(&node, "jobs/nightly", &a).await;
     assert_eq!(first.status(), 200);
     let first: Value = first.json().await.unwrap();
@@ -67,6 +75,9 @@ async fn a_lock_is_held_by_one_lease_released_by_it_and_granted_again_with_a_gre
         node.get_json("/api/v1/lock").await["locks"].as_array().unwrap().len(),
         1
     );
+    assert_eq!(node.get_json("/api/v1/system/info").await["locks"], 1);
+    assert_eq!(node.get_json("/api/v1/cluster/nodes").await[0]["locks"], 1);
+    assert_eq!(node.metric("cave_locks").await, 1.0);
     // Only the holder releases.
     expect_error(release(&node, "jobs/nightly", &b).await, 409, "conflict", "held").await;
     let released: Value = release(&node, "jobs/nightly", &a).await.json().await.unwrap();
@@ -75,6 +86,16 @@ async fn a_lock_is_held_by_one_lease_released_by_it_and_granted_again_with_a_gre
         (Some(true), Some(1))
     );
     expect_error(release(&node, "jobs/nightly", &a).await, 404, "not_found", "not held").await;
+    // The watch saw the grant, its extension and the release, as the lock's name.
+    while seen.matches("event: ").count() < 4 {
+        seen.push_str(std::str::from_utf8(&events.next().await.unwrap().unwrap()).unwrap());
+    }
+    assert_eq!(seen.matches("event: lock\n").count(), 2, "{seen}");
+    assert_eq!(seen.matches("event: unlock\n").count(), 1, "{seen}");
+    assert!(
+        seen.contains(r#""lock":"jobs/nightly""#) && seen.contains(r#""fence":1"#),
+        "{seen}"
+    );
     let next: Value = acquire(&node, "jobs/nightly", &b).await.json().await.unwrap();
     assert_eq!(
         (next["holder"].as_str(), next["fence"].as_u64()),

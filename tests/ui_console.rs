@@ -271,8 +271,34 @@ async fn console_steps(ui: &Ui<'_>, downloads: &Path) {
         json!([0, "undefined"])
     );
 
-    // ----- the cluster view opened directly: the badge is live there too, and the chart moves
+    // ----- the cluster view opened directly: the badge is live there too, the chart moves, a held lock
+    // shows its holder
+    let lease: serde_json::Value = node
+        .client
+        .post(node.url("/api/v1/lease"))
+        .json(&json!({"ttl": "1h"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lease = lease["id"].as_str().unwrap().to_string();
+    let locked = node
+        .client
+        .post(node.url("/api/v1/lock/jobs/nightly"))
+        .json(&json!({ "lease": lease }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(locked.status(), 200);
     ui.c.goto(&node.url("/ui/#nodes")).await.unwrap();
+    ui.wait_text(
+        "#locks-body",
+        |t| t.contains("jobs/nightly") && t.contains(&lease),
+        "the lock's holder",
+    )
+    .await;
     ui.wait_text("#live", |t| t == "live", "the live badge on the node list")
         .await;
     let info = node.get_json("/api/v1/system/info").await;

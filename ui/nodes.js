@@ -105,6 +105,45 @@ window.CaveNodes = function (ctx) {
     $('nodes-note').textContent = note;
     const box = $('nodes');
     box.replaceChildren(...nodes.map(nodeCard));
+    await loadLocks();
+  }
+
+  // ---------- locks ----------
+
+  /** The held locks (`GET /api/v1/lock`): name, holding lease, fence, when the hold ends unless renewed. */
+  async function loadLocks() {
+    let locks;
+    try {
+      locks = (await (await api('GET', '/lock')).json()).locks;
+    } catch (e) {
+      $('locks-body').replaceChildren();
+      $('locks-note').textContent =
+        e.status === 403 ? 'This token may read no lock.' : 'Locks could not be read (' + e.message + ').';
+      return;
+    }
+    if (!visible() || !Array.isArray(locks)) return;
+    const now = Date.now();
+    $('locks-body').replaceChildren(
+      ...locks.map((l) => {
+        const row = document.createElement('tr');
+        const ends = Math.max(0, Math.round((l.expires_ms - now) / 1000));
+        for (const [text, mono] of [
+          [l.lock, true],
+          [l.holder, true],
+          [String(l.fence), true],
+          ['in ' + ends + ' s', false],
+        ]) {
+          const cell = document.createElement('td');
+          cell.textContent = text;
+          if (mono) cell.className = 'mono';
+          row.append(cell);
+        }
+        return row;
+      })
+    );
+    $('locks-note').textContent = locks.length
+      ? 'A holder keeps its lock while it renews its lease; the fence grows with every new holder.'
+      : 'No lock is held.';
   }
 
   function statusClass(status) {

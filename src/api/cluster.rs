@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::AppState;
+use crate::db::Stats;
 use crate::replication::Core;
 
 /// One row of `GET /api/v1/cluster/nodes`.
@@ -40,10 +41,12 @@ pub struct NodeView {
     /// Live leases as this node holds them (leases replicate, so once converged this is the cluster's count);
     /// `None` for the other members, which do not gossip it.
     pub leases: Option<u64>,
+    /// Held locks as this node sees them (lock records replicate); `None` for the other members.
+    pub locks: Option<u64>,
 }
 
 /// Every node `core` knows at local time `now_ms`, this one first; `keys` is this node's live key count.
-fn node_list(core: &Core, now_ms: u64, (keys, leases): (u64, u64)) -> Vec<NodeView> {
+fn node_list(core: &Core, now_ms: u64, stats: Stats) -> Vec<NodeView> {
     let me = core.membership().me();
     let clock = core.clock_view();
     let bound = clock.bound_ms as i64;
@@ -58,8 +61,9 @@ fn node_list(core: &Core, now_ms: u64, (keys, leases): (u64, u64)) -> Vec<NodeVi
         clock_skewed: clock.fenced.is_some(),
         incarnation: me.incarnation,
         version: Some(env!("CARGO_PKG_VERSION").to_string()),
-        keys: Some(keys),
-        leases: Some(leases),
+        keys: Some(stats.keys as u64),
+        leases: Some(stats.leases as u64),
+        locks: Some(stats.locks as u64),
     }];
     out.extend(core.membership().members().map(|m| {
         // Relative to the median only once there is one; before that, unknown.
@@ -78,6 +82,7 @@ fn node_list(core: &Core, now_ms: u64, (keys, leases): (u64, u64)) -> Vec<NodeVi
             // A member gossips its count from its first heartbeat on; before it, it has said nothing.
             keys: (m.record.heartbeat > 0 || m.record.keys > 0).then_some(m.record.keys),
             leases: None,
+            locks: None,
         }
     }));
     out
@@ -87,12 +92,9 @@ fn node_list(core: &Core, now_ms: u64, (keys, leases): (u64, u64)) -> Vec<NodeVi
 /// estimated clock skew (relative to this node, and relative to the cluster's median clock) and whether that
 /// makes the member skewed (for this node: fenced). A node that does not replicate lists only itself.
 pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
+    let stats = app.db.stats();
     Json(match &app.cluster {
-        Some(cluster) => {
-            let stats = app.db.stats();
-            let counts = (stats.keys as u64, stats.leases as u64);
-            cluster.with_core(|core, now_ms| node_list(core, now_ms, counts))
-        }
+        Some(cluster) => cluster.with_core(|core, now_ms| node_list(core, now_ms, stats)),
         None => vec![NodeView {
             id: app.db.node_id().to_string(),
             grpc_addr: app.config.grpc_addr.to_string(),
@@ -104,8 +106,9 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
             clock_skewed: false,
             incarnation: 0,
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
-            keys: Some(app.db.stats().keys as u64),
-            leases: Some(app.db.stats().leases as u64),
+            keys: Some(stats.keys as u64),
+            leases: Some(stats.leases as u64),
+            locks: Some(stats.locks as u64),
         }],
     })
 }
@@ -114,7 +117,7 @@ pub async fn nodes(State(app): State<Arc<AppState>>) -> Json<Vec<NodeView>> {
 pub fn peers(app: &AppState) -> Vec<Value> {
     let Some(cluster) = &app.cluster else { return Vec::new() };
     cluster
-        .with_core(|core, now_ms| node_list(core, now_ms, (0, 0)))
+        .with_core(|core, now_ms| node_list(core, now_ms, Stats::default()))
         .into_iter()
         .skip(1)
         .map(|n| json!({"id": n.id, "grpc_addr": n.grpc_addr, "status": n.status}))

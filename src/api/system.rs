@@ -31,6 +31,8 @@ pub async fn info(State(app): State<Arc<AppState>>) -> Result<Json<Value>> {
         "uptime_seconds": app.started.elapsed().as_secs(),
         "keys": stats.keys,
         "tombstones": stats.tombstones,
+        "leases": stats.leases,
+        "locks": stats.locks,
         // What the key space is estimated to take (keys, values, metadata), and what the process really
         // holds: the resident set (`null` where it cannot be read). `memory_bytes` is the resident set too.
         "data_bytes": stats.bytes,

@@ -2,7 +2,8 @@
 //!
 //! The stream opens with a `ready` event (subscribed: every later change will be delivered), then one event
 //! per committed change, local or replicated: `put` or `delete`, data being the entry as JSON (secrets stay
-//! sealed). The entry is read when the event is sent, not when it was committed, so that a watcher that
+//! sealed); for a lock named under the prefix, `lock` when it is granted or its hold extended and `unlock`
+//! when it is released (a hold that ends with its lease sends nothing: no record changes). The entry is read when the event is sent, not when it was committed, so that a watcher that
 //! does not read holds no values (see the `db` module docs): a change that a newer one replaced before the
 //! watcher got to it is skipped, and the newer one follows. A watcher more than
 //! [`EVENT_BUFFER`](crate::db::EVENT_BUFFER) changes behind gets a `lagged` event saying how many it missed;
@@ -25,6 +26,8 @@ use tokio_stream::wrappers::BroadcastStream;
 use super::encoding::{path_after, EntryJson};
 use super::AppState;
 use crate::acl::{Access, Capability};
+use crate::crdt::lock::{name_of_key, Grant};
+use crate::crdt::Entry;
 use crate::error::Result;
 use crate::key;
 
@@ -51,10 +54,15 @@ pub async fn watch(
     let db = app.db.clone();
     let events = changes.filter_map(move |change| {
         let _counted = &subscriber;
+        let under = |k: &str| folder.is_empty() || k == folder || k.starts_with(&below);
         let event = match change {
+            // A lock's record: watched as the lock's name, a key path like any other.
+            Ok(change) if name_of_key(&change.key).is_some_and(|n| under(n) && access.may(Capability::Read, n)) => {
+                db.resolve(&change).and_then(|entry| lock_event(&entry))
+            }
             Ok(change)
                 if !key::is_reserved(&change.key)
-                    && (folder.is_empty() || change.key == folder || change.key.starts_with(&below))
+                    && under(&change.key)
                     && access.may(Capability::Read, &change.key) =>
             {
                 db.resolve(&change).and_then(|entry| {
@@ -80,4 +88,19 @@ pub async fn watch(
     // End the stream when the node shuts down: an endless response would hold graceful shutdown forever.
     let stream = ready.chain(events).take_until(app.db.shutting_down());
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEP_ALIVE_INTERVAL)))
+}
+
+/// `lock` (granted, or its hold extended) or `unlock` (released) for a lock's record, data
+/// `{"lock","holder","fence","expires_ms"}`.
+fn lock_event(entry: &Entry) -> Option<Event> {
+    let name = name_of_key(&entry.key)?;
+    let grant = Grant::of_entry(entry)?;
+    let kind = if grant.lease.is_some() { "lock" } else { "unlock" };
+    let data = serde_json::json!({
+        "lock": name,
+        "holder": grant.lease,
+        "fence": grant.fence,
+        "expires_ms": grant.expires_ms,
+    });
+    Event::default().event(kind).json_data(data).ok()
 }

@@ -88,6 +88,11 @@ impl super::LwwMap {
         grant.held_at(now_ms, 0) && grant.lease.is_some_and(|id| self.lease_live(id, now))
     }
 
+    /// How many locks are held at hybrid-clock time `now`, as reads judge it.
+    pub fn held_locks(&self, now: u64) -> usize {
+        self.lock_records().filter(|(_, g)| self.lock_held(g, now)).count()
+    }
+
     /// The lock records this node holds, by name.
     pub fn lock_records(&self) -> impl Iterator<Item = (&str, Grant)> + '_ {
         self.range_prefix(LOCK_PREFIX)

@@ -63,10 +63,4 @@ impl Db {
                 .collect()
         })
     }
-
-    /// How many locks are held, as this node sees it.
-    pub fn held_locks(&self) -> usize {
-        let now = self.shared.hlc.reading();
-        self.with_state(|state| state.lock_records().filter(|(_, g)| state.lock_held(g, now)).count())
-    }
 }

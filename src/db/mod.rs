@@ -212,7 +212,7 @@ pub enum Outcome {
 }
 
 /// Counters of the in-memory state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Stats {
     /// Live keys.
     pub keys: usize,
@@ -224,6 +224,8 @@ pub struct Stats {
     pub expiring: usize,
     /// Live leases.
     pub leases: usize,
+    /// Held locks.
+    pub locks: usize,
 }
 
 /// Handle to the local database. Cheap to clone.
@@ -334,6 +336,7 @@ impl Db {
             bytes: state.bytes(),
             expiring: state.expiring().len(),
             leases: state.live_leases(self.shared.hlc.reading()),
+            locks: state.held_locks(self.shared.hlc.reading()),
         }
     }
 

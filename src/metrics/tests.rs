@@ -48,6 +48,7 @@ fn recording_methods_reach_the_exposition() {
             tombstones: 2,
             expiring: 1,
             leases: 2,
+            locks: 1,
             db_size_bytes: 4096,
         })
     });
@@ -72,6 +73,7 @@ fn recording_methods_reach_the_exposition() {
         ("cave_tombstones", 2.0),
         ("cave_expiring_keys", 1.0),
         ("cave_leases", 2.0),
+        ("cave_locks", 1.0),
         ("cave_db_size_bytes", 4096.0),
         (
             "cave_http_requests_total{method=\"GET\",route=\"/api/v1/kv/{*key}\",status=\"200\"}",
