@@ -26,10 +26,14 @@
 //! that restarts with data neither votes nor proposes for [`LOCK_QUIET_MS`], longer than any attempt that
 //! could hold one of its forgotten promises lives; accepted grants are stored. See docs/architecture.md.
 
+mod rule;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand::Rng;
 
+use self::rule::decide;
+pub use self::rule::{LockOp, LockOutcome};
 use super::core::{Core, CoreEvent, Destination, Effects};
 use super::membership::Status;
 use super::message::Message;
@@ -48,31 +52,6 @@ const LOCK_BACKOFF_MS: u64 = 20;
 const LOCK_RESEND_MS: u64 = 200;
 /// Attempts on one lock waiting behind the running one on this node; more fail at once (bounded work).
 const MAX_QUEUED_PER_LOCK: usize = 256;
-
-/// What a client asks of a lock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockOp {
-    /// Take the lock for `lease` until `expires_ms` (wall ms: the lease's expiry), or extend the hold if
-    /// `lease` holds it already.
-    Acquire { lease: LeaseId, expires_ms: u64 },
-    /// Give the lock up, if `lease` holds it.
-    Release { lease: LeaseId },
-}
-
-/// How an attempt ended.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockOutcome {
-    /// Granted (a new fence) or extended (the same fence, a later expiry): the lock's agreed state.
-    Granted(Grant),
-    /// Held by another lease: its grant.
-    Held(Grant),
-    /// Released: the state before the release.
-    Released(Grant),
-    /// A release by a lease that does not hold the lock: the lock's state, if it has one.
-    NotHeld(Option<Grant>),
-    /// Not decided: no majority answered in time, or this node may not propose now (why).
-    Unavailable(&'static str),
-}
 
 /// What a member knows it accepted for a lock.
 #[derive(Debug, Clone)]
@@ -592,49 +571,5 @@ fn decided(req: u64, name: &str, outcome: LockOutcome) -> CoreEvent {
         req,
         lock: name.to_string(),
         outcome,
-    }
-}
-
-/// The rule: given the lock's agreed state, what `op` makes of it (the state to accept and the answer once
-/// accepted), or the answer at once.
-fn decide(
-    op: &LockOp,
-    ballot: Ballot,
-    current: Option<&Grant>,
-    now_ms: u64,
-    margin_ms: u64,
-) -> std::result::Result<(Grant, LockOutcome), LockOutcome> {
-    let held = current.filter(|g| g.held_at(now_ms, margin_ms));
-    match op {
-        LockOp::Acquire { lease, expires_ms } => {
-            let grant = match held {
-                Some(g) if g.lease == Some(*lease) => Grant {
-                    expires_ms: g.expires_ms.max(*expires_ms),
-                    ballot,
-                    ..g.clone()
-                },
-                Some(g) => return Err(LockOutcome::Held(g.clone())),
-                None => Grant {
-                    fence: current.map(|g| g.fence).unwrap_or(0) + 1,
-                    lease: Some(*lease),
-                    node: ballot.node,
-                    expires_ms: *expires_ms,
-                    ballot,
-                },
-            };
-            Ok((grant.clone(), LockOutcome::Granted(grant)))
-        }
-        LockOp::Release { lease } => match held {
-            Some(g) if g.lease == Some(*lease) => {
-                let released = Grant {
-                    lease: None,
-                    expires_ms: now_ms,
-                    ballot,
-                    ..g.clone()
-                };
-                Ok((released, LockOutcome::Released(g.clone())))
-            }
-            _ => Err(LockOutcome::NotHeld(current.cloned())),
-        },
     }
 }
