@@ -5,8 +5,9 @@
 //! simulation use it directly. Keys are kept ordered so that a folder listing or a prefix scan is a range
 //! query rather than a scan of everything.
 
-use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::borrow::{Borrow, Cow};
+use std::cmp::Ordering;
+use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::digest::{bucket_of, DigestTree, BUCKETS};
@@ -17,7 +18,8 @@ use super::Entry;
 /// Ordered map of keys to their winning [`Entry`], tombstones included, with its anti-entropy digest.
 #[derive(Debug, Clone)]
 pub struct LwwMap {
-    entries: BTreeMap<String, Entry>,
+    /// The entries, ordered by key; each key is held once, in its entry.
+    entries: BTreeSet<Slot>,
     tombstones: usize,
     bytes: usize,
     digest: DigestTree,
@@ -32,7 +34,7 @@ pub struct LwwMap {
 impl Default for LwwMap {
     fn default() -> LwwMap {
         LwwMap {
-            entries: BTreeMap::new(),
+            entries: BTreeSet::new(),
             tombstones: 0,
             bytes: 0,
             digest: DigestTree::default(),
@@ -74,7 +76,8 @@ impl LwwMap {
             map.expiring.add(entry);
             map.bound.add(entry);
         }
-        map.entries = entries.into_iter().map(|entry| (entry.key.clone(), entry)).collect();
+        // Sorted and without duplicates already: the set is built in bulk.
+        map.entries = entries.into_iter().map(Slot).collect();
         let leases: Vec<_> = map.bound.ids().collect();
         for id in leases {
             map.note_lease(&id.key(), None);
@@ -99,25 +102,23 @@ impl LwwMap {
 
     /// The entries of one digest bucket (in no particular order).
     pub fn bucket_entries(&self, bucket: u16) -> impl Iterator<Item = &Entry> {
-        self.buckets[bucket as usize]
-            .iter()
-            .filter_map(|k| self.entries.get(&**k))
+        self.buckets[bucket as usize].iter().filter_map(|k| self.get(k))
     }
 
     /// The entry of `key`, tombstone or not.
     pub fn get(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key)
+        self.entries.get(key).map(|slot| &slot.0)
     }
 
     /// The entry of `key` if it holds a live value.
     pub fn get_live(&self, key: &str) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| !e.deleted)
+        self.get(key).filter(|e| !e.deleted)
     }
 
     /// The entry of `key` if it holds a value live at hybrid-clock time `now` ([`LwwMap::live_at`]: not
     /// expired, and its lease live if it has one): what a client read finds.
     pub fn get_live_at(&self, key: &str, now: u64) -> Option<&Entry> {
-        self.entries.get(key).filter(|e| self.live_at(e, now))
+        self.get(key).filter(|e| self.live_at(e, now))
     }
 
     /// Merge `entry` in ([`Entry::merge`]: a document of the epoch held joins it). Returns true when the map
@@ -127,7 +128,7 @@ impl LwwMap {
         if entry.is_delta() {
             return false;
         }
-        let entry = match self.entries.get(&entry.key) {
+        let entry = match self.get(&entry.key) {
             Some(current) if current.same_document(&entry) => current.clone().merge(entry),
             _ => entry,
         };
@@ -151,8 +152,8 @@ impl LwwMap {
     }
 
     fn install_entry(&mut self, entry: Entry) -> bool {
-        match self.entries.get_mut(&entry.key) {
-            Some(current) => {
+        match self.entries.get(entry.key.as_str()) {
+            Some(Slot(current)) => {
                 if !entry.supersedes(current) {
                     return false;
                 }
@@ -162,10 +163,11 @@ impl LwwMap {
                 self.expiring.add(&entry);
                 self.bound.remove(current);
                 self.bound.add(&entry);
-                let old = std::mem::replace(current, entry);
-                let new_size = (current.deleted, current.size());
-                Self::account(&mut self.tombstones, &mut self.bytes, (old.deleted, old.size()), -1);
-                Self::account(&mut self.tombstones, &mut self.bytes, new_size, 1);
+                let old = (current.deleted, current.size());
+                let new = (entry.deleted, entry.size());
+                self.entries.replace(Slot(entry));
+                Self::account(&mut self.tombstones, &mut self.bytes, old, -1);
+                Self::account(&mut self.tombstones, &mut self.bytes, new, 1);
             }
             None => {
                 Self::account(&mut self.tombstones, &mut self.bytes, (entry.deleted, entry.size()), 1);
@@ -173,7 +175,7 @@ impl LwwMap {
                 self.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
                 self.expiring.add(&entry);
                 self.bound.add(&entry);
-                self.entries.insert(entry.key.clone(), entry);
+                self.entries.insert(Slot(entry));
             }
         }
         true
@@ -181,7 +183,7 @@ impl LwwMap {
 
     /// Drop `key` entirely (tombstone purge). Returns the removed entry.
     pub fn remove(&mut self, key: &str) -> Option<Entry> {
-        let removed = self.entries.remove(key)?;
+        let Slot(removed) = self.entries.take(key)?;
         self.digest.toggle(&removed);
         self.expiring.remove(&removed);
         self.bound.remove(&removed);
@@ -214,8 +216,8 @@ impl LwwMap {
     pub fn range_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
         self.entries
             .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(_, e)| e)
+            .map(|slot| &slot.0)
+            .take_while(move |e| e.key.starts_with(prefix))
     }
 
     /// Entries whose key starts with `prefix` and is strictly after `after` (every one if `None`), in key
@@ -234,8 +236,8 @@ impl LwwMap {
         };
         self.entries
             .range::<str, _>((lower, Bound::Unbounded))
-            .take_while(move |(k, _)| k.starts_with(prefix))
-            .map(|(_, e)| e)
+            .map(|slot| &slot.0)
+            .take_while(move |e| e.key.starts_with(prefix))
     }
 
     /// Direct children of the folder whose keys start with `prefix` (`""` for the root, else ending in
@@ -283,7 +285,7 @@ impl LwwMap {
 
     /// All entries in key order.
     pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.entries.values()
+        self.entries.iter().map(|slot| &slot.0)
     }
 
     /// Number of keys, tombstones included.
@@ -358,12 +360,14 @@ impl<'a> Iterator for Children<'a> {
                 Bound::Unbounded => Bound::Unbounded,
             };
             // The next key that is live or lies in a sub-folder (dead keys of this level are passed over).
-            let (key, entry) = self
+            let entry = self
                 .map
                 .entries
                 .range::<str, _>((bound, Bound::Unbounded))
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .find(|(k, e)| !e.deleted || k[prefix.len()..].contains('/'))?;
+                .map(|slot| &slot.0)
+                .take_while(|e| e.key.starts_with(prefix))
+                .find(|e| !e.deleted || e.key[prefix.len()..].contains('/'))?;
+            let key = entry.key.as_str();
             let rest = &key[prefix.len()..];
             match rest.find('/') {
                 Some(slash) => {
@@ -375,7 +379,7 @@ impl<'a> Iterator for Children<'a> {
                     }
                 }
                 None => {
-                    self.lower = Some(Bound::Excluded(Cow::Borrowed(key.as_str())));
+                    self.lower = Some(Bound::Excluded(Cow::Borrowed(key)));
                     return Some(Child::Key(entry));
                 }
             }
@@ -662,5 +666,37 @@ mod paging_tests {
             prop_assert_eq!(map.children(prefix), want.clone());
             prop_assert_eq!(walk(&map, prefix, size), want);
         }
+    }
+}
+
+/// An entry in the ordered set, compared and looked up by its key alone, so that the key is stored once (in the
+/// entry) rather than again as the map's key: 40 bytes an entry fewer (a `String` and its heap copy).
+#[derive(Debug, Clone)]
+struct Slot(Entry);
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for Slot {}
+
+impl PartialOrd for Slot {
+    fn partial_cmp(&self, other: &Slot) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Slot {
+    fn cmp(&self, other: &Slot) -> Ordering {
+        self.0.key.cmp(&other.0.key)
+    }
+}
+
+// Consistent with `Ord`: a slot compares as its key does.
+impl Borrow<str> for Slot {
+    fn borrow(&self) -> &str {
+        &self.0.key
     }
 }
