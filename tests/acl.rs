@@ -555,6 +555,12 @@ async fn a_token_made_during_a_partition_works_on_the_other_side_after_heal() {
         whoami_status(b, &old).await == 200
     })
     .await;
+    // The token and its policy are separate keys and may arrive apart: B makes a token of "p" below.
+    eventually("B holds the policy", || async {
+        let url = b.url("/api/v1/acl/policies/p");
+        send(&b.client, Method::GET, &url, None).await.0 == 200
+    })
+    .await;
 
     proxy_a.set_cut(true);
     proxy_b.set_cut(true);
