@@ -4,8 +4,10 @@
 //! - **One writer connection** behind an async mutex. SQLite allows one writer at a time anyway; holding the
 //!   connection ourselves means concurrent `apply` calls queue in Rust instead of spinning on `SQLITE_BUSY`,
 //!   and the writer's prepared statements stay cached on that one connection.
-//! - **A small read pool.** In WAL mode readers never block the writer nor each other, so `get`/`scan`/`load`
-//!   run next to a commit in progress and see the last committed state.
+//! - **A small read pool.** In WAL mode readers never block the writer nor each other, so `get` and `scan`
+//!   run next to a commit in progress and see the last committed state. A restart's `load` of everything
+//!   reads through a connection of its own on a blocking thread instead (`bulk`): sqlx's row-by-row handoff
+//!   between threads cost more than SQLite's reading.
 //! - **A checkpointer task** with a connection of its own copies the WAL into the database file in the
 //!   background; the writer's commits never checkpoint. See "Checkpoints".
 //!
@@ -48,7 +50,7 @@
 //!   durable batch was lost. The range stays due, and the next `apply` retries it.
 //!   [`SqliteStore::compact`] folds everything; `close` does too (before its WAL checkpoint), so a cleanly
 //!   closed store has an empty log, and `purge_tombstones` does before it purges (below).
-//! - **Reads merge.** `load` reads the `kv` rows *and* the `log` rows of the range in one
+//! - **Reads merge.** `load` (in `bulk`) reads the `kv` rows *and* the `log` rows in one
 //!   read transaction, so in one snapshot (a fold committing between the two queries could otherwise move a
 //!   row out of the log after `kv` was read), and merge them in Rust with [`Entry::merge`]. The log part is a
 //!   scan of the log (no key index), which holds about 1.25 times the threshold at most (twice while the
@@ -184,6 +186,7 @@
 //! unsigned one. (SQLite has no XOR operator, so the usual `x ^ i64::MIN` trick is not available.)
 
 mod audit;
+mod bulk;
 mod checkpoint;
 mod sql;
 #[cfg(test)]
@@ -198,7 +201,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures::TryStreamExt;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqlitePool};
 use tokio::sync::{oneshot, Mutex};
@@ -207,7 +209,6 @@ use super::{AuditRecord, Durability, Store};
 use crate::crdt::Entry;
 use crate::error::{Error, Result};
 use checkpoint::{checkpoint_loop, Checkpointer, DatabaseFile, Round, CHECKPOINT_TRUNCATE};
-use sql::{into_entry, merge_rows, Reads, Row, LOAD};
 #[cfg(test)]
 pub(super) use sql::{COMPACT_FROM_SQL, COMPACT_RANGE_SQL};
 pub(super) use sql::{PURGE_HIGH_SQL, PURGE_LOW_SQL};
@@ -401,31 +402,16 @@ impl SqliteStore {
             Ok(())
         }
     }
-
-    /// The rows of `reads` in `kv` and in `log`, bound to `binds`, merged; in key order.
-    ///
-    /// Both queries run in one read transaction, so they see the same snapshot: a compaction committing
-    /// between them would otherwise move rows out of the log after `kv` was read and lose them from the result.
-    async fn read(&self, reads: &Reads, binds: &[&str]) -> Result<Vec<Entry>> {
-        self.check_open()?;
-        let mut tx = self.readers.begin().await?;
-        let mut kv = sqlx::query_as::<_, Row>(reads.kv);
-        let mut log = sqlx::query_as::<_, Row>(reads.log);
-        for bind in binds {
-            kv = kv.bind(*bind);
-            log = log.bind(*bind);
-        }
-        let kv: Vec<Entry> = kv.fetch(&mut *tx).map_ok(into_entry).try_collect().await?;
-        let log: Vec<Entry> = log.fetch(&mut *tx).map_ok(into_entry).try_collect().await?;
-        tx.commit().await?;
-        Ok(merge_rows(kv, log))
-    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn load(&self) -> Result<Vec<Entry>> {
-        self.read(&LOAD, &[]).await
+        self.check_open()?;
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || bulk::load(&path))
+            .await
+            .map_err(|err| Error::Internal(format!("the storage load stopped: {err}")))?
     }
 
     async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {

@@ -3,16 +3,14 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
-use bytes::Bytes;
-
-use crate::crdt::{DocMeta, Entry, NodeId, Version};
+use crate::crdt::Entry;
 
 /// Rows per append statement. 13 parameters a row keeps a full chunk (6500) far below SQLite's bound-parameter
 /// limit (32766), while big enough that per-statement overhead (a round trip to sqlx's worker thread) is
 /// amortised.
 const CHUNK_ROWS: usize = 500;
 
-/// The columns in the order every query selects them and [`Row`] decodes them.
+/// The columns in the order every query selects them and `bulk::entry` decodes them.
 macro_rules! select {
     ($table:literal, $($rest:literal),+) => {
         concat!(
@@ -25,34 +23,9 @@ macro_rules! select {
     };
 }
 
-/// A stored row as sqlx decodes it, before it becomes an [`Entry`].
-pub(super) type Row = (
-    String,
-    Vec<u8>,
-    String,
-    bool,
-    bool,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-    Option<i64>,
-);
-
-/// The rows of one key range, in `kv` (in key order) and in `log` (in append order), for
-/// [`SqliteStore::read`](super::SqliteStore::read).
-pub(super) struct Reads {
-    pub(super) kv: &'static str,
-    pub(super) log: &'static str,
-}
-
-pub(super) const LOAD: Reads = Reads {
-    kv: select!("kv", "ORDER BY key"),
-    log: select!("log", "ORDER BY seq"),
-};
+/// The restart's load (see `bulk`): every `kv` row in key order, and every `log` row in append order.
+pub(super) const LOAD_KV: &str = select!("kv", "ORDER BY key");
+pub(super) const LOAD_LOG: &str = select!("log", "ORDER BY seq");
 /// Tombstone purge when `before_hlc < 2^63`: only non-negative (bit-cast) HLCs can be below it. The literal
 /// `deleted = 1` lets SQLite use the partial index `kv_tombstones_by_hlc`.
 pub(in crate::storage) const PURGE_LOW_SQL: &str =
@@ -187,31 +160,6 @@ pub(super) fn pieces(len: usize) -> impl Iterator<Item = usize> {
         .map(|bit| 1usize << bit)
         .filter(move |size| rest & size != 0);
     full.chain(bits)
-}
-
-pub(super) fn into_entry(
-    (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, doc_heads, expires, lease): Row,
-) -> Entry {
-    let doc = match (doc_hlc, doc_node, doc_changes, doc_heads) {
-        (Some(hlc), Some(node), Some(changes), Some(heads)) => Some(DocMeta {
-            created: Version::new(hlc as u64, NodeId(node as u64)),
-            changes: changes as u64,
-            heads: heads as u64,
-            delta: false,
-        }),
-        _ => None,
-    };
-    Entry {
-        key,
-        value: Bytes::from(value),
-        content_type,
-        secret,
-        deleted,
-        version: Version::new(hlc as u64, NodeId(node as u64)),
-        doc,
-        expires: expires.map(|at| at as u64),
-        lease: lease.and_then(|id| crate::crdt::LeaseId::new(id as u64)),
-    }
 }
 
 /// Merge `kv` (sorted by key, one entry per key) with `log` (any order, several entries per key allowed)
