@@ -57,8 +57,10 @@ impl LwwMap {
     pub fn from_entries(mut entries: Vec<Entry>) -> LwwMap {
         // As in `merge`: a document's delta is only for the database to apply.
         entries.retain(|entry| !entry.is_delta());
-        // Stable and adaptive: storage loads in key order, which is a single run to this sort.
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
+        // Storage loads in key order: checked in one pass, sorted (stable) only if not.
+        if !entries.is_sorted_by(|a, b| a.key <= b.key) {
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+        }
         entries.dedup_by(|later, kept| {
             if later.key != kept.key {
                 return false;

@@ -267,11 +267,19 @@ impl Db {
         metrics: Arc<Metrics>,
     ) -> Result<Db> {
         let audit_next = store.audit_last_id().await?.saturating_add(1);
+        let started = std::time::Instant::now();
         let entries = store.load().await?;
+        let loaded = started.elapsed();
         if let Some(latest) = entries.iter().map(|entry| entry.version.hlc).max() {
             hlc.observe(latest);
         }
         let map = LwwMap::from_entries(entries);
+        tracing::info!(
+            entries = map.len(),
+            load_ms = loaded.as_millis() as u64,
+            build_ms = (started.elapsed() - loaded).as_millis() as u64,
+            "loaded the stored entries"
+        );
         let (commands, queue) = mpsc::channel(WRITER_QUEUE_COMMANDS);
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let shared = Arc::new(Shared {

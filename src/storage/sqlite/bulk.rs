@@ -20,6 +20,8 @@ use crate::error::{Error, Result};
 
 /// Page cache of the load's connection, in KiB: the scan reads each page once, in order.
 const LOAD_CACHE_KIB: u64 = 2 * 1024;
+/// Bytes of the file the load maps instead of copying its pages into the cache (unmapped when it is done).
+const LOAD_MMAP_BYTES: u64 = 1 << 40;
 
 /// Every stored entry, the log merged into `kv`, in key order: what [`super::SqliteStore::load`] returns.
 /// Blocking; both tables are read in one read transaction, so a compaction committing meanwhile cannot move
@@ -28,6 +30,8 @@ pub(super) fn load(path: &Path) -> Result<Vec<Entry>> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
     conn.pragma_update(None, "cache_size", format!("-{LOAD_CACHE_KIB}"))
+        .map_err(storage)?;
+    conn.pragma_update(None, "mmap_size", LOAD_MMAP_BYTES.to_string())
         .map_err(storage)?;
     conn.execute_batch("BEGIN").map_err(storage)?;
     let kv = rows(&conn, LOAD_KV)?;
