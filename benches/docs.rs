@@ -72,7 +72,7 @@ fn entry(doc: &mut Doc, version: Version, created: Version) -> Entry {
     Entry {
         value: Bytes::from(doc.save()),
         content_type: DOC_CONTENT_TYPE.into(),
-        doc: Some(doc.meta(created)),
+        doc: Some(Box::new(doc.meta(created))),
         ..Entry::value("k", "", version)
     }
 }

@@ -264,7 +264,7 @@ async fn seed(data_dir: &Path, key: &str, secret: bool) {
     let put = cave::db::Op::Put {
         key: key.to_string(),
         value,
-        content_type: "text/plain".to_string(),
+        content_type: "text/plain".into(),
         secret,
         cas: None,
         ttl: None,

@@ -24,7 +24,7 @@ fn load(e: &Entry) -> Option<Doc> {
 pub fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
     match (a, b) {
         (Some(a), Some(b)) if a.doc.is_some() || b.doc.is_some() => {
-            (a.version, a.doc, a.deleted, a.secret) == (b.version, b.doc, b.deleted, b.secret)
+            (a.version, a.doc_meta(), a.deleted, a.secret) == (b.version, b.doc_meta(), b.deleted, b.secret)
         }
         (a, b) => a == b,
     }

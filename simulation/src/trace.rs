@@ -70,7 +70,7 @@ impl Trace {
 
     pub fn entry(&mut self, e: &Entry) {
         self.bytes(e.key.as_bytes());
-        match e.doc {
+        match e.doc_meta() {
             None => self.bytes(&e.value),
             // A document by its history: Automerge may lay the same changes out differently.
             Some(d) => {

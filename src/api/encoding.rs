@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{hlc, DocMeta, Entry, LeaseId, Version, DEFAULT_CONTENT_TYPE};
+use crate::crdt::{hlc, ContentType, DocMeta, Entry, LeaseId, Version};
 use crate::error::{Error, Result};
 
 /// Header carrying an entry's version.
@@ -113,15 +113,15 @@ impl Params {
 }
 
 /// The content type of a write: the request's `Content-Type`, or the default.
-pub fn content_type(headers: &HeaderMap) -> Result<String> {
+pub fn content_type(headers: &HeaderMap) -> Result<ContentType> {
     let Some(value) = headers.get(CONTENT_TYPE) else {
-        return Ok(DEFAULT_CONTENT_TYPE.to_string());
+        return Ok(ContentType::default());
     };
     let text = value
         .to_str()
         .map_err(|_| Error::invalid("Content-Type must be visible ASCII"))?;
     validate_content_type(text)?;
-    Ok(text.to_string())
+    Ok(text.into())
 }
 
 /// The media types `POST /api/v1/query` takes. A request without `Content-Type` is read as JSON too: it
@@ -360,11 +360,11 @@ impl From<&Entry> for EntryJson {
             key: e.key.clone(),
             value,
             encoding,
-            content_type: e.content_type.clone(),
+            content_type: e.content_type.to_string(),
             secret: e.secret,
             deleted: e.deleted,
             version: e.version,
-            doc: e.doc.map(DocJson::from),
+            doc: e.doc_meta().map(DocJson::from),
             expires_ms: e.expires.map(hlc::physical_ms),
             lease: e.lease,
         }
@@ -418,9 +418,9 @@ impl EntryJson {
             return Err(Error::invalid("a secret's value must be a sealed envelope"));
         }
         let content_type = if self.content_type.is_empty() {
-            DEFAULT_CONTENT_TYPE.to_string()
+            ContentType::default()
         } else {
-            self.content_type
+            self.content_type.into()
         };
         Ok(Entry {
             key: self.key,
@@ -429,7 +429,7 @@ impl EntryJson {
             secret: self.secret,
             deleted: false,
             version: self.version,
-            doc,
+            doc: doc.map(Box::new),
             expires: self.expires_ms.map(hlc::from_physical_ms),
             lease: self.lease,
         })
@@ -469,7 +469,7 @@ impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
             secret: e.secret,
             deleted: e.deleted,
             version: e.version,
-            doc: e.doc.map(DocJson::from),
+            doc: e.doc_meta().map(DocJson::from),
             expires_ms: e.expires.map(hlc::physical_ms),
             lease: e.lease,
         }
@@ -484,7 +484,7 @@ pub struct EntryMeta {
     /// Its version.
     pub version: Version,
     /// Stored content type.
-    pub content_type: String,
+    pub content_type: ContentType,
     /// Whether it is a secret.
     pub secret: bool,
     /// Size of the stored value in bytes.
@@ -616,12 +616,12 @@ mod tests {
             Entry::value("bin", Bytes::from_static(&[0xff, 0, 1]), version),
             Entry::tombstone("gone", version),
             Entry {
-                doc: Some(crate::crdt::DocMeta {
+                doc: Some(Box::new(crate::crdt::DocMeta {
                     created: version,
                     changes: 2,
                     heads: 0xfeed,
                     delta: false,
-                }),
+                })),
                 ..Entry::value("doc", Bytes::from_static(&[0x85, 0x6f, 0x4a]), version)
             },
         ] {

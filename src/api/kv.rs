@@ -81,21 +81,17 @@ fn read_key(app: &AppState, access: &Access, key: &str, params: &Params, headers
         return super::docs::read(app, &entry, open, history);
     }
     let (body, content_type, secret_state) = if entry.secret && open {
-        (app.db.open_secret(&entry)?, entry.content_type.clone(), Some("opened"))
+        (app.db.open_secret(&entry)?, entry.content_type.as_str(), Some("opened"))
     } else if entry.secret {
-        (
-            entry.value.clone(),
-            "text/plain; charset=utf-8".to_string(),
-            Some("sealed"),
-        )
+        (entry.value.clone(), "text/plain; charset=utf-8", Some("sealed"))
     } else {
-        (entry.value.clone(), entry.content_type.clone(), None)
+        (entry.value.clone(), entry.content_type.as_str(), None)
     };
     let mut response = Response::new(Body::from(body));
     let h = response.headers_mut();
     h.insert(
         CONTENT_TYPE,
-        HeaderValue::from_str(&content_type).map_err(Error::internal)?,
+        HeaderValue::from_str(content_type).map_err(Error::internal)?,
     );
     version_headers(h, entry.version);
     expires_header(h, &entry);

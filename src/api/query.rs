@@ -165,7 +165,7 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
             Op::Put {
                 key: op.key,
                 value,
-                content_type,
+                content_type: content_type.into(),
                 secret: op.secret,
                 cas: op.cas,
                 ttl,
@@ -224,7 +224,7 @@ fn result_of(app: &AppState, outcome: Outcome, key: String, verb: Verb, open: bo
                 Ok(raw) => raw,
                 Err(e) => {
                     let error = Some(e.to_string());
-                    let (version, content_type) = (Some(entry.version), Some(entry.content_type.clone()));
+                    let (version, content_type) = (Some(entry.version), Some(entry.content_type.to_string()));
                     return Ok(QueryResult {
                         found: Some(true),
                         version,
@@ -241,7 +241,7 @@ fn result_of(app: &AppState, outcome: Outcome, key: String, verb: Verb, open: bo
                 version: Some(entry.version),
                 value: Some(value),
                 encoding: Some(encoding),
-                content_type: Some(entry.content_type.clone()),
+                content_type: Some(entry.content_type.to_string()),
                 secret: entry.secret,
                 ..base
             }

@@ -49,7 +49,7 @@ pub fn entry_hash(entry: &Entry) -> u128 {
     // Lengths first, so that moving bytes between the content type and the value changes the hash.
     hasher.update(&(entry.content_type.len() as u64).to_le_bytes());
     hasher.update(entry.content_type.as_bytes());
-    match entry.doc {
+    match entry.doc_meta() {
         // LWW entries hash as they always did (peers of older versions keep agreeing on them).
         None => hasher.update(&entry.value),
         // A document by its history, not its bytes: the same changes saved twice, or sealed under two nonces,

@@ -57,7 +57,7 @@ impl Grant {
             serde_json::to_vec(self).expect("a grant serializes"),
             version,
         );
-        e.content_type = RECORD_CONTENT_TYPE.to_string();
+        e.content_type = RECORD_CONTENT_TYPE.into();
         e
     }
 

@@ -20,6 +20,7 @@
 //! An entry can also hold an Automerge document (`doc` is `Some`): documents of one epoch merge field by
 //! field instead of by precedence. The rule between documents and LWW values is in [`doc`].
 
+mod content_type;
 pub mod digest;
 pub mod doc;
 pub mod expiry;
@@ -37,6 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
+pub use content_type::ContentType;
 pub use doc::DocMeta;
 pub use hlc::{Hlc, ManualTime, SystemTime, TimeSource};
 pub use lease::LeaseId;
@@ -164,7 +166,7 @@ pub struct Entry {
     /// The raw value; for a secret, the sealed envelope; empty for a tombstone.
     pub value: Bytes,
     /// The content type given by the writer.
-    pub content_type: String,
+    pub content_type: ContentType,
     /// Whether `value` is a sealed secret envelope.
     pub secret: bool,
     /// A tombstone: the key was deleted by this version.
@@ -173,7 +175,7 @@ pub struct Entry {
     pub version: Version,
     /// `Some` for a document value ([`doc`]): `value` holds its saved Automerge bytes. `None` for an LWW value
     /// and for every tombstone.
-    pub doc: Option<DocMeta>,
+    pub doc: Option<Box<DocMeta>>,
     /// The hybrid-clock timestamp from which an expiring value (`PUT ?ttl=`) reads as absent on every node;
     /// `None` for a permanent one. A tombstone that an expiry wrote keeps it (see [`Entry::expired`]).
     pub expires: Option<u64>,
@@ -183,12 +185,17 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The document metadata, copied out of its box (`None` for an LWW value and a tombstone).
+    pub fn doc_meta(&self) -> Option<DocMeta> {
+        self.doc.as_deref().copied()
+    }
+
     /// A live value.
     pub fn value(key: impl Into<String>, value: impl Into<Bytes>, version: Version) -> Entry {
         Entry {
             key: key.into(),
             value: value.into(),
-            content_type: DEFAULT_CONTENT_TYPE.to_string(),
+            content_type: ContentType::default(),
             secret: false,
             deleted: false,
             version,
@@ -203,7 +210,7 @@ impl Entry {
         Entry {
             key: key.into(),
             value: Bytes::new(),
-            content_type: String::new(),
+            content_type: ContentType::new(""),
             secret: false,
             deleted: true,
             version,
@@ -241,9 +248,9 @@ impl Entry {
             .then_with(|| self.version.cmp(&other.version))
             .then_with(|| self.deleted.cmp(&other.deleted))
             .then_with(|| {
-                self.doc
+                self.doc_meta()
                     .map(|d| (d.changes, d.heads))
-                    .cmp(&other.doc.map(|d| (d.changes, d.heads)))
+                    .cmp(&other.doc_meta().map(|d| (d.changes, d.heads)))
             })
             .then_with(|| self.value.cmp(&other.value))
             .then_with(|| self.content_type.cmp(&other.content_type))
@@ -259,17 +266,17 @@ impl Entry {
 
     /// The epoch: a document's creation version, any other entry's own version.
     pub fn epoch(&self) -> Version {
-        self.doc.map_or(self.version, |d| d.created)
+        self.doc.as_ref().map_or(self.version, |d| d.created)
     }
 
     /// Whether `self` and `other` are two states of one document (same epoch), which merge field by field.
     pub fn same_document(&self, other: &Entry) -> bool {
-        matches!((self.doc, other.doc), (Some(a), Some(b)) if a.created == b.created)
+        matches!((&self.doc, &other.doc), (Some(a), Some(b)) if a.created == b.created)
     }
 
     /// Whether this is a document's broadcast delta ([`DocMeta::delta`]): only the database applies one.
     pub fn is_delta(&self) -> bool {
-        self.doc.is_some_and(|d| d.delta)
+        self.doc.as_ref().is_some_and(|d| d.delta)
     }
 
     /// The join of two entries of the same key: for two plain documents of one epoch, the union of their
@@ -330,7 +337,7 @@ mod tests {
                 } else {
                     Entry {
                         secret,
-                        content_type: content_type.to_string(),
+                        content_type: content_type.into(),
                         expires,
                         lease,
                         ..Entry::value("k", value, version)

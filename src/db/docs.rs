@@ -69,11 +69,11 @@ fn finish(
     let entry = Entry {
         key,
         value: seal(saved),
-        content_type: DOC_CONTENT_TYPE.to_string(),
+        content_type: DOC_CONTENT_TYPE.into(),
         secret,
         deleted: false,
         version,
-        doc: Some(meta),
+        doc: Some(Box::new(meta)),
         expires: None,
         lease: None,
     };

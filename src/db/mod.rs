@@ -95,7 +95,7 @@ pub struct Change {
 #[derive(Debug)]
 struct Held {
     value: Bytes,
-    content_type: String,
+    content_type: crate::crdt::ContentType,
     secret: bool,
     doc: Option<crate::crdt::DocMeta>,
     expires: Option<u64>,
@@ -122,7 +122,7 @@ impl Change {
                 value: entry.value,
                 content_type: entry.content_type,
                 secret: entry.secret,
-                doc: entry.doc,
+                doc: entry.doc.map(|d| *d),
                 expires: entry.expires,
                 lease: entry.lease,
                 delta,
@@ -155,7 +155,7 @@ pub enum Op {
     Put {
         key: String,
         value: Bytes,
-        content_type: String,
+        content_type: crate::crdt::ContentType,
         secret: bool,
         cas: Option<Version>,
         /// Expire the value this long after the write, on the cluster's hybrid clock (`None`: permanent).
@@ -473,7 +473,7 @@ impl Db {
                     Some(DocBroadcast::Whole) => held_entry(c),
                     Some(DocBroadcast::Delta(delta)) => Some(Entry {
                         value: delta.clone(),
-                        doc: held.doc.map(|d| crate::crdt::DocMeta { delta: true, ..d }),
+                        doc: held.doc.map(|d| Box::new(crate::crdt::DocMeta { delta: true, ..d })),
                         ..held_entry(c)?
                     }),
                     None => None,
@@ -572,7 +572,7 @@ fn held_entry(change: &Change) -> Option<Entry> {
         secret: held.secret,
         deleted: change.deleted,
         version: change.version,
-        doc: held.doc,
+        doc: held.doc.map(Box::new),
         expires: held.expires,
         lease: held.lease,
     })

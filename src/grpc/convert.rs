@@ -54,12 +54,12 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
     pb::Entry {
         key: e.key.clone(),
         value: e.value.to_vec(),
-        content_type: e.content_type.clone(),
+        content_type: e.content_type.to_string(),
         secret: e.secret,
         deleted: e.deleted,
         hlc: e.version.hlc,
         node: e.version.node.0,
-        doc: e.doc.map(|d| pb::DocMeta {
+        doc: e.doc_meta().map(|d| pb::DocMeta {
             created_hlc: d.created.hlc,
             created_node: d.created.node.0,
             changes: d.changes,
@@ -105,11 +105,11 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
     Ok(Entry {
         key: e.key,
         value: Bytes::from(e.value),
-        content_type: e.content_type,
+        content_type: e.content_type.into(),
         secret: e.secret,
         deleted: e.deleted,
         version: Version::new(e.hlc, NodeId(e.node)),
-        doc,
+        doc: doc.map(Box::new),
         expires: e.expires,
         lease: match e.lease {
             None => None,

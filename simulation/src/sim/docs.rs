@@ -27,7 +27,7 @@ fn entry(key: &str, d: &mut Doc, created: Version, version: Version) -> Entry {
     Entry {
         value: Bytes::from(d.save()),
         content_type: DOC_CONTENT_TYPE.into(),
-        doc: Some(d.meta(created)),
+        doc: Some(Box::new(d.meta(created))),
         ..Entry::value(key, "", version)
     }
 }
@@ -65,7 +65,7 @@ pub fn edit(current: Option<&Entry>, op: &Op, version: Version) -> Option<Edit> 
     let entry = entry(&current.key, &mut d, created, version);
     let delta = Entry {
         value: Bytes::from(delta_bytes),
-        doc: entry.doc.map(|m| doc::DocMeta { delta: true, ..m }),
+        doc: entry.doc_meta().map(|m| Box::new(doc::DocMeta { delta: true, ..m })),
         ..entry.clone()
     };
     Some(Edit { entry, delta, hash })

@@ -263,7 +263,7 @@ pub fn join(
     open: &dyn Fn(&Entry) -> Result<Bytes>,
     seal: &dyn Fn(&[u8]) -> Bytes,
 ) -> Result<Entry> {
-    let (Some(meta_a), Some(meta_b)) = (a.doc, b.doc) else {
+    let (Some(meta_a), Some(meta_b)) = (a.doc_meta(), b.doc_meta()) else {
         return Err(Error::internal("join of entries that are not both documents"));
     };
     if meta_a.created != meta_b.created || meta_a.delta {
@@ -284,7 +284,7 @@ pub fn join(
             value: if secret { seal(&saved) } else { Bytes::from(saved) },
             secret,
             version: a.version.max(b.version),
-            doc: Some(doc.meta(meta_a.created)),
+            doc: Some(Box::new(doc.meta(meta_a.created))),
             ..a.clone()
         });
     }
@@ -305,7 +305,7 @@ pub fn join(
         secret,
         deleted: false,
         version: a.version.max(b.version),
-        doc: Some(left.meta(meta_a.created)),
+        doc: Some(Box::new(left.meta(meta_a.created))),
         expires: None,
         lease: None,
     })

@@ -51,7 +51,7 @@ fn base() -> Entry {
 fn entry_of(doc: &mut Doc, version: Version) -> Entry {
     Entry {
         value: Bytes::from(doc.save()),
-        doc: Some(doc.meta(EPOCH)),
+        doc: Some(Box::new(doc.meta(EPOCH))),
         content_type: DOC_CONTENT_TYPE.into(),
         ..Entry::value("k", "", version)
     }
@@ -126,7 +126,7 @@ fn state(e: &Entry) -> (Version, Option<DocMeta>, bool, serde_json::Value) {
         Some(_) => Doc::load(&e.value, NodeId(0)).unwrap().to_json(),
         None => serde_json::Value::Null,
     };
-    (e.version, e.doc, e.deleted, json)
+    (e.version, e.doc_meta(), e.deleted, json)
 }
 
 fn fold(entries: impl IntoIterator<Item = Entry>) -> Entry {
@@ -359,10 +359,10 @@ fn a_join_of_equal_heads_does_no_work_and_garbage_does_not_load() {
     // A corrupt same-epoch peer: the merge still picks deterministically.
     let bad = Entry {
         value: Bytes::from_static(b"junk"),
-        doc: Some(DocMeta {
+        doc: Some(Box::new(DocMeta {
             changes: 99,
-            ..a.doc.unwrap()
-        }),
+            ..a.doc_meta().unwrap()
+        })),
         ..a.clone()
     };
     assert_eq!(a.clone().merge(bad.clone()), bad.clone().merge(a.clone()));

@@ -86,11 +86,11 @@ fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
     Ok(Entry {
         key: text(0)?,
         value,
-        content_type: text(2)?,
+        content_type: text(2)?.into(),
         secret: required(3)? != 0,
         deleted: required(4)? != 0,
         version: Version::new(required(5)? as u64, NodeId(required(6)? as u64)),
-        doc,
+        doc: doc.map(Box::new),
         expires: int(11)?.map(|at| at as u64),
         lease: int(12)?.and_then(|id| LeaseId::new(id as u64)),
     })

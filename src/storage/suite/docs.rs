@@ -9,12 +9,12 @@ use crate::storage::Store;
 /// A document entry as the writer stores one (the bytes are opaque to a store).
 fn doc(key: &str, created: Version, version: Version, changes: u64) -> Entry {
     Entry {
-        doc: Some(DocMeta {
+        doc: Some(Box::new(DocMeta {
             created,
             changes,
             heads: changes.wrapping_mul(0x9e37_79b9_7f4a_7c15) | HIGH,
             delta: false,
-        }),
+        })),
         content_type: "application/json".into(),
         ..value(key, format!("saved-{changes}").as_bytes(), version)
     }

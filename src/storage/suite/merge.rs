@@ -56,7 +56,7 @@ pub(super) async fn equal_versions_resolve_like_precedence(store: &dyn Store) {
         value("k", b"\x80", version),
         value("k", b"\x7f\xff", version),
         Entry {
-            content_type: String::new(),
+            content_type: "".into(),
             ..base.clone()
         },
         Entry {
