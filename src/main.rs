@@ -21,6 +21,47 @@ const USAGE_ERROR: u8 = 2;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often [`Purger`] gives freed memory back to the operating system.
+const PURGE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Gives the memory the process freed back to the operating system every [`PURGE_INTERVAL`], until dropped.
+///
+/// mimalloc returns freed pages to the OS only after a delay (1 s), and it checks that delay only inside
+/// later allocations: a node that loaded a million keys at start-up, or took a bulk import, and then idles
+/// kept every page it had freed meanwhile (the load's vector, the import's buffers) resident, 127 MB of
+/// 474 MB after a restart with 1 M keys. A forced collection on this thread purges them whatever the other
+/// threads do; pages still in use are untouched.
+struct Purger {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Purger {
+    fn start() -> std::io::Result<Purger> {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::Builder::new().name("cave-purge".into()).spawn(move || {
+            while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(PURGE_INTERVAL) {
+                // SAFETY: `mi_collect` has no preconditions; it is safe to call from any thread at any time.
+                unsafe { libmimalloc_sys::mi_collect(true) };
+            }
+        })?;
+        Ok(Purger {
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Purger {
+    fn drop(&mut self) {
+        // Closing the channel ends the loop at once.
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let command = match config::parse(std::env::args_os(), &config::process_env()) {
         Ok(command) => command,
@@ -190,6 +231,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let _purger = Purger::start().context("cannot start the memory purger")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal().context("cannot install signal handlers")?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting cave");
