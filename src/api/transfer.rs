@@ -137,7 +137,7 @@ pub async fn import(
         entries.push(entry);
     }
     let received = entries.len();
-    let applied = app.db.merge(entries).await?.len();
+    let applied = app.db.merge(entries).await?;
     Ok(Json(
         serde_json::json!({"message": "ok", "received": received, "applied": applied}),
     ))

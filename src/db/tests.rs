@@ -217,9 +217,10 @@ async fn merge_applies_only_newer_entries() {
     let db = open().await;
     let new = Entry::value("k", "new", Version::new(50, NodeId(1)));
     let old = Entry::value("k", "old", Version::new(40, NodeId(9)));
-    assert_eq!(db.merge(vec![new.clone()]).await.unwrap(), vec![new.clone()]);
-    assert!(db.merge(vec![old]).await.unwrap().is_empty());
-    assert!(db.merge(vec![new]).await.unwrap().is_empty());
+    assert_eq!(db.merge(vec![new.clone()]).await.unwrap(), 1);
+    assert_eq!(db.get("k").unwrap(), new);
+    assert_eq!(db.merge(vec![old]).await.unwrap(), 0);
+    assert_eq!(db.merge(vec![new]).await.unwrap(), 0);
     assert_eq!(db.get("k").unwrap().value, "new");
     // The clock moved past what it observed.
     assert!(db.hlc().peek() >= 50);
@@ -558,7 +559,8 @@ async fn a_fenced_clock_refuses_local_writes_only() {
     assert!(err.to_string().contains("30000 ms"), "{err}");
     assert_eq!(db.get("k").unwrap().value, Bytes::from("v1"));
     let remote = Entry::value("r", "remote", Version::new(1 << 16, NodeId(9)));
-    assert_eq!(db.merge(vec![remote.clone()]).await.unwrap(), vec![remote]);
+    assert_eq!(db.merge(vec![remote.clone()]).await.unwrap(), 1);
+    assert_eq!(db.get("r").unwrap(), remote);
     db.hlc().set_fence(None);
     db.write(vec![put("k", "v3")]).await.unwrap();
     assert_eq!(db.get("k").unwrap().value, Bytes::from("v3"));

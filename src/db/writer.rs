@@ -35,7 +35,7 @@ pub(super) enum Command {
     Merge {
         entries: Vec<Entry>,
         audit: Option<Claim>,
-        reply: oneshot::Sender<Result<Vec<Entry>>>,
+        reply: oneshot::Sender<Result<usize>>,
     },
     /// Audit records on their own (requests that wrote nothing, corrected statuses).
     Audit {
@@ -65,7 +65,7 @@ impl Command {
 /// A command evaluated but not yet committed, waiting for its group's commit to answer.
 enum Pending {
     Write(oneshot::Sender<Result<Vec<Outcome>>>, Result<Vec<Outcome>>),
-    Merge(oneshot::Sender<Result<Vec<Entry>>>, Vec<Entry>),
+    Merge(oneshot::Sender<Result<usize>>, usize),
     Audit(oneshot::Sender<Result<()>>),
 }
 
@@ -383,9 +383,9 @@ impl Group {
     }
 
     /// Merge remote entries: keep those that supersede what this node has; a document of the epoch held is
-    /// joined with it, and the join is what is kept.
-    fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> Vec<Entry> {
-        let mut applied = Vec::new();
+    /// joined with it, and the join is what is kept. Returns how many were kept.
+    fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> usize {
+        let mut applied = 0;
         for mut entry in entries {
             shared.hlc.observe(entry.version.hlc);
             let wins = match self.current(shared, &entry.key) {
@@ -406,9 +406,9 @@ impl Group {
                 None => true,
             };
             if wins {
-                self.overlay.insert(entry.key.clone(), entry.clone());
                 self.changes.push(entry.clone());
-                applied.push(entry);
+                self.overlay.insert(entry.key.clone(), entry);
+                applied += 1;
             }
         }
         applied
@@ -463,13 +463,11 @@ impl Group {
                     claim.committed(id, COMMITTED_STATUS);
                 }
                 record_ops(shared, &pending);
-                {
-                    let mut state = shared.state.write();
-                    // The batch holds the group's final entries, documents already joined: install, not merge.
-                    for entry in batch {
-                        state.install(entry);
-                    }
-                }
+                // Sorted before the lock is taken, so that `install_all` finds it sorted.
+                let mut batch = batch;
+                batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+                // The batch holds the group's final entries, documents already joined: install, not merge.
+                shared.state.write().install_all(batch);
                 publish(shared, changes, deltas);
                 for p in pending {
                     match p {
