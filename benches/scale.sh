@@ -5,7 +5,8 @@
 # process's own memory figure from /api/v1/system/info, and the time a restart takes to answer /readyz 200.
 #
 #   usage: benches/scale.sh [CAVE_BINARY] [KEYS] [BATCH]
-#   defaults: target/release/cave, 1000000 keys, 100000 lines per import request
+#   defaults: target/release/cave, 1000000 keys, 100000 lines per import request; SETTLE_S=3 seconds before
+#   each resident-set reading (the process gives freed memory back every 2 s)
 #   installs redis-server from Debian when it is missing; writes the figures as JSON to ${OUT:-scale.json}
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -13,6 +14,8 @@ cave=${1:-$repo/target/release/cave}
 keys=${2:-1000000}
 batch=${3:-100000}
 out=${OUT:-scale.json}
+# Seconds to wait before reading a settled resident set (after the import, after the restart).
+SETTLE_S=${SETTLE_S:-3}
 http=127.0.0.1:23901
 redis_port=23902
 [ -x "$cave" ] || { echo "no Cave binary at $cave (build with cargo build --release)" >&2; exit 2; }
@@ -65,6 +68,9 @@ for f in "$tmp"/import-*.ndjson; do
 done
 t1=$(now)
 import_s=$(echo "$t1 - $t0" | bc -l)
+peak_rss_kb=$(rss_kb "$cave_pid")
+# The resident set once the process has given back what it freed (its allocator purger runs every 2 s).
+sleep "$SETTLE_S"
 cave_rss_kb=$(rss_kb "$cave_pid")
 cave_parts=$(rss_parts "$cave_pid")
 info=$(curl -sf "http://$http/api/v1/system/info")
@@ -77,6 +83,7 @@ start_cave
 wait_ready
 t3=$(now)
 restart_s=$(echo "$t3 - $t2" | bc -l)
+sleep "$SETTLE_S"
 restart_rss_kb=$(rss_kb "$cave_pid")
 restart_parts=$(rss_parts "$cave_pid")
 
@@ -93,13 +100,13 @@ restart_ratio=$(echo "$restart_rss_kb / $redis_rss_kb" | bc -l)
 rate=$(echo "$keys / $import_s" | bc -l)
 printf 'keys %d (cave live: %s, redis: %s)\n' "$keys" "$live" "$redis_keys"
 printf 'import: %.2f s, %.0f entries/s\n' "$import_s" "$rate"
-printf 'RSS after import: cave %.0f MB (%s), redis %.0f MB, ratio %.2fx (system/info memory_bytes %.0f MB)\n' \
-  "$(echo "$cave_rss_kb / 1024" | bc -l)" "$cave_parts" "$(echo "$redis_rss_kb / 1024" | bc -l)" "$ratio" \
-  "$(echo "$memory_bytes / 1048576" | bc -l)"
-printf 'restart to readyz: %.2f s; RSS after restart %.0f MB (%s), ratio %.2fx\n' "$restart_s" \
+printf 'RSS after import (%s s later): cave %.0f MB (%s; %.0f MB when the import answered), redis %.0f MB, ratio %.2fx (system/info memory_bytes %.0f MB)\n' \
+  "$SETTLE_S" "$(echo "$cave_rss_kb / 1024" | bc -l)" "$cave_parts" "$(echo "$peak_rss_kb / 1024" | bc -l)" \
+  "$(echo "$redis_rss_kb / 1024" | bc -l)" "$ratio" "$(echo "$memory_bytes / 1048576" | bc -l)"
+printf 'restart to readyz: %.2f s; RSS after restart (%s s after ready) %.0f MB (%s), ratio %.2fx\n' "$restart_s" "$SETTLE_S" \
   "$(echo "$restart_rss_kb / 1024" | bc -l)" "$restart_parts" "$restart_ratio"
 cat >"$out" <<EOF
-{"keys": $keys, "import_s": $import_s, "import_per_s": $rate, "cave_rss_kb": $cave_rss_kb,
+{"keys": $keys, "import_s": $import_s, "import_per_s": $rate, "cave_rss_kb": $cave_rss_kb, "peak_rss_kb": $peak_rss_kb,
  "redis_rss_kb": $redis_rss_kb, "rss_ratio": $ratio, "memory_bytes": $memory_bytes, "restart_s": $restart_s,
  "restart_rss_kb": $restart_rss_kb, "restart_rss_ratio": $restart_ratio}
 EOF

@@ -137,6 +137,72 @@ impl DigestTree {
     }
 }
 
+/// The keys of one bucket, packed into one buffer: each key as its length (LEB128) and its bytes.
+///
+/// Anti-entropy lists a differing bucket's entries through it without scanning the map. Held as a list of
+/// boxed keys, a key cost a 16-byte pointer and a 16-byte heap block besides the map's own copy; packed, it
+/// costs its length plus a byte. Removal (a tombstone purge) scans the bucket, a few dozen keys.
+#[derive(Debug, Clone, Default)]
+pub struct BucketKeys(Vec<u8>);
+
+impl BucketKeys {
+    /// Add `key` (the caller adds each key once).
+    pub fn push(&mut self, key: &str) {
+        let mut len = key.len();
+        loop {
+            let byte = (len & 0x7f) as u8;
+            len >>= 7;
+            if len == 0 {
+                self.0.push(byte);
+                break;
+            }
+            self.0.push(byte | 0x80);
+        }
+        self.0.extend_from_slice(key.as_bytes());
+    }
+
+    /// Remove `key`; false if it is not here.
+    pub fn remove(&mut self, key: &str) -> bool {
+        let mut at = 0;
+        while let Some((start, end)) = self.span(at) {
+            if &self.0[start..end] == key.as_bytes() {
+                self.0.drain(at..end);
+                return true;
+            }
+            at = end;
+        }
+        false
+    }
+
+    /// The keys, in the order they were added (removals aside).
+    pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let (start, end) = self.span(at)?;
+            at = end;
+            Some(start..end)
+        })
+        // Every key was pushed as a `&str`, so its bytes are UTF-8.
+        .filter_map(|range| std::str::from_utf8(&self.0[range]).ok())
+    }
+
+    /// The byte range of the key whose length starts at `at`, if one does.
+    fn span(&self, mut at: usize) -> Option<(usize, usize)> {
+        let (mut len, mut shift) = (0usize, 0);
+        loop {
+            let byte = *self.0.get(at)?;
+            at += 1;
+            len |= usize::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                break;
+            }
+            shift += 7;
+        }
+        let end = at.checked_add(len).filter(|&end| end <= self.0.len())?;
+        Some((at, end))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +267,31 @@ mod tests {
             assert_ne!(content_tag(different), content_tag(&e));
         }
         assert_eq!(entry_hash(&e.clone()), entry_hash(&e));
+    }
+
+    proptest! {
+        /// A bucket's packed keys are the list they would be: pushes, removals (present or not), any lengths.
+        #[test]
+        fn bucket_keys_are_the_list_of_their_keys(
+            ops in proptest::collection::vec((proptest::bool::ANY, 0usize..8, 0usize..300), 0..60)
+        ) {
+            let mut packed = BucketKeys::default();
+            let mut model: Vec<String> = Vec::new();
+            for (add, which, len) in ops {
+                // Lengths across the one- and two-byte LEB128 boundary, and non-ASCII text.
+                let key = format!("{which}/{}", "é".repeat(len / 2));
+                if add && !model.contains(&key) {
+                    packed.push(&key);
+                    model.push(key);
+                } else {
+                    let present = model.iter().position(|k| *k == key);
+                    prop_assert_eq!(packed.remove(&key), present.is_some());
+                    if let Some(i) = present {
+                        model.remove(i);
+                    }
+                }
+                prop_assert_eq!(packed.iter().collect::<Vec<_>>(), model.iter().map(String::as_str).collect::<Vec<_>>());
+            }
+        }
     }
 }

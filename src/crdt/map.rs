@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeSet;
 use std::ops::Bound;
 
-use super::digest::{bucket_of, DigestTree, BUCKETS};
+use super::digest::{bucket_of, BucketKeys, DigestTree, BUCKETS};
 use super::expiry::ExpiryIndex;
 use super::lease::LeaseIndex;
 use super::Entry;
@@ -30,7 +30,7 @@ pub struct LwwMap {
     bytes: usize,
     digest: DigestTree,
     /// Keys of each digest bucket, so an anti-entropy round lists a bucket without scanning every key.
-    buckets: Box<[Vec<Box<str>>]>,
+    buckets: Box<[BucketKeys]>,
     /// Live values that expire, by expiry.
     expiring: ExpiryIndex,
     /// Live values bound to a lease, by lease.
@@ -44,7 +44,7 @@ impl Default for LwwMap {
             tombstones: 0,
             bytes: 0,
             digest: DigestTree::default(),
-            buckets: vec![Vec::new(); BUCKETS].into(),
+            buckets: vec![BucketKeys::default(); BUCKETS].into(),
             expiring: ExpiryIndex::default(),
             bound: LeaseIndex::default(),
         }
@@ -80,7 +80,7 @@ impl LwwMap {
         for entry in &entries {
             Self::account(&mut map.tombstones, &mut map.bytes, (entry.deleted, entry.size()), 1);
             map.digest.toggle(entry);
-            map.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
+            map.buckets[bucket_of(&entry.key) as usize].push(&entry.key);
             map.expiring.add(entry);
             map.bound.add(entry);
         }
@@ -203,7 +203,7 @@ impl LwwMap {
     fn account_new(&mut self, entry: &Entry) {
         Self::account(&mut self.tombstones, &mut self.bytes, (entry.deleted, entry.size()), 1);
         self.digest.toggle(entry);
-        self.buckets[bucket_of(&entry.key) as usize].push(entry.key.as_str().into());
+        self.buckets[bucket_of(&entry.key) as usize].push(&entry.key);
         self.expiring.add(entry);
         self.bound.add(entry);
     }
@@ -240,10 +240,7 @@ impl LwwMap {
         self.digest.toggle(&removed);
         self.expiring.remove(&removed);
         self.bound.remove(&removed);
-        let bucket = &mut self.buckets[bucket_of(key) as usize];
-        if let Some(i) = bucket.iter().position(|k| &**k == key) {
-            bucket.swap_remove(i);
-        }
+        self.buckets[bucket_of(key) as usize].remove(key);
         Self::account(
             &mut self.tombstones,
             &mut self.bytes,
