@@ -15,7 +15,7 @@ use axum::http::HeaderMap;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::encoding::{decode_value, encode_value, parse_ttl, validate_content_type, JsonBody, ValueEncoding};
+use super::encoding::{decode_value_owned, encode_value, parse_ttl, validate_content_type, JsonBody, ValueEncoding};
 use super::kv::read_body;
 use super::AppState;
 use crate::acl::{Access, Capability};
@@ -147,7 +147,7 @@ fn to_op(app: &AppState, op: QueryOp) -> Result<Op> {
         },
         Verb::Set => {
             let text = op.value.ok_or_else(|| Error::invalid("set needs a value"))?;
-            let value = decode_value(&text, op.encoding)?;
+            let value = decode_value_owned(text, op.encoding)?;
             if value.len() > app.config.max_value_bytes {
                 return Err(Error::TooLarge(format!(
                     "value exceeds the limit of {} bytes",
