@@ -161,20 +161,30 @@ impl BucketKeys {
         self.0.extend_from_slice(key.as_bytes());
     }
 
-    /// Remove `key`; false if it is not here.
+    /// Remove `key`; false if it is not here. As `Vec::swap_remove`, the last key takes its place: the order
+    /// a bucket lists its keys in (which anti-entropy's messages carry) is the one the list of boxed keys had,
+    /// so a simulation seed replays exactly as before.
     pub fn remove(&mut self, key: &str) -> bool {
-        let mut at = 0;
+        let (mut at, mut found, mut last) = (0, None, 0);
         while let Some((start, end)) = self.span(at) {
-            if &self.0[start..end] == key.as_bytes() {
-                self.0.drain(at..end);
-                return true;
+            if found.is_none() && &self.0[start..end] == key.as_bytes() {
+                found = Some((at, end));
             }
+            last = at;
             at = end;
         }
-        false
+        let Some((from, to)) = found else { return false };
+        if from == last {
+            self.0.truncate(from);
+        } else {
+            let moved = self.0[last..].to_vec();
+            self.0.truncate(last);
+            self.0.splice(from..to, moved);
+        }
+        true
     }
 
-    /// The keys, in the order they were added (removals aside).
+    /// The keys, in the order they were added (each removal moving the last key into the removed one's place).
     pub fn iter(&self) -> impl Iterator<Item = &str> + '_ {
         let mut at = 0;
         std::iter::from_fn(move || {
@@ -270,7 +280,8 @@ mod tests {
     }
 
     proptest! {
-        /// A bucket's packed keys are the list they would be: pushes, removals (present or not), any lengths.
+        /// A bucket's packed keys are the list of boxed keys they replace: pushes, `swap_remove`s (present or
+        /// not), any lengths.
         #[test]
         fn bucket_keys_are_the_list_of_their_keys(
             ops in proptest::collection::vec((proptest::bool::ANY, 0usize..8, 0usize..300), 0..60)
@@ -287,7 +298,7 @@ mod tests {
                     let present = model.iter().position(|k| *k == key);
                     prop_assert_eq!(packed.remove(&key), present.is_some());
                     if let Some(i) = present {
-                        model.remove(i);
+                        model.swap_remove(i);
                     }
                 }
                 prop_assert_eq!(packed.iter().collect::<Vec<_>>(), model.iter().map(String::as_str).collect::<Vec<_>>());
