@@ -139,6 +139,16 @@ impl From<sqlx::Error> for Error {
     }
 }
 
+impl From<rusqlite::Error> for Error {
+    fn from(err: rusqlite::Error) -> Self {
+        match err.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => Error::StorageFull(format!("storage is full: {err}")),
+            // rusqlite's messages name the statement and the column, never a bound value.
+            _ => Error::Internal(format!("storage error: {err}")),
+        }
+    }
+}
+
 impl From<sqlx::migrate::MigrateError> for Error {
     fn from(err: sqlx::migrate::MigrateError) -> Self {
         Error::Internal(format!("database migration failed: {err}"))

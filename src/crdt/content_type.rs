@@ -18,8 +18,36 @@ use super::DEFAULT_CONTENT_TYPE;
 /// Distinct content types the interner keeps (each at most 255 bytes, so at most ~300 KiB in all).
 pub const MAX_INTERNED: usize = 1024;
 
-static INTERNED: LazyLock<Mutex<HashSet<Arc<str>>>> = LazyLock::new(Mutex::default);
+static INTERNED: Interner = Interner::new(MAX_INTERNED);
 static DEFAULT: LazyLock<ContentType> = LazyLock::new(|| ContentType::new(DEFAULT_CONTENT_TYPE));
+
+/// The shared copies, at most `max` of them.
+struct Interner {
+    shared: LazyLock<Mutex<HashSet<Arc<str>>>>,
+    max: usize,
+}
+
+impl Interner {
+    const fn new(max: usize) -> Interner {
+        Interner {
+            shared: LazyLock::new(Mutex::default),
+            max,
+        }
+    }
+
+    /// The shared copy of `text`; a copy of its own once `max` texts are shared.
+    fn get(&self, text: &str) -> Arc<str> {
+        let mut shared = self.shared.lock();
+        if let Some(copy) = shared.get(text) {
+            return copy.clone();
+        }
+        let copy: Arc<str> = Arc::from(text);
+        if shared.len() < self.max {
+            shared.insert(copy.clone());
+        }
+        copy
+    }
+}
 
 /// A content type (validated where it enters: the API, the wire, the store), compared and ordered as its
 /// text.
@@ -29,15 +57,7 @@ pub struct ContentType(Arc<str>);
 impl ContentType {
     /// `text` as a content type, sharing the copy of every other entry of that type.
     pub fn new(text: &str) -> ContentType {
-        let mut interned = INTERNED.lock();
-        if let Some(shared) = interned.get(text) {
-            return ContentType(shared.clone());
-        }
-        let shared: Arc<str> = Arc::from(text);
-        if interned.len() < MAX_INTERNED {
-            interned.insert(shared.clone());
-        }
-        ContentType(shared)
+        ContentType(INTERNED.get(text))
     }
 
     /// The text.
@@ -145,15 +165,19 @@ mod tests {
         assert_eq!(ContentType::default(), DEFAULT_CONTENT_TYPE);
     }
 
+    /// On an interner of its own: filling the process's one would stop sharing for every other test.
     #[test]
     fn the_interner_is_bounded_and_types_past_it_still_work() {
-        let types: Vec<_> = (0..MAX_INTERNED + 10)
-            .map(|i| ContentType::new(&format!("application/x-bound-{i}")))
+        let interner = Interner::new(4);
+        let types: Vec<_> = (0..10)
+            .map(|i| interner.get(&format!("application/x-bound-{i}")))
             .collect();
-        assert!(INTERNED.lock().len() <= MAX_INTERNED);
+        assert_eq!(interner.shared.lock().len(), 4);
         for (i, t) in types.iter().enumerate() {
-            assert_eq!(t.as_str(), format!("application/x-bound-{i}"));
+            assert_eq!(&**t, format!("application/x-bound-{i}"));
         }
+        assert!(Arc::ptr_eq(&interner.get("application/x-bound-0"), &types[0]));
+        assert!(!Arc::ptr_eq(&interner.get("application/x-bound-9"), &types[9]));
     }
 
     #[test]

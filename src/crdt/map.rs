@@ -166,7 +166,10 @@ impl LwwMap {
     pub fn install_all(&mut self, entries: Vec<Entry>) {
         let mut entries = entries;
         entries.retain(|entry| !entry.is_delta());
-        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        // The writer sorts its batch before it takes the map's lock: checked in one pass here.
+        if !entries.is_sorted_by(|a, b| a.key <= b.key) {
+            entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        }
         let unique = entries.windows(2).all(|pair| pair[0].key != pair[1].key);
         if !unique || entries.len() < BULK_INSTALL_MIN_ENTRIES {
             for entry in entries {

@@ -28,24 +28,22 @@ const LOAD_MMAP_BYTES: u64 = 1 << 40;
 /// rows from the log into `kv` between the two reads.
 pub(super) fn load(path: &Path) -> Result<Vec<Entry>> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags).map_err(storage)?;
-    conn.pragma_update(None, "cache_size", format!("-{LOAD_CACHE_KIB}"))
-        .map_err(storage)?;
-    conn.pragma_update(None, "mmap_size", LOAD_MMAP_BYTES.to_string())
-        .map_err(storage)?;
-    conn.execute_batch("BEGIN").map_err(storage)?;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.pragma_update(None, "cache_size", format!("-{LOAD_CACHE_KIB}"))?;
+    conn.pragma_update(None, "mmap_size", LOAD_MMAP_BYTES.to_string())?;
+    conn.execute_batch("BEGIN")?;
     let kv = rows(&conn, LOAD_KV)?;
     let log = rows(&conn, LOAD_LOG)?;
-    conn.execute_batch("COMMIT").map_err(storage)?;
+    conn.execute_batch("COMMIT")?;
     Ok(merge_rows(kv, log))
 }
 
 /// The rows of `sql` (the columns of `sql::select!`), decoded.
 fn rows(conn: &Connection, sql: &str) -> Result<Vec<Entry>> {
-    let mut statement = conn.prepare(sql).map_err(storage)?;
-    let mut rows = statement.query([]).map_err(storage)?;
+    let mut statement = conn.prepare(sql)?;
+    let mut rows = statement.query([])?;
     let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(storage)? {
+    while let Some(row) = rows.next()? {
         out.push(entry(row)?);
     }
     Ok(out)
@@ -54,7 +52,7 @@ fn rows(conn: &Connection, sql: &str) -> Result<Vec<Entry>> {
 /// One row (the columns of `sql::select!`, in order) as an entry.
 fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
     let text = |i: usize| -> Result<String> {
-        match row.get_ref(i).map_err(storage)? {
+        match row.get_ref(i)? {
             ValueRef::Text(bytes) => std::str::from_utf8(bytes)
                 .map(str::to_owned)
                 .map_err(|_| Error::Corrupt(format!("stored column {i} is not UTF-8"))),
@@ -62,14 +60,14 @@ fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
         }
     };
     let int = |i: usize| -> Result<Option<i64>> {
-        match row.get_ref(i).map_err(storage)? {
+        match row.get_ref(i)? {
             ValueRef::Integer(n) => Ok(Some(n)),
             ValueRef::Null => Ok(None),
             other => Err(column_type(i, other)),
         }
     };
     let required = |i: usize| int(i)?.ok_or_else(|| Error::Corrupt(format!("stored column {i} is NULL")));
-    let value = match row.get_ref(1).map_err(storage)? {
+    let value = match row.get_ref(1)? {
         // As sqlx's `Vec<u8>` decodes it: a BLOB, or the bytes of a TEXT.
         ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Bytes::copy_from_slice(bytes),
         other => return Err(column_type(1, other)),
@@ -98,14 +96,6 @@ fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
 
 fn column_type(i: usize, value: ValueRef<'_>) -> Error {
     Error::Corrupt(format!("stored column {i} has type {}", value.data_type()))
-}
-
-fn storage(err: rusqlite::Error) -> Error {
-    match err.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => Error::StorageFull(format!("storage is full: {err}")),
-        // rusqlite's messages name the statement and the column, never a bound value (none are bound here).
-        _ => Error::Internal(format!("storage error: {err}")),
-    }
 }
 
 #[cfg(test)]
