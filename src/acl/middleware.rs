@@ -16,11 +16,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{FromRequestParts, Request, State};
+use axum::extract::{FromRequestParts, Request};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::policy::Capability;
@@ -205,8 +204,12 @@ fn unauthorized(err: Error) -> Response {
     response
 }
 
-/// The layer (see the module docs).
-pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request, next: Next) -> Response {
+/// The access-control check (see the module docs): the caller it names, with the request's [`Access`] and
+/// [`Caller`] in its extensions, or the refusal to send instead (which already names its caller).
+///
+/// Synchronous and no middleware of its own: the HTTP gate (`crate::api`) runs it before the route, and puts
+/// the caller on the route's answer with [`with_caller`].
+pub fn authenticate(enforcer: &Enforcer, request: &mut Request) -> Result<Caller, Box<Response>> {
     let acl = &enforcer.acl;
     let (access, caller) = if !acl.enabled() {
         (Access::Open, Caller::anonymous())
@@ -214,7 +217,7 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
         let class = classify(request.method(), request.uri().path(), enforcer.metrics_public);
         match (class, presented(request.headers())) {
             (RouteClass::Open, Ok(None) | Err(_)) => (Access::Anonymous, Caller::anonymous()),
-            (_, Err(err)) => return with_caller(unauthorized(err), Caller::anonymous()),
+            (_, Err(err)) => return Err(refused(unauthorized(err), Caller::anonymous())),
             (RouteClass::Open, Ok(Some(token))) => match acl.authenticate(&TokenHash::of(token)) {
                 // An open route with a valid token: named in the audit trail, allowed nothing more.
                 Ok(auth) => (
@@ -229,7 +232,7 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
                 let err = Error::Unauthorized(
                     "this request needs a token: send Authorization: Bearer <token> (or X-Cave-Token)".into(),
                 );
-                return with_caller(unauthorized(err), Caller::anonymous());
+                return Err(refused(unauthorized(err), Caller::anonymous()));
             }
             (class, Ok(Some(token))) => match acl.authenticate(&TokenHash::of(token)) {
                 Err(refusal) => {
@@ -237,7 +240,10 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
                         Refusal::Unknown => "the token is not valid (unknown or revoked)",
                         Refusal::Expired => "the token has expired",
                     };
-                    return with_caller(unauthorized(Error::Unauthorized(why.into())), Caller::anonymous());
+                    return Err(refused(
+                        unauthorized(Error::Unauthorized(why.into())),
+                        Caller::anonymous(),
+                    ));
                 }
                 Ok(auth) => {
                     let caller = Caller {
@@ -245,7 +251,7 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
                     };
                     if class == RouteClass::Admin && !auth.grant.admin() {
                         let err = Error::Forbidden("this token lacks the admin capability this route needs".into());
-                        return with_caller(err.into_response(), caller);
+                        return Err(refused(err.into_response(), caller));
                     }
                     (Access::Token(auth), caller)
                 }
@@ -254,10 +260,16 @@ pub async fn authenticate(State(enforcer): State<Enforcer>, mut request: Request
     };
     request.extensions_mut().insert(access);
     request.extensions_mut().insert(caller.clone());
-    with_caller(next.run(request).await, caller)
+    Ok(caller)
 }
 
-fn with_caller(mut response: Response, caller: Caller) -> Response {
+/// A refusal naming `caller`, boxed: refusals are rare, and a `Response` is big to return by value.
+fn refused(response: Response, caller: Caller) -> Box<Response> {
+    Box::new(with_caller(response, caller))
+}
+
+/// `response` naming `caller` in its extensions, where the audit layer reads it.
+pub fn with_caller(mut response: Response, caller: Caller) -> Response {
     response.extensions_mut().insert(caller);
     response
 }

@@ -14,21 +14,21 @@ use std::time::Instant;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use hyper::body::{Frame, SizeHint};
 
+use super::gate::Inner;
 use crate::metrics::UNMATCHED_ROUTE;
 
 /// The target of access log records, for log filters (`cave::access=off`).
 pub const TARGET: &str = "cave::access";
 
 /// The middleware: wraps the response body so that its end writes the record.
-pub async fn log(request: Request, next: Next) -> Response {
+pub async fn log(request: Request, next: impl Inner) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
+    let response = next.call(request).await;
     let status = response.status().as_u16();
     response.map(|body| {
         Body::new(Logged {

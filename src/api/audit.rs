@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::encoding::{Params, SECRET_HEADER};
+use super::gate::Inner;
 use super::AppState;
 use crate::acl::Caller;
 use crate::audit::context::{self, Pending};
@@ -117,11 +117,11 @@ fn caller(response: &Response) -> Arc<str> {
 
 /// The outer audit layer: records what `crate::audit` says is recorded, and answers 503 instead when a
 /// record that must precede the answer cannot be stored.
-pub async fn record(State(db): State<Db>, request: Request, next: Next) -> Response {
-    let seen = Seen::of(&db, &request);
+pub async fn record(db: &Db, request: Request, next: impl Inner) -> Response {
+    let seen = Seen::of(db, &request);
     if changes(&seen.method) {
-        let pending = Pending::new(seen.record(&db));
-        let response = pending.clone().scope(next.run(request)).await;
+        let pending = Pending::new(seen.record(db));
+        let response = pending.clone().scope(next.call(request)).await;
         let status = response.status().as_u16();
         let accessor = caller(&response);
         return match pending.committed() {
@@ -134,10 +134,10 @@ pub async fn record(State(db): State<Db>, request: Request, next: Next) -> Respo
                 }
                 response
             }
-            None => store_then_answer(&db, pending.record(0, status, &accessor), response).await,
+            None => store_then_answer(db, pending.record(0, status, &accessor), response).await,
         };
     }
-    let response = next.run(request).await;
+    let response = next.call(request).await;
     let status = response.status();
     let opened = response
         .headers()
@@ -150,9 +150,9 @@ pub async fn record(State(db): State<Db>, request: Request, next: Next) -> Respo
     let record = AuditRecord {
         status: status.as_u16(),
         accessor: accessor.to_string(),
-        ..seen.record(&db)
+        ..seen.record(db)
     };
-    store_then_answer(&db, record, response).await
+    store_then_answer(db, record, response).await
 }
 
 /// Store `record`, then answer `response`; if it cannot be stored, 503 instead (a server error keeps its
@@ -176,11 +176,11 @@ async fn store_then_answer(db: &Db, record: AuditRecord, response: Response) -> 
 
 /// The inner audit layer: hands the caller the access-control layer established to the pending record,
 /// before the handler's write commits it.
-pub async fn capture_caller(request: Request, next: Next) -> Response {
+pub async fn capture_caller(request: Request, next: impl Inner) -> Response {
     if let Some(caller) = request.extensions().get::<Caller>() {
         context::set_accessor(&caller.accessor);
     }
-    next.run(request).await
+    next.call(request).await
 }
 
 /// `GET /api/v1/audit?since=&limit=&accessor=&after=`: records of this node in commit order, a page at a

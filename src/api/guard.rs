@@ -25,10 +25,11 @@ use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT};
 use axum::http::{HeaderValue, StatusCode, Version};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use http_body_util::BodyExt;
+
+use super::gate::Inner;
 
 /// Longest request target (path and query) answered: a key of the largest size, percent-encoded throughout,
 /// fits more than twice.
@@ -50,7 +51,7 @@ pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(2);
 /// costs nothing; a client that sent `Expect: 100-continue` has not sent its body and is not asked to,
 /// HTTP/2 resets just the stream, and a body declared larger than the bound could not be drained anyway, so
 /// none of those is read.
-pub async fn drain_unread_body(request: Request, next: Next) -> Response {
+pub async fn drain_unread_body(request: Request, next: impl Inner) -> Response {
     let headers = request.headers();
     let continues = headers
         .get(EXPECT)
@@ -60,12 +61,12 @@ pub async fn drain_unread_body(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
         .is_some_and(|len| len > DRAIN_MAX_BYTES);
     if request.version() >= Version::HTTP_2 || continues || too_long || request.body().is_end_stream() {
-        return next.run(request).await;
+        return next.call(request).await;
     }
     let (parts, body) = request.into_parts();
     let slot = Arc::new(parking_lot::Mutex::new(Some(body)));
     let request = Request::from_parts(parts, Body::new(SharedBody(slot.clone())));
-    let response = next.run(request).await;
+    let response = next.call(request).await;
     // The handler is done; whatever of the body it did not read is still in the slot.
     let rest = slot.lock().take();
     if let Some(rest) = rest.filter(|body| !body.is_end_stream()) {
@@ -117,7 +118,7 @@ impl HttpBody for SharedBody {
 }
 
 /// 414 for a request target over [`MAX_URI_BYTES`], 431 for headers over [`MAX_HEADER_BYTES`].
-pub async fn head_limits(request: Request, next: Next) -> Response {
+pub async fn head_limits(request: Request, next: impl Inner) -> Response {
     let uri_bytes = request.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_bytes > MAX_URI_BYTES {
         let message = format!("the request target is {uri_bytes} bytes, the limit is {MAX_URI_BYTES}");
@@ -136,12 +137,12 @@ pub async fn head_limits(request: Request, next: Next) -> Response {
             message,
         );
     }
-    next.run(request).await
+    next.call(request).await
 }
 
 /// Rewrite an error response that is not JSON into the JSON error shape.
-pub async fn json_errors(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+pub async fn json_errors(request: Request, next: impl Inner) -> Response {
+    let response = next.call(request).await;
     let status = response.status();
     let is_json = response
         .headers()
@@ -194,7 +195,9 @@ fn error(status: StatusCode, code: &'static str, message: String) -> Response {
 mod tests {
     use axum::body::Body;
     use axum::extract::Path;
+    use axum::extract::Request;
     use axum::http::StatusCode;
+    use axum::middleware::Next;
     use axum::routing::get;
     use axum::Router;
     use http_body_util::BodyExt;
@@ -207,8 +210,12 @@ mod tests {
                 "/plain",
                 get(|| async { (StatusCode::BAD_GATEWAY, "upstream said no") }),
             )
-            .layer(axum::middleware::from_fn(super::head_limits))
-            .layer(axum::middleware::from_fn(super::json_errors));
+            .layer(axum::middleware::from_fn(|r: Request, n: Next| {
+                super::head_limits(r, |r| n.run(r))
+            }))
+            .layer(axum::middleware::from_fn(|r: Request, n: Next| {
+                super::json_errors(r, |r| n.run(r))
+            }));
         let mut request = axum::http::Request::builder().uri(uri);
         if let Some((name, value)) = header {
             request = request.header(name, value);

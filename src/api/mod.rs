@@ -11,6 +11,7 @@ mod cluster;
 mod docs;
 mod encoding;
 pub mod error;
+mod gate;
 mod guard;
 mod kv;
 mod lease;
@@ -64,23 +65,24 @@ pub struct AppState {
 
 /// The complete HTTP router of a node.
 ///
-/// The layers, innermost first (each `.layer` wraps everything listed before it): the cross-site write
-/// check, the stale-read mark, CORS (configured origins only), the host check, the request-head limits,
-/// the JSON error rewrite, the draining of unread bodies, the access log (if on) and the metrics. An
-/// authentication layer belongs inside CORS (listed before it): a browser sends a preflight without
-/// credentials, so it must be answered before anything asks for them.
+/// Every route passes [`gate`]: its inner stages (access control first), CORS (configured origins only),
+/// then its outer stages (metrics outermost, so that it sees each route's template and both fallbacks).
 pub fn router(state: AppState) -> Router {
-    let metrics = state.metrics.clone();
-    let hosts = Arc::new(origin::AllowedHosts::of(&state.config));
-    let trusted = Arc::new(origin::TrustedOrigins(state.config.cors_origins.clone()));
+    let outer = Arc::new(gate::Outer {
+        metrics: state.metrics.clone(),
+        access_log: state.config.access_log,
+        db: state.db.clone(),
+        hosts: origin::AllowedHosts::of(&state.config),
+    });
+    let inner = Arc::new(gate::InnerGate {
+        enforcer: crate::acl::Enforcer {
+            acl: state.acl.clone(),
+            metrics_public: state.config.metrics_public,
+        },
+        hlc: state.db.hlc().clone(),
+        trusted: origin::TrustedOrigins(state.config.cors_origins.clone()),
+    });
     let cors = origin::cors(&state.config.cors_origins);
-    let access_log = state.config.access_log;
-    let hlc = state.db.hlc().clone();
-    let enforcer = crate::acl::Enforcer {
-        acl: state.acl.clone(),
-        metrics_public: state.config.metrics_public,
-    };
-    let db = state.db.clone();
     let kv_methods = || {
         get(kv::get)
             .head(kv::get)
@@ -139,43 +141,14 @@ pub fn router(state: AppState) -> Router {
                 axum::Json(serde_json::json!({"error": err.to_string(), "code": "method_not_allowed"})),
             )
         })
-        // Innermost, inside the access-control layer: the caller it names goes into the audit record.
-        .layer(axum::middleware::from_fn(audit::capture_caller))
-        .layer(axum::middleware::from_fn_with_state(
-            trusted,
-            origin::same_origin_writes,
-        ))
-        .layer(axum::middleware::from_fn_with_state(hlc, system::mark_stale_reads))
-        // Authentication and route-level authorisation, inside CORS so that a refusal still carries the
-        // CORS headers a browser app needs to read it; the audit layer goes outside it (it reads the
-        // `Caller` this puts into each response).
-        .layer(axum::middleware::from_fn_with_state(
-            enforcer,
-            crate::acl::middleware::authenticate,
-        ));
+        // Inside CORS (when configured), so that a refusal still carries the CORS headers a browser app needs
+        // to read it, and a preflight is answered before anything asks for credentials.
+        .layer(axum::middleware::from_fn_with_state(inner, gate::inner));
     let router = match cors {
         Some(cors) => router.layer(cors),
         None => router,
     };
-    let router = router
-        .layer(axum::middleware::from_fn_with_state(hosts, origin::allowed_host))
-        .layer(axum::middleware::from_fn(guard::head_limits))
-        // Outside every layer that refuses (the access-control layer included), so that it records their
-        // 401s and 403s; inside `json_errors`, so that its own 503 is already JSON.
-        .layer(axum::middleware::from_fn_with_state(db, audit::record))
-        // Around every other layer, so that whatever answers in plain text is rewritten.
-        .layer(axum::middleware::from_fn(guard::json_errors))
-        // Outside the rewrite, so that every answer under /api/ leaves with it, errors included.
-        .layer(axum::middleware::from_fn(safe::values))
-        // Around every layer that may answer before the body is read.
-        .layer(axum::middleware::from_fn(guard::drain_unread_body));
-    let router = if access_log {
-        router.layer(axum::middleware::from_fn(access::log))
-    } else {
-        router
-    };
     router
-        // Last, so that it wraps every route and both fallbacks (it sees each route's template).
-        .layer(axum::middleware::from_fn_with_state(metrics, perf::track))
+        .layer(axum::middleware::from_fn_with_state(outer, gate::outer))
         .with_state(Arc::new(state))
 }

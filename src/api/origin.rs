@@ -25,16 +25,15 @@
 //! `Authorization` on one), so the layer must sit outside any authentication, which would refuse it.
 
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderName, HeaderValue, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
+use super::gate::Inner;
 use crate::config::Config;
 use crate::error::Error;
 
@@ -91,7 +90,7 @@ fn is_ip(name: &str) -> bool {
 }
 
 /// The host check: 421 for a `Host` (or, in HTTP/2, an `:authority`) the node is not known by.
-pub async fn allowed_host(State(hosts): State<Arc<AllowedHosts>>, request: Request, next: Next) -> Response {
+pub async fn allowed_host(hosts: &AllowedHosts, request: Request, next: impl Inner) -> Response {
     let host = match request.headers().get(HOST) {
         Some(value) => Some(value.to_str().unwrap_or("")),
         None => request.uri().authority().map(|a| a.as_str()),
@@ -106,7 +105,7 @@ pub async fn allowed_host(State(hosts): State<Arc<AllowedHosts>>, request: Reque
             .into_response();
         }
     }
-    next.run(request).await
+    next.call(request).await
 }
 
 /// How long a browser may cache a preflight answer.
@@ -157,14 +156,14 @@ pub fn cors(origins: &[String]) -> Option<CorsLayer> {
 pub struct TrustedOrigins(pub Vec<String>);
 
 /// The cross-site check.
-pub async fn same_origin_writes(State(trusted): State<Arc<TrustedOrigins>>, request: Request, next: Next) -> Response {
+pub async fn same_origin_writes(trusted: &TrustedOrigins, request: Request, next: impl Inner) -> Response {
     if matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
-        return next.run(request).await;
+        return next.call(request).await;
     }
     let headers = request.headers();
     let origin = headers.get(ORIGIN).and_then(|v| v.to_str().ok());
     if origin.is_some_and(|origin| trusted.0.iter().any(|t| t.eq_ignore_ascii_case(origin))) {
-        return next.run(request).await;
+        return next.call(request).await;
     }
     let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
     let cross_fetch = matches!(fetch_site, Some("cross-site") | Some("same-site"));
@@ -186,7 +185,7 @@ pub async fn same_origin_writes(State(trusted): State<Arc<TrustedOrigins>>, requ
     if cross_fetch || cross_origin {
         return Error::Forbidden("cross-site requests may not change data".into()).into_response();
     }
-    next.run(request).await
+    next.call(request).await
 }
 
 #[cfg(test)]
@@ -194,6 +193,8 @@ mod tests {
     use super::AllowedHosts;
     use crate::config::Config;
     use axum::body::Body;
+    use axum::extract::Request;
+    use axum::middleware::Next;
     use axum::routing::post;
     use axum::Router;
     use tower::ServiceExt;
@@ -201,10 +202,10 @@ mod tests {
     async fn status(headers: &[(&str, &str)], method: &str) -> u16 {
         let app = Router::new()
             .route("/w", post(|| async { "ok" }).get(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(
-                std::sync::Arc::new(super::TrustedOrigins(vec!["https://app.example".into()])),
-                super::same_origin_writes,
-            ));
+            .layer(axum::middleware::from_fn(|r: Request, n: Next| async move {
+                let trusted = super::TrustedOrigins(vec!["https://app.example".into()]);
+                super::same_origin_writes(&trusted, r, |r| n.run(r)).await
+            }));
         let mut req = axum::http::Request::builder().method(method).uri("/w");
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -261,10 +262,9 @@ mod tests {
     async fn an_http2_request_is_judged_by_its_authority() {
         let app = Router::new()
             .route("/w", post(|| async { "ok" }))
-            .layer(axum::middleware::from_fn_with_state(
-                std::sync::Arc::new(super::TrustedOrigins(Vec::new())),
-                super::same_origin_writes,
-            ));
+            .layer(axum::middleware::from_fn(|r: Request, n: Next| async move {
+                super::same_origin_writes(&super::TrustedOrigins(Vec::new()), r, |r| n.run(r)).await
+            }));
         for (origin, expected) in [("https://127.0.0.1:2001", 200), ("https://evil.example", 403)] {
             let request = axum::http::Request::builder()
                 .method("POST")
@@ -324,10 +324,9 @@ mod tests {
         let app = || {
             Router::new()
                 .route("/w", post(|| async { "ok" }).get(|| async { "ok" }))
-                .layer(axum::middleware::from_fn_with_state(
-                    std::sync::Arc::new(hosts(&[])),
-                    super::allowed_host,
-                ))
+                .layer(axum::middleware::from_fn(|r: Request, n: Next| async move {
+                    super::allowed_host(&hosts(&[]), r, |r| n.run(r)).await
+                }))
         };
         for (method, host, want) in [
             ("GET", Some("evil.example:2001"), 421),

@@ -11,12 +11,12 @@ use std::time::Instant;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::HeaderValue;
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::encoding::Params;
+use super::gate::Inner;
 use super::AppState;
 use crate::error::Result;
 use crate::metrics::{self, Metrics};
@@ -51,11 +51,11 @@ pub async fn dashboard() -> Response {
 
 /// Count and time every request by method, route template and status (until the response head: a watch
 /// stream counts its set-up, not its lifetime).
-pub async fn track(State(metrics): State<Arc<Metrics>>, request: Request, next: Next) -> Response {
+pub async fn track(metrics: &Metrics, request: Request, next: impl Inner) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
+    let response = next.call(request).await;
     metrics.http_request(
         method.as_str(),
         route.as_ref().map(MatchedPath::as_str),

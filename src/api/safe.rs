@@ -19,7 +19,6 @@
 use axum::extract::Request;
 use axum::http::header::{CONTENT_DISPOSITION, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderValue};
-use axum::middleware::Next;
 use axum::response::Response;
 
 /// The policy of every API response: no script, no subresource, no framing, an opaque origin.
@@ -40,9 +39,9 @@ pub const INLINE: &[&str] = &[
 ];
 
 /// The middleware: [`protect`] every response to a path under `/api/`.
-pub async fn values(request: Request, next: Next) -> Response {
+pub async fn values(request: Request, next: impl super::gate::Inner) -> Response {
     let api = request.uri().path().starts_with("/api/");
-    let mut response = next.run(request).await;
+    let mut response = next.call(request).await;
     if api {
         protect(response.headers_mut());
     }

@@ -4,7 +4,6 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
@@ -92,9 +91,9 @@ pub async fn readyz(State(app): State<Arc<AppState>>) -> Response {
 
 /// Middleware: while the clock is fenced, every read (GET, HEAD, and `POST /api/v1/query`) carries
 /// `X-Cave-Stale: clock_skew`.
-pub async fn mark_stale_reads(State(hlc): State<Arc<Hlc>>, request: Request, next: Next) -> Response {
+pub async fn mark_stale_reads(hlc: &Hlc, request: Request, next: impl super::gate::Inner) -> Response {
     let read = matches!(*request.method(), Method::GET | Method::HEAD) || request.uri().path() == "/api/v1/query";
-    let mut response = next.run(request).await;
+    let mut response = next.call(request).await;
     if read && hlc.fenced().is_some() && response.status().is_success() {
         response
             .headers_mut()

@@ -84,9 +84,14 @@ fn app(db: &Db) -> Router {
         .route("/api/v1/kv/{*key}", put(write).get(secret))
         .route("/api/v1/plain", get(|| async { "plain" }))
         .route("/api/v1/refused", get(|| async { StatusCode::FORBIDDEN }))
-        .layer(axum::middleware::from_fn(capture_caller))
+        .layer(axum::middleware::from_fn(|r: Request, n: Next| {
+            capture_caller(r, |r| n.run(r))
+        }))
         .layer(axum::middleware::from_fn(fake_acl))
-        .layer(axum::middleware::from_fn_with_state(db.clone(), record))
+        .layer(axum::middleware::from_fn_with_state(
+            db.clone(),
+            |State(db): State<Db>, r: Request, n: Next| async move { record(&db, r, |r| n.run(r)).await },
+        ))
 }
 
 async fn call(app: &Router, method: &str, uri: &str, headers: &[(&'static str, &'static str)]) -> (u16, String) {
