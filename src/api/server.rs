@@ -298,8 +298,6 @@ struct Activity {
     in_progress: AtomicUsize,
     head_started: AtomicBool,
     phase_since_ms: AtomicU64,
-    /// Wakes the watchdog when the phase changes (it holds at most one permit, so no change is missed).
-    changed: Notify,
     /// Set once the connection is chosen for eviction (it is not chosen twice).
     evicted: AtomicBool,
     /// Tells the connection to close, to make room for a new one at the cap.
@@ -313,7 +311,6 @@ impl Activity {
             in_progress: AtomicUsize::new(0),
             head_started: AtomicBool::new(false),
             phase_since_ms: AtomicU64::new(0),
-            changed: Notify::new(),
             evicted: AtomicBool::new(false),
             evict: Notify::new(),
         }
@@ -327,20 +324,17 @@ impl Activity {
     fn read(&self) {
         if self.in_progress.load(Ordering::Acquire) == 0 && !self.head_started.swap(true, Ordering::AcqRel) {
             self.phase_since_ms.store(self.now_ms(), Ordering::Release);
-            self.changed.notify_one();
         }
     }
 
     fn request_started(&self) {
         self.in_progress.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(false, Ordering::Release);
-        self.changed.notify_one();
     }
 
     fn request_ended(&self) {
         self.phase_since_ms.store(self.now_ms(), Ordering::Release);
         self.in_progress.fetch_sub(1, Ordering::AcqRel);
-        self.changed.notify_one();
     }
 
     /// The current phase and since when it lasts; `None` while a request is in progress.
@@ -357,25 +351,30 @@ impl Activity {
     }
 
     /// Resolves when the connection has stayed idle, or in an incomplete head, longer than allowed.
+    ///
+    /// Nothing wakes it but its own timer, so that no request pays for waking it (a notification at each
+    /// phase change cost three wake-ups of the connection's task per request). That is exact because a phase
+    /// change never brings a deadline closer than the timer already is: a phase that begins at or after
+    /// `now` ends no earlier than `now` plus the shorter timeout, and the watchdog looks again by then at the
+    /// latest. So a connection is looked at once per `header_timeout` (or its deadline, if sooner).
     async fn expired(&self, limits: Limits) -> ConnectionTimeout {
+        let look_again = limits.header_timeout.min(limits.idle_timeout);
         loop {
-            let Some((phase, since_ms)) = self.phase() else {
-                self.changed.notified().await;
-                continue;
-            };
-            let limit = match phase {
-                ConnectionTimeout::Header | ConnectionTimeout::Handshake => limits.header_timeout,
-                ConnectionTimeout::Idle => limits.idle_timeout,
-            };
-            let deadline = self.epoch + Duration::from_millis(since_ms) + limit;
-            tokio::select! {
-                () = tokio::time::sleep_until(deadline) => {
-                    if self.phase() == Some((phase, since_ms)) {
-                        return phase;
-                    }
+            let now = Instant::now();
+            let mut wake = now + look_again;
+            if let Some((phase, since_ms)) = self.phase() {
+                let limit = match phase {
+                    ConnectionTimeout::Header | ConnectionTimeout::Handshake => limits.header_timeout,
+                    ConnectionTimeout::Idle => limits.idle_timeout,
+                };
+                let deadline = self.epoch + Duration::from_millis(since_ms) + limit;
+                // Read again: the three fields of a phase are not read at one instant.
+                if deadline <= now && self.phase() == Some((phase, since_ms)) {
+                    return phase;
                 }
-                () = self.changed.notified() => {}
+                wake = wake.min(deadline);
             }
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
