@@ -65,8 +65,9 @@ pub struct AppState {
 
 /// The complete HTTP router of a node.
 ///
-/// Every route passes [`gate`]: its inner stages (access control first), CORS (configured origins only),
-/// then its outer stages (metrics outermost, so that it sees each route's template and both fallbacks).
+/// Every route passes the gate (`api/gate.rs`): its inner stages (access control first), CORS (configured
+/// origins only), then its outer stages (metrics outermost, so that it sees each route's template and both
+/// fallbacks).
 pub fn router(state: AppState) -> Router {
     let outer = Arc::new(gate::Outer {
         metrics: state.metrics.clone(),
