@@ -1,7 +1,7 @@
-//! Enforcement: the HTTP layer that authenticates every request, and the [`Access`] handlers check keys
+//! Enforcement: the check that authenticates every HTTP request, and the [`Access`] handlers check keys
 //! against.
 //!
-//! The layer classifies the request by its path ([`classify`]) before anything else runs:
+//! The check classifies the request by its path ([`classify`]) before anything else runs:
 //! - **open** routes (`/healthz`, `/readyz`, the UI's static files and `/` (its redirect), CORS preflights, and metrics with
 //!   `metrics_public`) pass without a token;
 //! - every other route needs a valid token (401 `unauthorized` without one, or with an unknown, revoked
@@ -11,8 +11,9 @@
 //! - **keyed** routes (KV, query, watch, export, import) let the handler check each key it touches, through
 //!   the request's [`Access`], because only the handler has parsed the key, the batch or the import.
 //!
-//! The layer puts the [`Caller`] (the token's public accessor, never the token) into the request's
-//! extensions and into the response's, where the audit layer outside reads it.
+//! The check puts the [`Caller`] (the token's public accessor, never the token) into the request's
+//! extensions, and the HTTP gate puts it into the response's ([`with_caller`]), where the audit stage
+//! outside reads it.
 
 use std::sync::Arc;
 

@@ -51,7 +51,7 @@ where
 }
 
 /// What the outer stages need.
-pub struct Outer {
+pub struct OuterGate {
     pub metrics: Arc<Metrics>,
     pub access_log: bool,
     pub db: Db,
@@ -60,7 +60,7 @@ pub struct Outer {
 
 /// The stages outside CORS, outermost first: metrics, access log, body draining, safe values, JSON errors,
 /// audit, head limits, host check.
-pub async fn outer(State(gate): State<Arc<Outer>>, request: Request, next: Next) -> Response {
+pub async fn outer(State(gate): State<Arc<OuterGate>>, request: Request, next: Next) -> Response {
     let gate = &*gate;
     perf::track(&gate.metrics, request, |r| {
         logged(gate.access_log, r, |r| {

@@ -69,7 +69,7 @@ pub struct AppState {
 /// origins only), then its outer stages (metrics outermost, so that it sees each route's template and both
 /// fallbacks).
 pub fn router(state: AppState) -> Router {
-    let outer = Arc::new(gate::Outer {
+    let outer = Arc::new(gate::OuterGate {
         metrics: state.metrics.clone(),
         access_log: state.config.access_log,
         db: state.db.clone(),
