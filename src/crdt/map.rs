@@ -178,7 +178,7 @@ impl LwwMap {
             return;
         }
         let mut notes = Vec::new();
-        let mut fresh = Vec::new();
+        let mut fresh = Vec::with_capacity(entries.len());
         for entry in entries {
             if entry.lease.is_some() || entry.key.starts_with(super::lease::LEASE_PREFIX) {
                 notes.push((entry.key.clone(), entry.lease));

@@ -386,6 +386,9 @@ impl Group {
     /// joined with it, and the join is what is kept. Returns how many were kept.
     fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> usize {
         let mut applied = 0;
+        // An import's group is one merge of up to the whole request: grown once, not by doubling.
+        self.overlay.reserve(entries.len());
+        self.changes.reserve(entries.len());
         for mut entry in entries {
             shared.hlc.observe(entry.version.hlc);
             let wins = match self.current(shared, &entry.key) {
@@ -426,7 +429,10 @@ impl Group {
             claims,
             ..
         } = self;
-        let batch: Vec<Entry> = overlay.into_values().collect();
+        let mut batch: Vec<Entry> = overlay.into_values().collect();
+        // In key order: the store writes a large batch into its table in this order, and `install_all`
+        // wants it sorted too.
+        batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         let committed = if batch.is_empty() && audit.is_empty() {
             Ok(0)
         } else {
@@ -463,9 +469,6 @@ impl Group {
                     claim.committed(id, COMMITTED_STATUS);
                 }
                 record_ops(shared, &pending);
-                // Sorted before the lock is taken, so that `install_all` finds it sorted.
-                let mut batch = batch;
-                batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
                 // The batch holds the group's final entries, documents already joined: install, not merge.
                 shared.state.write().install_all(batch);
                 publish(shared, changes, deltas);

@@ -20,6 +20,12 @@
 //!   keys arrive in any order, and every dirty page is a full page write to the WAL plus another when it is
 //!   checkpointed. Appends fill the rightmost pages of one b-tree: a 32-entry batch of small values dirties
 //!   two or three pages.
+//! - **A large batch skips the log.** A batch of at least [`StoreTuning::upsert_min_rows`] entries (an
+//!   import's, a bulk merge's) is upserted into `kv` in key order, with the sweep's merge by precedence, in
+//!   one transaction with its audit records. In key order it dirties each page it touches once, which is what
+//!   folding it from the log would cost on top of writing and deleting its log rows: an import of 1 M keys
+//!   in batches of 100,000 ran 1.6 times as fast. Rows of its keys already in the log, older or newer, are
+//!   merged by reads and by the next sweep, as rows of ranges already folded are.
 //! - **Sweeps** fold the log into `kv`. The append that leaves the log at
 //!   [`StoreTuning::compact_threshold_rows`] or [`StoreTuning::compact_threshold_bytes`] (of keys and values:
 //!   large values make few rows, and 2,800 overwrites of 700 KiB values to 10 keys once left a 2 GB log)
@@ -222,7 +228,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Prepared statements the writer connection keeps: the one-call appends of every commit size up to
-/// `sql::ONE_CALL_MAX_ROWS`, with and without audit records, the power-of-two pieces of larger batches and
+/// `sql::ONE_CALL_MAX_ROWS`, with and without audit records, the power-of-two pieces of larger batches (appends
+/// and upserts) and
 /// the compaction and maintenance statements, with room to spare (sqlx's default of 100 would evict and
 /// re-prepare them as group sizes vary).
 const WRITER_STATEMENT_CACHE: usize = 2 * sql::ONE_CALL_MAX_ROWS + 64;
@@ -420,10 +427,15 @@ impl Store for SqliteStore {
         if entries.is_empty() && audit.is_empty() {
             return Ok(0);
         }
-        writer.append(entries, audit).await?;
-        // The batch is committed: from here on nothing may turn this call into an error.
-        if let Err(err) = writer.compact_due(&self.tuning, entries.len()).await {
-            tracing::warn!(error = %err, log_rows = writer.log_rows, "compacting the storage log failed; will retry");
+        if entries.len() >= self.tuning.upsert_min_rows.max(1) {
+            // A large batch skips the log (it would only be folded again): nothing appended, nothing due.
+            writer.upsert(entries, audit).await?;
+        } else {
+            writer.append(entries, audit).await?;
+            // The batch is committed: from here on nothing may turn this call into an error.
+            if let Err(err) = writer.compact_due(&self.tuning, entries.len()).await {
+                tracing::warn!(error = %err, log_rows = writer.log_rows, "compacting the storage log failed; will retry");
+            }
         }
         if let Err(err) = writer.reclaim(Writer::VACUUM_STEP).await {
             tracing::warn!(error = %err, "giving free storage pages back failed; will retry");

@@ -40,6 +40,32 @@ pub(super) const SWEEP_BOUND_SQL: &str = "SELECT max(seq) FROM log";
 /// Keys of every `?1`-th log row, to cut a sweep into key ranges (rebuilt once at open).
 pub(super) const SAMPLE_KEYS_SQL: &str = "SELECT key FROM log WHERE seq % ?1 = 0";
 
+/// The `ON CONFLICT` clause of every upsert into `kv`: the incoming row replaces the stored one only if it
+/// supersedes it (see [`COMPACT_RANGE_SQL`] for the order it spells out).
+macro_rules! upsert_if_supersedes {
+    () => {
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value, content_type = excluded.content_type, \
+         secret = excluded.secret, deleted = excluded.deleted, hlc = excluded.hlc, node = excluded.node, \
+         doc_hlc = excluded.doc_hlc, doc_node = excluded.doc_node, doc_changes = excluded.doc_changes, \
+         doc_heads = excluded.doc_heads, expires = excluded.expires, lease = excluded.lease \
+         WHERE (coalesce(excluded.doc_hlc, excluded.hlc) < 0, coalesce(excluded.doc_hlc, excluded.hlc), \
+         coalesce(excluded.doc_node, excluded.node) < 0, coalesce(excluded.doc_node, excluded.node), \
+         excluded.hlc < 0, excluded.hlc, excluded.node < 0, excluded.node, excluded.deleted, \
+         excluded.doc_changes IS NOT NULL, coalesce(excluded.doc_changes, 0) < 0, \
+         coalesce(excluded.doc_changes, 0), coalesce(excluded.doc_heads, 0) < 0, coalesce(excluded.doc_heads, 0), \
+         excluded.value, excluded.content_type, excluded.secret, excluded.expires IS NOT NULL, \
+         coalesce(excluded.expires, 0) < 0, coalesce(excluded.expires, 0), excluded.lease IS NOT NULL, \
+         coalesce(excluded.lease, 0) < 0, coalesce(excluded.lease, 0)) \
+         > (coalesce(kv.doc_hlc, kv.hlc) < 0, coalesce(kv.doc_hlc, kv.hlc), \
+         coalesce(kv.doc_node, kv.node) < 0, coalesce(kv.doc_node, kv.node), \
+         kv.hlc < 0, kv.hlc, kv.node < 0, kv.node, kv.deleted, \
+         kv.doc_changes IS NOT NULL, coalesce(kv.doc_changes, 0) < 0, \
+         coalesce(kv.doc_changes, 0), coalesce(kv.doc_heads, 0) < 0, coalesce(kv.doc_heads, 0), \
+         kv.value, kv.content_type, kv.secret, kv.expires IS NOT NULL, coalesce(kv.expires, 0) < 0, \
+         coalesce(kv.expires, 0), kv.lease IS NOT NULL, coalesce(kv.lease, 0) < 0, coalesce(kv.lease, 0))"
+    };
+}
+
 /// Fold into `kv` the log rows up to `?1` whose keys lie in a range, merging by precedence:
 /// `INSERT INTO kv SELECT ... FROM log WHERE seq <= ?1 AND <range> ORDER BY key, seq ON CONFLICT ...`.
 ///
@@ -57,25 +83,7 @@ macro_rules! compact {
             "INSERT INTO kv (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, \
              doc_heads, expires, lease) ",
             select!("log", "WHERE seq <= ?1 AND ", $range, " ORDER BY key, seq "),
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value, content_type = excluded.content_type, \
-             secret = excluded.secret, deleted = excluded.deleted, hlc = excluded.hlc, node = excluded.node, \
-             doc_hlc = excluded.doc_hlc, doc_node = excluded.doc_node, doc_changes = excluded.doc_changes, \
-             doc_heads = excluded.doc_heads, expires = excluded.expires, lease = excluded.lease \
-             WHERE (coalesce(excluded.doc_hlc, excluded.hlc) < 0, coalesce(excluded.doc_hlc, excluded.hlc), \
-             coalesce(excluded.doc_node, excluded.node) < 0, coalesce(excluded.doc_node, excluded.node), \
-             excluded.hlc < 0, excluded.hlc, excluded.node < 0, excluded.node, excluded.deleted, \
-             excluded.doc_changes IS NOT NULL, coalesce(excluded.doc_changes, 0) < 0, \
-             coalesce(excluded.doc_changes, 0), coalesce(excluded.doc_heads, 0) < 0, coalesce(excluded.doc_heads, 0), \
-             excluded.value, excluded.content_type, excluded.secret, excluded.expires IS NOT NULL, \
-             coalesce(excluded.expires, 0) < 0, coalesce(excluded.expires, 0), excluded.lease IS NOT NULL, \
-             coalesce(excluded.lease, 0) < 0, coalesce(excluded.lease, 0)) \
-             > (coalesce(kv.doc_hlc, kv.hlc) < 0, coalesce(kv.doc_hlc, kv.hlc), \
-             coalesce(kv.doc_node, kv.node) < 0, coalesce(kv.doc_node, kv.node), \
-             kv.hlc < 0, kv.hlc, kv.node < 0, kv.node, kv.deleted, \
-             kv.doc_changes IS NOT NULL, coalesce(kv.doc_changes, 0) < 0, \
-             coalesce(kv.doc_changes, 0), coalesce(kv.doc_heads, 0) < 0, coalesce(kv.doc_heads, 0), \
-             kv.value, kv.content_type, kv.secret, kv.expires IS NOT NULL, coalesce(kv.expires, 0) < 0, \
-             coalesce(kv.expires, 0), kv.lease IS NOT NULL, coalesce(kv.lease, 0) < 0, coalesce(kv.lease, 0))"
+            upsert_if_supersedes!()
         )
     };
 }
@@ -86,24 +94,31 @@ pub(in crate::storage) const COMPACT_FROM_SQL: &str = compact!("key >= ?2");
 /// Drop the log rows up to `?1`, in the transaction that folds the sweep's last range.
 pub(super) const TRIM_LOG_SQL: &str = "DELETE FROM log WHERE seq <= ?1";
 
-/// Append statements for 1, 2, 4, …, 256 and [`CHUNK_ROWS`] rows.
+/// The statements that write 1, 2, 4, …, 256 and [`CHUNK_ROWS`] rows: `[append to log, upsert into kv]`.
 ///
 /// sqlx caches one prepared statement per distinct SQL text and connection. A batch is cut into full chunks
-/// plus a remainder written as a sum of powers of two, so at most ten statements are ever prepared, and
-/// every batch size reuses them instead of preparing (and evicting) a statement per size.
-static APPENDS: LazyLock<Vec<(usize, String)>> = LazyLock::new(|| {
+/// plus a remainder written as a sum of powers of two, so at most ten statements of each kind are ever
+/// prepared, and every batch size reuses them instead of preparing (and evicting) a statement per size.
+static WRITES: LazyLock<Vec<(usize, [String; 2])>> = LazyLock::new(|| {
     let mut sizes: Vec<usize> = (0..)
         .map(|bit| 1 << bit)
         .take_while(|&rows| rows < CHUNK_ROWS)
         .collect();
     sizes.push(CHUNK_ROWS);
-    sizes.into_iter().map(|rows| (rows, append_sql(rows))).collect()
+    sizes
+        .into_iter()
+        .map(|rows| {
+            let upsert = format!("{} {}", values_sql("kv", rows), upsert_if_supersedes!());
+            (rows, [values_sql("log", rows), upsert])
+        })
+        .collect()
 });
 
-fn append_sql(rows: usize) -> String {
-    let mut sql = String::from(
-        "INSERT INTO log (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, \
-         doc_heads, expires, lease) VALUES ",
+/// `INSERT INTO table (the thirteen columns) VALUES` and `rows` rows of parameters.
+fn values_sql(table: &str, rows: usize) -> String {
+    let mut sql = format!(
+        "INSERT INTO {table} (key, value, content_type, secret, deleted, hlc, node, doc_hlc, doc_node, doc_changes, \
+         doc_heads, expires, lease) VALUES "
     );
     for row in 0..rows {
         if row > 0 {
@@ -130,7 +145,7 @@ pub(super) fn append_in_one_call(rows: usize, audit: bool) -> &'static str {
     static SQL: LazyLock<Vec<[String; 2]>> = LazyLock::new(|| {
         (1..=ONE_CALL_MAX_ROWS)
             .map(|rows| {
-                let append = append_sql(rows);
+                let append = values_sql("log", rows);
                 [
                     format!("{append}; COMMIT"),
                     format!("{append}; {}; COMMIT", super::audit::insert_audit_rows!()),
@@ -141,12 +156,22 @@ pub(super) fn append_in_one_call(rows: usize, audit: bool) -> &'static str {
     &SQL[rows - 1][usize::from(audit)]
 }
 
-/// The prepared append for exactly `rows` rows (one of the sizes in [`APPENDS`]).
+/// The prepared append to `log` of exactly `rows` rows (one of the sizes in [`WRITES`]).
 pub(super) fn append_for(rows: usize) -> &'static str {
-    APPENDS
+    write_for(rows, 0)
+}
+
+/// The prepared upsert into `kv` of exactly `rows` rows (one of the sizes in [`WRITES`]), each replacing the
+/// stored row of its key only if it supersedes it.
+pub(super) fn upsert_for(rows: usize) -> &'static str {
+    write_for(rows, 1)
+}
+
+fn write_for(rows: usize, kind: usize) -> &'static str {
+    WRITES
         .iter()
         .find(|(size, _)| *size == rows)
-        .map(|(_, sql)| sql.as_str())
+        .map(|(_, sql)| sql[kind].as_str())
         .expect("batch pieces are always a prepared size")
 }
 

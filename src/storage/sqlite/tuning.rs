@@ -13,6 +13,9 @@ pub const COMPACT_THRESHOLD_BYTES: u64 = 4 << 20;
 /// Default of [`StoreTuning::compact_slice_rows`]: bounds the stall of the `apply` that folds a range. See the
 /// measurements in the docs of [`super`].
 pub const COMPACT_SLICE_ROWS: usize = 4_096;
+/// Default of [`StoreTuning::upsert_min_rows`]: a batch of a sweep's slice or more is written into `kv` straight
+/// away, since folding it from the log would rewrite at least as many pages of `kv` a second time.
+pub const UPSERT_MIN_ROWS: usize = COMPACT_SLICE_ROWS;
 /// Default of [`StoreTuning::checkpoint_interval`].
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Default of [`StoreTuning::wal_restart_bytes`].
@@ -33,6 +36,12 @@ pub struct StoreTuning {
     /// ranges of about this many of its rows, at most 16). Bounds the stall of the `apply` that
     /// folds a range; one range is folded every quarter of this many rows appended. At least 1.
     pub compact_slice_rows: usize,
+    /// A batch of at least this many entries skips the log: it is upserted into `kv` in key order, in its own
+    /// transaction, merging by precedence as a sweep does. The log exists for small batches of scattered keys
+    /// (each would dirty a page of `kv` of its own); a large batch written in key order dirties each page it
+    /// touches once, which a sweep folding it later would do again after writing the log rows and deleting
+    /// them. At least 1.
+    pub upsert_min_rows: usize,
     /// How often the checkpointer task runs a passive checkpoint of the WAL into the database file. Under
     /// [`Durability::Normal`](crate::storage::Durability::Normal) that is also when commits reach the disk (the checkpoint fsyncs the WAL first).
     pub checkpoint_interval: Duration,
@@ -51,6 +60,7 @@ impl StoreTuning {
         compact_threshold_rows: COMPACT_THRESHOLD_ROWS,
         compact_threshold_bytes: COMPACT_THRESHOLD_BYTES,
         compact_slice_rows: COMPACT_SLICE_ROWS,
+        upsert_min_rows: UPSERT_MIN_ROWS,
         checkpoint_interval: CHECKPOINT_INTERVAL,
         wal_restart_bytes: WAL_RESTART_BYTES,
         wal_limit_bytes: WAL_LIMIT_BYTES,

@@ -13,8 +13,8 @@ use tokio::sync::Mutex;
 use super::audit::{rows_json, INSERT_AND_COMMIT_SQL};
 use super::checkpoint::{Checkpoint, CHECKPOINT_TRUNCATE};
 use super::sql::{
-    append_for, append_in_one_call, pieces, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, ONE_CALL_MAX_ROWS, SAMPLE_KEYS_SQL,
-    SWEEP_BOUND_SQL, TRIM_LOG_SQL,
+    append_for, append_in_one_call, pieces, upsert_for, COMPACT_FROM_SQL, COMPACT_RANGE_SQL, ONE_CALL_MAX_ROWS,
+    SAMPLE_KEYS_SQL, SWEEP_BOUND_SQL, TRIM_LOG_SQL,
 };
 use super::{StoreTuning, BUSY_TIMEOUT};
 use crate::crdt::Entry;
@@ -50,10 +50,11 @@ pub(super) struct Sweep {
     pub(super) ends: VecDeque<String>,
 }
 
-/// `query` with the seven columns of each of `entries` bound, in the order of the append statements.
+/// `query` with the thirteen columns of each of `entries` bound, in the order of the append and upsert
+/// statements.
 fn bind_rows<'q>(
     mut query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
-    entries: &'q [Entry],
+    entries: impl IntoIterator<Item = &'q Entry>,
 ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     for e in entries {
         query = query
@@ -193,9 +194,33 @@ impl Writer {
             self.appended(entries);
             return Ok(());
         }
-        let appended = self.append_pieces(entries).await;
-        if audit.is_empty() || appended.is_err() {
-            self.commit_or_rollback(appended).await?;
+        let rows: Vec<&Entry> = entries.iter().collect();
+        let appended = self.write_pieces(&rows, append_for).await;
+        self.commit_with_audit(appended, audit).await?;
+        self.appended(entries);
+        Ok(())
+    }
+
+    /// Write `entries` straight into `kv`, each replacing the stored row of its key only if it supersedes it,
+    /// and `audit` into the audit table, in one transaction: all of them or, on any failure, none. In key
+    /// order, so that each page of `kv` is visited once (see [`StoreTuning::upsert_min_rows`]). The log may
+    /// still hold rows of the same keys, older or newer: reads and sweeps merge them by precedence, to the
+    /// same result whichever side holds which.
+    pub(super) async fn upsert(&mut self, entries: &[Entry], audit: &[AuditRecord]) -> Result<()> {
+        let mut rows: Vec<&Entry> = entries.iter().collect();
+        if !rows.is_sorted_by(|a, b| a.key <= b.key) {
+            rows.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        self.begin().await?;
+        let written = self.write_pieces(&rows, upsert_for).await;
+        self.commit_with_audit(written, audit).await
+    }
+
+    /// End the transaction `written` the rows in: insert `audit` and commit if they were, roll back if not or
+    /// if the audit insert or the commit fails.
+    async fn commit_with_audit(&mut self, written: Result<()>, audit: &[AuditRecord]) -> Result<()> {
+        if audit.is_empty() || written.is_err() {
+            self.commit_or_rollback(written).await?;
         } else {
             // The records and the COMMIT in one call (see `INSERT_AND_COMMIT_SQL`); a failure of either rolls
             // the whole transaction back.
@@ -212,7 +237,6 @@ impl Writer {
                 return Err(err);
             }
         }
-        self.appended(entries);
         Ok(())
     }
 
@@ -231,13 +255,14 @@ impl Writer {
         }
     }
 
-    /// The inserts of [`Writer::append`], inside its transaction.
-    async fn append_pieces(&mut self, entries: &[Entry]) -> Result<()> {
-        let mut rest = entries;
-        for size in pieces(entries.len()) {
+    /// The inserts of [`Writer::append`] or [`Writer::upsert`] inside its transaction: `rows` in pieces of the
+    /// prepared sizes, each the statement `statement` gives for its size.
+    async fn write_pieces(&mut self, rows: &[&Entry], statement: fn(usize) -> &'static str) -> Result<()> {
+        let mut rest = rows;
+        for size in pieces(rows.len()) {
             let (piece, tail) = rest.split_at(size);
             rest = tail;
-            bind_rows(sqlx::query(append_for(size)), piece)
+            bind_rows(sqlx::query(statement(size)), piece.iter().copied())
                 .execute(&mut self.conn)
                 .await?;
         }

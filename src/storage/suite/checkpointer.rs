@@ -13,6 +13,7 @@ const BUSY_CHECKPOINTS: StoreTuning = StoreTuning {
     compact_threshold_rows: 200,
     compact_threshold_bytes: StoreTuning::DEFAULT.compact_threshold_bytes,
     compact_slice_rows: 64,
+    upsert_min_rows: StoreTuning::DEFAULT.upsert_min_rows,
     checkpoint_interval: std::time::Duration::from_millis(5),
     wal_restart_bytes: 64 << 10,
     wal_limit_bytes: 1 << 20,

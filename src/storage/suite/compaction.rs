@@ -163,6 +163,77 @@ async fn sqlite_compaction_keeps_the_greatest_precedence() {
         reads_agree(&store, &expected).await;
         store.close().await.unwrap();
     }
+    // The same batch upserted straight into `kv`: several versions of a key meet in one statement, in the
+    // order of the batch; then replayed through the log, and upserted again over what `kv` holds.
+    let dir = tempfile::tempdir().unwrap();
+    let direct = StoreTuning {
+        upsert_min_rows: batch.len(),
+        ..NEVER_COMPACT
+    };
+    let store = open_sqlite_with(dir.path(), direct).await;
+    store.apply(&batch).await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), 0, "a batch this large skips the log");
+    reads_agree(&store, &expected).await;
+    store.apply(&batch[..batch.len() - 1]).await.unwrap();
+    store.apply(&batch).await.unwrap();
+    reads_agree(&store, &expected).await;
+    store.compact().await.unwrap();
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn sqlite_a_large_batch_skips_the_log_and_merges_with_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let tuning = StoreTuning {
+        upsert_min_rows: 4,
+        ..NEVER_COMPACT
+    };
+    let store = open_sqlite_with(dir.path(), tuning).await;
+    // In the log: rows the large batch will find older, newer and equal.
+    let logged = [
+        value("b", b"logged, older", v(3, 1)),
+        value("c", b"logged, newer", v(9, 1)),
+        Entry::tombstone("d", v(5, 1)),
+    ];
+    store.apply(&logged).await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), logged.len());
+    // Out of key order, as a caller may hand it: the store sorts it.
+    let large = [
+        value("e", b"new", v(1, 1)),
+        value("c", b"older than the log", v(4, 1)),
+        value("b", b"newer than the log", v(6, 1)),
+        value("d", b"equal version, not deleted: loses", v(5, 1)),
+        value("a", b"new", v(HIGH, 1)),
+    ];
+    store.apply(&large).await.unwrap();
+    assert_eq!(
+        store.log_rows().await.unwrap(),
+        logged.len(),
+        "the large batch went to kv"
+    );
+    let expected = model(logged.iter().chain(&large));
+    assert_eq!(expected["c"], logged[1]);
+    assert!(expected["d"].deleted);
+    reads_agree(&store, &expected).await;
+    // The sweep folds the log's rows over the upserted ones: each key keeps its winner.
+    store.compact().await.unwrap();
+    assert_eq!(store.log_rows().await.unwrap(), 0);
+    reads_agree(&store, &expected).await;
+    // An older large batch changes nothing; the file holds the same after a reopen.
+    let stale: Vec<Entry> = large
+        .iter()
+        .map(|e| Entry {
+            version: v(0, 0),
+            ..e.clone()
+        })
+        .collect();
+    store.apply(&stale).await.unwrap();
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
+    let store = open_sqlite_with(dir.path(), tuning).await;
+    reads_agree(&store, &expected).await;
+    store.close().await.unwrap();
 }
 
 #[tokio::test]

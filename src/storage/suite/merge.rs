@@ -267,19 +267,22 @@ proptest! {
     }
 
     /// Compactions triggered part way (any threshold and slice size, so slices start and end anywhere in
-    /// the batches and several versions of a key meet in `kv`, in the log and in one slice) change nothing a
+    /// the batches and several versions of a key meet in `kv`, in the log and in one slice), and batches
+    /// large enough to be upserted into `kv` past the log (any size from one entry up), change nothing a
     /// read sees; neither does a final full compaction, nor reopening the file.
     #[test]
     fn sqlite_applies_converge_with_compaction_mid_way(
         batches in arb_batches(),
         threshold in 0usize..12,
         slice in 1usize..6,
+        upsert_min in 1usize..16,
     ) {
         block_on(async {
             let dir = tempfile::tempdir().unwrap();
             let tuning = StoreTuning {
                 compact_threshold_rows: threshold,
                 compact_slice_rows: slice,
+                upsert_min_rows: upsert_min,
                 ..StoreTuning::DEFAULT
             };
             let store = open_sqlite_with(dir.path(), tuning).await;
