@@ -430,6 +430,12 @@ impl Store for SqliteStore {
         if entries.len() >= self.tuning.upsert_min_rows.max(1) {
             // A large batch skips the log (it would only be folded again): nothing appended, nothing due.
             writer.upsert(entries, audit).await?;
+            // Its pages filled the writer's cache, and an import's next batch writes other pages: give the
+            // cache back (it is SQLite's own, ~64 MiB held after an import of 1 M keys) rather than keep it for
+            // sweeps that are not due. A failure only costs the memory.
+            if let Err(err) = writer.release_cache().await {
+                tracing::warn!(error = %err, "releasing the storage page cache failed");
+            }
         } else {
             writer.append(entries, audit).await?;
             // The batch is committed: from here on nothing may turn this call into an error.

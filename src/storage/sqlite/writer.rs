@@ -216,6 +216,13 @@ impl Writer {
         self.commit_with_audit(written, audit).await
     }
 
+    /// Free the pages the writer connection's cache holds and nothing uses (all of them between
+    /// transactions): `PRAGMA shrink_memory`.
+    pub(super) async fn release_cache(&mut self) -> Result<()> {
+        sqlx::query("PRAGMA shrink_memory").execute(&mut self.conn).await?;
+        Ok(())
+    }
+
     /// End the transaction `written` the rows in: insert `audit` and commit if they were, roll back if not or
     /// if the audit insert or the commit fails.
     async fn commit_with_audit(&mut self, written: Result<()>, audit: &[AuditRecord]) -> Result<()> {
