@@ -550,18 +550,35 @@ impl WeakDb {
 }
 
 /// Publish committed entries on the change stream, in order (the writer calls this after the map took them).
-fn publish(shared: &Shared, entries: Vec<Entry>, mut deltas: HashMap<(String, Version), DocBroadcast>) {
-    for entry in entries {
-        let delta = if deltas.is_empty() {
-            None
-        } else {
-            deltas.remove(&(entry.key.clone(), entry.version))
+fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(String, Version), DocBroadcast>) {
+    for change in changes {
+        let change = match change {
+            Published::Entry(entry) => {
+                let delta = if deltas.is_empty() {
+                    None
+                } else {
+                    deltas.remove(&(entry.key.clone(), entry.version))
+                };
+                Change::new(entry, delta, &shared.event_bytes)
+            }
+            Published::Named { key, version } => Change {
+                key,
+                version,
+                deleted: false,
+                held: None,
+            },
         };
         // No subscribers is fine: nobody is watching (and the dropped event gives its bytes back).
-        let _ = shared
-            .events
-            .send(Arc::new(Change::new(entry, delta, &shared.event_bytes)));
+        let _ = shared.events.send(Arc::new(change));
     }
+}
+
+/// A committed change as the writer hands it to [`publish`].
+enum Published {
+    /// The entry, held by its event if the budget has room.
+    Entry(Entry),
+    /// A value named by key and version only: its event is by reference.
+    Named { key: String, version: Version },
 }
 
 fn held_entry(change: &Change) -> Option<Entry> {

@@ -227,6 +227,41 @@ async fn merge_applies_only_newer_entries() {
 }
 
 #[tokio::test]
+async fn a_bulk_merge_publishes_its_values_by_reference() {
+    let db = open().await;
+    let mut events = db.subscribe();
+    let version = Version::new(50, NodeId(1));
+    // A small merge's event holds its entry.
+    let small = Entry::value("small", "v", version);
+    db.merge(vec![small.clone()]).await.unwrap();
+    let change = events.recv().await.unwrap();
+    assert!(change.holds_entry());
+    assert_eq!(db.resolve(&change), Some(small));
+    // A bulk merge's value events name key and version; its tombstones still carry themselves.
+    let mut bulk: Vec<Entry> = (0..writer::BULK_MERGE_ENTRIES)
+        .map(|i| Entry::value(format!("bulk/{i:05}"), format!("value {i}"), version))
+        .collect();
+    bulk.push(Entry::tombstone("bulk/gone", version));
+    assert_eq!(db.merge(bulk.clone()).await.unwrap(), bulk.len());
+    let mut changes = Vec::new();
+    for _ in 0..bulk.len() {
+        changes.push(events.recv().await.unwrap());
+    }
+    let held: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.holds_entry())
+        .map(|c| c.key.as_str())
+        .collect();
+    assert_eq!(held, ["bulk/gone"]);
+    // Every one resolves to the entry merged.
+    let mut expected = bulk;
+    expected.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut resolved = db.resolve_all(changes.iter().map(|c| &**c));
+    resolved.sort_by(|a, b| a.key.cmp(&b.key));
+    assert_eq!(resolved, expected);
+}
+
+#[tokio::test]
 async fn prefix_delete_tombstones_the_folder_only() {
     let db = open().await;
     db.write(vec![put("a/x", "1"), put("a/y/z", "2"), put("ab", "3"), put("a", "4")])

@@ -23,6 +23,13 @@ mod sweep;
 /// latency a single huge batch adds to everyone else's writes.
 pub const MAX_GROUP_ENTRIES: usize = 8192;
 
+/// A merge of at least this many entries (an import, a large repair) publishes the events of its values by
+/// reference (key and version; subscribers read the value from the map). Held by the event, a value's buffer
+/// would be shared with the map's entry, and sharing a `Bytes` made from a `Vec` allocates its reference
+/// count for good: ~32 bytes more per imported key after the event is gone. An event ring of
+/// [`super::EVENT_BUFFER`] keeps only the last of so many events anyway.
+pub(super) const BULK_MERGE_ENTRIES: usize = super::EVENT_BUFFER / 4;
+
 pub(super) enum Command {
     /// `audit`: the record of the request writing, committed with the write if it succeeds.
     Write {
@@ -144,7 +151,7 @@ struct Group {
     /// Latest uncommitted entry per key: what later commands of the group must see.
     overlay: HashMap<String, Entry>,
     /// Every change in application order, for watchers.
-    changes: Vec<Entry>,
+    changes: Vec<super::Published>,
     /// The broadcast delta of each local document edit, by key and version (see [`super::Change`]).
     deltas: HashMap<(String, Version), super::DocBroadcast>,
     pending: Vec<Pending>,
@@ -377,7 +384,7 @@ impl Group {
             }
         }
         self.overlay.extend(local);
-        self.changes.extend(changes);
+        self.changes.extend(changes.into_iter().map(super::Published::Entry));
         self.deltas.extend(deltas);
         Ok(outcomes)
     }
@@ -386,6 +393,8 @@ impl Group {
     /// joined with it, and the join is what is kept. Returns how many were kept.
     fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> usize {
         let mut applied = 0;
+        // A bulk merge's values go out by reference: see `BULK_MERGE_ENTRIES`.
+        let by_reference = entries.len() >= BULK_MERGE_ENTRIES;
         // An import's group is one merge of up to the whole request: grown once, not by doubling.
         self.overlay.reserve(entries.len());
         self.changes.reserve(entries.len());
@@ -409,7 +418,14 @@ impl Group {
                 None => true,
             };
             if wins {
-                self.changes.push(entry.clone());
+                self.changes.push(if by_reference && !entry.deleted {
+                    super::Published::Named {
+                        key: entry.key.clone(),
+                        version: entry.version,
+                    }
+                } else {
+                    super::Published::Entry(entry.clone())
+                });
                 self.overlay.insert(entry.key.clone(), entry);
                 applied += 1;
             }
