@@ -262,6 +262,47 @@ async fn a_bulk_merge_publishes_its_values_by_reference() {
 }
 
 #[tokio::test]
+async fn a_bulk_merge_keeps_the_greatest_of_its_duplicates_and_of_what_is_held() {
+    let db = open().await;
+    let at = |hlc| Version::new(hlc, NodeId(1));
+    // Held before: one key the bulk will find newer, one it will find older.
+    db.merge(vec![
+        Entry::value("held/newer", "held", at(90)),
+        Entry::value("held/older", "held", at(10)),
+    ])
+    .await
+    .unwrap();
+    // Filler up to the bulk size, then the interesting ones out of key order and with duplicates.
+    let mut bulk: Vec<Entry> = (0..writer::BULK_MERGE_ENTRIES)
+        .map(|i| Entry::value(format!("fill/{i:05}"), "f", at(20)))
+        .collect();
+    bulk.extend([
+        Entry::value("dup/rising", "first", at(30)),
+        Entry::value("held/newer", "loses to the held one", at(50)),
+        Entry::value("dup/falling", "kept", at(40)),
+        Entry::value("dup/rising", "second, kept", at(31)),
+        Entry::value("held/older", "beats the held one", at(50)),
+        Entry::value("dup/falling", "older, dropped", at(39)),
+        Entry::tombstone("dup/rising", at(29)),
+    ]);
+    let applied = db.merge(bulk).await.unwrap();
+    // Every filler, both writes of dup/rising (the second supersedes the first), dup/falling once, held/older.
+    assert_eq!(applied, writer::BULK_MERGE_ENTRIES + 4);
+    assert_eq!(db.get("dup/rising").unwrap().value, "second, kept");
+    assert_eq!(db.get("dup/falling").unwrap().value, "kept");
+    assert_eq!(db.get("held/newer").unwrap().value, "held");
+    assert_eq!(db.get("held/older").unwrap().value, "beats the held one");
+    assert_eq!(db.get("fill/00000").unwrap().value, "f");
+    // What the map holds is what the store holds.
+    let stored = db.shared.store.load().await.unwrap();
+    for key in ["dup/rising", "dup/falling", "held/newer", "held/older"] {
+        let entry = stored.iter().find(|e| e.key == key).unwrap();
+        assert_eq!(Some(entry), db.shared.state.read().get(key));
+    }
+    assert!(db.hlc().peek() >= 90);
+}
+
+#[tokio::test]
 async fn prefix_delete_tombstones_the_folder_only() {
     let db = open().await;
     db.write(vec![put("a/x", "1"), put("a/y/z", "2"), put("ab", "3"), put("a", "4")])

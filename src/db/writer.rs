@@ -17,6 +17,7 @@ use crate::key;
 use crate::telemetry::limiter::LogLimiter;
 use sweep::{expire_due, next_command, Next};
 
+mod merge;
 mod sweep;
 
 /// Most entries one group commit carries; beyond it the rest waits for the next commit, which bounds the
@@ -59,6 +60,11 @@ pub(super) enum Command {
 }
 
 impl Command {
+    /// A merge evaluated as a group of its own (see `merge`).
+    fn is_bulk(&self) -> bool {
+        matches!(self, Command::Merge { entries, .. } if entries.len() >= BULK_MERGE_ENTRIES)
+    }
+
     fn weight(&self) -> usize {
         match self {
             Command::Write { ops, .. } => ops.len(),
@@ -117,11 +123,17 @@ pub(super) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Command>)
                     break;
                 }
                 command => {
-                    if !group.is_empty() && group.weight + command.weight() > MAX_GROUP_ENTRIES {
+                    // A bulk merge is a group of its own (see `merge`): it is not added to one, nor anything
+                    // to it.
+                    if !group.is_empty() && (command.is_bulk() || group.weight + command.weight() > MAX_GROUP_ENTRIES) {
                         carry = Some(command);
                         break;
                     }
+                    let bulk = command.is_bulk();
                     group.add(&shared, command);
+                    if bulk {
+                        break;
+                    }
                     next = queue.try_recv().ok();
                 }
             }
@@ -150,6 +162,9 @@ async fn purge(shared: &Shared, before_hlc: u64) -> Result<usize> {
 struct Group {
     /// Latest uncommitted entry per key: what later commands of the group must see.
     overlay: HashMap<String, Entry>,
+    /// A bulk merge's entries, sorted by key, one per key: the group's only command, committed instead of
+    /// the overlay (see `merge`).
+    bulk: Vec<Entry>,
     /// Every change in application order, for watchers.
     changes: Vec<super::Published>,
     /// The broadcast delta of each local document edit, by key and version (see [`super::Change`]).
@@ -184,7 +199,11 @@ impl Group {
                 self.pending.push(Pending::Write(reply, result));
             }
             Command::Merge { entries, audit, reply } => {
-                let applied = self.merge(shared, entries);
+                let applied = if entries.len() >= BULK_MERGE_ENTRIES {
+                    self.merge_bulk(shared, entries)
+                } else {
+                    self.merge(shared, entries)
+                };
                 self.claim(shared, audit);
                 self.pending.push(Pending::Merge(reply, applied));
             }
@@ -389,55 +408,12 @@ impl Group {
         Ok(outcomes)
     }
 
-    /// Merge remote entries: keep those that supersede what this node has; a document of the epoch held is
-    /// joined with it, and the join is what is kept. Returns how many were kept.
-    fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> usize {
-        let mut applied = 0;
-        // A bulk merge's values go out by reference: see `BULK_MERGE_ENTRIES`.
-        let by_reference = entries.len() >= BULK_MERGE_ENTRIES;
-        // An import's group is one merge of up to the whole request: grown once, not by doubling.
-        self.overlay.reserve(entries.len());
-        self.changes.reserve(entries.len());
-        for mut entry in entries {
-            shared.hlc.observe(entry.version.hlc);
-            let wins = match self.current(shared, &entry.key) {
-                // A delta only applies to the document it is a change of; anything else is not stored.
-                current if entry.is_delta() && !current.as_ref().is_some_and(|c| c.same_document(&entry)) => false,
-                Some(current) if current.same_document(&entry) => match super::docs::join(shared, &current, &entry) {
-                    Ok(joined) => {
-                        entry = joined;
-                        entry.supersedes(&current)
-                    }
-                    Err(err) => {
-                        // Bytes that do not load or open: keep what is held (anti-entropy offers them again).
-                        tracing::warn!(key = %entry.key, error = %err, "a replicated document could not be joined");
-                        false
-                    }
-                },
-                Some(current) => entry.supersedes(&current),
-                None => true,
-            };
-            if wins {
-                self.changes.push(if by_reference && !entry.deleted {
-                    super::Published::Named {
-                        key: entry.key.clone(),
-                        version: entry.version,
-                    }
-                } else {
-                    super::Published::Entry(entry.clone())
-                });
-                self.overlay.insert(entry.key.clone(), entry);
-                applied += 1;
-            }
-        }
-        applied
-    }
-
     /// Persist the group's final entries in one transaction; on success publish and answer, on failure
     /// answer every caller with the error and publish nothing.
     async fn commit(self, shared: &Shared) {
         let Group {
             overlay,
+            bulk,
             changes,
             deltas,
             pending,
@@ -445,10 +421,15 @@ impl Group {
             claims,
             ..
         } = self;
-        let mut batch: Vec<Entry> = overlay.into_values().collect();
-        // In key order: the store writes a large batch into its table in this order, and `install_all`
-        // wants it sorted too.
-        batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let batch: Vec<Entry> = if bulk.is_empty() {
+            let mut batch: Vec<Entry> = overlay.into_values().collect();
+            // In key order: the store writes a large batch into its table in this order, and `install_all`
+            // wants it sorted too.
+            batch.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+            batch
+        } else {
+            bulk
+        };
         let committed = if batch.is_empty() && audit.is_empty() {
             Ok(0)
         } else {
