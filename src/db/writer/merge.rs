@@ -10,7 +10,7 @@
 //! growing a map of 100,000 entries, then collecting and sorting it again, was a tenth of an import's CPU).
 
 use super::{Group, Shared};
-use crate::crdt::Entry;
+use crate::crdt::{Entry, Version};
 use crate::db::Published;
 
 /// What merging `entry` over `current` (the node's entry of its key, if any) keeps: the entry, or its join
@@ -54,22 +54,24 @@ impl Group {
     /// entries were kept (a key's later duplicate that supersedes the earlier counts too, as in
     /// [`Group::merge`]).
     pub(super) fn merge_bulk(&mut self, shared: &Shared, mut entries: Vec<Entry>) -> usize {
-        debug_assert!(
-            self.is_empty() && self.overlay.is_empty(),
-            "a bulk merge is a group of its own"
-        );
-        // Stable: a key's duplicates keep the request's order, and each is merged over the one before.
-        entries.sort_by(|a, b| a.key.cmp(&b.key));
-        let mut kept: Vec<Entry> = Vec::with_capacity(entries.len());
+        debug_assert!(self.is_empty() && self.overlay.is_empty(), "a bulk merge is a group of its own");
+        // Stable: a key's duplicates keep the request's order, and each is merged over the one before. An
+        // export is in key order already, and a sort would allocate its scratch (up to the whole bulk) anyway.
+        if !entries.is_sorted_by(|a, b| a.key <= b.key) {
+            entries.sort_by(|a, b| a.key.cmp(&b.key));
+        }
+        // In place: `entries[..kept]` holds what the bulk keeps so far, one per key; each entry is taken out
+        // of its slot (left holding an empty tombstone) before its verdict. A second vector of the bulk's
+        // size would be fresh pages the kernel zeroes, on every import request.
+        let mut kept = 0;
         let mut applied = 0;
         // Only this task writes the map: reading it under one lock for the whole bulk blocks no reader.
         let state = shared.state.read();
-        for entry in entries {
-            let earlier = kept.last().filter(|last| last.key == entry.key);
-            let current = earlier.or_else(|| state.get(&entry.key));
-            let Some(winner) = winner(shared, current, entry) else {
-                continue;
-            };
+        for next in 0..entries.len() {
+            let entry = std::mem::replace(&mut entries[next], Entry::tombstone(String::new(), Version::ZERO));
+            let duplicate = kept > 0 && entries[kept - 1].key == entry.key;
+            let current = if duplicate { Some(&entries[kept - 1]) } else { state.get(&entry.key) };
+            let Some(winner) = winner(shared, current, entry) else { continue };
             self.changes.push(if winner.deleted {
                 Published::Entry(winner.clone())
             } else {
@@ -78,13 +80,17 @@ impl Group {
                     version: winner.version,
                 }
             });
-            match kept.last_mut() {
-                Some(last) if last.key == winner.key => *last = winner,
-                _ => kept.push(winner),
+            if duplicate {
+                entries[kept - 1] = winner;
+            } else {
+                entries[kept] = winner;
+                kept += 1;
             }
             applied += 1;
         }
-        self.bulk = kept;
+        drop(state);
+        entries.truncate(kept);
+        self.bulk = entries;
         applied
     }
 }
