@@ -54,7 +54,10 @@ impl Group {
     /// entries were kept (a key's later duplicate that supersedes the earlier counts too, as in
     /// [`Group::merge`]).
     pub(super) fn merge_bulk(&mut self, shared: &Shared, mut entries: Vec<Entry>) -> usize {
-        debug_assert!(self.is_empty() && self.overlay.is_empty(), "a bulk merge is a group of its own");
+        debug_assert!(
+            self.is_empty() && self.overlay.is_empty(),
+            "a bulk merge is a group of its own"
+        );
         // Stable: a key's duplicates keep the request's order, and each is merged over the one before. An
         // export is in key order already, and a sort would allocate its scratch (up to the whole bulk) anyway.
         if !entries.is_sorted_by(|a, b| a.key <= b.key) {
@@ -70,8 +73,14 @@ impl Group {
         for next in 0..entries.len() {
             let entry = std::mem::replace(&mut entries[next], Entry::tombstone(String::new(), Version::ZERO));
             let duplicate = kept > 0 && entries[kept - 1].key == entry.key;
-            let current = if duplicate { Some(&entries[kept - 1]) } else { state.get(&entry.key) };
-            let Some(winner) = winner(shared, current, entry) else { continue };
+            let current = if duplicate {
+                Some(&entries[kept - 1])
+            } else {
+                state.get(&entry.key)
+            };
+            let Some(winner) = winner(shared, current, entry) else {
+                continue;
+            };
             self.changes.push(if winner.deleted {
                 Published::Entry(winner.clone())
             } else {
