@@ -477,17 +477,26 @@ impl Driver {
     /// driver lags (misses events), anti-entropy repairs what the deltas did not carry.
     async fn broadcast_local(&mut self, first: Option<Arc<Change>>, events: &mut broadcast::Receiver<Arc<Change>>) {
         let now = self.now_ms();
-        let changes: Vec<Arc<Change>> = {
+        // This node's own writes, and what came in through its import (pushed whoever wrote it).
+        let (changes, imported): (Vec<Arc<Change>>, Vec<Arc<Change>>) = {
             let core = self.core.lock();
             first
                 .into_iter()
                 .chain(std::iter::from_fn(|| events.try_recv().ok()))
-                .filter(|c| core.broadcasts(now, c.version, c.deleted))
-                .collect()
+                .filter(|c| {
+                    core.broadcasts(now, c.version, c.deleted)
+                        || (c.imported && core.forwards_import(now, c.version, c.deleted))
+                })
+                .partition(|c| core.broadcasts(now, c.version, c.deleted))
         };
         let batch: Vec<Entry> = self.db.resolve_broadcast(changes.iter().map(|c| &**c));
         if !batch.is_empty() {
             let fx = self.core.lock().on_local_commit(now, &batch);
+            self.carry_out(fx).await;
+        }
+        let batch: Vec<Entry> = self.db.resolve_broadcast(imported.iter().map(|c| &**c));
+        if !batch.is_empty() {
+            let fx = self.core.lock().on_import(now, &batch);
             self.carry_out(fx).await;
         }
     }

@@ -9,6 +9,7 @@
 //! the key space. An import *merges by version*: an entry is applied only if it supersedes what
 //! the node has, so importing an old export never clobbers newer data, and importing twice is harmless.
 //! The import is validated completely before anything is applied: one bad line rejects the whole file.
+//! It is then committed in chunks (see [`import`]) and pushed to the cluster's other nodes by this one.
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ use crate::key;
 
 /// Entries read under one lock while streaming an export.
 const EXPORT_CHUNK_ENTRIES: usize = 512;
+/// Entries an import commits at a time in a cluster (see `import`).
+const IMPORT_CHUNK_ENTRIES: usize = crate::db::EVENT_BUFFER / 4;
 
 /// Stream the export, `?prefix=` optionally narrowing it to a folder.
 pub async fn export(State(app): State<Arc<AppState>>, access: Access, params: Params) -> Result<Response> {
@@ -139,7 +142,26 @@ pub async fn import(
         entries.push(entry);
     }
     let received = entries.len();
-    let applied = app.db.merge(entries).await?;
+    // As an import, not a merge from a peer: this node pushes what it takes to its peers (see `Db::import`),
+    // through the change stream, whose ring holds `EVENT_BUFFER` events. In a cluster the import is
+    // committed in chunks of a quarter of that, one after the other, so that the cluster's driver reads each
+    // chunk's events before the next overwrites them (it would otherwise lag, and leave the rest to
+    // anti-entropy: 14 s for 200,000 keys in two requests to reach two peers, against 2.9 s in chunks). A
+    // failure part way (a full disk) leaves the chunks before it applied; the answer is the error, and
+    // importing the file again is harmless. A node on its own commits the request at once (one commit is
+    // cheaper, and it fills the map's tree in bulk).
+    let chunk = if app.cluster.is_some() {
+        IMPORT_CHUNK_ENTRIES
+    } else {
+        usize::MAX
+    };
+    let mut applied = 0;
+    let mut rest = entries;
+    while !rest.is_empty() {
+        let tail = rest.split_off(rest.len().min(chunk));
+        applied += app.db.import(rest).await?;
+        rest = tail;
+    }
     Ok(Json(
         serde_json::json!({"message": "ok", "received": received, "applied": applied}),
     ))

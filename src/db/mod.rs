@@ -88,6 +88,10 @@ pub struct Change {
     pub version: Version,
     /// Whether the change wrote a tombstone.
     pub deleted: bool,
+    /// Whether it came in through this node's import (`POST /api/v1/import`): this node is the entry point of
+    /// such entries into the cluster, and pushes them to its peers as it pushes its own writes, whoever
+    /// wrote them (see [`crate::replication::Core::on_import`]).
+    pub imported: bool,
     held: Option<Held>,
 }
 
@@ -136,6 +140,7 @@ impl Change {
             key: entry.key,
             version: entry.version,
             deleted: entry.deleted,
+            imported: false,
             held,
         }
     }
@@ -393,15 +398,30 @@ impl Db {
         .await?
     }
 
-    /// Merge entries written elsewhere (replication, import): each is applied only if it supersedes what
-    /// this node has. Returns how many of them changed the state.
+    /// Merge entries written elsewhere (replication, anti-entropy): each is applied only if it supersedes
+    /// what this node has. Returns how many of them changed the state.
     pub async fn merge(&self, entries: Vec<Entry>) -> Result<usize> {
+        self.merge_from(entries, false).await
+    }
+
+    /// [`Db::merge`] for entries imported through this node: their change events say so
+    /// ([`Change::imported`]), so that the node pushes them to its peers.
+    pub async fn import(&self, entries: Vec<Entry>) -> Result<usize> {
+        self.merge_from(entries, true).await
+    }
+
+    async fn merge_from(&self, entries: Vec<Entry>, imported: bool) -> Result<usize> {
         if entries.is_empty() {
             return Ok(0);
         }
         let audit = context::claim();
-        self.call(|reply| writer::Command::Merge { entries, audit, reply })
-            .await?
+        self.call(|reply| writer::Command::Merge {
+            entries,
+            imported,
+            audit,
+            reply,
+        })
+        .await?
     }
 
     /// Store audit records through the group commit (batched with the writes queued meanwhile): a record
@@ -553,18 +573,22 @@ impl WeakDb {
 fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(String, Version), DocBroadcast>) {
     for change in changes {
         let change = match change {
-            Published::Entry(entry) => {
+            Published::Entry { entry, imported } => {
                 let delta = if deltas.is_empty() {
                     None
                 } else {
                     deltas.remove(&(entry.key.clone(), entry.version))
                 };
-                Change::new(entry, delta, &shared.event_bytes)
+                Change {
+                    imported,
+                    ..Change::new(entry, delta, &shared.event_bytes)
+                }
             }
-            Published::Named { key, version } => Change {
+            Published::Named { key, version, imported } => Change {
                 key,
                 version,
                 deleted: false,
+                imported,
                 held: None,
             },
         };
@@ -575,10 +599,14 @@ fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(String
 
 /// A committed change as the writer hands it to [`publish`].
 enum Published {
-    /// The entry, held by its event if the budget has room.
-    Entry(Entry),
+    /// The entry, held by its event if the budget has room; `imported` as in [`Change::imported`].
+    Entry { entry: Entry, imported: bool },
     /// A value named by key and version only: its event is by reference.
-    Named { key: String, version: Version },
+    Named {
+        key: String,
+        version: Version,
+        imported: bool,
+    },
 }
 
 fn held_entry(change: &Change) -> Option<Entry> {

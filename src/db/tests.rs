@@ -303,6 +303,33 @@ async fn a_bulk_merge_keeps_the_greatest_of_its_duplicates_and_of_what_is_held()
 }
 
 #[tokio::test]
+async fn an_imports_events_say_so_and_a_merges_do_not() {
+    let db = open().await;
+    let mut events = db.subscribe();
+    let version = Version::new(50, NodeId(0xb1));
+    db.merge(vec![Entry::value("merged", "v", version)]).await.unwrap();
+    let bulk: Vec<Entry> = (0..writer::BULK_MERGE_ENTRIES)
+        .map(|i| Entry::value(format!("imported/{i:05}"), "v", version))
+        .collect();
+    db.import(vec![Entry::value("imported/small", "v", version)])
+        .await
+        .unwrap();
+    db.import(bulk).await.unwrap();
+    db.write(vec![put("written", "v")]).await.unwrap();
+    let merged = events.recv().await.unwrap();
+    assert!(!merged.imported);
+    let small = events.recv().await.unwrap();
+    assert!(small.imported && small.holds_entry());
+    for _ in 0..writer::BULK_MERGE_ENTRIES {
+        let change = events.recv().await.unwrap();
+        assert!(change.imported && !change.holds_entry(), "{}", change.key);
+    }
+    let written = events.recv().await.unwrap();
+    assert_eq!(written.key, "written");
+    assert!(!written.imported);
+}
+
+#[tokio::test]
 async fn prefix_delete_tombstones_the_folder_only() {
     let db = open().await;
     db.write(vec![put("a/x", "1"), put("a/y/z", "2"), put("ab", "3"), put("a", "4")])

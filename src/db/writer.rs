@@ -42,6 +42,8 @@ pub(super) enum Command {
     },
     Merge {
         entries: Vec<Entry>,
+        /// Through this node's import (see [`super::Change::imported`]), not from a peer.
+        imported: bool,
         audit: Option<Claim>,
         reply: oneshot::Sender<Result<usize>>,
     },
@@ -198,11 +200,16 @@ impl Group {
                 }
                 self.pending.push(Pending::Write(reply, result));
             }
-            Command::Merge { entries, audit, reply } => {
+            Command::Merge {
+                entries,
+                imported,
+                audit,
+                reply,
+            } => {
                 let applied = if entries.len() >= BULK_MERGE_ENTRIES {
-                    self.merge_bulk(shared, entries)
+                    self.merge_bulk(shared, entries, imported)
                 } else {
-                    self.merge(shared, entries)
+                    self.merge(shared, entries, imported)
                 };
                 self.claim(shared, audit);
                 self.pending.push(Pending::Merge(reply, applied));
@@ -403,7 +410,10 @@ impl Group {
             }
         }
         self.overlay.extend(local);
-        self.changes.extend(changes.into_iter().map(super::Published::Entry));
+        let published = changes
+            .into_iter()
+            .map(|entry| super::Published::Entry { entry, imported: false });
+        self.changes.extend(published);
         self.deltas.extend(deltas);
         Ok(outcomes)
     }

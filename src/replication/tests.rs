@@ -414,6 +414,41 @@ fn a_node_broadcasts_only_its_own_writes_and_never_forgotten_tombstones() {
     assert_eq!(sent, vec![&fresh, &old_value]);
 }
 
+#[test]
+fn a_node_pushes_what_it_imported_whoever_wrote_it_but_never_forgotten_tombstones() {
+    let cfg = CoreConfig {
+        tombstone_ttl_ms: 60_000,
+        ..CoreConfig::default()
+    };
+    let mut c = Cluster::with_config(2, |i| vec![1 - i], cfg);
+    for _ in 0..3 {
+        c.tick(1_000);
+    }
+    let now = c.now_ms;
+    let horizon = c.nodes[0].core.purge_horizon(now);
+    let elsewhere = crate::crdt::NodeId(0xb1);
+    let value = Entry::value("imported", "v", Version::new(from_physical_ms(now), elsewhere));
+    let old_value = Entry::value("imported/old", "v", Version::new(horizon - 1, elsewhere));
+    let old_tombstone = Entry::tombstone("imported/forgotten", Version::new(horizon - 1, elsewhere));
+    let core = &mut c.nodes[0].core;
+    assert!(!core.broadcasts(now, value.version, false), "not this node's write");
+    assert!(core.forwards_import(now, value.version, false));
+    assert!(core.forwards_import(now, old_value.version, false));
+    assert!(!core.forwards_import(now, old_tombstone.version, true));
+    let peer = c.nodes[1].core.id();
+    let core = &mut c.nodes[0].core;
+    let fx = core.on_import(now, &[value.clone(), old_tombstone, old_value.clone()]);
+    let sent: Vec<(&Entry, bool)> = fx
+        .sends
+        .iter()
+        .flat_map(|(to, m)| match m {
+            Message::Delta { entries } => entries.iter().map(|e| (e, *to == Destination::Node(peer))).collect(),
+            _ => Vec::new(),
+        })
+        .collect();
+    assert_eq!(sent, vec![(&value, true), (&old_value, true)]);
+}
+
 /// Three nodes, `skews` their clocks' offsets from true time; ticked for `secs` seconds.
 fn skewed(skews: &[i64], secs: u64) -> Cluster {
     let mut c = Cluster::new(skews.len(), |i| if i == 0 { vec![1] } else { vec![0] });

@@ -36,12 +36,15 @@ fn winner(shared: &Shared, current: Option<&Entry>, entry: Entry) -> Option<Entr
 impl Group {
     /// Merge a few entries into the group's overlay, where later commands of the group see them. Returns
     /// how many were kept.
-    pub(super) fn merge(&mut self, shared: &Shared, entries: Vec<Entry>) -> usize {
+    pub(super) fn merge(&mut self, shared: &Shared, entries: Vec<Entry>, imported: bool) -> usize {
         let mut applied = 0;
         for entry in entries {
             let current = self.current(shared, &entry.key);
             if let Some(kept) = winner(shared, current.as_ref(), entry) {
-                self.changes.push(Published::Entry(kept.clone()));
+                self.changes.push(Published::Entry {
+                    entry: kept.clone(),
+                    imported,
+                });
                 self.overlay.insert(kept.key.clone(), kept);
                 applied += 1;
             }
@@ -53,7 +56,7 @@ impl Group {
     /// entry per key. Its value events go out by reference (see [`super::BULK_MERGE_ENTRIES`]). Returns how many
     /// entries were kept (a key's later duplicate that supersedes the earlier counts too, as in
     /// [`Group::merge`]).
-    pub(super) fn merge_bulk(&mut self, shared: &Shared, mut entries: Vec<Entry>) -> usize {
+    pub(super) fn merge_bulk(&mut self, shared: &Shared, mut entries: Vec<Entry>, imported: bool) -> usize {
         debug_assert!(
             self.is_empty() && self.overlay.is_empty(),
             "a bulk merge is a group of its own"
@@ -82,11 +85,15 @@ impl Group {
                 continue;
             };
             self.changes.push(if winner.deleted {
-                Published::Entry(winner.clone())
+                Published::Entry {
+                    entry: winner.clone(),
+                    imported,
+                }
             } else {
                 Published::Named {
                     key: winner.key.clone(),
                     version: winner.version,
+                    imported,
                 }
             });
             if duplicate {

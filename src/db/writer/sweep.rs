@@ -60,6 +60,7 @@ pub(super) async fn expire_due(shared: &Shared) -> bool {
         shared,
         Command::Merge {
             entries: tombstones,
+            imported: false,
             audit: None,
             reply,
         },
