@@ -478,17 +478,17 @@ impl Driver {
     async fn broadcast_local(&mut self, first: Option<Arc<Change>>, events: &mut broadcast::Receiver<Arc<Change>>) {
         let now = self.now_ms();
         // This node's own writes, and what came in through its import (pushed whoever wrote it).
-        let (changes, imported): (Vec<Arc<Change>>, Vec<Arc<Change>>) = {
+        let (mut changes, mut imported) = (Vec::new(), Vec::new());
+        {
             let core = self.core.lock();
-            first
-                .into_iter()
-                .chain(std::iter::from_fn(|| events.try_recv().ok()))
-                .filter(|c| {
-                    core.broadcasts(now, c.version, c.deleted)
-                        || (c.imported && core.forwards_import(now, c.version, c.deleted))
-                })
-                .partition(|c| core.broadcasts(now, c.version, c.deleted))
-        };
+            for c in first.into_iter().chain(std::iter::from_fn(|| events.try_recv().ok())) {
+                if core.broadcasts(now, c.version, c.deleted) {
+                    changes.push(c);
+                } else if c.imported && core.forwards_import(now, c.version, c.deleted) {
+                    imported.push(c);
+                }
+            }
+        }
         let batch: Vec<Entry> = self.db.resolve_broadcast(changes.iter().map(|c| &**c));
         if !batch.is_empty() {
             let fx = self.core.lock().on_local_commit(now, &batch);

@@ -463,7 +463,7 @@ impl Core {
     /// local cleanup that must not delete anything elsewhere. A driver may test changes with this before
     /// resolving their values; [`Core::on_local_commit`] applies it again.
     pub fn broadcasts(&self, now_ms: u64, version: Version, deleted: bool) -> bool {
-        version.node == self.id() && self.forwards_import(now_ms, version, deleted)
+        version.node == self.id() && !self.forgotten(now_ms, version, deleted)
     }
 
     /// Whether an entry imported through this node is this node's to broadcast: whoever wrote it, the node
@@ -472,33 +472,29 @@ impl Core {
     /// [`Core::broadcasts`]. Without this an import reached the other nodes only through anti-entropy
     /// (200,000 keys took 29 s to reach two peers). [`Core::on_import`] applies it again.
     pub fn forwards_import(&self, now_ms: u64, version: Version, deleted: bool) -> bool {
-        !(deleted && version.hlc < self.purge_horizon(now_ms))
+        !self.forgotten(now_ms, version, deleted)
+    }
+
+    /// A tombstone older than the purge horizon: never sent (see [`Core::broadcasts`]).
+    fn forgotten(&self, now_ms: u64, version: Version, deleted: bool) -> bool {
+        deleted && version.hlc < self.purge_horizon(now_ms)
     }
 
     /// Entries the database just committed: push those [this node broadcasts](Core::broadcasts) to every
     /// reachable member.
     pub fn on_local_commit(&mut self, now_ms: u64, entries: &[Entry]) -> Effects {
-        let mine: Vec<Entry> = entries
-            .iter()
-            .filter(|e| self.broadcasts(now_ms, e.version, e.deleted))
-            .cloned()
-            .collect();
-        self.push(mine)
+        self.push(entries, |core, e| core.broadcasts(now_ms, e.version, e.deleted))
     }
 
     /// Entries imported through this node that the database just committed: push those it
     /// [forwards](Core::forwards_import) to every reachable member.
     pub fn on_import(&mut self, now_ms: u64, entries: &[Entry]) -> Effects {
-        let forwarded: Vec<Entry> = entries
-            .iter()
-            .filter(|e| self.forwards_import(now_ms, e.version, e.deleted))
-            .cloned()
-            .collect();
-        self.push(forwarded)
+        self.push(entries, |core, e| core.forwards_import(now_ms, e.version, e.deleted))
     }
 
-    /// One delta of `mine` (in chunks of at most a message) to every reachable member.
-    fn push(&mut self, mine: Vec<Entry>) -> Effects {
+    /// One delta of the `entries` that pass `sent` (in chunks of at most a message) to every reachable member.
+    fn push(&mut self, entries: &[Entry], sent: impl Fn(&Core, &Entry) -> bool) -> Effects {
+        let mine: Vec<Entry> = entries.iter().filter(|e| sent(self, e)).cloned().collect();
         let mut fx = Effects::default();
         if mine.is_empty() || self.membership.refusing() {
             return fx;

@@ -1,6 +1,7 @@
 //! The writer connection: appends to the log, sweeps that fold it into `kv` by key range, and the hard bound
 //! on the WAL. See "A write log in front of the table" in the module docs of [`super`].
 
+use std::borrow::Borrow;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,8 +195,7 @@ impl Writer {
             self.appended(entries);
             return Ok(());
         }
-        let rows: Vec<&Entry> = entries.iter().collect();
-        let appended = self.write_pieces(&rows, append_for).await;
+        let appended = self.write_pieces(entries, append_for).await;
         self.commit_with_audit(appended, audit).await?;
         self.appended(entries);
         Ok(())
@@ -264,12 +264,16 @@ impl Writer {
 
     /// The inserts of [`Writer::append`] or [`Writer::upsert`] inside its transaction: `rows` in pieces of the
     /// prepared sizes, each the statement `statement` gives for its size.
-    async fn write_pieces(&mut self, rows: &[&Entry], statement: fn(usize) -> &'static str) -> Result<()> {
+    async fn write_pieces<E: Borrow<Entry> + Sync>(
+        &mut self,
+        rows: &[E],
+        statement: fn(usize) -> &'static str,
+    ) -> Result<()> {
         let mut rest = rows;
         for size in pieces(rows.len()) {
             let (piece, tail) = rest.split_at(size);
             rest = tail;
-            bind_rows(sqlx::query(statement(size)), piece.iter().copied())
+            bind_rows(sqlx::query(statement(size)), piece.iter().map(Borrow::borrow))
                 .execute(&mut self.conn)
                 .await?;
         }
