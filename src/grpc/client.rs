@@ -101,6 +101,12 @@ impl Transport {
     pub fn send(&self, addr: &str, msg: &Message) -> Option<usize> {
         let frame = self.codec.seal(msg);
         let len = frame.len();
+        if len > MAX_FRAME_BYTES {
+            // The core splits what it sends well below the limit; a frame past it would only come back as an
+            // opaque HTTP/2 error from the peer, every time it is retried. Say what it was instead.
+            tracing::error!(peer = %addr, kind = msg.kind(), bytes = len, "message too large to send: dropped");
+            return None;
+        }
         let sender = {
             let mut peers = self.peers.lock();
             match peers.get(addr) {

@@ -2,7 +2,7 @@
 //! [`Message`]) and the bookkeeping of the rounds this node started. The protocol is described in the module
 //! docs of `replication`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -12,21 +12,44 @@ use super::message::Message;
 use crate::crdt::digest::{content_tag, BUCKETS_PER_GROUP, GROUPS};
 use crate::crdt::{Entry, LwwMap, NodeId, Version};
 
+/// Rounds this node finished lately, remembered so that parts of their answer that arrive after the last
+/// one (deliveries to a peer are pipelined, so they may overtake each other) are still taken in.
+pub(super) const RECENT_ROUNDS: usize = 16;
+
 /// An anti-entropy round this node started.
 #[derive(Debug, Clone)]
 pub(super) struct Round {
     peer: NodeId,
     started_ms: u64,
+    /// When the round last moved a step on: a round that compares many buckets asks for their versions a
+    /// batch at a time, and is abandoned only when it stops moving, however long it takes in all.
+    touched_ms: u64,
     repaired: usize,
     /// The peer's authority, from its root reply.
     peer_authority: u8,
+    /// Differing buckets whose versions are still to be sent, after the batch under way.
+    pending: Vec<u16>,
 }
+
+/// Rounds finished lately, oldest first (see [`RECENT_ROUNDS`]).
+pub(super) type Recent = VecDeque<(u64, NodeId)>;
+
+/// Most bytes a version takes in an `AeVersions` message besides its key (protobuf tags, lengths and
+/// varints of the clock, node and tag).
+const VERSION_WIRE_BYTES: usize = 40;
 
 impl Core {
     /// Start an anti-entropy round with a random alive member now (also used by tests and benchmarks).
     pub fn start_anti_entropy(&mut self, now_ms: u64, state: &LwwMap, fx: &mut Effects) -> Option<NodeId> {
         if self.membership.refusing() {
             return None; // silent: see `twins`
+        }
+        // A big repair still going batch by batch is not doubled by a second round over the same
+        // differences; one that has stalled (a lost message) does not hold the next back.
+        let interval = self.cfg.anti_entropy_interval_ms;
+        let moving = |r: &Round| !r.pending.is_empty() && now_ms.saturating_sub(r.touched_ms) < interval;
+        if self.rounds.values().any(moving) {
+            return None;
         }
         let alive: Vec<NodeId> = self.membership.alive().map(|m| m.record.id).collect();
         let peer = *alive.choose(&mut self.rng)?;
@@ -36,8 +59,10 @@ impl Core {
             Round {
                 peer,
                 started_ms: now_ms,
+                touched_ms: now_ms,
                 repaired: 0,
                 peer_authority: 0,
+                pending: Vec::new(),
             },
         );
         fx.send(
@@ -171,21 +196,47 @@ impl Core {
                 }
             }
         }
-        let versions = differing
-            .iter()
-            .flat_map(|&b| {
-                state
-                    .bucket_entries(b)
-                    .map(|e| (e.key.clone(), e.version, content_tag(e)))
-            })
-            .collect();
+        // Taken from the back a batch at a time: keep the lowest buckets last so batches go in order.
+        differing.reverse();
+        if let Some(round) = self.rounds.get_mut(&session) {
+            round.pending = differing;
+        }
+        self.send_versions(now_ms, session, state, fx);
+    }
+
+    /// Send the peer of round `session` the versions held in the next batch of its pending buckets: whole
+    /// buckets (the peer compares a bucket against everything we hold in it) up to `max_message_bytes` of
+    /// keys and versions, at least one bucket. Two nodes a million keys apart differ in every bucket, and one
+    /// message of all their versions would be far past any frame limit.
+    fn send_versions(&mut self, now_ms: u64, session: u64, state: &LwwMap, fx: &mut Effects) {
+        let authority = self.authority(now_ms);
+        let max_bytes = self.cfg.max_message_bytes;
+        let Some(round) = self.rounds.get_mut(&session) else {
+            return;
+        };
+        round.touched_ms = now_ms;
+        let (mut buckets, mut versions, mut bytes) = (Vec::new(), Vec::new(), 0);
+        while let Some(&bucket) = round.pending.last() {
+            let batch: Vec<(String, Version, u64)> = state
+                .bucket_entries(bucket)
+                .map(|e| (e.key.clone(), e.version, content_tag(e)))
+                .collect();
+            let size: usize = batch.iter().map(|(k, ..)| k.len() + VERSION_WIRE_BYTES).sum();
+            if !buckets.is_empty() && bytes + size > max_bytes {
+                break;
+            }
+            round.pending.pop();
+            bytes += size;
+            buckets.push(bucket);
+            versions.extend(batch);
+        }
         fx.send(
-            from,
+            round.peer,
             Message::AeVersions {
                 session,
-                buckets: differing,
+                buckets,
                 versions,
-                authority: self.authority(now_ms),
+                authority,
             },
         );
     }
@@ -293,10 +344,15 @@ impl Core {
         fx: &mut Effects,
     ) {
         if !self.round_with(session, from) {
+            if self.recent.contains(&(session, from)) {
+                // A part that the last one overtook: its entries are as good as a delta's.
+                self.accept(now_ms, from, entries, state, fx);
+            }
             return;
         }
         if let Some(round) = self.rounds.get_mut(&session) {
             round.repaired += entries.len() + want.len();
+            round.touched_ms = now_ms;
         }
         let defer = self
             .rounds
@@ -337,17 +393,21 @@ impl Core {
             );
         }
         if last {
-            self.finish(session, now_ms, false, fx);
+            if self.rounds.get(&session).is_some_and(|r| !r.pending.is_empty()) {
+                self.send_versions(now_ms, session, state, fx);
+            } else {
+                self.finish(session, now_ms, false, fx);
+            }
         }
     }
 
-    /// Abandon the rounds this node started that are older than `anti_entropy_timeout_ms`.
+    /// Abandon the rounds this node started that have not moved for `anti_entropy_timeout_ms`.
     pub(super) fn expire_rounds(&mut self, now_ms: u64, fx: &mut Effects) {
         let timeout = self.cfg.anti_entropy_timeout_ms;
         let mut expired: Vec<(u64, NodeId)> = self
             .rounds
             .iter()
-            .filter(|(_, r)| now_ms.saturating_sub(r.started_ms) > timeout)
+            .filter(|(_, r)| now_ms.saturating_sub(r.touched_ms) > timeout)
             .map(|(s, r)| (*s, r.peer))
             .collect();
         expired.sort();
@@ -364,6 +424,10 @@ impl Core {
 
     fn finish(&mut self, session: u64, now_ms: u64, in_sync: bool, fx: &mut Effects) {
         if let Some(round) = self.rounds.remove(&session) {
+            if self.recent.len() == RECENT_ROUNDS {
+                self.recent.pop_front();
+            }
+            self.recent.push_back((session, round.peer));
             self.synced(now_ms);
             fx.events.push(CoreEvent::AntiEntropyDone {
                 peer: round.peer,

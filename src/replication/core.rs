@@ -7,7 +7,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
-use super::anti_entropy::Round;
+use super::anti_entropy::{Recent, Round};
 use super::clock::{judge, Fence, FenceChange};
 use super::lock::{LockOutcome, Locks};
 use super::membership::{Membership, Status, StatusChange, Timing};
@@ -216,6 +216,8 @@ pub struct Core {
     next_gossip_ms: u64,
     pub(super) next_anti_entropy_ms: u64,
     pub(super) rounds: HashMap<u64, Round>,
+    /// Rounds this node finished lately (see [`super::anti_entropy::RECENT_ROUNDS`]).
+    pub(super) recent: Recent,
     /// Local time of the last anti-entropy round this node completed with a peer (either side).
     last_sync_ms: Option<u64>,
     /// The last value handed out in [`Effects::persist_last_sync`] (0: none yet in this process).
@@ -261,6 +263,7 @@ impl Core {
             next_gossip_ms: now_ms,
             next_anti_entropy_ms: first_ae,
             rounds: HashMap::new(),
+            recent: Recent::new(),
             last_sync_ms: None,
             last_sync_written_ms: 0,
             // A driver's first tick purges right away (what a restarted node holds may have expired).

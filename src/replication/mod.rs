@@ -24,7 +24,10 @@
 //!   the digest tree of [`crate::crdt::digest`] down from the root: equal roots end the round after one
 //!   small message each way; otherwise group digests, then bucket digests of differing groups, then the
 //!   `(key, version)` lists of differing buckets, and finally each side sends the other the entries it has
-//!   newer. Traffic grows with the difference between the two nodes, not with the database.
+//!   newer. Traffic grows with the difference between the two nodes, not with the database. The version
+//!   lists go a batch of whole buckets at a time (`max_message_bytes` each), the next asked when the last
+//!   part of the previous answer arrives, so two nodes a million keys apart repair in one round of bounded
+//!   messages; a second round does not start beside one still moving.
 //! - **Clocks**: an entry stamped more than `max_clock_drift` ahead of the local clock is not applied; it
 //!   comes back through anti-entropy once local time has caught up. A bad clock cannot pin a key into the
 //!   future. A node that finds its own clock is the outlier of its cluster (far from the median of its
