@@ -48,7 +48,7 @@ impl Write {
             Entry::value(self.key.clone(), self.value.clone(), self.version)
         };
         Entry {
-            expires: self.expires,
+            expires: self.expires.map(cave::crdt::expiry::at),
             lease: self.lease,
             ..entry
         }
@@ -102,7 +102,11 @@ pub struct DocEdit {
 impl History {
     /// Take note of a grant or renewal among the writes just evaluated.
     pub fn note_lease(&mut self, entry: &Entry) {
-        if let (Some(id), Some(at), false) = (cave::crdt::LeaseId::of_key(&entry.key), entry.expires, entry.deleted) {
+        if let (Some(id), Some(at), false) = (
+            cave::crdt::LeaseId::of_key(&entry.key),
+            entry.expires.map(std::num::NonZeroU64::get),
+            entry.deleted,
+        ) {
             let end = self.lease_ends.entry(id).or_insert(at);
             *end = (*end).max(at);
         }
@@ -121,7 +125,7 @@ impl History {
             fate: Fate::Pending,
             shadowed: false,
             imported: false,
-            expires: entry.expires,
+            expires: entry.expires.map(std::num::NonZeroU64::get),
             lease: entry.lease,
         });
         self.by_key.entry(entry.key.clone()).or_default().push(id);

@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::crdt::{hlc, ContentType, DocMeta, Entry, LeaseId, Version};
+use crate::crdt::{expiry, hlc, ContentType, DocMeta, Entry, LeaseId, Version};
 use crate::error::{Error, Result};
 
 /// Header carrying an entry's version.
@@ -232,7 +232,7 @@ pub fn parse_ttl(text: &str, min: Duration, max: Duration, what: &str) -> Result
 /// cluster's clock.
 pub fn expires_header(headers: &mut HeaderMap, entry: &Entry) {
     if let Some(at) = entry.expires {
-        headers.insert(EXPIRES_HEADER, HeaderValue::from(hlc::physical_ms(at)));
+        headers.insert(EXPIRES_HEADER, HeaderValue::from(hlc::physical_ms(at.get())));
     }
     if let Some(lease) = entry.lease {
         if let Ok(v) = HeaderValue::from_str(&lease.to_string()) {
@@ -375,7 +375,7 @@ impl From<&Entry> for EntryJson {
             deleted: e.deleted,
             version: e.version,
             doc: e.doc_meta().map(DocJson::from),
-            expires_ms: e.expires.map(hlc::physical_ms),
+            expires_ms: e.expires.map(|at| hlc::physical_ms(at.get())),
             lease: e.lease,
         }
     }
@@ -394,7 +394,7 @@ impl EntryJson {
                 return Err(Error::invalid("a tombstone holds no document"));
             }
             return Ok(Entry {
-                expires: self.expires_ms.map(hlc::from_physical_ms),
+                expires: self.expires_ms.map(|ms| expiry::at(hlc::from_physical_ms(ms))),
                 lease: self.lease,
                 ..Entry::tombstone(self.key, self.version)
             });
@@ -440,7 +440,7 @@ impl EntryJson {
             deleted: false,
             version: self.version,
             doc: doc.map(Box::new),
-            expires: self.expires_ms.map(hlc::from_physical_ms),
+            expires: self.expires_ms.map(|ms| expiry::at(hlc::from_physical_ms(ms))),
             lease: self.lease,
         })
     }
@@ -480,7 +480,7 @@ impl<'a> From<&'a Entry> for EntryJsonRef<'a> {
             deleted: e.deleted,
             version: e.version,
             doc: e.doc_meta().map(DocJson::from),
-            expires_ms: e.expires.map(hlc::physical_ms),
+            expires_ms: e.expires.map(|at| hlc::physical_ms(at.get())),
             lease: e.lease,
         }
     }
@@ -518,7 +518,7 @@ impl From<&Entry> for EntryMeta {
             secret: e.secret,
             size: e.value.len(),
             modified_ms: crate::crdt::hlc::physical_ms(e.version.hlc),
-            expires_ms: e.expires.map(crate::crdt::hlc::physical_ms),
+            expires_ms: e.expires.map(|at| crate::crdt::hlc::physical_ms(at.get())),
             lease: e.lease,
         }
     }

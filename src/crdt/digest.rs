@@ -65,7 +65,7 @@ pub fn entry_hash(entry: &Entry) -> u128 {
     // Permanent entries hash as they always did.
     if let Some(at) = entry.expires {
         hasher.update(b"expires");
-        hasher.update(&at.to_le_bytes());
+        hasher.update(&at.get().to_le_bytes());
     }
     if let Some(lease) = entry.lease {
         hasher.update(b"lease");

@@ -6,8 +6,15 @@
 //! ([`Entry::expired`]) is the same on every node. The index only says *when* to write that tombstone.
 
 use std::collections::BTreeSet;
+use std::num::NonZeroU64;
 
 use super::{Entry, LwwMap};
+
+/// The expiry at hybrid-clock time `hlc`, as an entry holds it: 0, which no clock stamps but an import or a
+/// peer may send, means expired long ago and becomes 1.
+pub fn at(hlc: u64) -> NonZeroU64 {
+    NonZeroU64::new(hlc).unwrap_or(NonZeroU64::MIN)
+}
 
 impl LwwMap {
     /// The tombstones ([`Entry::expired`]) of at most `limit` values expired at hybrid-clock time `now`,
@@ -42,14 +49,14 @@ impl ExpiryIndex {
     /// Take note of `entry` coming into the map.
     pub(super) fn add(&mut self, entry: &Entry) {
         if let (Some(at), false) = (entry.expires, entry.deleted) {
-            self.0.insert((at, entry.key.as_str().into()));
+            self.0.insert((at.get(), entry.key.as_str().into()));
         }
     }
 
     /// Forget `entry` going out of the map (replaced or removed).
     pub(super) fn remove(&mut self, entry: &Entry) {
         if let (Some(at), false) = (entry.expires, entry.deleted) {
-            self.0.remove(&(at, Box::<str>::from(entry.key.as_str())));
+            self.0.remove(&(at.get(), Box::<str>::from(entry.key.as_str())));
         }
     }
 
@@ -100,7 +107,10 @@ mod tests {
                 } else {
                     Entry::value(key, "v", version)
                 };
-                Entry { expires, ..entry }
+                Entry {
+                    expires: expires.map(at),
+                    ..entry
+                }
             })
     }
 
@@ -109,7 +119,7 @@ mod tests {
         let mut all: Vec<_> = map
             .iter()
             .filter(|e| !e.deleted)
-            .filter_map(|e| e.expires.map(|at| (at, e.key.clone())))
+            .filter_map(|e| e.expires.map(|at| (at.get(), e.key.clone())))
             .collect();
         all.sort();
         all
@@ -119,7 +129,7 @@ mod tests {
         map.expiring()
             .due(u64::MAX, usize::MAX)
             .into_iter()
-            .map(|k| (map.get(k).unwrap().expires.unwrap(), k.to_string()))
+            .map(|k| (map.get(k).unwrap().expires.unwrap().get(), k.to_string()))
             .collect()
     }
 
@@ -145,12 +155,12 @@ mod tests {
             prop_assert_eq!(indexed(&bulk), brute(&bulk));
 
             let tombstones = map.expired_due(now, usize::MAX);
-            prop_assert!(tombstones.iter().all(|t| t.deleted && t.expires.is_some_and(|at| at <= now)));
+            prop_assert!(tombstones.iter().all(|t| t.deleted && t.expires.is_some_and(|at| at.get() <= now)));
             for t in tombstones.iter().cloned() {
                 prop_assert!(map.merge(t), "an expiry's tombstone always supersedes its value");
             }
             prop_assert!(map.expiring().next().is_none_or(|at| at > now));
-            prop_assert!(map.iter().all(|e| !e.live_at(now) || e.expires.is_none_or(|at| at > now)));
+            prop_assert!(map.iter().all(|e| !e.live_at(now) || e.expires.is_none_or(|at| at.get() > now)));
             prop_assert_eq!(indexed(&map), brute(&map));
             prop_assert_eq!(bulk.expired_due(now, usize::MAX), tombstones);
         }

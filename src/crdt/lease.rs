@@ -233,7 +233,7 @@ mod tests {
                     Entry::tombstone(key, version)
                 } else {
                     Entry {
-                        expires: Some(expires),
+                        expires: Some(crate::crdt::expiry::at(expires)),
                         ..Entry::value(key, "{\"ttl_ms\":1}", version)
                     }
                 }

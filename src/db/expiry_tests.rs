@@ -66,7 +66,10 @@ async fn an_expired_value_reads_as_absent_and_is_swept_into_its_tombstone() {
             .unwrap(),
     );
     let expires = entry.expires.expect("an expiry");
-    assert_eq!(hlc::physical_ms(expires), hlc::physical_ms(entry.version.hlc) + 5_000);
+    assert_eq!(
+        hlc::physical_ms(expires.get()),
+        hlc::physical_ms(entry.version.hlc) + 5_000
+    );
     written(db.write(vec![put("svc/keep", "up", None)]).await.unwrap());
     assert!(db.get("svc/a").is_some());
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{Db, Op, Outcome, Shared};
-use crate::crdt::{hlc, lease, Entry, LeaseId, Version};
+use crate::crdt::{expiry, hlc, lease, Entry, LeaseId, Version};
 use crate::error::{Error, Result};
 
 /// Keys [`Db::lease`] lists at most (a lease's bound keys can be many; the count is always exact).
@@ -51,7 +51,7 @@ fn info(entry: &Entry, id: LeaseId, keys: usize) -> Result<LeaseInfo> {
         id,
         ttl: crate::config::format_duration(Duration::from_millis(ttl_ms)),
         ttl_ms,
-        expires_ms: entry.expires.map_or(0, hlc::physical_ms),
+        expires_ms: entry.expires.map_or(0, |at| hlc::physical_ms(at.get())),
         keys,
         version: entry.version,
     })
@@ -70,7 +70,7 @@ pub(super) fn renewed(shared: &Shared, current: Option<Entry>, id: LeaseId) -> R
     let version = Version::new(shared.hlc.tick_after(current.version.hlc)?, shared.node);
     Ok(Entry {
         version,
-        expires: Some(lease::expires_after(version, ttl_ms)),
+        expires: Some(expiry::at(lease::expires_after(version, ttl_ms))),
         ..current
     })
 }

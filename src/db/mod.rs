@@ -102,7 +102,7 @@ struct Held {
     content_type: crate::crdt::ContentType,
     secret: bool,
     doc: Option<crate::crdt::DocMeta>,
-    expires: Option<u64>,
+    expires: Option<std::num::NonZeroU64>,
     lease: Option<crate::crdt::LeaseId>,
     /// For a local document write: how it is broadcast.
     delta: Option<DocBroadcast>,

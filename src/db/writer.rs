@@ -303,7 +303,8 @@ impl Group {
                     let version = Version::new(shared.hlc.tick_after(floor).map_err(at)?, shared.node);
                     // On the hybrid clock, from the write's own stamp: every node judges the same instant.
                     let expires = ttl.map(|ttl| {
-                        crate::crdt::lease::expires_after(version, u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+                        let ttl_ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                        crate::crdt::expiry::at(crate::crdt::lease::expires_after(version, ttl_ms))
                     });
                     let entry = Entry {
                         key,

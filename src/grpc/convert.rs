@@ -7,7 +7,7 @@ use bytes::Bytes;
 use super::pb;
 use crate::crdt::digest::GROUPS;
 use crate::crdt::lock::{lock_key, Ballot, Grant};
-use crate::crdt::{DocMeta, Entry, LeaseId, NodeId, Version};
+use crate::crdt::{expiry, DocMeta, Entry, LeaseId, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::replication::{Message, PeerRecord};
 
@@ -66,7 +66,7 @@ pub fn entry_out(e: &Entry) -> pb::Entry {
             heads: d.heads,
             delta: d.delta,
         }),
-        expires: e.expires,
+        expires: e.expires.map(std::num::NonZeroU64::get),
         lease: e.lease.map(|id| id.get()),
     }
 }
@@ -110,7 +110,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         deleted: e.deleted,
         version: Version::new(e.hlc, NodeId(e.node)),
         doc: doc.map(Box::new),
-        expires: e.expires,
+        expires: e.expires.map(expiry::at),
         lease: match e.lease {
             None => None,
             Some(id) => Some(LeaseId::new(id).ok_or_else(|| corrupt("lease id 0"))?),
@@ -468,6 +468,7 @@ mod tests {
             .prop_map(|(key, value, hlc, node, deleted, secret, expires, lease)| {
                 let v = Version::new(hlc, NodeId(node));
                 let lease = lease.and_then(LeaseId::new);
+                let expires = expires.and_then(std::num::NonZeroU64::new);
                 if deleted {
                     Entry {
                         expires,

@@ -260,20 +260,29 @@ fn eval_write(
             Op::Put { key, value } => Entry::value(key, value, Version::new(stamp, me)),
             // `db::writer`: the expiry on the hybrid clock, from the write's own stamp.
             Op::PutTtl { key, value, ttl_ms } => Entry {
-                expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
+                expires: Some(cave::crdt::expiry::at(lease::expires_after(
+                    Version::new(stamp, me),
+                    ttl_ms,
+                ))),
                 ..Entry::value(key, value, Version::new(stamp, me))
             },
             Op::Delete { key } => Entry::tombstone(key, Version::new(stamp, me)),
             // `db::lease`: a lease is an entry that expires; a renewal a later write of it, a revoke its delete.
             Op::Grant { ttl_ms, .. } => Entry {
-                expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
+                expires: Some(cave::crdt::expiry::at(lease::expires_after(
+                    Version::new(stamp, me),
+                    ttl_ms,
+                ))),
                 ..Entry::value(key.clone(), lease::lease_value(ttl_ms), Version::new(stamp, me))
             },
             Op::Renew { .. } => {
                 let current = current.expect("checked: live");
                 let ttl_ms = lease::ttl_ms_of(&current).expect("a lease entry holds its TTL");
                 Entry {
-                    expires: Some(lease::expires_after(Version::new(stamp, me), ttl_ms)),
+                    expires: Some(cave::crdt::expiry::at(lease::expires_after(
+                        Version::new(stamp, me),
+                        ttl_ms,
+                    ))),
                     ..Entry::value(key.clone(), current.value, Version::new(stamp, me))
                 }
             }

@@ -15,7 +15,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
 use super::sql::{merge_rows, LOAD_KV, LOAD_LOG};
-use crate::crdt::{DocMeta, Entry, LeaseId, NodeId, Version};
+use crate::crdt::{expiry, DocMeta, Entry, LeaseId, NodeId, Version};
 use crate::error::{Error, Result};
 
 /// Page cache of the load's connection, in KiB: the scan reads each page once, in order.
@@ -89,7 +89,7 @@ fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
         deleted: required(4)? != 0,
         version: Version::new(required(5)? as u64, NodeId(required(6)? as u64)),
         doc: doc.map(Box::new),
-        expires: int(11)?.map(|at| at as u64),
+        expires: int(11)?.map(|at| expiry::at(at as u64)),
         lease: int(12)?.and_then(|id| LeaseId::new(id as u64)),
     })
 }

@@ -70,7 +70,7 @@ fn bind_rows<'q>(
             .bind(e.doc_meta().map(|d| d.created.node.0 as i64))
             .bind(e.doc_meta().map(|d| d.changes as i64))
             .bind(e.doc_meta().map(|d| d.heads as i64))
-            .bind(e.expires.map(|at| at as i64))
+            .bind(e.expires.map(|at| at.get() as i64))
             .bind(e.lease.map(|id| id.get() as i64));
     }
     query

@@ -22,7 +22,7 @@ pub(super) async fn round_trip(store: &dyn Store) {
         },
         Entry::tombstone("app/deleted", v(14, 5)),
         Entry {
-            expires: Some(HIGH + 9),
+            expires: Some(crate::crdt::expiry::at(HIGH + 9)),
             ..value("app/expiring", b"e", v(15, 6))
         },
         Entry {

@@ -219,6 +219,7 @@ fn arb_entry() -> impl Strategy<Value = Entry> {
             |(key, hlc, node, deleted, bytes, content_type, secret, (expires, lease))| {
                 let version = v(hlc, node);
                 let lease = lease.and_then(crate::crdt::LeaseId::new);
+                let expires = expires.map(crate::crdt::expiry::at);
                 if deleted {
                     Entry {
                         expires,
