@@ -40,7 +40,7 @@ wait_ready() {
 }
 start_cave() {
   "$cave" --mode=dev --http-addr "$http" --grpc-addr 127.0.0.1:23903 --data-dir "$tmp/cave" \
-    --max-request-bytes 64MiB >>"$tmp/cave.log" 2>&1 &
+    --max-request-bytes "${MAX_REQUEST:-64MiB}" >>"$tmp/cave.log" 2>&1 &
   cave_pid=$!
   pids+=("$cave_pid")
 }
