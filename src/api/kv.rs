@@ -237,21 +237,41 @@ fn written(outcomes: Vec<Outcome>) -> Result<crate::crdt::Entry> {
 /// buffer: a caller that keeps them (a stored value) copies them first.
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<bytes::Bytes> {
     let too_large = || Error::TooLarge(format!("body exceeds the limit of {limit} bytes"));
-    if let Some(len) = headers
+    let declared = headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(too_large());
     }
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+        if e.is::<http_body_util::LengthLimitError>() {
+            too_large()
+        } else {
+            Error::invalid(format!("could not read the request body: {e}"))
+        }
+    };
     use http_body_util::BodyExt;
-    match http_body_util::Limited::new(body, limit).collect().await {
-        // Parsed and dropped by every caller but one (`put`, which copies): an import's 64 MiB are not
-        // copied a second time.
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(too_large()),
-        Err(e) => Err(Error::invalid(format!("could not read the request body: {e}"))),
+    let mut body = http_body_util::Limited::new(body, limit);
+    match declared {
+        // A large body (an import) is copied chunk by chunk into one buffer of its declared size, each chunk
+        // dropped as soon as it is copied, so that hyper reads the next into the same memory. Collected
+        // whole, every chunk stayed alive until the end and then was copied once more: twice the body in
+        // fresh pages the kernel zeroes, on every request. (The buffer is only reserved: a client that
+        // declares more than it sends costs address space, not memory.)
+        Some(len) if len >= LARGE_BODY_BYTES => {
+            let mut buf = Vec::with_capacity(len as usize);
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame.map_err(failed)?.into_data() {
+                    buf.extend_from_slice(&data);
+                }
+            }
+            Ok(buf.into())
+        }
+        // Parsed and dropped by every caller but one (`put`, which copies): not copied here.
+        _ => Ok(body.collect().await.map_err(failed)?.to_bytes()),
     }
 }
+
+/// Declared body size from which [`read_body`] reads into one buffer of that size.
+const LARGE_BODY_BYTES: u64 = 1024 * 1024;

@@ -71,6 +71,8 @@ impl Group {
         // size would be fresh pages the kernel zeroes, on every import request.
         let mut kept = 0;
         let mut applied = 0;
+        // One event an entry at most: reserved once rather than grown by doubling into fresh pages.
+        self.changes.reserve(entries.len());
         // Only this task writes the map: reading it under one lock for the whole bulk blocks no reader.
         let state = shared.state.read();
         for next in 0..entries.len() {
