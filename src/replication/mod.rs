@@ -36,7 +36,9 @@
 
 mod anti_entropy;
 pub mod clock;
+mod config;
 mod core;
+mod effects;
 pub mod lock;
 pub mod membership;
 pub mod message;
