@@ -137,6 +137,26 @@ async fn concurrent_edits_join_and_joins_are_not_rebroadcast() {
 }
 
 #[tokio::test]
+async fn an_imported_document_is_pushed_whole() {
+    for secret in [false, true] {
+        let key = MasterKey::generate();
+        let (a, b) = (node(1, &key).await, node(2, &key).await);
+        a.write(vec![put_doc("d", json!({}), secret)]).await.unwrap();
+        a.write(vec![increment("d", 2)]).await.unwrap();
+        let mut events = b.subscribe();
+        // An import brings the document whole, and whoever wrote it, the node it came in through pushes it.
+        assert_eq!(b.import(vec![a.get("d").unwrap()]).await.unwrap(), 1);
+        let sent = broadcasts(&b, &mut events);
+        assert_eq!(sent.len(), 1);
+        assert!(!sent[0].is_delta());
+        assert_eq!(sent[0], b.get("d").unwrap());
+        let c = node(3, &key).await;
+        c.merge(sent).await.unwrap();
+        assert_eq!(json_of(&c, "d"), json!({"hits": 2}));
+    }
+}
+
+#[tokio::test]
 async fn a_later_delete_removes_the_document_and_a_new_put_recreates_it() {
     let key = MasterKey::generate();
     let (a, b) = (node(1, &key).await, node(2, &key).await);

@@ -483,13 +483,15 @@ impl Db {
     /// [`Db::resolve_all`], except that a local document edit goes out as its delta (the one new change, see
     /// [`crate::crdt::DocMeta::delta`]) and a document join (a remote document taken in, whose version may be
     /// this node's) not at all: the peers get its changes from their authors, or from anti-entropy. A
-    /// document change past the stream's value budget is sent whole, resolved from the map.
+    /// document change past the stream's value budget is sent whole, resolved from the map, and so is an
+    /// imported document ([`Change::imported`]): an import has no author to send it, the node it came in
+    /// through pushes it (it used to be left to anti-entropy).
     pub fn resolve_broadcast<'a>(&self, changes: impl IntoIterator<Item = &'a Change>) -> Vec<Entry> {
         let mut state = None;
         changes
             .into_iter()
             .filter_map(|c| match &c.held {
-                Some(held) if held.doc.is_some() => match &held.delta {
+                Some(held) if held.doc.is_some() && !c.imported => match &held.delta {
                     Some(DocBroadcast::Whole) => held_entry(c),
                     Some(DocBroadcast::Delta(delta)) => Some(Entry {
                         value: delta.clone(),
