@@ -7,6 +7,7 @@
 #   usage: benches/scale.sh [CAVE_BINARY] [KEYS] [BATCH]
 #   defaults: target/release/cave, 1000000 keys, 100000 lines per import request; SETTLE_S=3 seconds before
 #   each resident-set reading (the process gives freed memory back every 2 s)
+#   MAX_REQUEST (default 64MiB) is Cave's --max-request-bytes, for BATCH sizes past 64 MiB of NDJSON;
 #   installs redis-server from Debian when it is missing; writes the figures as JSON to ${OUT:-scale.json}
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
