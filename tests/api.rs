@@ -935,6 +935,27 @@ async fn importing_an_old_export_never_clobbers_newer_data() {
     node.stop().await;
 }
 
+/// An import past a mebibyte is read into one buffer of its declared size (`read_body`'s large path): every
+/// line of it arrives, the first and the last among them.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_large_import_arrives_whole() {
+    let (_dir, node) = start().await;
+    let value = "v".repeat(100);
+    let lines = 20_000;
+    let body: String = (0..lines)
+        .map(|i| format!("{{\"key\":\"big/k{i:05}\",\"value\":\"{value}\",\"version\":\"1000-00000000000000a1\"}}\n"))
+        .collect();
+    assert!(body.len() > 2 * 1024 * 1024, "{} bytes", body.len());
+    let response = import(&node, body).await;
+    assert_eq!(response.status(), 200);
+    let answer: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(answer["applied"], lines);
+    for key in ["big/k00000", "big/k19999"] {
+        assert_eq!(node.get(key).await.as_deref(), Some(value.as_bytes()), "{key}");
+    }
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_malformed_import_names_the_line_and_applies_nothing() {
     let (_dir, node) = start().await;

@@ -258,9 +258,11 @@ pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<
         // dropped as soon as it is copied, so that hyper reads the next into the same memory. Collected
         // whole, every chunk stayed alive until the end and then was copied once more: twice the body in
         // fresh pages the kernel zeroes, on every request. (The buffer is only reserved: a client that
-        // declares more than it sends costs address space, not memory.)
+        // declares more than it sends costs address space, not memory; and a reservation the allocator
+        // refuses, under a huge configured limit, is no error: the buffer then grows as the body comes.)
         Some(len) if len >= LARGE_BODY_BYTES => {
-            let mut buf = Vec::with_capacity(len as usize);
+            let mut buf = Vec::new();
+            let _ = buf.try_reserve_exact(len as usize);
             while let Some(frame) = body.frame().await {
                 if let Ok(data) = frame.map_err(failed)?.into_data() {
                     buf.extend_from_slice(&data);
