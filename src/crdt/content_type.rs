@@ -4,8 +4,9 @@
 //! own copy (24 bytes inline plus a heap block of 32); as a [`ContentType`] an entry holds a thin shared
 //! pointer (8 bytes) to one interned copy: the text sits behind one more indirection (`Arc<String>`), read
 //! only when a value is answered, so that an entry is 112 bytes, and eleven fit a B-tree node in mimalloc's
-//! 1,280-byte size class rather than its 1,536-byte one. The interner is bounded ([`MAX_INTERNED`]): past it, a new type gets a
-//! block of its own, exactly as before, so a writer inventing types cannot grow it without limit.
+//! 1,280-byte size class rather than its 1,536-byte one. The interner is bounded ([`MAX_INTERNED`]): past
+//! it, a new type gets a block of its own, exactly as before, so a writer inventing types cannot grow it
+//! without limit.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
