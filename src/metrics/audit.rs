@@ -2,7 +2,7 @@
 
 use opentelemetry::metrics::{Counter, Meter};
 
-use super::{counter, zeroed};
+use super::register::{counter, zeroed};
 
 /// `cave_audit_records_total` and `cave_audit_write_failures_total`.
 pub(super) struct AuditCounters {
