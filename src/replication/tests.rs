@@ -106,15 +106,21 @@ impl Cluster {
     }
 
     pub(super) fn deliver_all(&mut self) {
-        while let Some((to, from, msg)) = self.queue.pop_front() {
-            if !self.nodes[to].up {
-                continue;
-            }
+        while self.deliver_one() {}
+    }
+
+    /// Deliver the first queued message (dropped if its node is down); false once the queue is empty.
+    fn deliver_one(&mut self) -> bool {
+        let Some((to, from, msg)) = self.queue.pop_front() else {
+            return false;
+        };
+        if self.nodes[to].up {
             let node = &mut self.nodes[to];
             let now = node.local(self.now_ms);
             let fx = node.core.on_message(now, from, msg, &node.state);
             self.apply(to, fx);
         }
+        true
     }
 
     pub(super) fn tick(&mut self, ms: u64) {
@@ -142,6 +148,12 @@ impl Cluster {
     }
 
     fn anti_entropy(&mut self, i: usize) {
+        self.start_anti_entropy(i);
+        self.deliver_all();
+    }
+
+    /// Start a round on node `i` and queue its first message, delivering nothing yet.
+    fn start_anti_entropy(&mut self, i: usize) {
         let now = self.now_ms;
         let mut fx = Effects::default();
         let node = &mut self.nodes[i];
@@ -149,7 +161,6 @@ impl Cluster {
             .start_anti_entropy(now, &node.state, &mut fx)
             .expect("a live peer");
         self.apply(i, fx);
-        self.deliver_all();
     }
 
     fn converged(&self) -> bool {
@@ -237,15 +248,9 @@ fn a_round_over_many_differing_buckets_asks_for_their_versions_a_batch_at_a_time
     }
     c.sent.clear();
     let now = c.now_ms;
-    let mut fx = Effects::default();
-    let node = &mut c.nodes[0];
-    node.core.start_anti_entropy(now, &node.state, &mut fx).unwrap();
-    c.apply(0, fx);
+    c.start_anti_entropy(0);
     let mut checked = false;
-    while let Some((to, from, msg)) = c.queue.pop_front() {
-        let node = &mut c.nodes[to];
-        let fx = node.core.on_message(now, from, msg, &node.state);
-        c.apply(to, fx);
+    while c.deliver_one() {
         if !checked && c.sent.iter().filter(|k| **k == "ae_versions").count() == 2 {
             // Mid-way, a second round is not started beside the one moving; one that stopped moving for an
             // interval (a lost message) does not hold the next back (its messages are dropped here).
@@ -288,17 +293,10 @@ fn a_part_of_a_repair_that_arrives_after_the_last_is_still_taken_in() {
         let e = Entry::value(format!("b/{k}"), "y".repeat(100), Version::new(10 + k, NodeId(9)));
         c.nodes[1].state.merge(e);
     }
-    let now = c.now_ms;
-    let mut fx = Effects::default();
-    let node = &mut c.nodes[0];
-    node.core.start_anti_entropy(now, &node.state, &mut fx).unwrap();
-    c.apply(0, fx);
+    c.start_anti_entropy(0);
     // Deliver step by step; when node 1 answers with its entry parts, deliver them last first.
     let mut reversed = false;
-    while let Some((to, from, msg)) = c.queue.pop_front() {
-        let node = &mut c.nodes[to];
-        let fx = node.core.on_message(now, from, msg, &node.state);
-        c.apply(to, fx);
+    while c.deliver_one() {
         let parts = c
             .queue
             .iter()
