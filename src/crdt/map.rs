@@ -7,25 +7,23 @@
 
 use std::borrow::{Borrow, Cow};
 use std::cmp::Ordering;
-use std::collections::BTreeSet;
 use std::ops::Bound;
 
 use super::digest::{bucket_of, BucketKeys, DigestTree, BUCKETS};
 use super::expiry::ExpiryIndex;
 use super::lease::LeaseIndex;
+use super::runs::{RunSet, Shape};
 use super::Entry;
 
 /// Groups smaller than this install one by one ([`LwwMap::install_all`]).
 const BULK_INSTALL_MIN_ENTRIES: usize = 256;
-/// [`LwwMap::install_all`] rebuilds the set when its new keys are at least 1/this of the keys it holds:
-/// each rebuild moves every entry once, so an entry is moved at most this many times per doubling.
-const BULK_INSTALL_RATIO: usize = 8;
 
 /// Ordered map of keys to their winning [`Entry`], tombstones included, with its anti-entropy digest.
 #[derive(Debug, Clone)]
 pub struct LwwMap {
-    /// The entries, ordered by key; each key is held once, in its entry.
-    entries: BTreeSet<Slot>,
+    /// The entries, ordered by key; each key is held once, in its entry. Runs of B-trees rather than one, so
+    /// that new keys in key order fill their nodes ([`super::runs`]).
+    entries: RunSet<Slot>,
     tombstones: usize,
     bytes: usize,
     digest: DigestTree,
@@ -40,7 +38,7 @@ pub struct LwwMap {
 impl Default for LwwMap {
     fn default() -> LwwMap {
         LwwMap {
-            entries: BTreeSet::new(),
+            entries: RunSet::default(),
             tombstones: 0,
             bytes: 0,
             digest: DigestTree::default(),
@@ -85,7 +83,7 @@ impl LwwMap {
             map.bound.add(entry);
         }
         // Sorted and without duplicates already: the set is built in bulk.
-        map.entries = entries.into_iter().map(Slot).collect();
+        map.entries = RunSet::from_sorted(Shape::default(), entries.into_iter().map(Slot).collect());
         let leases: Vec<_> = map.bound.ids().collect();
         for id in leases {
             map.note_lease(&id.key(), None);
@@ -159,10 +157,11 @@ impl LwwMap {
         changed
     }
 
-    /// [`LwwMap::install`] for each of `entries`, in one pass: a commit group's final entries. When many of
-    /// them are new keys, the new ones are merged into the ordered set in bulk, which rebuilds it with full
-    /// nodes; inserted one by one in key order (an import's), they would leave every node split in half, and
-    /// the set half empty: ~100 bytes more per key.
+    /// [`LwwMap::install`] for each of `entries`, in one pass: a commit group's final entries. The new keys
+    /// among them go into the ordered set together ([`RunSet::insert_fresh`]): a stretch of them between two
+    /// held keys (an import's, in key order) becomes a run built in bulk, with full nodes; inserted one by
+    /// one in key order, they would leave every node split in half, and the set half empty: ~100 bytes more
+    /// per key.
     pub fn install_all(&mut self, entries: Vec<Entry>) {
         let mut entries = entries;
         entries.retain(|entry| !entry.is_delta());
@@ -190,13 +189,8 @@ impl LwwMap {
                 fresh.push(Slot(entry));
             }
         }
-        if fresh.len() * BULK_INSTALL_RATIO >= self.entries.len() {
-            // Sorted, unique and absent from the set: `append` merges the two in one pass, into full nodes.
-            let mut fresh: BTreeSet<Slot> = fresh.into_iter().collect();
-            self.entries.append(&mut fresh);
-        } else {
-            self.entries.extend(fresh);
-        }
+        // Sorted, unique and absent from the set.
+        self.entries.insert_fresh(fresh);
         for (key, lease) in notes {
             self.note_lease(&key, lease);
         }
@@ -268,7 +262,7 @@ impl LwwMap {
     /// Every entry whose key starts with `prefix`, in key order.
     pub fn range_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a Entry> + 'a {
         self.entries
-            .range::<str, _>((Bound::Included(prefix), Bound::Unbounded))
+            .range_from(Bound::Included(prefix))
             .map(|slot| &slot.0)
             .take_while(move |e| e.key.starts_with(prefix))
     }
@@ -288,7 +282,7 @@ impl LwwMap {
             bound => bound,
         };
         self.entries
-            .range::<str, _>((lower, Bound::Unbounded))
+            .range_from(lower)
             .map(|slot| &slot.0)
             .take_while(move |e| e.key.starts_with(prefix))
     }
@@ -416,7 +410,7 @@ impl<'a> Iterator for Children<'a> {
             let entry = self
                 .map
                 .entries
-                .range::<str, _>((bound, Bound::Unbounded))
+                .range_from(bound)
                 .map(|slot| &slot.0)
                 .take_while(|e| e.key.starts_with(prefix))
                 .find(|e| !e.deleted || e.key[prefix.len()..].contains('/'))?;

@@ -28,6 +28,7 @@ pub mod hlc;
 pub mod lease;
 pub mod lock;
 mod map;
+mod runs;
 
 use std::cmp::Ordering;
 use std::fmt;
