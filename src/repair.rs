@@ -46,7 +46,7 @@ pub fn far_ahead<'a>(entries: impl Iterator<Item = &'a Entry>, now_ms: u64, max_
     let mut found: Vec<FarAhead> = entries
         .filter_map(|e| {
             beyond_drift(e.version.hlc, now_ms, max_drift_ms).map(|ahead_ms| FarAhead {
-                key: e.key.clone(),
+                key: e.key.to_string(),
                 version: e.version,
                 ahead_ms,
             })

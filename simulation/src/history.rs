@@ -116,7 +116,7 @@ impl History {
     pub fn issue(&mut self, node: usize, entry: &Entry, now_ms: u64) -> usize {
         let id = self.writes.len();
         self.writes.push(Write {
-            key: entry.key.clone(),
+            key: entry.key.to_string(),
             node,
             version: entry.version,
             deleted: entry.deleted,
@@ -128,7 +128,7 @@ impl History {
             expires: entry.expires.map(std::num::NonZeroU64::get),
             lease: entry.lease,
         });
-        self.by_key.entry(entry.key.clone()).or_default().push(id);
+        self.by_key.entry(entry.key.to_string()).or_default().push(id);
         id
     }
 
@@ -146,7 +146,7 @@ impl History {
     /// The cluster was allowed to drop `entry`.
     pub fn excuse(&mut self, entry: &Entry, excuse: Excuse, node: usize, now_ms: u64) {
         self.excused
-            .entry(entry.key.clone())
+            .entry(entry.key.to_string())
             .or_default()
             .push((entry.version, excuse, node, now_ms));
     }

@@ -367,7 +367,7 @@ impl From<&Entry> for EntryJson {
     fn from(e: &Entry) -> EntryJson {
         let (value, encoding) = encode_value(&e.value);
         EntryJson {
-            key: e.key.clone(),
+            key: e.key.to_string(),
             value,
             encoding,
             content_type: e.content_type.to_string(),
@@ -433,7 +433,7 @@ impl EntryJson {
             self.content_type.into()
         };
         Ok(Entry {
-            key: self.key,
+            key: self.key.into(),
             value,
             content_type,
             secret: self.secret,
@@ -512,7 +512,7 @@ pub struct EntryMeta {
 impl From<&Entry> for EntryMeta {
     fn from(e: &Entry) -> EntryMeta {
         EntryMeta {
-            key: e.key.clone(),
+            key: e.key.to_string(),
             version: e.version,
             content_type: e.content_type.clone(),
             secret: e.secret,

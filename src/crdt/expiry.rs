@@ -119,7 +119,7 @@ mod tests {
         let mut all: Vec<_> = map
             .iter()
             .filter(|e| !e.deleted)
-            .filter_map(|e| e.expires.map(|at| (at.get(), e.key.clone())))
+            .filter_map(|e| e.expires.map(|at| (at.get(), e.key.to_string())))
             .collect();
         all.sort();
         all

@@ -264,7 +264,7 @@ mod tests {
         let mut bound: Vec<(u64, String)> = map
             .iter()
             .filter(|e| !e.deleted)
-            .filter_map(|e| e.lease.map(|id| (id.get(), e.key.clone())))
+            .filter_map(|e| e.lease.map(|id| (id.get(), e.key.to_string())))
             .collect();
         bound.sort();
         let mut ended: Vec<u64> = bound

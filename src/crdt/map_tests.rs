@@ -202,7 +202,7 @@ mod paging {
                 let rest = &e.key[prefix.len()..];
                 match rest.find('/') {
                     Some(slash) => e.key[..prefix.len() + slash + 1].to_string(),
-                    None => e.key.clone(),
+                    None => e.key.to_string(),
                 }
             })
             .collect();
@@ -291,7 +291,7 @@ mod paging {
             .children_after("a/", Some("a/y.txt"))
             .take(2)
             .map(|c| match c {
-                Child::Key(e) => (e.key.clone(), false),
+                Child::Key(e) => (e.key.to_string(), false),
                 Child::Folder(f) => (f.to_string(), true),
             })
             .collect();

@@ -67,7 +67,7 @@ fn finish(
         }
     };
     let entry = Entry {
-        key,
+        key: key.into(),
         value: seal(saved),
         content_type: DOC_CONTENT_TYPE.into(),
         secret,

@@ -167,7 +167,11 @@ async fn a_restart_keeps_leases_and_bindings() {
     assert_eq!(loaded.get_live_at("a", now).unwrap().lease, Some(kept.id));
     assert!(loaded.get_live_at("b", now).is_none() && loaded.get_live_at("c", now).is_none());
     // Whichever the writer had not swept before the load is due at once.
-    let mut due: Vec<String> = loaded.expired_due(now, 10).into_iter().map(|e| e.key).collect();
+    let mut due: Vec<String> = loaded
+        .expired_due(now, 10)
+        .into_iter()
+        .map(|e| e.key.to_string())
+        .collect();
     due.sort();
     let unswept: Vec<String> = ["b", "c"]
         .into_iter()

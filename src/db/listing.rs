@@ -176,7 +176,7 @@ impl Db {
                 f(entry);
                 visited += 1;
                 if visited == limit {
-                    return Some(entry.key.clone());
+                    return Some(entry.key.to_string());
                 }
             }
             if !reserved {

@@ -64,7 +64,7 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audit::{context, AuditPage, AuditQuery, AuditRecord, Retention};
-use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
+use crate::crdt::{Entry, Hlc, Key, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
@@ -83,7 +83,7 @@ pub const EVENT_VALUE_BUDGET_BYTES: usize = 64 << 20;
 #[derive(Debug)]
 pub struct Change {
     /// The key that changed.
-    pub key: String,
+    pub key: Key,
     /// The version it moved to (a newer one may have replaced it since).
     pub version: Version,
     /// Whether the change wrote a tombstone.
@@ -572,7 +572,7 @@ impl WeakDb {
 }
 
 /// Publish committed entries on the change stream, in order (the writer calls this after the map took them).
-fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(String, Version), DocBroadcast>) {
+fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(Key, Version), DocBroadcast>) {
     for change in changes {
         let change = match change {
             Published::Entry { entry, imported } => {
@@ -604,11 +604,7 @@ enum Published {
     /// The entry, held by its event if the budget has room; `imported` as in [`Change::imported`].
     Entry { entry: Entry, imported: bool },
     /// A value named by key and version only: its event is by reference.
-    Named {
-        key: String,
-        version: Version,
-        imported: bool,
-    },
+    Named { key: Key, version: Version, imported: bool },
 }
 
 fn held_entry(change: &Change) -> Option<Entry> {

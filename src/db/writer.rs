@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::{publish, Op, Outcome, Shared};
 use crate::audit::context::{Claim, COMMITTED_STATUS};
 use crate::audit::AuditRecord;
-use crate::crdt::{Entry, Version};
+use crate::crdt::{Entry, Key, Version};
 use crate::error::{Error, Result};
 use crate::key;
 use crate::telemetry::limiter::LogLimiter;
@@ -163,14 +163,14 @@ async fn purge(shared: &Shared, before_hlc: u64) -> Result<usize> {
 #[derive(Default)]
 struct Group {
     /// Latest uncommitted entry per key: what later commands of the group must see.
-    overlay: HashMap<String, Entry>,
+    overlay: HashMap<Key, Entry>,
     /// A bulk merge's entries, sorted by key, one per key: the group's only command, committed instead of
     /// the overlay (see `merge`).
     bulk: Vec<Entry>,
     /// Every change in application order, for watchers.
     changes: Vec<super::Published>,
     /// The broadcast delta of each local document edit, by key and version (see [`super::Change`]).
-    deltas: HashMap<(String, Version), super::DocBroadcast>,
+    deltas: HashMap<(Key, Version), super::DocBroadcast>,
     pending: Vec<Pending>,
     weight: usize,
     /// Audit records committed with the group's entries.
@@ -259,16 +259,16 @@ impl Group {
     /// Evaluate one atomic write. On error nothing of it stays in the group; with `name_ops` the error
     /// names the index of the op that caused it.
     fn write(&mut self, shared: &Shared, ops: Vec<Op>, name_ops: bool) -> Result<Vec<Outcome>> {
-        let mut local: HashMap<String, Entry> = HashMap::new();
+        let mut local: HashMap<Key, Entry> = HashMap::new();
         let mut changes = Vec::new();
         let mut deltas = Vec::new();
         let mut outcomes = Vec::with_capacity(ops.len());
-        let lookup = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
+        let lookup = |local: &HashMap<Key, Entry>, key: &str| match local.get(key) {
             Some(e) => Some(e.clone()),
             None => self.current(shared, key),
         };
         // Puts only need the current version (for the HLC floor and `?cas=`): no clone of the value.
-        let version_of = |local: &HashMap<String, Entry>, key: &str| match local.get(key) {
+        let version_of = |local: &HashMap<Key, Entry>, key: &str| match local.get(key) {
             Some(e) => Some((e.version, e.deleted)),
             None => self.current_version(shared, key),
         };
@@ -307,7 +307,7 @@ impl Group {
                         crate::crdt::expiry::at(crate::crdt::lease::expires_after(version, ttl_ms))
                     });
                     let entry = Entry {
-                        key,
+                        key: key.into(),
                         value,
                         content_type,
                         secret,
@@ -380,7 +380,7 @@ impl Group {
                     outcomes.push(Outcome::Written(entry));
                 }
                 Op::DeletePrefix { prefix } => {
-                    let mut keys: Vec<String> = shared
+                    let mut keys: Vec<Key> = shared
                         .state
                         .read()
                         .range_prefix(&prefix)

@@ -52,7 +52,7 @@ fn check_key(key: &str) -> Result<()> {
 /// A domain entry as protobuf.
 pub fn entry_out(e: &Entry) -> pb::Entry {
     pb::Entry {
-        key: e.key.clone(),
+        key: e.key.to_string(),
         value: e.value.to_vec(),
         content_type: e.content_type.to_string(),
         secret: e.secret,
@@ -103,7 +103,7 @@ pub fn entry_in(e: pb::Entry) -> Result<Entry> {
         }
     };
     Ok(Entry {
-        key: e.key,
+        key: e.key.into(),
         value: Bytes::from(e.value),
         content_type: e.content_type.into(),
         secret: e.secret,
@@ -515,7 +515,7 @@ mod tests {
                 }),
             (any::<u64>(), prop::collection::vec(arb_entry(), 0..4), any::<bool>()).prop_map(
                 |(session, entries, last)| {
-                    let want = entries.iter().map(|e| e.key.clone()).collect();
+                    let want = entries.iter().map(|e| e.key.to_string()).collect();
                     Message::AeEntries {
                         session,
                         entries,

@@ -219,7 +219,7 @@ impl Core {
         while let Some(&bucket) = round.pending.last() {
             let batch: Vec<(String, Version, u64)> = state
                 .bucket_entries(bucket)
-                .map(|e| (e.key.clone(), e.version, content_tag(e)))
+                .map(|e| (e.key.to_string(), e.version, content_tag(e)))
                 .collect();
             let size: usize = batch.iter().map(|(k, ..)| k.len() + VERSION_WIRE_BYTES).sum();
             if !buckets.is_empty() && bytes + size > max_bytes {
@@ -266,7 +266,7 @@ impl Core {
                 if self.is_forgetting(e) {
                     continue;
                 }
-                match theirs.get(&e.key) {
+                match theirs.get(e.key.as_str()) {
                     Some((v, _)) if e.version < *v => {}
                     Some((v, tag)) if e.version == *v => {
                         // Tags are never 0 (`entry_hash` is odd); 0 comes from a peer that sends none.
@@ -295,7 +295,7 @@ impl Core {
             fx.events.push(CoreEvent::ContentConflict {
                 peer: from,
                 entries: conflicts.len(),
-                key: first.key.clone(),
+                key: first.key.to_string(),
                 version: first.version,
             });
             conflicts.sort_by(|a, b| a.key.cmp(&b.key));

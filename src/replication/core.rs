@@ -497,7 +497,7 @@ impl Core {
             | Message::LockAccepted { .. }) => self.on_lock_message(now_ms, from, msg, state, &mut fx),
         }
         self.forgetting
-            .extend(fx.forget.iter().map(|e| (e.key.clone(), e.version)));
+            .extend(fx.forget.iter().map(|e| (e.key.to_string(), e.version)));
         fx
     }
 
@@ -512,7 +512,7 @@ impl Core {
     }
 
     pub(super) fn is_forgetting(&self, e: &Entry) -> bool {
-        self.forgetting.get(&e.key).is_some_and(|v| *v == e.version)
+        self.forgetting.get(e.key.as_str()).is_some_and(|v| *v == e.version)
     }
 
     /// A round completed (on either side).

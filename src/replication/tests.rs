@@ -374,7 +374,7 @@ fn purge(c: &mut Cluster, i: usize) {
         .state
         .iter()
         .filter(|e| e.deleted && e.version.hlc < horizon)
-        .map(|e| e.key.clone())
+        .map(|e| e.key.to_string())
         .collect();
     for k in dead {
         c.nodes[i].state.remove(&k);

@@ -107,7 +107,7 @@ impl Store for MemoryStore {
         } = &mut *data;
         let mut changed = 0;
         for entry in entries {
-            match stored.get_mut(&entry.key) {
+            match stored.get_mut(entry.key.as_str()) {
                 Some(current) if entry.supersedes(current) => {
                     *bytes = *bytes - current.size() + entry.size();
                     *current = entry.clone();
@@ -115,7 +115,7 @@ impl Store for MemoryStore {
                 Some(_) => continue,
                 None => {
                     *bytes += entry.size();
-                    stored.insert(entry.key.clone(), entry.clone());
+                    stored.insert(entry.key.to_string(), entry.clone());
                 }
             }
             changed += 1;

@@ -37,7 +37,7 @@ impl Sim {
             .into_iter()
             .filter_map(|key| node.state.get(key))
             .filter(|e| judged && e.live_at(now))
-            .map(|e| (e.key.clone(), e.expires.map_or(0, std::num::NonZeroU64::get)))
+            .map(|e| (e.key.to_string(), e.expires.map_or(0, std::num::NonZeroU64::get)))
             .collect();
         for (key, expires) in served {
             self.stats.expired_served += 1;

@@ -344,7 +344,10 @@ fn eval_merge(
     let mut ties = 0;
     for entry in entries {
         hlc.observe(entry.version.hlc);
-        let current = group.overlay.get(&entry.key).or_else(|| state.get(&entry.key));
+        let current = group
+            .overlay
+            .get(entry.key.as_str())
+            .or_else(|| state.get(entry.key.as_str()));
         // Documents of the epoch held, and deltas: joined, and a join is not broadcast (`Db::resolve_broadcast`).
         // The bug takes a document whole when its precedence is greater, and drops deltas.
         if bug != Some(Bug::DocsAsLww) && (entry.is_delta() || current.is_some_and(|c| c.same_document(&entry))) {
@@ -352,7 +355,7 @@ fn eval_merge(
                 .filter(|c| c.same_document(&entry))
                 .and_then(|c| super::docs::join(c, &entry))
             {
-                group.overlay.insert(joined.key.clone(), joined);
+                group.overlay.insert(joined.key.to_string(), joined);
             }
             continue;
         }
@@ -375,7 +378,7 @@ fn eval_merge(
             }
         };
         if wins {
-            group.overlay.insert(entry.key.clone(), entry.clone());
+            group.overlay.insert(entry.key.to_string(), entry.clone());
             group.changes.push(entry);
         }
     }

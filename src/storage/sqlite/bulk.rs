@@ -51,14 +51,15 @@ fn rows(conn: &Connection, sql: &str) -> Result<Vec<Entry>> {
 
 /// One row (the columns of `sql::select!`, in order) as an entry.
 fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
-    let text = |i: usize| -> Result<String> {
+    // Borrowed from the row: a short key is copied straight into the entry, with no allocation.
+    fn text<'r>(row: &'r rusqlite::Row<'_>, i: usize) -> Result<&'r str> {
         match row.get_ref(i)? {
-            ValueRef::Text(bytes) => std::str::from_utf8(bytes)
-                .map(str::to_owned)
-                .map_err(|_| Error::Corrupt(format!("stored column {i} is not UTF-8"))),
+            ValueRef::Text(bytes) => {
+                std::str::from_utf8(bytes).map_err(|_| Error::Corrupt(format!("stored column {i} is not UTF-8")))
+            }
             other => Err(column_type(i, other)),
         }
-    };
+    }
     let int = |i: usize| -> Result<Option<i64>> {
         match row.get_ref(i)? {
             ValueRef::Integer(n) => Ok(Some(n)),
@@ -82,9 +83,9 @@ fn entry(row: &rusqlite::Row<'_>) -> Result<Entry> {
         _ => None,
     };
     Ok(Entry {
-        key: text(0)?,
+        key: text(row, 0)?.into(),
         value,
-        content_type: text(2)?.into(),
+        content_type: text(row, 2)?.into(),
         secret: required(3)? != 0,
         deleted: required(4)? != 0,
         version: Version::new(required(5)? as u64, NodeId(required(6)? as u64)),

@@ -193,7 +193,7 @@ pub(super) fn merge_rows(kv: Vec<Entry>, log: Vec<Entry>) -> Vec<Entry> {
     if log.is_empty() {
         return kv;
     }
-    let mut newer: HashMap<String, Entry> = HashMap::with_capacity(log.len());
+    let mut newer: HashMap<crate::crdt::Key, Entry> = HashMap::with_capacity(log.len());
     for entry in log {
         let merged = match newer.remove(&entry.key) {
             Some(current) => current.merge(entry),

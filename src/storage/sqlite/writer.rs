@@ -256,7 +256,7 @@ impl Writer {
             .sum::<u64>();
         for e in entries {
             if self.appended.is_multiple_of(self.sample_every) {
-                self.samples.push(e.key.clone());
+                self.samples.push(e.key.to_string());
             }
             self.appended += 1;
         }

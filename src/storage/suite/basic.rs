@@ -110,7 +110,13 @@ pub(super) async fn scan_matches_exactly_the_prefix(store: &dyn Store) {
         let expected: Vec<&str> = keys.iter().copied().filter(|key| key.starts_with(prefix)).collect();
         let mut expected = expected;
         expected.sort_unstable();
-        let found: Vec<String> = store.scan(prefix).await.unwrap().into_iter().map(|e| e.key).collect();
+        let found: Vec<String> = store
+            .scan(prefix)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.key.to_string())
+            .collect();
         assert_eq!(found, expected, "scan({prefix:?})");
     }
     assert!(!store
@@ -146,7 +152,13 @@ pub(super) async fn purge_removes_only_old_tombstones(store: &dyn Store) {
     assert_eq!(purged, ["t/10", "t/high"]);
     assert_eq!(store.purge_tombstones(u64::MAX).await.unwrap(), Vec::<String>::new());
 
-    let left: Vec<String> = store.load().await.unwrap().into_iter().map(|e| e.key).collect();
+    let left: Vec<String> = store
+        .load()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key.to_string())
+        .collect();
     assert_eq!(left, ["live/1", "live/high", "t/max"]);
 }
 

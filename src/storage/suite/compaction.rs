@@ -141,7 +141,10 @@ async fn sqlite_compaction_keeps_the_greatest_precedence() {
         let chosen: Vec<Entry> = subset.iter().map(|&i| versions[i].clone()).collect();
         for (p, order) in permutations(&chosen).into_iter().enumerate() {
             let key = format!("k/{s}/{p:02}");
-            batch.extend(order.into_iter().map(|e| Entry { key: key.clone(), ..e }));
+            batch.extend(order.into_iter().map(|e| Entry {
+                key: key.clone().into(),
+                ..e
+            }));
         }
     }
     let expected = model(&batch);

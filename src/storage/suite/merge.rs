@@ -84,11 +84,11 @@ pub(super) async fn equal_versions_resolve_like_precedence(store: &dyn Store) {
         for (j, b) in candidates.iter().enumerate() {
             let key = format!("k/{i}/{j}");
             let a = Entry {
-                key: key.clone(),
+                key: key.clone().into(),
                 ..a.clone()
             };
             let b = Entry {
-                key: key.clone(),
+                key: key.clone().into(),
                 ..b.clone()
             };
             store.apply(std::slice::from_ref(&a)).await.unwrap();
@@ -134,11 +134,11 @@ pub(super) async fn versions_with_the_high_bit_set_order_as_unsigned(store: &dyn
             // Low first (on a fresh key): the high one must replace it.
             let key = format!("{key}/up");
             let low = Entry {
-                key: key.clone(),
+                key: key.clone().into(),
                 ..low
             };
             let high = Entry {
-                key: key.clone(),
+                key: key.clone().into(),
                 ..high
             };
             apply_changing(store, &[low, high.clone()], 2).await;

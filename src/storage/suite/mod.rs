@@ -80,11 +80,11 @@ fn value(key: &str, value: &[u8], version: Version) -> Entry {
 fn model<'a>(batches: impl IntoIterator<Item = &'a Entry>) -> BTreeMap<String, Entry> {
     let mut state: BTreeMap<String, Entry> = BTreeMap::new();
     for entry in batches {
-        let merged = match state.remove(&entry.key) {
+        let merged = match state.remove(entry.key.as_str()) {
             Some(current) => current.merge(entry.clone()),
             None => entry.clone(),
         };
-        state.insert(entry.key.clone(), merged);
+        state.insert(entry.key.to_string(), merged);
     }
     state
 }
