@@ -115,6 +115,17 @@ impl DigestTree {
         self.root ^= hash;
     }
 
+    /// Take in every entry `other` holds (the tree of the union of two disjoint sets of entries).
+    pub fn absorb(&mut self, other: &DigestTree) {
+        for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets.iter()) {
+            *mine ^= theirs;
+        }
+        for (mine, theirs) in self.groups.iter_mut().zip(other.groups.iter()) {
+            *mine ^= theirs;
+        }
+        self.root ^= other.root;
+    }
+
     /// The root digest.
     pub fn root(&self) -> u128 {
         self.root
@@ -159,6 +170,11 @@ impl BucketKeys {
             self.0.push(byte | 0x80);
         }
         self.0.extend_from_slice(key.as_bytes());
+    }
+
+    /// Add every key of `other` after this bucket's own, in `other`'s order.
+    pub fn append(&mut self, other: &BucketKeys) {
+        self.0.extend_from_slice(&other.0);
     }
 
     /// Remove `key`; false if it is not here. As `Vec::swap_remove`, the last key takes its place: the order

@@ -53,6 +53,11 @@ impl ExpiryIndex {
         }
     }
 
+    /// Take in every expiry `other` holds.
+    pub(super) fn append(&mut self, other: &mut ExpiryIndex) {
+        self.0.append(&mut other.0);
+    }
+
     /// Forget `entry` going out of the map (replaced or removed).
     pub(super) fn remove(&mut self, entry: &Entry) {
         if let (Some(at), false) = (entry.expires, entry.deleted) {

@@ -175,6 +175,14 @@ impl LeaseIndex {
         }
     }
 
+    /// Take in the bound keys `other` holds (which leases have ended is the map's to note again).
+    pub(super) fn append(&mut self, other: &mut LeaseIndex) {
+        for (id, mut keys) in std::mem::take(&mut other.keys) {
+            self.keys.entry(id).or_default().append(&mut keys);
+        }
+        self.ended.append(&mut other.ended);
+    }
+
     /// Forget `entry` going out of the map (replaced or removed).
     pub(super) fn remove(&mut self, entry: &Entry) {
         if let (Some(id), false) = (entry.lease, entry.deleted) {

@@ -150,6 +150,53 @@ mod basics {
                 proptest::prop_assert_eq!(bulk.bucket_entries(bucket).count(), merged.bucket_entries(bucket).count());
             }
         }
+
+        /// A map built from parts (any cut of a sorted load) is the map built from the whole.
+        #[test]
+        fn a_map_of_parts_is_the_map_of_the_whole(
+            rows in proptest::collection::btree_map(0u16..700, (0u64..4, proptest::bool::ANY, 0u8..3), 0..300),
+            cuts in proptest::collection::vec(0usize..302, 0..4),
+        ) {
+            let entries: Vec<Entry> = rows
+                .iter()
+                .map(|(&k, &(h, d, kind))| {
+                    let e = entry_of(k, h + 1, d);
+                    match kind {
+                        // Some expire, some are bound to a lease (whose record may sit in another part).
+                        1 if !d => Entry { expires: Some(crate::crdt::expiry::at(h + 10)), ..e },
+                        2 if !d => Entry { lease: crate::crdt::LeaseId::new(h + 1), ..e },
+                        _ => e,
+                    }
+                })
+                .collect();
+            // Leases 1 and 3 have ended: their records (tombstones, under `_system/`) sort before every value.
+            let ended = [1, 3].map(|id| Entry::tombstone(crate::crdt::LeaseId::new(id).unwrap().key(), v(1)));
+            let entries: Vec<Entry> = ended.into_iter().chain(entries).collect();
+            let whole = LwwMap::from_entries(entries.clone());
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(entries.len())).collect();
+            cuts.sort_unstable();
+            let mut parts = Vec::new();
+            let mut rest = entries;
+            for cut in cuts.into_iter().rev() {
+                parts.push(rest.split_off(cut));
+            }
+            parts.push(rest);
+            parts.reverse();
+            let joined = LwwMap::from_parts(parts);
+            proptest::prop_assert_eq!(joined.iter().collect::<Vec<_>>(), whole.iter().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(joined.digest().root(), whole.digest().root());
+            proptest::prop_assert_eq!(joined.digest().groups(), whole.digest().groups());
+            proptest::prop_assert_eq!((joined.len(), joined.tombstones(), joined.bytes()), (whole.len(), whole.tombstones(), whole.bytes()));
+            proptest::prop_assert_eq!(joined.expiring().due(u64::MAX, usize::MAX), whole.expiring().due(u64::MAX, usize::MAX));
+            proptest::prop_assert_eq!(joined.bound().ids().collect::<Vec<_>>(), whole.bound().ids().collect::<Vec<_>>());
+            proptest::prop_assert_eq!(joined.bound().any_ended(), whole.bound().any_ended());
+            for key in 0..700u16 {
+                let bucket = crate::crdt::digest::bucket_of(&format!("k/{key:03}"));
+                // The same keys in the same order: anti-entropy's messages list a bucket in this order.
+                let keys = |m: &LwwMap| m.bucket_entries(bucket).map(|e| e.key.to_string()).collect::<Vec<_>>();
+                proptest::prop_assert_eq!(keys(&joined), keys(&whole));
+            }
+        }
     }
 }
 

@@ -105,6 +105,32 @@ impl<T: Ord + Borrow<str>> RunSet<T> {
         RunSet { runs, len, shape }
     }
 
+    /// Put every item of `other`, whose keys all sort after this set's, after them: its runs follow this
+    /// set's as they are.
+    pub fn append_after(&mut self, other: RunSet<T>) {
+        if other.is_empty() {
+            return;
+        }
+        let last = self
+            .runs
+            .last()
+            .and_then(|run| run.set.last())
+            .map(|item| item.borrow());
+        debug_assert!(
+            last < other.runs[0].set.first().map(|item| item.borrow()),
+            "parts out of order"
+        );
+        let mut runs = other.runs;
+        if self.is_empty() {
+            runs[0].fence = "".into();
+            self.runs = runs;
+        } else {
+            runs[0].fence = first_key(&runs[0].set);
+            self.runs.extend(runs);
+        }
+        self.len += other.len;
+    }
+
     /// Number of items.
     pub fn len(&self) -> usize {
         self.len

@@ -273,12 +273,15 @@ impl Db {
     ) -> Result<Db> {
         let audit_next = store.audit_last_id().await?.saturating_add(1);
         let started = std::time::Instant::now();
-        let entries = store.load().await?;
+        let parts = store.load_parts().await?;
         let loaded = started.elapsed();
-        if let Some(latest) = entries.iter().map(|entry| entry.version.hlc).max() {
+        if let Some(latest) = parts.iter().flatten().map(|entry| entry.version.hlc).max() {
             hlc.observe(latest);
         }
-        let map = LwwMap::from_entries(entries);
+        // Blocking work (seconds for millions of keys) on threads of its own, off the runtime's workers.
+        let map = tokio::task::spawn_blocking(move || LwwMap::from_parts(parts))
+            .await
+            .map_err(|err| Error::Internal(format!("building the map stopped: {err}")))?;
         tracing::info!(
             entries = map.len(),
             load_ms = loaded.as_millis() as u64,

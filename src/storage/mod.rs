@@ -56,6 +56,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every stored entry (tombstones included), in key order. Called once when a node opens its data.
     async fn load(&self) -> Result<Vec<Entry>>;
 
+    /// [`Store::load`] as parts: each in key order, every key of a part before every key of the next, so that
+    /// their concatenation is what `load` returns. A store may read its parts at once, and the map be built
+    /// from them at once ([`crate::crdt::LwwMap::from_parts`]).
+    async fn load_parts(&self) -> Result<Vec<Vec<Entry>>> {
+        Ok(vec![self.load().await?])
+    }
+
     /// Persist `entries` atomically, each merged by version with what is stored: an entry that does not
     /// supersede the stored one never shows in `load`. A store may merge on write
     /// ([`MemoryStore`]) or record every entry and merge when reading and compacting ([`SqliteStore`]).

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use super::sql::{merge_rows, LOAD_KV, LOAD_LOG};
+use super::sql::{merge_rows, LOAD_KV, LOAD_KV_BELOW, LOAD_KV_FROM, LOAD_LOG, LOAD_LOG_BELOW, LOAD_LOG_FROM};
 use crate::crdt::{expiry, DocMeta, Entry, LeaseId, NodeId, Version};
 use crate::error::{Error, Result};
 
@@ -27,26 +27,92 @@ const LOAD_MMAP_BYTES: u64 = 1 << 40;
 /// Blocking; both tables are read in one read transaction, so a compaction committing meanwhile cannot move
 /// rows from the log into `kv` between the two reads.
 pub(super) fn load(path: &Path) -> Result<Vec<Entry>> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    let conn = Connection::open_with_flags(path, flags)?;
-    conn.pragma_update(None, "cache_size", format!("-{LOAD_CACHE_KIB}"))?;
-    conn.pragma_update(None, "mmap_size", LOAD_MMAP_BYTES.to_string())?;
+    let conn = connect(path)?;
     conn.execute_batch("BEGIN")?;
-    let kv = rows(&conn, LOAD_KV, "kv")?;
-    let log = rows(&conn, LOAD_LOG, "log")?;
+    let kv = rows(&conn, LOAD_KV, None, count(&conn, "kv")?)?;
+    let log = rows(&conn, LOAD_LOG, None, count(&conn, "log")?)?;
     conn.execute_batch("COMMIT")?;
     Ok(merge_rows(kv, log))
 }
 
-/// The rows of `sql` (the columns of `sql::select!`) from `table`, decoded.
-fn rows(conn: &Connection, sql: &str, table: &str) -> Result<Vec<Entry>> {
-    // Counted first (from the smallest index, a fraction of the table's pages), so that the entries are
-    // written once into a vector of their size: grown by doubling, they were copied about once more and
-    // twice their size of fresh pages zeroed by the kernel, which was a fifth of a restart.
+/// [`load`] in two parts read at once, the keys below the middle one on this thread and the rest on another,
+/// each through its own connection, when `kv` holds at least twice `split_min_rows`; else in one part.
+///
+/// Each part reads its keys' rows of both tables in one read transaction of its own, so each key's state
+/// is one the store held (a compaction between the two transactions moves rows of one part or the other,
+/// never half of a key); the two parts may be a moment apart, as two loads would be.
+pub(super) fn load_parts(path: &Path, split_min_rows: usize) -> Result<Vec<Vec<Entry>>> {
+    let conn = connect(path)?;
+    conn.execute_batch("BEGIN")?;
+    let total = count(&conn, "kv")?;
+    if total < split_min_rows.saturating_mul(2) {
+        let kv = rows(&conn, LOAD_KV, None, total)?;
+        let log = rows(&conn, LOAD_LOG, None, count(&conn, "log")?)?;
+        conn.execute_batch("COMMIT")?;
+        return Ok(vec![merge_rows(kv, log)]);
+    }
+    let lower_rows = total / 2;
+    let middle: String = conn.query_row(
+        "SELECT key FROM kv ORDER BY key LIMIT 1 OFFSET ?1",
+        [lower_rows as i64],
+        |row| row.get(0),
+    )?;
+    conn.execute_batch("COMMIT")?;
+    std::thread::scope(|scope| {
+        let upper = std::thread::Builder::new()
+            .name("cave-load".into())
+            .spawn_scoped(scope, || {
+                part(
+                    &connect(path)?,
+                    LOAD_KV_FROM,
+                    LOAD_LOG_FROM,
+                    &middle,
+                    total - lower_rows,
+                )
+            })
+            .map_err(|err| Error::Internal(format!("cannot start the second load thread: {err}")))?;
+        let lower = part(&conn, LOAD_KV_BELOW, LOAD_LOG_BELOW, &middle, lower_rows);
+        // A panic on the other thread is a bug, not an outcome: it goes on here as it was.
+        let upper = upper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        Ok(vec![lower?, upper?])
+    })
+}
+
+/// The entries of the keys `kv_sql` and `log_sql` select against `bound`, merged, in one read transaction.
+fn part(conn: &Connection, kv_sql: &str, log_sql: &str, bound: &str, expected: usize) -> Result<Vec<Entry>> {
+    conn.execute_batch("BEGIN")?;
+    let kv = rows(conn, kv_sql, Some(bound), expected)?;
+    let log = rows(conn, log_sql, Some(bound), 0)?;
+    conn.execute_batch("COMMIT")?;
+    Ok(merge_rows(kv, log))
+}
+
+/// A read-only connection for a load.
+fn connect(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.pragma_update(None, "cache_size", format!("-{LOAD_CACHE_KIB}"))?;
+    conn.pragma_update(None, "mmap_size", LOAD_MMAP_BYTES.to_string())?;
+    Ok(conn)
+}
+
+/// The rows of `table`. Counted before a load (a pass over the table's pages without decoding them, ~5% of
+/// the load) so that the entries are written once into a vector of their size: grown by doubling, they were
+/// copied about once more and twice their size of fresh pages zeroed by the kernel, a fifth of a restart.
+fn count(conn: &Connection, table: &str) -> Result<usize> {
     let count: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |row| row.get(0))?;
+    Ok(usize::try_from(count).unwrap_or(0))
+}
+
+/// The rows of `sql` (the columns of `sql::select!`, with `bound` as its one parameter if it has one),
+/// decoded into a vector made for `expected` of them.
+fn rows(conn: &Connection, sql: &str, bound: Option<&str>, expected: usize) -> Result<Vec<Entry>> {
     let mut statement = conn.prepare(sql)?;
-    let mut rows = statement.query([])?;
-    let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0));
+    let mut rows = match bound {
+        Some(bound) => statement.query([bound])?,
+        None => statement.query([])?,
+    };
+    let mut out = Vec::with_capacity(expected);
     while let Some(row) = rows.next()? {
         out.push(entry(row)?);
     }
@@ -137,6 +203,39 @@ mod tests {
         assert_eq!(keys, [("a/a", 3, true), ("a/b", 9, false)]);
         assert_eq!(&loaded[1].value[..], b"w");
         assert_eq!(loaded[1].content_type, "text/plain");
+    }
+
+    #[tokio::test]
+    async fn a_split_load_is_the_whole_load_in_two_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        // Ten keys in `kv` ("a/b" and k/0..k/8), then by hand in the log: a newer version of a key of each
+        // half, a key only in the log, and a tombstone.
+        let path = stored_then(dir.path(), "").await;
+        let store = SqliteStore::open(&path, Durability::Normal).await.unwrap();
+        let batch: Vec<Entry> = (0..9)
+            .map(|i| Entry::value(format!("k/{i}"), &b"v"[..], Version::new(5, NodeId(1))))
+            .collect();
+        store.apply_with_audit(&batch, &[]).await.unwrap();
+        store.close().await.unwrap();
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch(
+                "INSERT INTO log (key, value, content_type, secret, deleted, hlc, node) \
+                 VALUES ('a/b', x'77', '', 0, 0, 9, 2), ('k/7', x'78', '', 0, 0, 9, 2), \
+                 ('k/45', x'79', '', 0, 0, 9, 2), ('k/2', x'', '', 0, 1, 9, 2)",
+            )
+            .unwrap();
+        let whole = load(&path).unwrap();
+        assert_eq!(whole.len(), 11);
+        // Below twice the threshold: one part.
+        assert_eq!(load_parts(&path, 6).unwrap(), vec![whole.clone()]);
+        let parts = load_parts(&path, 5).unwrap();
+        assert_eq!(parts.len(), 2);
+        // The middle of the ten rows of `kv` splits them five and five; "k/45" (log only) falls in the upper.
+        assert_eq!(parts[0].last().map(|e| e.key.as_str()), Some("k/3"));
+        assert_eq!(parts.concat(), whole);
+        let map = crate::crdt::LwwMap::from_parts(parts);
+        assert!(map.iter().eq(whole.iter()));
     }
 
     #[tokio::test]

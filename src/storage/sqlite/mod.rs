@@ -421,6 +421,15 @@ impl Store for SqliteStore {
             .map_err(|err| Error::Internal(format!("the storage load stopped: {err}")))?
     }
 
+    async fn load_parts(&self) -> Result<Vec<Vec<Entry>>> {
+        self.check_open()?;
+        let path = self.path.clone();
+        let split_min_rows = self.tuning.load_split_min_rows.max(1);
+        tokio::task::spawn_blocking(move || bulk::load_parts(&path, split_min_rows))
+            .await
+            .map_err(|err| Error::Internal(format!("the storage load stopped: {err}")))?
+    }
+
     async fn apply_with_audit(&self, entries: &[Entry], audit: &[AuditRecord]) -> Result<usize> {
         let mut writer = self.writer.lock().await;
         let writer = writer.as_mut().ok_or_else(closed)?;

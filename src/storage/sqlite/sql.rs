@@ -26,6 +26,12 @@ macro_rules! select {
 /// The restart's load (see `bulk`): every `kv` row in key order, and every `log` row in append order.
 pub(super) const LOAD_KV: &str = select!("kv", "ORDER BY key");
 pub(super) const LOAD_LOG: &str = select!("log", "ORDER BY seq");
+/// The lower half of a split load (see `bulk::load_parts`): keys before `?1`.
+pub(super) const LOAD_KV_BELOW: &str = select!("kv", "WHERE key < ?1 ORDER BY key");
+pub(super) const LOAD_LOG_BELOW: &str = select!("log", "WHERE key < ?1 ORDER BY seq");
+/// The upper half: keys from `?1` on.
+pub(super) const LOAD_KV_FROM: &str = select!("kv", "WHERE key >= ?1 ORDER BY key");
+pub(super) const LOAD_LOG_FROM: &str = select!("log", "WHERE key >= ?1 ORDER BY seq");
 /// Tombstone purge when `before_hlc < 2^63`: only non-negative (bit-cast) HLCs can be below it. The literal
 /// `deleted = 1` lets SQLite use the partial index `kv_tombstones_by_hlc`.
 pub(in crate::storage) const PURGE_LOW_SQL: &str =

@@ -22,6 +22,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 pub const WAL_RESTART_BYTES: u64 = 64 << 20;
 /// Default of [`StoreTuning::wal_limit_bytes`].
 pub const WAL_LIMIT_BYTES: u64 = 256 << 20;
+/// Rows from which a restart reads the table in two halves at once: below, the second connection and the
+/// split point cost more than the halved read saves.
+pub const LOAD_SPLIT_MIN_ROWS: usize = 200_000;
 
 /// When the log is compacted and the WAL checkpointed. [`Default`] is what production uses; tests make the
 /// bounds small to exercise them often.
@@ -52,6 +55,9 @@ pub struct StoreTuning {
     /// Hard bound on the WAL file: an `apply` that leaves it this large runs a `TRUNCATE` checkpoint itself,
     /// which waits for the readers that keep the WAL from starting over.
     pub wal_limit_bytes: u64,
+    /// A restart loads `kv` in two halves read at once on two threads (each with its own connection) from
+    /// this many rows on ([`Store::load_parts`](crate::storage::Store::load_parts)). At least 1.
+    pub load_split_min_rows: usize,
 }
 
 impl StoreTuning {
@@ -64,6 +70,7 @@ impl StoreTuning {
         checkpoint_interval: CHECKPOINT_INTERVAL,
         wal_restart_bytes: WAL_RESTART_BYTES,
         wal_limit_bytes: WAL_LIMIT_BYTES,
+        load_split_min_rows: LOAD_SPLIT_MIN_ROWS,
     };
 }
 

@@ -17,6 +17,7 @@ const BUSY_CHECKPOINTS: StoreTuning = StoreTuning {
     checkpoint_interval: std::time::Duration::from_millis(5),
     wal_restart_bytes: 64 << 10,
     wal_limit_bytes: 1 << 20,
+    load_split_min_rows: StoreTuning::DEFAULT.load_split_min_rows,
 };
 
 fn wal_len(db: &Path) -> u64 {
