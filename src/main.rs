@@ -72,6 +72,26 @@ impl Drop for Purger {
     }
 }
 
+/// A runtime worker going idle collects its own mimalloc heap, at most once a [`PURGE_INTERVAL`].
+///
+/// The purger's forced collection reaches its own thread's heap and abandoned pages only. A block freed by
+/// another thread (the writer task merging two runs of the map's B-tree built on another worker) goes back
+/// to its owner's page lazily, when the owner next collects: an idle worker never did, and after an import of
+/// 1 M keys ~8 MB of such pages stayed resident.
+fn collect_when_idle() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    LAST.with(|last| {
+        let now = std::time::Instant::now();
+        if last.get().is_none_or(|at| now.duration_since(at) >= PURGE_INTERVAL) {
+            last.set(Some(now));
+            // SAFETY: as in the purger; this collects the calling thread's own heap.
+            unsafe { libmimalloc_sys::mi_collect(true) };
+        }
+    });
+}
+
 fn main() -> ExitCode {
     let command = match config::parse(std::env::args_os(), &config::process_env()) {
         Ok(command) => command,
@@ -239,6 +259,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
         .map_err(|err| anyhow::anyhow!("cannot set up logging: {err}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_park(collect_when_idle)
         .build()
         .context("cannot start the async runtime")?;
     let _purger = Purger::start().context("cannot start the memory purger")?;
