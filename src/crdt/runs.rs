@@ -84,7 +84,6 @@ impl<T: Ord + Borrow<str>> RunSet<T> {
     /// A set of `items`, which are sorted by key with no key twice, built in bulk: runs of at most
     /// [`Shape::max_merge`] items, so that a later rebuild of one moves no more than that.
     pub fn from_sorted(shape: Shape, items: Vec<T>) -> RunSet<T> {
-        let len = items.len();
         // Built whole (in place from the vector: no copy), then cut from the back: a split walks one path
         // down the tree and leaves the other nodes as full as they were.
         let mut whole: BTreeSet<T> = items.into_iter().collect();
@@ -102,6 +101,8 @@ impl<T: Ord + Borrow<str>> RunSet<T> {
             set: whole,
         });
         runs.reverse();
+        // Counted from the runs: a key given twice is held once.
+        let len = runs.iter().map(|run| run.set.len()).sum();
         RunSet { runs, len, shape }
     }
 
