@@ -201,7 +201,7 @@ impl LwwMap {
     }
 
     /// [`LwwMap::install`] for each of `entries`, in one pass: a commit group's final entries. The new keys
-    /// among them go into the ordered set together ([`RunSet::insert_fresh`]): a stretch of them between two
+    /// among them go into the ordered set together (`RunSet::insert_fresh`): a stretch of them between two
     /// held keys (an import's, in key order) becomes a run built in bulk, with full nodes; inserted one by
     /// one in key order, they would leave every node split in half, and the set half empty: ~100 bytes more
     /// per key.
