@@ -43,19 +43,21 @@
 //! The listing helpers ([`Db::children`], [`Db::page`]) serve the client API and pass over the keys reserved
 //! for Cave ([`crate::key::is_reserved`]); replication reads the map itself ([`Db::with_state`]) and sees them.
 
+mod changes;
 mod docs;
 pub mod lease;
 mod listing;
 pub mod locks;
 mod writer;
 
+pub use changes::Change;
+use changes::{held_entry, publish, resolve_in, Published};
 use docs::DocBroadcast;
 pub use docs::DocPatch;
 pub use listing::{Listed, Page};
 
 pub use writer::MAX_GROUP_ENTRIES;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -64,7 +66,7 @@ use parking_lot::RwLock;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::audit::{context, AuditPage, AuditQuery, AuditRecord, Retention};
-use crate::crdt::{Entry, Hlc, Key, LwwMap, NodeId, Version};
+use crate::crdt::{Entry, Hlc, LwwMap, NodeId, Version};
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
@@ -77,79 +79,6 @@ pub const EVENT_BUFFER: usize = 16_384;
 /// Most value bytes that change events waiting in the ring hold, all together; past it events carry only
 /// key and version (see the module docs).
 pub const EVENT_VALUE_BUDGET_BYTES: usize = 64 << 20;
-
-/// One committed change on the change stream: the key and the version it moved to, with the entry itself
-/// while the stream's value budget has room. [`Db::resolve`] gives the entry either way.
-#[derive(Debug)]
-pub struct Change {
-    /// The key that changed.
-    pub key: Key,
-    /// The version it moved to (a newer one may have replaced it since).
-    pub version: Version,
-    /// Whether the change wrote a tombstone.
-    pub deleted: bool,
-    /// Whether it came in through this node's import (`POST /api/v1/import`): this node is the entry point of
-    /// such entries into the cluster, and pushes them to its peers as it pushes its own writes, whoever
-    /// wrote them (see [`crate::replication::Core::on_import`]).
-    pub imported: bool,
-    held: Option<Held>,
-}
-
-/// The rest of a change's entry, counted in the value budget until dropped.
-#[derive(Debug)]
-struct Held {
-    value: Bytes,
-    content_type: crate::crdt::ContentType,
-    secret: bool,
-    doc: Option<crate::crdt::DocMeta>,
-    expires: Option<std::num::NonZeroU64>,
-    lease: Option<crate::crdt::LeaseId>,
-    /// For a local document write: how it is broadcast.
-    delta: Option<DocBroadcast>,
-    budget: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.budget
-            .fetch_sub(self.value.len() + DocBroadcast::len(&self.delta), Ordering::AcqRel);
-    }
-}
-
-impl Change {
-    /// The event for `entry`: holding it if `budget` (bytes held by events so far) has room for its value.
-    fn new(entry: Entry, delta: Option<DocBroadcast>, budget: &Arc<AtomicUsize>) -> Change {
-        let size = entry.value.len() + DocBroadcast::len(&delta);
-        let fits = budget.fetch_add(size, Ordering::AcqRel) + size <= EVENT_VALUE_BUDGET_BYTES;
-        let held = if fits {
-            Some(Held {
-                value: entry.value,
-                content_type: entry.content_type,
-                secret: entry.secret,
-                doc: entry.doc.map(|d| *d),
-                expires: entry.expires,
-                lease: entry.lease,
-                delta,
-                budget: budget.clone(),
-            })
-        } else {
-            budget.fetch_sub(size, Ordering::AcqRel);
-            None
-        };
-        Change {
-            key: entry.key,
-            version: entry.version,
-            deleted: entry.deleted,
-            imported: false,
-            held,
-        }
-    }
-
-    /// Whether the event carries its entry (rather than only naming it).
-    pub fn holds_entry(&self) -> bool {
-        self.held.is_some()
-    }
-}
 
 /// One operation of an atomic write (a single PUT is a one-op write; `POST /api/v1/query` sends several).
 #[derive(Debug, Clone)]
@@ -571,64 +500,6 @@ impl WeakDb {
     /// The database, if it still exists.
     pub fn upgrade(&self) -> Option<Db> {
         self.0.upgrade().map(|shared| Db { shared })
-    }
-}
-
-/// Publish committed entries on the change stream, in order (the writer calls this after the map took them).
-fn publish(shared: &Shared, changes: Vec<Published>, mut deltas: HashMap<(Key, Version), DocBroadcast>) {
-    for change in changes {
-        let change = match change {
-            Published::Entry { entry, imported } => {
-                let delta = if deltas.is_empty() {
-                    None
-                } else {
-                    deltas.remove(&(entry.key.clone(), entry.version))
-                };
-                Change {
-                    imported,
-                    ..Change::new(entry, delta, &shared.event_bytes)
-                }
-            }
-            Published::Named { key, version, imported } => Change {
-                key,
-                version,
-                deleted: false,
-                imported,
-                held: None,
-            },
-        };
-        // No subscribers is fine: nobody is watching (and the dropped event gives its bytes back).
-        let _ = shared.events.send(Arc::new(change));
-    }
-}
-
-/// A committed change as the writer hands it to [`publish`].
-enum Published {
-    /// The entry, held by its event if the budget has room; `imported` as in [`Change::imported`].
-    Entry { entry: Entry, imported: bool },
-    /// A value named by key and version only: its event is by reference.
-    Named { key: Key, version: Version, imported: bool },
-}
-
-fn held_entry(change: &Change) -> Option<Entry> {
-    change.held.as_ref().map(|held| Entry {
-        key: change.key.clone(),
-        value: held.value.clone(),
-        content_type: held.content_type.clone(),
-        secret: held.secret,
-        deleted: change.deleted,
-        version: change.version,
-        doc: held.doc.map(Box::new),
-        expires: held.expires,
-        lease: held.lease,
-    })
-}
-
-fn resolve_in(state: &LwwMap, change: &Change) -> Option<Entry> {
-    match state.get(&change.key) {
-        Some(e) if e.version == change.version && e.deleted == change.deleted => Some(e.clone()),
-        None if change.deleted => Some(Entry::tombstone(change.key.clone(), change.version)),
-        _ => None,
     }
 }
 
