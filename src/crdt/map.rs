@@ -219,21 +219,24 @@ impl LwwMap {
             }
             return;
         }
-        let mut notes = Vec::new();
-        let mut fresh = Vec::with_capacity(entries.len());
-        for entry in entries {
-            if entry.lease.is_some() || entry.key.starts_with(super::lease::LEASE_PREFIX) {
-                notes.push((entry.key.clone(), entry.lease));
-            }
-            if self.entries.contains(entry.key.as_str()) {
-                self.install_entry(entry);
-            } else {
-                self.account_new(&entry);
-                fresh.push(Slot(entry));
-            }
+        let notes: Vec<_> = entries
+            .iter()
+            .filter(|entry| entry.lease.is_some() || entry.key.starts_with(super::lease::LEASE_PREFIX))
+            .map(|entry| (entry.key.clone(), entry.lease))
+            .collect();
+        // The held keys' entries are taken out; the new ones stay where they are and become the set's slots in
+        // place: an import's hundred thousand entries are not copied into another vector on the way.
+        let held: Vec<Entry> = entries
+            .extract_if(.., |entry| self.entries.contains(entry.key.as_str()))
+            .collect();
+        for entry in held {
+            self.install_entry(entry);
+        }
+        for entry in &entries {
+            self.account_new(entry);
         }
         // Sorted, unique and absent from the set.
-        self.entries.insert_fresh(fresh);
+        self.entries.insert_fresh(entries.into_iter().map(Slot).collect());
         for (key, lease) in notes {
             self.note_lease(&key, lease);
         }

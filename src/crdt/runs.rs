@@ -206,42 +206,57 @@ impl<T: Ord + Borrow<str>> RunSet<T> {
 
     /// Add `fresh`: items sorted by key, no key twice, none held. Each stretch of them that lies between two
     /// held keys becomes a run of its own if it is long enough; the rest go into the runs that own them.
-    pub fn insert_fresh(&mut self, fresh: Vec<T>) {
-        // First cut into stretches against the runs as they are; the short ones (grouped by run) go in first,
-        // which moves no fence, then each long one, found again as runs split and merge.
-        let mut short: Vec<(usize, Vec<T>)> = Vec::new();
-        let mut long: Vec<Vec<T>> = Vec::new();
-        let mut fresh = fresh.into_iter().peekable();
-        while let Some(first) = fresh.next() {
-            let at = self.locate(first.borrow());
+    pub fn insert_fresh(&mut self, mut fresh: Vec<T>) {
+        // First cut into stretches against the runs as they are (`(start, run)`, in order); the short ones
+        // (grouped by run) go in first, which moves no fence, then each long one, found again as runs split
+        // and merge. The items stay in `fresh` until the stretches are known: one stretch (an import's
+        // request at the right edge) is passed on as the vector itself, without a copy.
+        let mut stretches: Vec<(usize, usize)> = Vec::new();
+        let mut start = 0;
+        while start < fresh.len() {
+            let first = fresh[start].borrow();
+            let at = self.locate(first);
             // The stretch ends before the next held key, or the next run's fence, whichever comes first.
             let run_end = self.runs.get(at + 1).map(|run| &*run.fence);
             let held_next = self.runs[at]
                 .set
-                .range::<str, _>((Bound::Excluded(first.borrow()), Bound::Unbounded))
+                .range::<str, _>((Bound::Excluded(first), Bound::Unbounded))
                 .next()
                 .map(|item| item.borrow());
-            let limit: Option<Box<str>> = match (run_end, held_next) {
-                (Some(a), Some(b)) => Some(a.min(b).into()),
-                (a, b) => a.or(b).map(Into::into),
+            let limit = match (run_end, held_next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
             };
-            let mut stretch = vec![first];
-            while let Some(next) = fresh.next_if(|item| limit.as_deref().is_none_or(|limit| item.borrow() < limit)) {
-                stretch.push(next);
-            }
+            let len = match limit {
+                Some(limit) => fresh[start..].partition_point(|item| item.borrow() < limit),
+                None => fresh.len() - start,
+            };
+            stretches.push((start, at));
+            start += len.max(1);
+        }
+        // Cut from the back, so that each cut moves only its own stretch.
+        let mut short: Vec<(usize, Vec<Vec<T>>)> = Vec::new();
+        let mut long: Vec<Vec<T>> = Vec::new();
+        for &(start, at) in stretches.iter().rev() {
+            let stretch = if start == 0 {
+                std::mem::take(&mut fresh)
+            } else {
+                fresh.split_off(start)
+            };
             if stretch.len() >= self.shape.min_run {
                 long.push(stretch);
             } else {
                 match short.last_mut() {
-                    Some((run, items)) if *run == at => items.append(&mut stretch),
-                    _ => short.push((at, stretch)),
+                    Some((run, pieces)) if *run == at => pieces.push(stretch),
+                    _ => short.push((at, vec![stretch])),
                 }
             }
         }
-        for (at, items) in short {
-            self.add_to_run(at, items);
+        for (at, pieces) in short {
+            // Gathered back to front: put in key order again.
+            self.add_to_run(at, pieces.into_iter().rev().flatten().collect());
         }
-        for items in long {
+        for items in long.into_iter().rev() {
             let at = self.locate(items[0].borrow());
             self.add_run(at, items);
         }
