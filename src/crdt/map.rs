@@ -76,18 +76,11 @@ impl LwwMap {
         });
         let mut map = LwwMap::default();
         for entry in &entries {
-            Self::account(&mut map.tombstones, &mut map.bytes, (entry.deleted, entry.size()), 1);
-            map.digest.toggle(entry);
-            map.buckets[bucket_of(&entry.key) as usize].push(&entry.key);
-            map.expiring.add(entry);
-            map.bound.add(entry);
+            map.account_new(entry);
         }
         // Sorted and without duplicates already: the set is built in bulk.
         map.entries = RunSet::from_sorted(Shape::default(), entries.into_iter().map(Slot).collect());
-        let leases: Vec<_> = map.bound.ids().collect();
-        for id in leases {
-            map.note_lease(&id.key(), None);
-        }
+        map.note_every_lease();
         map
     }
 
@@ -127,11 +120,16 @@ impl LwwMap {
             map.entries.append_after(next.entries);
         }
         // A lease's record and the values bound to it may have been in different parts.
-        let leases: Vec<_> = map.bound.ids().collect();
-        for id in leases {
-            map.note_lease(&id.key(), None);
-        }
+        map.note_every_lease();
         map
+    }
+
+    /// [`LwwMap::note_lease`] for every lease that has values bound to it: after a bulk build.
+    fn note_every_lease(&mut self) {
+        let leases: Vec<_> = self.bound.ids().collect();
+        for id in leases {
+            self.note_lease(&id.key(), None);
+        }
     }
 
     /// The anti-entropy digest of everything the map holds.

@@ -29,11 +29,8 @@ const LOAD_MMAP_BYTES: u64 = 1 << 40;
 /// rows from the log into `kv` between the two reads.
 pub(super) fn load(path: &Path) -> Result<Vec<Entry>> {
     let conn = connect(path)?;
-    conn.execute_batch("BEGIN")?;
-    let kv = rows(&conn, LOAD_KV, None, count(&conn, "kv")?)?;
-    let log = rows(&conn, LOAD_LOG, None, count(&conn, "log")?)?;
-    conn.execute_batch("COMMIT")?;
-    Ok(merge_rows(kv, log))
+    let total = count(&conn, "kv")?;
+    part(&conn, LOAD_KV, LOAD_LOG, None, total)
 }
 
 /// [`load`] in two parts read at once, the keys below the middle one on this thread and the rest on another,
@@ -47,10 +44,8 @@ pub(super) fn load_parts(path: &Path, split_min_rows: usize) -> Result<Vec<Vec<E
     conn.execute_batch("BEGIN")?;
     let total = count(&conn, "kv")?;
     if total < split_min_rows.saturating_mul(2) {
-        let kv = rows(&conn, LOAD_KV, None, total)?;
-        let log = rows(&conn, LOAD_LOG, None, count(&conn, "log")?)?;
         conn.execute_batch("COMMIT")?;
-        return Ok(vec![merge_rows(kv, log)]);
+        return Ok(vec![part(&conn, LOAD_KV, LOAD_LOG, None, total)?]);
     }
     let lower_rows = total / 2;
     let middle: String = conn.query_row(
@@ -67,23 +62,24 @@ pub(super) fn load_parts(path: &Path, split_min_rows: usize) -> Result<Vec<Vec<E
                     &connect(path)?,
                     LOAD_KV_FROM,
                     LOAD_LOG_FROM,
-                    &middle,
+                    Some(&middle),
                     total - lower_rows,
                 )
             })
             .map_err(|err| Error::Internal(format!("cannot start the second load thread: {err}")))?;
-        let lower = part(&conn, LOAD_KV_BELOW, LOAD_LOG_BELOW, &middle, lower_rows);
+        let lower = part(&conn, LOAD_KV_BELOW, LOAD_LOG_BELOW, Some(&middle), lower_rows);
         // A panic on the other thread is a bug, not an outcome: it goes on here as it was.
         let upper = upper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         Ok(vec![lower?, upper?])
     })
 }
 
-/// The entries of the keys `kv_sql` and `log_sql` select against `bound`, merged, in one read transaction.
-fn part(conn: &Connection, kv_sql: &str, log_sql: &str, bound: &str, expected: usize) -> Result<Vec<Entry>> {
+/// The entries of the keys `kv_sql` and `log_sql` select (against `bound` if they take one), both tables read
+/// in one read transaction, the log merged in; `expected` rows of `kv` (a vector's size, not a rule).
+fn part(conn: &Connection, kv_sql: &str, log_sql: &str, bound: Option<&str>, expected: usize) -> Result<Vec<Entry>> {
     conn.execute_batch("BEGIN")?;
-    let kv = rows(conn, kv_sql, Some(bound), expected)?;
-    let log = rows(conn, log_sql, Some(bound), 0)?;
+    let kv = rows(conn, kv_sql, bound, expected)?;
+    let log = rows(conn, log_sql, bound, count(conn, "log")?)?;
     conn.execute_batch("COMMIT")?;
     Ok(merge_rows(kv, log))
 }
